@@ -1,0 +1,32 @@
+//! The sans-IO core of peerpipe.
+//!
+//! This crate holds what both ends of every peerpipe link must agree on, with no
+//! I/O, clock or random source of its own (callers pass time and randomness in):
+//!
+//! - [`id`]: device identities (Ed25519) and device ids in text form;
+//! - [`token`]: admission tokens bound to a user, signed with HMAC-SHA256;
+//! - [`signal`]: the versioned JSON signaling messages between device and server;
+//! - [`relay`]: the binary relay frame header the server forwards by;
+//! - [`frame`]: the frames two devices exchange inside relay frames (message
+//!   chunks, acknowledgements, close), with splitting and reassembly.
+//!
+//! ```
+//! use peerpipe_proto::{id::Identity, signal::{hello_payload, ClientMessage}, token};
+//!
+//! let secret = [42u8; 32];
+//! let tok = token::mint(&secret, "alice", 2_000_000_000).unwrap();
+//! let device = Identity::from_secret_bytes([1; 32]);
+//! let nonce = [7u8; 32];
+//! let sig = device.sign(&hello_payload(&nonce, &tok));
+//! assert!(device.device_id().verify(&hello_payload(&nonce, &tok), &sig).is_ok());
+//! assert_eq!(token::verify(&secret, &tok, 1_900_000_000).unwrap().user, "alice");
+//! let hello = ClientMessage::ListPeers { req: 1 }.encode();
+//! assert_eq!(ClientMessage::decode(&hello).unwrap(), ClientMessage::ListPeers { req: 1 });
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod frame;
+pub mod id;
+pub mod relay;
+pub mod signal;
+pub mod token;

@@ -1,0 +1,640 @@
+//! Signaling messages: JSON text frames between a device and the server.
+//!
+//! Every frame is one JSON object with `"v": 1` and a `"type"`. The exchange:
+//!
+//! 1. On connect the server sends [`ServerMessage::Challenge`] with a random nonce.
+//! 2. The device answers [`ClientMessage::Hello`] with its token, its id and a
+//!    signature over [`hello_payload`] (nonce and token, domain-separated).
+//! 3. The server answers [`ServerMessage::Welcome`] (with the user's online devices
+//!    and the limits in force) or [`ServerMessage::Error`] and closes.
+//! 4. Then requests carry a `req` number that the answer repeats; events
+//!    (presence, incoming connections, closes) are pushed at any time.
+//!
+//! Relayed session data travels in binary frames, see [`crate::relay`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::id::DeviceId;
+
+/// The signaling protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+/// The most bytes a text frame may have. Larger frames are refused unparsed.
+pub const MAX_TEXT_FRAME: usize = 16 * 1024;
+/// The most bytes a device label may have.
+pub const MAX_LABEL_LEN: usize = 64;
+/// The most bytes of free text (error messages, reject reasons) in a frame.
+pub const MAX_REASON_LEN: usize = 256;
+/// Length of the server's challenge nonce in bytes.
+pub const NONCE_LEN: usize = 32;
+
+const HELLO_DOMAIN: &[u8] = b"peerpipe-hello-v1\0";
+
+/// The bytes a device signs to answer a challenge: domain, nonce, token.
+///
+/// Binding the token stops a captured signature from being replayed with another
+/// token, and the fresh nonce stops it from being replayed at all.
+pub fn hello_payload(nonce: &[u8; NONCE_LEN], token: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HELLO_DOMAIN.len() + NONCE_LEN + token.len());
+    v.extend_from_slice(HELLO_DOMAIN);
+    v.extend_from_slice(nonce);
+    v.extend_from_slice(token.as_bytes());
+    v
+}
+
+/// A session id, allocated by the server for one connection between two devices.
+///
+/// On the wire in JSON it is 16 lowercase hex digits (a string, so that browsers
+/// do not lose precision); in binary relay frames it is 8 bytes big-endian.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({self})")
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err("a session id is 16 lowercase hex digits");
+        }
+        u64::from_str_radix(s, 16)
+            .map(SessionId)
+            .map_err(|_| "a session id is 16 lowercase hex digits")
+    }
+}
+
+impl Serialize for SessionId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for SessionId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A device as other devices of its user see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    /// The device id.
+    pub id: DeviceId,
+    /// The label the device gave itself (host name, "laptop"); may be empty.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// Limits the server enforces, announced in [`ServerMessage::Welcome`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// The most bytes a binary frame may have, relay header included.
+    pub max_frame: u32,
+    /// Control messages per second a connection may send (sustained).
+    pub control_rate: u32,
+    /// How often the server pings, in milliseconds.
+    pub ping_interval_ms: u64,
+    /// Silence after which the server drops the connection, in milliseconds.
+    pub idle_timeout_ms: u64,
+}
+
+/// Error codes in [`ServerMessage::Error`]. Stable strings; clients match on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not valid JSON of a known message, or a field is out of range.
+    BadRequest,
+    /// The frame's `v` is not a version this server speaks.
+    UnsupportedVersion,
+    /// The token is malformed or not signed by this server.
+    BadToken,
+    /// The token has expired: mint a new one.
+    TokenExpired,
+    /// The challenge signature does not verify for the claimed device id.
+    BadSignature,
+    /// No valid hello arrived within the handshake time-out.
+    HandshakeTimeout,
+    /// The connection sent more control messages than its rate allows.
+    RateLimited,
+    /// A binary frame exceeded the maximum frame size.
+    FrameTooLarge,
+    /// The user already has the maximum number of devices online.
+    TooManyDevices,
+    /// The same device connected again; this older connection is closed.
+    Replaced,
+    /// The target device belongs to this user but is not online.
+    PeerOffline,
+    /// No such device for this user (also the answer for other users' devices).
+    NotFound,
+    /// The operation is not allowed (a session that is not this device's, or itself).
+    Forbidden,
+    /// The target device rejected the connection.
+    Rejected,
+    /// The other side did not answer in time.
+    Timeout,
+    /// The connection was silent past the idle time-out.
+    IdleTimeout,
+    /// This connection did not read relayed data for too long.
+    SlowConsumer,
+    /// The server is shutting down; reconnect later.
+    ShuttingDown,
+    /// A failure inside the server.
+    Internal,
+    /// A code this version does not know (sent by a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The wire string of the code, as used in metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::BadToken => "bad_token",
+            Self::TokenExpired => "token_expired",
+            Self::BadSignature => "bad_signature",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::RateLimited => "rate_limited",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::TooManyDevices => "too_many_devices",
+            Self::Replaced => "replaced",
+            Self::PeerOffline => "peer_offline",
+            Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
+            Self::Rejected => "rejected",
+            Self::Timeout => "timeout",
+            Self::IdleTimeout => "idle_timeout",
+            Self::SlowConsumer => "slow_consumer",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal => "internal",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// Whether the server closes the connection after sending this code.
+    pub fn is_fatal(self) -> bool {
+        matches!(
+            self,
+            Self::UnsupportedVersion
+                | Self::BadToken
+                | Self::TokenExpired
+                | Self::BadSignature
+                | Self::HandshakeTimeout
+                | Self::FrameTooLarge
+                | Self::TooManyDevices
+                | Self::Replaced
+                | Self::IdleTimeout
+                | Self::SlowConsumer
+                | Self::ShuttingDown
+        )
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a session ended, in [`ServerMessage::Closed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// The other device closed the session.
+    PeerClosed,
+    /// The other device's signaling connection dropped.
+    PeerDisconnected,
+    /// The initiator gave up before the target answered.
+    Cancelled,
+    /// The target did not answer in time.
+    Timeout,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// A reason this version does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::PeerClosed => "peer closed",
+            Self::PeerDisconnected => "peer disconnected",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "timed out",
+            Self::ShuttingDown => "server shutting down",
+            Self::Unknown => "unknown",
+        })
+    }
+}
+
+/// A frame from a device to the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// Answer to the challenge: who this device is and on whose behalf it connects.
+    Hello {
+        /// The admission token (see [`crate::token`]).
+        token: String,
+        /// The device id, which must match the signing key.
+        device: DeviceId,
+        /// Base64url Ed25519 signature over [`hello_payload`].
+        signature: String,
+        /// A label for the other devices to show.
+        #[serde(default)]
+        label: String,
+    },
+    /// Ask for the user's online devices; answered by [`ServerMessage::Peers`].
+    ListPeers {
+        /// Request number, repeated in the answer.
+        req: u64,
+    },
+    /// Ask to connect to a device; answered by [`ServerMessage::Connected`] or an error.
+    Connect {
+        /// Request number, repeated in the answer.
+        req: u64,
+        /// The target device.
+        to: DeviceId,
+    },
+    /// Accept an incoming session; answered by [`ServerMessage::Accepted`] or an error.
+    Accept {
+        /// Request number, repeated in the answer.
+        req: u64,
+        /// The session from [`ServerMessage::Incoming`].
+        session: SessionId,
+    },
+    /// Refuse an incoming session. No answer.
+    Reject {
+        /// The session from [`ServerMessage::Incoming`].
+        session: SessionId,
+    },
+    /// End a session (or withdraw a pending connect). No answer.
+    Close {
+        /// The session to end.
+        session: SessionId,
+    },
+}
+
+/// A frame from the server to a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The first frame: sign this nonce.
+    Challenge {
+        /// Base64url of [`NONCE_LEN`] random bytes.
+        nonce: String,
+    },
+    /// Admission succeeded.
+    Welcome {
+        /// The device id, as admitted.
+        device: DeviceId,
+        /// The user the token admitted.
+        user: String,
+        /// The user's other devices that are online now.
+        peers: Vec<PeerInfo>,
+        /// The limits in force on this connection.
+        limits: Limits,
+    },
+    /// The user's other online devices.
+    Peers {
+        /// The request this answers.
+        req: u64,
+        /// The devices.
+        peers: Vec<PeerInfo>,
+    },
+    /// Another device of the user came online.
+    PeerOnline {
+        /// The device.
+        peer: PeerInfo,
+    },
+    /// Another device of the user went offline.
+    PeerOffline {
+        /// The device id.
+        id: DeviceId,
+    },
+    /// Another device of the user wants to connect. Answer with accept or reject.
+    Incoming {
+        /// The new session.
+        session: SessionId,
+        /// Who asks.
+        from: PeerInfo,
+    },
+    /// The target accepted a connect request: relay frames may flow.
+    Connected {
+        /// The connect request this answers.
+        req: u64,
+        /// The session.
+        session: SessionId,
+        /// The target.
+        peer: PeerInfo,
+    },
+    /// The accept went through: relay frames may flow.
+    Accepted {
+        /// The accept request this answers.
+        req: u64,
+        /// The session.
+        session: SessionId,
+    },
+    /// A session ended.
+    Closed {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// Something went wrong. Fatal codes (see [`ErrorCode::is_fatal`]) are followed by a close.
+    Error {
+        /// The request this answers, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        req: Option<u64>,
+        /// The session concerned, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<SessionId>,
+        /// What went wrong.
+        code: ErrorCode,
+        /// A human-readable explanation.
+        #[serde(default)]
+        message: String,
+    },
+}
+
+/// Why a text frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The frame is larger than [`MAX_TEXT_FRAME`].
+    #[error("text frame of {0} bytes exceeds the limit of {MAX_TEXT_FRAME}")]
+    TooLarge(usize),
+    /// The frame's version is not [`VERSION`].
+    #[error("unsupported protocol version {0}")]
+    Version(u64),
+    /// The frame is not a valid message.
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+impl DecodeError {
+    /// The error code to answer this decode error with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Version(_) => ErrorCode::UnsupportedVersion,
+            Self::TooLarge(_) | Self::Invalid(_) => ErrorCode::BadRequest,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a, T> {
+    v: u8,
+    #[serde(flatten)]
+    msg: &'a T,
+}
+
+fn encode<T: Serialize>(msg: &T) -> String {
+    // Serializing these types to JSON cannot fail: no maps with non-string keys, no
+    // user-implemented Serialize that errors.
+    serde_json::to_string(&EnvelopeOut { v: VERSION, msg }).unwrap_or_default()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError> {
+    if text.len() > MAX_TEXT_FRAME {
+        return Err(DecodeError::TooLarge(text.len()));
+    }
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| DecodeError::Invalid("not a JSON object".into()))?;
+    match obj.remove("v").map(|v| v.as_u64()) {
+        Some(Some(v)) if v == u64::from(VERSION) => {}
+        Some(Some(v)) => return Err(DecodeError::Version(v)),
+        _ => return Err(DecodeError::Invalid("missing or non-numeric \"v\"".into())),
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError::Invalid(e.to_string()))
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), DecodeError> {
+    if s.len() > max || s.chars().any(char::is_control) {
+        return Err(DecodeError::Invalid(format!(
+            "{field} must be at most {max} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+impl ClientMessage {
+    /// Encodes the message as a versioned JSON text frame.
+    pub fn encode(&self) -> String {
+        encode(self)
+    }
+
+    /// Decodes and validates a text frame (size, version, schema, field limits).
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        let msg: Self = decode(text)?;
+        if let Self::Hello {
+            token,
+            label,
+            signature,
+            ..
+        } = &msg
+        {
+            check_text("token", token, crate::token::MAX_TOKEN_LEN)?;
+            check_text("label", label, MAX_LABEL_LEN)?;
+            check_text("signature", signature, 128)?;
+        }
+        Ok(msg)
+    }
+}
+
+impl ServerMessage {
+    /// Encodes the message as a versioned JSON text frame.
+    pub fn encode(&self) -> String {
+        encode(self)
+    }
+
+    /// Decodes a text frame from the server.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        decode(text)
+    }
+
+    /// An error frame with no request or session.
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        truncate_utf8(&mut message, MAX_REASON_LEN);
+        Self::Error {
+            req: None,
+            session: None,
+            code,
+            message,
+        }
+    }
+}
+
+/// Shortens `s` to at most `max` bytes on a character boundary.
+pub fn truncate_utf8(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::Identity;
+
+    fn dev(n: u8) -> DeviceId {
+        Identity::from_secret_bytes([n; 32]).device_id()
+    }
+
+    #[test]
+    fn client_messages_round_trip_with_version() {
+        let msgs = [
+            ClientMessage::Hello {
+                token: "pp1.x.1.y".into(),
+                device: dev(1),
+                signature: "sig".into(),
+                label: "laptop".into(),
+            },
+            ClientMessage::ListPeers { req: 1 },
+            ClientMessage::Connect { req: 2, to: dev(2) },
+            ClientMessage::Accept {
+                req: 3,
+                session: SessionId(u64::MAX),
+            },
+            ClientMessage::Reject {
+                session: SessionId(5),
+            },
+            ClientMessage::Close {
+                session: SessionId(6),
+            },
+        ];
+        for m in msgs {
+            let text = m.encode();
+            assert!(text.contains("\"v\":1"), "{text}");
+            assert_eq!(ClientMessage::decode(&text).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let msgs = [
+            ServerMessage::Challenge { nonce: "n".into() },
+            ServerMessage::Welcome {
+                device: dev(1),
+                user: "u".into(),
+                peers: vec![PeerInfo {
+                    id: dev(2),
+                    label: "b".into(),
+                }],
+                limits: Limits {
+                    max_frame: 1,
+                    control_rate: 2,
+                    ping_interval_ms: 3,
+                    idle_timeout_ms: 4,
+                },
+            },
+            ServerMessage::Closed {
+                session: SessionId(1),
+                reason: CloseReason::PeerClosed,
+            },
+            ServerMessage::error(ErrorCode::NotFound, "no"),
+        ];
+        for m in msgs {
+            assert_eq!(ServerMessage::decode(&m.encode()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn wire_form_is_stable() {
+        let text = ClientMessage::Close {
+            session: SessionId(0xab),
+        }
+        .encode();
+        assert_eq!(
+            text,
+            r#"{"v":1,"type":"close","session":"00000000000000ab"}"#
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_typed_errors() {
+        assert!(matches!(
+            ClientMessage::decode("nope"),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode("[]"),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert_eq!(
+            ClientMessage::decode(r#"{"v":2,"type":"list_peers","req":1}"#),
+            Err(DecodeError::Version(2))
+        );
+        assert!(matches!(
+            ClientMessage::decode(r#"{"type":"list_peers","req":1}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"v":1,"type":"list_peers","req":1,"extra":0}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+        assert!(matches!(
+            ClientMessage::decode(r#"{"v":1,"type":"connect","req":1,"to":"zz"}"#),
+            Err(DecodeError::Invalid(_))
+        ));
+        let big = format!(
+            r#"{{"v":1,"type":"list_peers","req":1,"x":"{}"}}"#,
+            "a".repeat(MAX_TEXT_FRAME)
+        );
+        assert!(matches!(
+            ClientMessage::decode(&big),
+            Err(DecodeError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_error_codes_decode_as_unknown() {
+        let m = ServerMessage::decode(r#"{"v":1,"type":"error","code":"brand_new"}"#).unwrap();
+        assert!(matches!(
+            m,
+            ServerMessage::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn long_labels_are_refused() {
+        let m = ClientMessage::Hello {
+            token: "t".into(),
+            device: dev(1),
+            signature: "s".into(),
+            label: "x".repeat(MAX_LABEL_LEN + 1),
+        };
+        assert!(ClientMessage::decode(&m.encode()).is_err());
+    }
+}
