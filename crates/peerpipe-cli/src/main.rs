@@ -1,1 +1,202 @@
-fn main() {}
+//! `peerpipe`: move data between your devices, peer to peer.
+//!
+//! Run `peerpipe --help` for the commands. Machine-readable output (ids, tokens,
+//! received data) goes to stdout; progress and diagnostics go to stderr.
+
+mod client;
+mod demo;
+mod identity;
+mod serve;
+mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default signaling server address.
+const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
+
+#[derive(Parser)]
+#[command(
+    name = "peerpipe",
+    version,
+    about = "Move data between your devices, peer to peer",
+    long_about = "Move data between your devices, peer to peer.\n\n\
+        A signaling + relay server admits devices with a token bound to a user; devices of one \
+        user see each other and connect through the server's relay.\n\n\
+        Quick start on one machine:\n  \
+        peerpipe serve &                                   # prints where its secret lives\n  \
+        export PEERPIPE_TOKEN=$(peerpipe token --secret-file ~/.config/peerpipe/server-secret --user me)\n  \
+        peerpipe --identity /tmp/a listen > out.bin &      # prints its device id on stderr\n  \
+        peerpipe --identity /tmp/b connect DEVICE_ID < in.bin"
+)]
+struct Cli {
+    /// More diagnostics on stderr (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the signaling + relay server.
+    Serve(ServeArgs),
+    /// Mint an admission token for a user (printed on stdout).
+    Token(TokenArgs),
+    /// Print this device's id (creates the identity on first use).
+    Id(IdentityArgs),
+    /// List this user's other devices that are online: `ID<TAB>LABEL` per line.
+    Peers(ClientArgs),
+    /// Accept one connection and write what it receives to stdout (like `nc -l`).
+    Listen(ClientArgs),
+    /// Connect to a device and send stdin to it (like `nc`).
+    Connect(ConnectArgs),
+    /// Run an embedded server and two devices, move a generated file between them.
+    Demo(DemoArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7878", env = "PEERPIPE_LISTEN")]
+    listen: SocketAddr,
+    /// File holding the token secret; created with a fresh random secret if absent.
+    /// Default: ~/.config/peerpipe/server-secret.
+    #[arg(long, env = "PEERPIPE_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Largest binary frame accepted, relay header included (e.g. 128KiB).
+    #[arg(long, value_parser = units::parse_size)]
+    max_frame: Option<u64>,
+    /// Control messages per second allowed per connection.
+    #[arg(long)]
+    control_rate: Option<u32>,
+    /// Relayed frames per second allowed per connection (excess is delayed, not dropped).
+    #[arg(long)]
+    relay_rate: Option<u32>,
+    /// Devices one user may have online at once.
+    #[arg(long)]
+    max_devices_per_user: Option<usize>,
+    /// Time a new connection has to authenticate (e.g. 10s).
+    #[arg(long, value_parser = units::parse_duration)]
+    handshake_timeout: Option<Duration>,
+    /// Silence after which a device is dropped and shown offline (e.g. 30s).
+    #[arg(long, value_parser = units::parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Time a device has to answer a connection request (e.g. 30s).
+    #[arg(long, value_parser = units::parse_duration)]
+    accept_timeout: Option<Duration>,
+    /// Time a device may stop reading relayed data before it is disconnected.
+    #[arg(long, value_parser = units::parse_duration)]
+    slow_consumer_timeout: Option<Duration>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The server's secret file (as given to `peerpipe serve`).
+    #[arg(long, env = "PEERPIPE_SECRET_FILE")]
+    secret_file: PathBuf,
+    /// The user the token admits; all devices with tokens for one user see each other.
+    #[arg(long)]
+    user: String,
+    /// How long the token is valid (90s, 15m, 12h, 30d).
+    #[arg(long, default_value = "30d", value_parser = units::parse_duration)]
+    ttl: Duration,
+}
+
+#[derive(Args, Clone)]
+struct IdentityArgs {
+    /// This device's key file; created on first use. Use different files to run
+    /// several devices on one machine. Default: ~/.config/peerpipe/identity.
+    #[arg(long, env = "PEERPIPE_IDENTITY")]
+    identity: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// Signaling server: a ws:// or wss:// URL, or HOST:PORT.
+    #[arg(long, env = "PEERPIPE_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+    /// Admission token (from `peerpipe token`).
+    #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true)]
+    token: String,
+    #[command(flatten)]
+    identity: IdentityArgs,
+    /// A name the user's other devices see for this one. Default: the host name.
+    #[arg(long, env = "PEERPIPE_LABEL")]
+    label: Option<String>,
+    /// Give up connecting or waiting for an answer after this long.
+    #[arg(long, default_value = "15s", value_parser = units::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    /// The device to send to (see `peerpipe peers`).
+    peer: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Size of the generated file (e.g. 64MiB, 1GiB).
+    #[arg(long, default_value = "256MiB", value_parser = units::parse_size)]
+    size: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Token(args) => serve::token(args),
+        Command::Id(args) => client::id(&args),
+        Command::Peers(args) => client::peers(&args).await,
+        Command::Listen(args) => client::listen(&args).await,
+        Command::Connect(args) => client::connect(&args).await,
+        Command::Demo(args) => demo::run(args.size).await,
+    }
+}
+
+fn init_tracing(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn,peerpipe=info,peerpipe_server=info,peerpipe_cli=info",
+        (false, 1) => "info,peerpipe=debug,peerpipe_server=debug,peerpipe_cli=debug",
+        _ => "debug,peerpipe=trace,peerpipe_server=trace,peerpipe_cli=trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEERPIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

@@ -1,0 +1,206 @@
+//! The client commands: `id`, `peers`, `listen`, `connect`.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use bytes::BytesMut;
+use peerpipe::{DeviceId, Node, NodeEvent};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::{ClientArgs, ConnectArgs, IdentityArgs, identity};
+
+/// Bytes read from stdin per message.
+const READ_CHUNK: usize = 256 * 1024;
+
+pub fn id(args: &IdentityArgs) -> Result<()> {
+    let identity = load_identity(args)?;
+    println!("{}", identity.device_id());
+    Ok(())
+}
+
+pub async fn peers(args: &ClientArgs) -> Result<()> {
+    let node = bind(args).await?;
+    let peers = node.online_peers().await.context("listing peers")?;
+    for peer in &peers {
+        println!("{}\t{}", peer.id, peer.label);
+    }
+    if peers.is_empty() {
+        tracing::info!("no other device of this user is online");
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn listen(args: &ClientArgs) -> Result<()> {
+    let node = bind(args).await?;
+    let id = node.id();
+    tracing::info!("listening as {id}; on another device run: peerpipe connect {id}");
+    let incoming = loop {
+        match node.next_event().await {
+            Some(NodeEvent::IncomingConnection(incoming)) => break incoming,
+            Some(NodeEvent::Stopped { error }) => bail!("the server link stopped: {error}"),
+            None => bail!("the node stopped before a connection came in"),
+            Some(other) => log_event(&other),
+        }
+    };
+    tracing::info!(
+        "connection from {} ({})",
+        incoming.peer().id,
+        incoming.peer().label
+    );
+    let conn = incoming
+        .accept()
+        .await
+        .context("accepting the connection")?;
+    tokio::spawn(log_events(node.clone()));
+    let started = Instant::now();
+    let mut stdout = tokio::io::stdout();
+    let mut total = 0u64;
+    while let Some(chunk) = conn.recv().await.context("receiving")? {
+        total += chunk.len() as u64;
+        if let Err(e) = stdout.write_all(&chunk).await {
+            conn.close().await;
+            return Err(e).context("writing to stdout");
+        }
+    }
+    stdout.flush().await.context("writing to stdout")?;
+    report("received", total, started);
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn connect(args: &ConnectArgs) -> Result<()> {
+    let peer: DeviceId = args
+        .peer
+        .parse()
+        .with_context(|| format!("{:?} is not a device id (see `peerpipe peers`)", args.peer))?;
+    let node = bind(&args.client).await?;
+    tokio::spawn(log_events(node.clone()));
+    let conn = node
+        .connect(peer)
+        .await
+        .with_context(|| format!("connecting to {}", peer.short()))?;
+    tracing::info!("connected to {} ({})", conn.peer().id, conn.peer().label);
+    let started = Instant::now();
+    let mut stdin = tokio::io::stdin();
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut total = 0u64;
+    loop {
+        buf.reserve(READ_CHUNK);
+        let n = stdin.read_buf(&mut buf).await.context("reading stdin")?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        conn.send(buf.split().freeze()).await.context("sending")?;
+    }
+    // An empty confirmed message after the data: it returns once the peer's
+    // application has taken everything sent before it.
+    conn.send_confirmed(bytes::Bytes::new())
+        .await
+        .context("waiting for the peer to receive everything")?;
+    conn.close().await;
+    report("sent", total, started);
+    node.shutdown().await;
+    Ok(())
+}
+
+fn load_identity(args: &IdentityArgs) -> Result<peerpipe::Identity> {
+    let path = args.identity.clone().unwrap_or_else(identity::default_path);
+    identity::load_or_create(&path)
+}
+
+/// Binds a node with the command line's server, token, identity and label.
+async fn bind(args: &ClientArgs) -> Result<Node> {
+    let identity = load_identity(&args.identity)?;
+    let label = args.label.clone().unwrap_or_else(host_name);
+    let url = server_url(&args.server);
+    Node::builder()
+        .server(url.clone())
+        .token(args.token.clone())
+        .identity(identity)
+        .label(label)
+        .connect_timeout(args.timeout)
+        .request_timeout(args.timeout)
+        .bind()
+        .await
+        .with_context(|| format!("joining {url}"))
+}
+
+/// Accepts `HOST:PORT`, `ws://HOST:PORT` or a full URL; fills in the scheme and path.
+fn server_url(s: &str) -> String {
+    let with_scheme = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("ws://{s}")
+    };
+    let after_scheme = with_scheme.split_once("://").map_or("", |(_, rest)| rest);
+    if after_scheme.contains('/') {
+        with_scheme
+    } else {
+        format!("{with_scheme}/v1/signal")
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| {
+            s.trim()
+                .chars()
+                .take(peerpipe_proto::signal::MAX_LABEL_LEN)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn log_events(node: Node) {
+    while let Some(event) = node.next_event().await {
+        log_event(&event);
+    }
+}
+
+fn log_event(event: &NodeEvent) {
+    match event {
+        NodeEvent::Reconnecting {
+            attempt,
+            delay,
+            error,
+        } => {
+            tracing::warn!("server link lost ({error}); reconnect attempt {attempt} in {delay:?}")
+        }
+        NodeEvent::Reconnected => tracing::info!("server link back"),
+        NodeEvent::Slow { operation, elapsed } => {
+            tracing::warn!("{operation:?} is slow: no answer after {elapsed:?}")
+        }
+        NodeEvent::ConnectionClosed { peer, reason, .. } => {
+            tracing::info!("connection with {} closed: {reason}", peer.short())
+        }
+        NodeEvent::Stopped { error } => tracing::error!("server link stopped: {error}"),
+        other => tracing::debug!("{other:?}"),
+    }
+}
+
+/// Prints a transfer summary on stderr.
+pub fn report(what: &str, bytes: u64, started: Instant) {
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    tracing::info!(
+        "{what} {bytes} bytes in {secs:.2} s ({:.1} MB/s)",
+        bytes as f64 / secs / 1e6
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_url;
+
+    #[test]
+    fn server_urls_are_completed() {
+        assert_eq!(
+            server_url("127.0.0.1:7878"),
+            "ws://127.0.0.1:7878/v1/signal"
+        );
+        assert_eq!(server_url("ws://h:1"), "ws://h:1/v1/signal");
+        assert_eq!(server_url("wss://h/custom"), "wss://h/custom");
+    }
+}

@@ -1,0 +1,189 @@
+//! `peerpipe demo`: an embedded server and two devices in one process move a
+//! generated file, and the command reports what happened and how fast.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use bytes::BytesMut;
+use peerpipe::{Identity, Node, NodeEvent};
+use peerpipe_server::{Config, Server};
+use rand::{Rng as _, RngCore as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const CHUNK: usize = 256 * 1024;
+
+pub async fn run(size: u64) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("peerpipe-demo-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let result = run_in(&dir, size).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn run_in(dir: &Path, size: u64) -> Result<()> {
+    let source = dir.join("source.bin");
+    let target = dir.join("received.bin");
+    eprintln!("[1/4] generating a {} file of random bytes", human(size));
+    generate(&source, size)?;
+
+    let secret: [u8; 32] = rand::random();
+    let mut config = Config::new(secret.to_vec());
+    config.listen = "127.0.0.1:0".parse().context("loopback address")?;
+    let server = Server::bind(config)
+        .await
+        .context("starting the embedded server")?;
+    eprintln!("[2/4] embedded server on {}", server.url());
+
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let token = peerpipe_proto::token::mint(&secret, "demo", now + 3600)?;
+    let node = |label: &str| {
+        Node::builder()
+            .server(server.url())
+            .token(token.clone())
+            .identity(Identity::from_secret_bytes(rand::thread_rng().r#gen()))
+            .label(label.to_string())
+            .bind()
+    };
+    let receiver = node("receiver").await.context("receiver joining")?;
+    let sender = node("sender").await.context("sender joining")?;
+    eprintln!(
+        "      devices of user \"demo\": sender {} and receiver {}",
+        sender.id().short(),
+        receiver.id().short()
+    );
+
+    let receive = tokio::spawn(receive(receiver.clone(), target.clone()));
+    let started = Instant::now();
+    let conn = sender
+        .connect(receiver.id())
+        .await
+        .context("sender connecting to receiver")?;
+    eprintln!(
+        "[3/4] connected in {:.1} ms, path: relay (through the server); sending",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    let started = Instant::now();
+    let mut file = tokio::fs::File::open(&source).await?;
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    let mut sent = 0u64;
+    let mut last_report = Instant::now();
+    loop {
+        buf.reserve(CHUNK);
+        let n = file.read_buf(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        sent += n as u64;
+        conn.send(buf.split().freeze()).await.context("sending")?;
+        if last_report.elapsed() >= Duration::from_millis(500) {
+            last_report = Instant::now();
+            progress(sent, size, started);
+        }
+    }
+    conn.send_confirmed(bytes::Bytes::new())
+        .await
+        .context("waiting for the receiver to take everything")?;
+    conn.close().await;
+    let elapsed = started.elapsed();
+    progress(sent, size, started);
+    eprintln!();
+    let received = receive.await.context("receiver task")??;
+
+    eprintln!("[4/4] verifying");
+    if received != size || !same_contents(&source, &target)? {
+        bail!("the received file differs from the source ({received} of {size} bytes)");
+    }
+    let stats = server.stats();
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "moved {} over the relay in {secs:.2} s: {:.1} MB/s, byte-identical",
+        human(size),
+        size as f64 / secs / 1e6
+    );
+    eprintln!(
+        "the server relayed {} in {} frames",
+        human(stats.relay_bytes),
+        stats.relay_frames
+    );
+    sender.shutdown().await;
+    receiver.shutdown().await;
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn receive(node: Node, target: std::path::PathBuf) -> Result<u64> {
+    let incoming = loop {
+        match node.next_event().await {
+            Some(NodeEvent::IncomingConnection(incoming)) => break incoming,
+            Some(_) => continue,
+            None => bail!("receiver stopped before the connection came"),
+        }
+    };
+    let conn = incoming.accept().await.context("receiver accepting")?;
+    let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&target).await?);
+    let mut total = 0u64;
+    while let Some(chunk) = conn.recv().await.context("receiving")? {
+        total += chunk.len() as u64;
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    Ok(total)
+}
+
+fn generate(path: &Path, size: u64) -> Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut rng = rand::thread_rng();
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = size;
+    while left > 0 {
+        let n = usize::try_from(left).map_or(CHUNK, |l| l.min(CHUNK));
+        rng.fill_bytes(&mut buf[..n]);
+        file.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+fn same_contents(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read as _;
+    let (mut a, mut b) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut x, mut y) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    loop {
+        let n = a.read(&mut x)?;
+        if n == 0 {
+            return Ok(b.read(&mut y)? == 0);
+        }
+        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+fn progress(done: u64, total: u64, started: Instant) {
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    eprint!(
+        "\r      {} / {}  {:.1} MB/s   ",
+        human(done),
+        human(total),
+        done as f64 / secs / 1e6
+    );
+}
+
+/// Bytes in binary units, for people.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
