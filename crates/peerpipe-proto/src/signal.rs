@@ -161,6 +161,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code a server of this version sends, in a stable order (for metrics).
+    pub const ALL: [ErrorCode; 19] = [
+        Self::BadRequest,
+        Self::UnsupportedVersion,
+        Self::BadToken,
+        Self::TokenExpired,
+        Self::BadSignature,
+        Self::HandshakeTimeout,
+        Self::RateLimited,
+        Self::FrameTooLarge,
+        Self::TooManyDevices,
+        Self::Replaced,
+        Self::PeerOffline,
+        Self::NotFound,
+        Self::Forbidden,
+        Self::Rejected,
+        Self::Timeout,
+        Self::IdleTimeout,
+        Self::SlowConsumer,
+        Self::ShuttingDown,
+        Self::Internal,
+    ];
+
     /// The wire string of the code, as used in metrics labels and logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -613,6 +636,18 @@ mod tests {
             ClientMessage::decode(&big),
             Err(DecodeError::TooLarge(_))
         ));
+    }
+
+    #[test]
+    fn all_codes_are_listed_once_with_their_wire_names() {
+        let mut names: Vec<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
     }
 
     #[test]

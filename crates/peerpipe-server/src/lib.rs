@@ -1,1 +1,433 @@
-//! peerpipe-server
+//! The peerpipe signaling and relay server, as a library.
+//!
+//! Devices connect over a WebSocket to `/v1/signal`, prove who they are (a token
+//! bound to a user, minted with [`peerpipe_proto::token`], plus a signature over a
+//! server challenge with the device key), see their user's other devices come and
+//! go, negotiate sessions with them and relay binary frames through the server.
+//! The server checks every frame, rate-limits control messages, shapes relay
+//! traffic, keeps every per-connection queue bounded (a receiver that does not read
+//! slows its sender down through TCP, and is disconnected as a slow consumer if it
+//! stays stuck), and never lets a device learn about another user's devices.
+//!
+//! `/health` answers `ok`, and `/metrics` serves Prometheus text.
+//!
+//! State is in memory: one process serves one site.
+//!
+//! ```no_run
+//! use peerpipe_server::{Config, Server};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let (secret, _created) =
+//!     peerpipe_server::load_or_create_secret("server-secret".as_ref())?;
+//! let mut config = Config::new(secret);
+//! config.listen = "127.0.0.1:0".parse().expect("a socket address");
+//! let server = Server::bind(config).await?;
+//! println!("devices connect to {}", server.url());
+//! // ... later: error `shutting_down` to every device, close, stop listening.
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs)]
+
+mod conn;
+mod hub;
+mod limit;
+mod metrics;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use peerpipe_proto::signal::MAX_TEXT_FRAME;
+use peerpipe_proto::token::MIN_SECRET_LEN;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use metrics::Stats;
+
+use hub::Hub;
+
+/// How long [`Server::shutdown`] waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Server settings. [`Config::new`] fills in the defaults.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// The address to listen on. Default `127.0.0.1:7878`.
+    pub listen: SocketAddr,
+    /// The HMAC secret tokens are verified with; at least 32 bytes.
+    pub secret: Vec<u8>,
+    /// The largest binary frame accepted, relay header included. Default 128 KiB.
+    /// A larger frame gets error `frame_too_large` and the connection is closed.
+    pub max_frame: usize,
+    /// Control (text) frames per second a connection may send, sustained. Default 20.
+    pub control_rate: u32,
+    /// Control frames a connection may send in a burst. Default 50.
+    pub control_burst: u32,
+    /// Binary frames per second a connection may relay, sustained. Default 20 000.
+    /// Excess frames wait (the sender is slowed down); none are dropped.
+    pub relay_rate: u32,
+    /// Devices one user may have online at once. Default 32.
+    pub max_devices_per_user: usize,
+    /// Time a new connection has to present a valid hello. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Silence (no frame at all, pongs included) after which a connection is
+    /// dropped with `idle_timeout`. Default 30 s.
+    pub idle_timeout: Duration,
+    /// How often the server pings each connection. Default 10 s.
+    pub ping_interval: Duration,
+    /// Time the target of a connect has to accept or reject it. Default 30 s.
+    pub accept_timeout: Duration,
+    /// Relayed frames queued for one connection before its senders wait. Default 64.
+    pub outbound_queue: usize,
+    /// How long a sender waits for room in a receiver's queue before the receiver is
+    /// disconnected with `slow_consumer`. Default 30 s.
+    pub slow_consumer_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("secret", &"<redacted>")
+            .field("max_frame", &self.max_frame)
+            .field("control_rate", &self.control_rate)
+            .field("control_burst", &self.control_burst)
+            .field("relay_rate", &self.relay_rate)
+            .field("max_devices_per_user", &self.max_devices_per_user)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("ping_interval", &self.ping_interval)
+            .field("accept_timeout", &self.accept_timeout)
+            .field("outbound_queue", &self.outbound_queue)
+            .field("slow_consumer_timeout", &self.slow_consumer_timeout)
+            .finish()
+    }
+}
+
+impl Config {
+    /// The default settings with the token secret `secret`.
+    pub fn new(secret: Vec<u8>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            secret,
+            max_frame: 128 * 1024,
+            control_rate: 20,
+            control_burst: 50,
+            relay_rate: 20_000,
+            max_devices_per_user: 32,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            ping_interval: Duration::from_secs(10),
+            accept_timeout: Duration::from_secs(30),
+            outbound_queue: 64,
+            slow_consumer_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn validate(&self) -> io::Result<()> {
+        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        if self.secret.len() < MIN_SECRET_LEN {
+            return invalid(format!(
+                "the token secret must have at least {MIN_SECRET_LEN} bytes, got {}",
+                self.secret.len()
+            ));
+        }
+        if self.max_frame <= peerpipe_proto::relay::HEADER_LEN {
+            return invalid(format!(
+                "max_frame must exceed the {}-byte relay header",
+                peerpipe_proto::relay::HEADER_LEN
+            ));
+        }
+        if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
+            return invalid("ping_interval and idle_timeout must not be zero".into());
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct App {
+    hub: Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
+    idle: Arc<Notify>,
+}
+
+/// A running server. Dropping it without [`Server::shutdown`] also stops it, but
+/// without waiting for the connections to close.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    hub: Arc<Hub>,
+    shutdown: watch::Sender<bool>,
+    idle: Arc<Notify>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen`, starts accepting connections in the background and
+    /// returns. Fails if the address cannot be bound or the config is invalid
+    /// (secret shorter than 32 bytes, `max_frame` not above the relay header, zero
+    /// ping interval or idle time-out).
+    pub async fn bind(config: Config) -> io::Result<Server> {
+        config.validate()?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let hub = Arc::new(Hub::new(config));
+        let idle = Arc::new(Notify::new());
+        let app = App {
+            hub: hub.clone(),
+            shutdown: shutdown_rx.clone(),
+            idle: idle.clone(),
+        };
+        let router = Router::new()
+            .route("/v1/signal", get(signal))
+            .route("/health", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics_text))
+            .with_state(app);
+        let mut stop = shutdown_rx;
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        });
+        let accept = tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!("server stopped: {e}");
+            }
+        });
+        tracing::info!(%addr, "listening");
+        Ok(Server {
+            addr,
+            hub,
+            shutdown,
+            idle,
+            accept: Some(accept),
+        })
+    }
+
+    /// The address the server listens on (with the actual port if bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The signaling URL devices connect to: `ws://{addr}/v1/signal`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/v1/signal", self.addr)
+    }
+
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> Stats {
+        self.hub.stats()
+    }
+
+    /// Stops the server: every connection gets error `shutting_down` and a close,
+    /// the listener stops, and this waits (at most a few seconds) for the
+    /// connections to finish writing. The address can be bound again afterwards.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        self.shutdown.send_replace(true);
+        let idle = self.idle.clone();
+        let hub = self.hub.clone();
+        let accept = self.accept.take();
+        let all_closed = async move {
+            if let Some(accept) = accept {
+                let _ = accept.await;
+            }
+            loop {
+                let notified = idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if hub
+                    .metrics
+                    .connections
+                    .load(std::sync::atomic::Ordering::Acquire)
+                    == 0
+                {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, all_closed)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not close in time");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        if let Some(accept) = self.accept.take() {
+            accept.abort();
+        }
+    }
+}
+
+async fn signal(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+    if *app.shutdown.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    }
+    let limit = app
+        .hub
+        .config
+        .max_frame
+        .max(MAX_TEXT_FRAME)
+        .saturating_mul(4);
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| conn::run(app.hub, socket, app.shutdown, app.idle))
+}
+
+async fn metrics_text(State(app): State<App>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.hub.render_metrics(),
+    )
+        .into_response()
+}
+
+/// Reads the token secret from `path`, or creates one there if the file does not
+/// exist: 32 random bytes stored as 64 hex digits and a newline, readable by the
+/// owner only (mode 0600), parent directories created. Returns the secret and
+/// whether it was created. A file that is not hex or holds fewer than 32 bytes is
+/// an [`io::ErrorKind::InvalidData`] error.
+pub fn load_or_create_secret(path: &Path) -> io::Result<(Vec<u8>, bool)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => return parse_secret(&text).map(|s| (s, false)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut secret = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let text: String = secret
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        + "\n";
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            io::Write::write_all(&mut file, text.as_bytes())?;
+            file.sync_all()?;
+            Ok((secret.to_vec(), true))
+        }
+        // Another process created it first: use theirs.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            parse_secret(&std::fs::read_to_string(path)?).map(|s| (s, false))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn parse_secret(text: &str) -> io::Result<Vec<u8>> {
+    let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
+    let hex = text.trim();
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            "the secret file must hold the secret as hex digits".into(),
+        ));
+    }
+    let secret: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&hex[i..i + 2], 16).ok())
+        .collect();
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(invalid(format!(
+            "the secret file holds {} bytes; a secret needs at least {MIN_SECRET_LEN} \
+             (delete the file to have a new one created)",
+            secret.len()
+        )));
+    }
+    Ok(secret)
+}
+
+/// Runs `server` until SIGINT (Ctrl-C) or SIGTERM, then shuts it down gracefully.
+pub async fn serve_until_signal(server: Server) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+    server.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_file_is_created_then_read_back() {
+        let dir = std::env::temp_dir().join(format!("peerpipe-secret-{}", rand::random::<u64>()));
+        let path = dir.join("a/b/secret");
+        let (s1, created) = load_or_create_secret(&path).unwrap();
+        assert!(created);
+        assert_eq!(s1.len(), 32);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.len(), 65);
+        assert!(text.ends_with('\n'));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (s2, created) = load_or_create_secret(&path).unwrap();
+        assert!(!created);
+        assert_eq!(s1, s2);
+        std::fs::write(&path, "abcd\n").unwrap();
+        let err = load_or_create_secret(&path).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        std::fs::write(&path, "zz\n").unwrap();
+        assert!(load_or_create_secret(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn short_secrets_are_refused() {
+        assert!(Config::new(vec![1; 31]).validate().is_err());
+        assert!(Config::new(vec![1; 32]).validate().is_ok());
+    }
+}

@@ -1,0 +1,459 @@
+//! One WebSocket connection: the handshake, then a reader loop (control messages,
+//! relay forwarding with backpressure, rate limits, idle time-out) and a writer task
+//! that drains the control queue before the data queue and sends the pings.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt as _, StreamExt as _};
+use peerpipe_proto::relay::RelayHeader;
+use peerpipe_proto::signal::{
+    ClientMessage, ErrorCode, Limits, NONCE_LEN, ServerMessage, SessionId, hello_payload,
+};
+use peerpipe_proto::token::{self, TokenError};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tracing::Instrument as _;
+
+use crate::hub::{Fatal, Handle, Hub, Member};
+use crate::limit::TokenBucket;
+
+/// Marks "the last binary frame had a bad header" in the refused-frame memory
+/// (session 0 is never allocated).
+const BAD_HEADER: SessionId = SessionId(0);
+/// Capacity of a connection's control queue (frames).
+const CONTROL_QUEUE: usize = 32;
+/// How long a closing connection may take to send its last frames and hear the
+/// peer's close before the socket is dropped.
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Decrements the open-connection gauge and wakes a waiting shutdown when dropped.
+struct ConnGuard(Arc<Hub>, Arc<tokio::sync::Notify>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.metrics.connection_closed() == 0 {
+            self.1.notify_waiters();
+        }
+    }
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub(crate) async fn run(
+    hub: Arc<Hub>,
+    socket: WebSocket,
+    shutdown: watch::Receiver<bool>,
+    idle: Arc<tokio::sync::Notify>,
+) {
+    let conn = hub.next_conn.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("conn", id = conn, device = tracing::field::Empty);
+    hub.metrics.connection_opened();
+    let _guard = ConnGuard(hub.clone(), idle);
+    serve(hub, conn, socket, shutdown).instrument(span).await;
+}
+
+async fn serve(hub: Arc<Hub>, conn: u64, socket: WebSocket, shutdown: watch::Receiver<bool>) {
+    let (sink, mut stream) = socket.split();
+    let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (data_tx, data_rx) = mpsc::channel(hub.config.outbound_queue.max(1));
+    let (kill_tx, kill_rx) = watch::channel(None);
+    let (finish_tx, finish_rx) = oneshot::channel();
+    let handle = Handle {
+        conn,
+        ctrl: ctrl_tx,
+        data: data_tx,
+        kill: Arc::new(kill_tx),
+    };
+    let writer = tokio::spawn(
+        write_loop(sink, ctrl_rx, data_rx, finish_rx, hub.config.ping_interval)
+            .instrument(tracing::Span::current()),
+    );
+    let mut stop = Stop {
+        kill: kill_rx,
+        shutdown,
+    };
+
+    let end = match handshake(&hub, &handle, &mut stream, &mut stop).await {
+        Ok(me) => {
+            let end = read_loop(&hub, &me, &mut stream, &mut stop).await;
+            hub.unregister(&me);
+            tracing::info!(reason = ?end.as_ref().map(|f| f.code), "device offline");
+            end
+        }
+        Err(fatal) => {
+            if let Some(f) = &fatal {
+                tracing::debug!(code = %f.code, "handshake failed: {}", f.message);
+            }
+            fatal
+        }
+    };
+    let last = end.map(|f| {
+        hub.metrics.error(f.code);
+        (f.code, ServerMessage::error(f.code, f.message).encode())
+    });
+    let _ = finish_tx.send(last);
+    // Keep reading until the peer answers the close (or the grace runs out), so the
+    // socket is not dropped with unread data, which would reset the connection and
+    // could destroy the last frames before the peer reads them.
+    let drain = async {
+        while let Some(Ok(m)) = stream.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = timeout(CLOSE_GRACE, futures_util::future::join(writer, drain)).await;
+}
+
+/// What ends a connection from the outside: a kill (replaced, slow consumer) or
+/// the server shutting down.
+struct Stop {
+    kill: watch::Receiver<Option<Fatal>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Stop {
+    async fn wait(&mut self) -> Fatal {
+        let shutting_down = || Fatal::new(ErrorCode::ShuttingDown, "the server is shutting down");
+        let killed = async {
+            // The sender lives in this connection's own handle: it is never dropped
+            // while this waits.
+            match self.kill.wait_for(Option::is_some).await {
+                Ok(k) => k.clone(),
+                Err(_) => None,
+            }
+        };
+        tokio::select! {
+            Some(f) = killed => f,
+            _ = self.shutdown.wait_for(|s| *s) => shutting_down(),
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Sends the challenge and waits for a valid hello. `Err(None)`: the peer went away.
+async fn handshake(
+    hub: &Arc<Hub>,
+    handle: &Handle,
+    stream: &mut SplitStream<WebSocket>,
+    stop: &mut Stop,
+) -> Result<Member, Option<Fatal>> {
+    let cfg = &hub.config;
+    let nonce: [u8; NONCE_LEN] = rand::random();
+    hub.deliver(
+        handle,
+        &ServerMessage::Challenge {
+            nonce: URL_SAFE_NO_PAD.encode(nonce),
+        },
+    );
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let text = loop {
+        let msg = tokio::select! {
+            biased;
+            f = stop.wait() => return Err(Some(f)),
+            _ = sleep_until(deadline) => return Err(Some(Fatal::new(
+                ErrorCode::HandshakeTimeout,
+                "no valid hello before the handshake time-out",
+            ))),
+            m = stream.next() => m,
+        };
+        match msg {
+            Some(Ok(Message::Text(t))) => break t,
+            Some(Ok(Message::Binary(_))) => {
+                return Err(Some(Fatal::new(
+                    ErrorCode::BadRequest,
+                    "expected a hello text frame first",
+                )));
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(None),
+        }
+    };
+    let (token, device, signature, label) = match ClientMessage::decode(text.as_str()) {
+        Ok(ClientMessage::Hello {
+            token,
+            device,
+            signature,
+            label,
+        }) => (token, device, signature, label),
+        Ok(_) => {
+            return Err(Some(Fatal::new(
+                ErrorCode::BadRequest,
+                "expected a hello first",
+            )));
+        }
+        Err(e) => return Err(Some(Fatal::new(e.code(), e.to_string()))),
+    };
+    let claims = token::verify(&cfg.secret, &token, unix_now()).map_err(|e| {
+        let code = match e {
+            TokenError::Expired { .. } => ErrorCode::TokenExpired,
+            _ => ErrorCode::BadToken,
+        };
+        Some(Fatal::new(code, e.to_string()))
+    })?;
+    let bad_signature = || {
+        Some(Fatal::new(
+            ErrorCode::BadSignature,
+            "the challenge signature does not verify for this device id",
+        ))
+    };
+    let sig: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(&signature)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(bad_signature)?;
+    device
+        .verify(&hello_payload(&nonce, &token), &sig)
+        .map_err(|_| bad_signature())?;
+
+    tracing::Span::current().record("device", device.short().as_str());
+    let me = Member {
+        device,
+        user: claims.user.into(),
+        label,
+        handle: handle.clone(),
+    };
+    let limits = Limits {
+        max_frame: u32::try_from(cfg.max_frame).unwrap_or(u32::MAX),
+        control_rate: cfg.control_rate,
+        ping_interval_ms: u64::try_from(cfg.ping_interval.as_millis()).unwrap_or(u64::MAX),
+        idle_timeout_ms: u64::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+    };
+    hub.register(&me, |peers| ServerMessage::Welcome {
+        device,
+        user: me.user.to_string(),
+        peers,
+        limits,
+    })
+    .map_err(Some)?;
+    tracing::info!(user = %me.user, label = %me.label, "device online");
+    Ok(me)
+}
+
+/// Serves an admitted connection until it ends; returns the error to close with.
+async fn read_loop(
+    hub: &Arc<Hub>,
+    me: &Member,
+    stream: &mut SplitStream<WebSocket>,
+    stop: &mut Stop,
+) -> Option<Fatal> {
+    let cfg = &hub.config;
+    let mut last_seen = Instant::now();
+    let mut control = TokenBucket::new(cfg.control_rate, cfg.control_burst, last_seen);
+    let mut relay = TokenBucket::new(cfg.relay_rate, (cfg.relay_rate / 10).max(1), last_seen);
+    let mut violations: u64 = 0;
+    let mut refused = None;
+    let max_violations = 4 * u64::from(cfg.control_burst.max(1));
+    loop {
+        let msg = tokio::select! {
+            biased;
+            f = stop.wait() => return Some(f),
+            _ = sleep_until(last_seen + cfg.idle_timeout) => return Some(Fatal::new(
+                ErrorCode::IdleTimeout,
+                "the connection was silent past the idle time-out",
+            )),
+            m = stream.next() => m,
+        };
+        let msg = match msg {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                tracing::debug!("read error: {e}");
+                return None;
+            }
+            None => return None,
+        };
+        let now = Instant::now();
+        last_seen = now;
+        match msg {
+            Message::Text(text) => {
+                if !control.try_take(now) {
+                    violations += 1;
+                    if violations > max_violations {
+                        return Some(Fatal::new(
+                            ErrorCode::RateLimited,
+                            "too many control messages, persistently: closing",
+                        ));
+                    }
+                    hub.send_error(
+                        &me.handle,
+                        None,
+                        None,
+                        ErrorCode::RateLimited,
+                        "too many control messages: this one was dropped",
+                    );
+                    continue;
+                }
+                if control.is_full() {
+                    violations = 0;
+                }
+                match ClientMessage::decode(text.as_str()) {
+                    Ok(m) => hub.control(me, m),
+                    Err(e) if e.code().is_fatal() => {
+                        return Some(Fatal::new(e.code(), e.to_string()));
+                    }
+                    Err(e) => {
+                        hub.send_error(&me.handle, None, None, e.code(), &e.to_string());
+                    }
+                }
+            }
+            Message::Binary(frame) => {
+                if frame.len() > cfg.max_frame {
+                    return Some(Fatal::new(
+                        ErrorCode::FrameTooLarge,
+                        format!(
+                            "binary frame of {} bytes exceeds the limit of {}",
+                            frame.len(),
+                            cfg.max_frame
+                        ),
+                    ));
+                }
+                if let Some(fatal) = forward(hub, me, frame, &mut relay, &mut refused, stop).await {
+                    return Some(fatal);
+                }
+            }
+            Message::Close(_) => return None,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+/// Forwards one relay frame, waiting for the rate and for room in the receiver's
+/// queue (which stops this connection's reads: backpressure to the sender).
+async fn forward(
+    hub: &Arc<Hub>,
+    me: &Member,
+    frame: Bytes,
+    relay: &mut TokenBucket,
+    refused: &mut Option<SessionId>,
+    stop: &mut Stop,
+) -> Option<Fatal> {
+    let header = match RelayHeader::peek(&frame) {
+        Ok(h) => h,
+        Err(e) => {
+            if *refused != Some(BAD_HEADER) {
+                *refused = Some(BAD_HEADER);
+                hub.send_error(
+                    &me.handle,
+                    None,
+                    None,
+                    ErrorCode::BadRequest,
+                    &e.to_string(),
+                );
+            }
+            return None;
+        }
+    };
+    let Some(to) = hub.relay_target(me.handle.conn, header.session) else {
+        // One error per run of refused frames: a sender still streaming into a
+        // session that just closed must not flood its own control queue.
+        if *refused != Some(header.session) {
+            *refused = Some(header.session);
+            hub.send_error(
+                &me.handle,
+                None,
+                Some(header.session),
+                ErrorCode::Forbidden,
+                "no established session of this connection has this id",
+            );
+        }
+        return None;
+    };
+    *refused = None;
+    if let Some(wait) = relay.take_shaped(Instant::now()) {
+        tokio::select! {
+            biased;
+            f = stop.wait() => return Some(f),
+            _ = sleep(wait) => {}
+        }
+    }
+    let reserved = tokio::select! {
+        biased;
+        f = stop.wait() => return Some(f),
+        r = timeout(hub.config.slow_consumer_timeout, to.data.reserve()) => r,
+    };
+    match reserved {
+        Ok(Ok(permit)) => {
+            hub.metrics.relayed(frame.len());
+            permit.send(frame);
+        }
+        // The receiver is gone; its session closes with it.
+        Ok(Err(_)) => {}
+        Err(_) => {
+            tracing::info!(receiver = to.conn, "receiver too slow: disconnecting it");
+            to.kill(Fatal::new(
+                ErrorCode::SlowConsumer,
+                "this connection did not read relayed data in time",
+            ));
+        }
+    }
+    None
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+/// Writes control frames first, then data, plus pings, until told to finish; then
+/// sends the control frames still queued, the last error (if any) and a close frame.
+async fn write_loop(
+    mut sink: Sink,
+    mut ctrl: mpsc::Receiver<String>,
+    mut data: mpsc::Receiver<Bytes>,
+    mut finish: oneshot::Receiver<Option<(ErrorCode, String)>>,
+    ping_interval: Duration,
+) {
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let last = loop {
+        let msg = tokio::select! {
+            biased;
+            f = &mut finish => break f.ok().flatten(),
+            Some(text) = ctrl.recv() => Message::Text(Utf8Bytes::from(text)),
+            Some(frame) = data.recv() => Message::Binary(frame),
+            _ = ping.tick() => Message::Ping(Bytes::new()),
+        };
+        // A blocked write is abandoned on finish: the frame stays in the WebSocket's
+        // buffer and goes out first if the socket drains within the grace.
+        tokio::select! {
+            biased;
+            f = &mut finish => break f.ok().flatten(),
+            r = sink.send(msg) => if let Err(e) = r {
+                tracing::debug!("write error: {e}");
+                return;
+            },
+        }
+    };
+    let close = async {
+        let (code, reason) = match &last {
+            None => (1000, "bye"),
+            Some((ErrorCode::ShuttingDown, _)) => (1001, "shutting_down"),
+            Some((ErrorCode::FrameTooLarge, _)) => (1009, "frame_too_large"),
+            Some((code, _)) => (1008, code.as_str()),
+        };
+        // Control frames queued before the end still go out (data does not).
+        while let Ok(text) = ctrl.try_recv() {
+            sink.send(Message::Text(Utf8Bytes::from(text))).await?;
+        }
+        if let Some((_, text)) = &last {
+            sink.send(Message::Text(Utf8Bytes::from(text.as_str())))
+                .await?;
+        }
+        sink.send(Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(reason),
+        })))
+        .await
+    };
+    if let Ok(Err(e)) = timeout(CLOSE_GRACE, close).await {
+        tracing::debug!("closing: {e}");
+    }
+}
