@@ -4,7 +4,9 @@
 //!   application message; `FIN` marks its last chunk, `CONFIRM` (on every chunk)
 //!   asks the receiver to acknowledge once the application has taken it.
 //! - `ACK`: `[0x02][msg id: u64 BE]` — the application took message `id`.
-//! - `CLOSE`: `[0x03][code: u16 BE][reason: utf-8]` — the sender ends the connection.
+//! - `CLOSE`: `[0x03][code: u16 BE][reason: utf-8]` — the sender ends the connection:
+//!   [`CLOSE_NORMAL`] after all its data, [`CLOSE_MESSAGE_TOO_LARGE`] (reason: the
+//!   limit in decimal) or [`CLOSE_PROTOCOL`] (reason: what was wrong).
 //!
 //! Messages are sent one after another (never interleaved) with ids counting up
 //! from 0, so the receiver reassembles one message at a time and can check the
@@ -16,6 +18,12 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub const FLAG_FIN: u8 = 0x01;
 /// Flag: the sender wants an `ACK` once the application takes the message.
 pub const FLAG_CONFIRM: u8 = 0x02;
+/// `CLOSE` code: the sender closed in order, after everything it sent.
+pub const CLOSE_NORMAL: u16 = 0;
+/// `CLOSE` code: a message exceeded the receiver's limit; the reason is the limit.
+pub const CLOSE_MESSAGE_TOO_LARGE: u16 = 1;
+/// `CLOSE` code: the peer's frames broke the protocol; the reason says how.
+pub const CLOSE_PROTOCOL: u16 = 2;
 /// Bytes of a `MSG` frame before its chunk.
 pub const MSG_HEADER_LEN: usize = 10;
 /// The most bytes of a `CLOSE` reason.

@@ -377,7 +377,9 @@ pub enum ServerMessage {
         /// The session.
         session: SessionId,
     },
-    /// A session ended.
+    /// A session ended. For an established session the server sends this after
+    /// every relay frame it forwarded for the session, so a device that receives
+    /// it has all the peer's data.
     Closed {
         /// The session.
         session: SessionId,

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::Instrument as _;
 
-use crate::hub::{Fatal, Handle, Hub, Member};
+use crate::hub::{Data, Fatal, Handle, Hub, Member};
 use crate::limit::TokenBucket;
 
 /// Marks "the last binary frame had a bad header" in the refused-frame memory
@@ -385,7 +385,7 @@ async fn forward(
     match reserved {
         Ok(Ok(permit)) => {
             hub.metrics.relayed(frame.len());
-            permit.send(frame);
+            permit.send(Data::Relay(frame));
         }
         // The receiver is gone; its session closes with it.
         Ok(Err(_)) => {}
@@ -407,7 +407,7 @@ type Sink = SplitSink<WebSocket, Message>;
 async fn write_loop(
     mut sink: Sink,
     mut ctrl: mpsc::Receiver<String>,
-    mut data: mpsc::Receiver<Bytes>,
+    mut data: mpsc::Receiver<Data>,
     mut finish: oneshot::Receiver<Option<(ErrorCode, String)>>,
     ping_interval: Duration,
 ) {
@@ -418,7 +418,10 @@ async fn write_loop(
             biased;
             f = &mut finish => break f.ok().flatten(),
             Some(text) = ctrl.recv() => Message::Text(Utf8Bytes::from(text)),
-            Some(frame) = data.recv() => Message::Binary(frame),
+            Some(item) = data.recv() => match item {
+                Data::Relay(frame) => Message::Binary(frame),
+                Data::Closed(text) => Message::Text(Utf8Bytes::from(text)),
+            },
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
         // A blocked write is abandoned on finish: the frame stays in the WebSocket's

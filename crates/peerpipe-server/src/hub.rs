@@ -43,6 +43,16 @@ impl Fatal {
     }
 }
 
+/// What goes through a connection's ordered data queue.
+#[derive(Debug)]
+pub(crate) enum Data {
+    /// A relayed binary frame.
+    Relay(Bytes),
+    /// An encoded `closed` message for an established session, queued behind the
+    /// frames relayed for it so that the device sees them first.
+    Closed(String),
+}
+
 /// The ways to reach one connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Handle {
@@ -50,8 +60,8 @@ pub(crate) struct Handle {
     pub(crate) conn: u64,
     /// Encoded control frames; drained first by the writer.
     pub(crate) ctrl: mpsc::Sender<String>,
-    /// Relayed binary frames.
-    pub(crate) data: mpsc::Sender<Bytes>,
+    /// Relayed binary frames, and the ends of established sessions behind them.
+    pub(crate) data: mpsc::Sender<Data>,
     /// Set once to close the connection with an error.
     pub(crate) kill: Arc<watch::Sender<Option<Fatal>>>,
 }
@@ -363,9 +373,11 @@ impl Hub {
             };
             let i_am_initiator = s.initiator.handle.conn == me.handle.conn;
             match (s.established, i_am_initiator) {
-                (true, true) => self.closed(&s.target.handle, id, CloseReason::PeerDisconnected),
+                (true, true) => {
+                    self.closed_in_order(&s.target.handle, id, CloseReason::PeerDisconnected)
+                }
                 (true, false) => {
-                    self.closed(&s.initiator.handle, id, CloseReason::PeerDisconnected)
+                    self.closed_in_order(&s.initiator.handle, id, CloseReason::PeerDisconnected)
                 }
                 (false, true) => self.closed(&s.target.handle, id, CloseReason::Cancelled),
                 (false, false) => self.send_error(
@@ -379,8 +391,29 @@ impl Hub {
         }
     }
 
+    /// Tells `to` that a pending session ended (no relayed frames can precede it).
     fn closed(&self, to: &Handle, session: SessionId, reason: CloseReason) {
         self.deliver(to, &ServerMessage::Closed { session, reason });
+    }
+
+    /// Tells `to` that an established session ended, behind every frame already
+    /// relayed to it: the other party's reader queued those before it could send its
+    /// close or drop. The data queue may be full (that is backpressure, not a fault),
+    /// so a task waits for room up to the slow-consumer time-out.
+    fn closed_in_order(&self, to: &Handle, session: SessionId, reason: CloseReason) {
+        let msg = Data::Closed(ServerMessage::Closed { session, reason }.encode());
+        let to = to.clone();
+        let wait = self.config.slow_consumer_timeout;
+        tokio::spawn(async move {
+            if let Err(mpsc::error::SendTimeoutError::Timeout(_)) =
+                to.data.send_timeout(msg, wait).await
+            {
+                to.kill(Fatal::new(
+                    ErrorCode::SlowConsumer,
+                    "this connection did not read relayed data in time",
+                ));
+            }
+        });
     }
 
     /// Handles a decoded control message from an admitted connection.
@@ -425,11 +458,13 @@ impl Hub {
                     let by_initiator = s.initiator.handle.conn == me.handle.conn;
                     match (s.established, by_initiator) {
                         (true, true) => {
-                            self.closed(&s.target.handle, session, CloseReason::PeerClosed)
+                            self.closed_in_order(&s.target.handle, session, CloseReason::PeerClosed)
                         }
-                        (true, false) => {
-                            self.closed(&s.initiator.handle, session, CloseReason::PeerClosed)
-                        }
+                        (true, false) => self.closed_in_order(
+                            &s.initiator.handle,
+                            session,
+                            CloseReason::PeerClosed,
+                        ),
                         (false, true) => {
                             self.closed(&s.target.handle, session, CloseReason::Cancelled)
                         }

@@ -90,3 +90,35 @@ async fn oversized_frame_closes_the_connection() -> Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn closed_comes_after_every_frame_relayed_before_it() -> Result<()> {
+    bounded(async {
+        let server = TestServer::with(|c| c.outbound_queue = 2).await?;
+        let mut a = server.device("alice", "a").await?;
+        let mut b = server.device("alice", "b").await?;
+        let _ = a.client.recv().await?;
+        let s = a.open_session(&mut b, 1).await?;
+        // b does not read while a sends and closes, so frames queue up at the server.
+        let frames: Vec<Vec<u8>> = (0..20u8).map(|i| encode_frame(s, &[i; 1000])).collect();
+        let sender = tokio::spawn(async move {
+            for f in frames {
+                a.client.send_binary(f).await?;
+            }
+            a.client.send(&ClientMessage::Close { session: s }).await?;
+            anyhow::Ok(a)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        for i in 0..20u8 {
+            assert_eq!(b.client.recv_binary().await?, encode_frame(s, &[i; 1000]));
+        }
+        let closed = b.client.recv().await?;
+        assert!(
+            matches!(closed, ServerMessage::Closed { session, .. } if session == s),
+            "{closed:?}"
+        );
+        sender.await??;
+        Ok(())
+    })
+    .await
+}

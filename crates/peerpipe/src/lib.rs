@@ -1,1 +1,66 @@
-//! peerpipe
+//! peerpipe: move data between the devices of a user, peer to peer.
+//!
+//! A [`Node`] is one device on a peerpipe network. It holds a link to the
+//! signaling server (reconnecting with backoff when it drops), sees which of the
+//! user's other devices are online, and opens [`Connection`]s to them. For now
+//! connections are relayed through the server; messages are split into frames,
+//! rejoined in order, and [`Connection::send_confirmed`] resolves once the remote
+//! application has taken the message.
+//!
+//! ```
+//! use std::time::{SystemTime, UNIX_EPOCH};
+//! use peerpipe::{Node, NodeEvent};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> anyhow::Result<()> {
+//! // A server to talk to (normally `peerpipe serve` somewhere).
+//! let secret = [7u8; 32];
+//! let mut config = peerpipe_server::Config::new(secret.to_vec());
+//! config.listen = "127.0.0.1:0".parse()?;
+//! let server = peerpipe_server::Server::bind(config).await?;
+//! let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+//! let token = peerpipe_proto::token::mint(&secret, "alice", now + 3600)?;
+//!
+//! // Two devices of the same user.
+//! let laptop = Node::builder().server(server.url()).token(token.clone()).label("laptop").bind().await?;
+//! let phone = Node::builder().server(server.url()).token(token).label("phone").bind().await?;
+//!
+//! let phone_id = phone.id();
+//! let receiving = tokio::spawn(async move {
+//!     loop {
+//!         if let Some(NodeEvent::IncomingConnection(incoming)) = phone.next_event().await {
+//!             let conn = incoming.accept().await?;
+//!             let message = conn.recv().await?;
+//!             return anyhow::Ok(message);
+//!         }
+//!     }
+//! });
+//! let conn = laptop.connect(phone_id).await?;
+//! conn.send_confirmed("hello").await?; // resolves once the phone's app took it
+//! assert_eq!(receiving.await??.as_deref(), Some(&b"hello"[..]));
+//! # laptop.shutdown().await;
+//! # server.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Everything that can fail has its own error type ([`BindError`], [`ConnectError`],
+//! [`SendError`], ...) whose variants say what to do; [`NodeEvent`]s report what
+//! happens in the background (incoming connections, presence, reconnects, slow
+//! operations).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod actor;
+mod connection;
+mod error;
+mod link;
+mod node;
+
+pub use connection::{Connection, Incoming};
+pub use error::{
+    AcceptError, BindError, CloseReason, ConnectError, RecvError, RequestError, SendError,
+    StopError,
+};
+pub use node::{EVENT_QUEUE, Node, NodeBuilder, NodeEvent, Operation};
+pub use peerpipe_proto::id::{DeviceId, Identity};
+pub use peerpipe_proto::signal::{PeerInfo, SessionId};

@@ -1,4 +1,5 @@
 //! Helpers for the CLI tests: run the real `peerpipe` binary against a real server.
+#![allow(dead_code)] // each test file uses a part of these helpers
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,269 @@
+//! One error type per operation, each variant saying what happened and what to do.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use peerpipe_proto::signal::ErrorCode;
+
+/// Why a connection ended. Carried by [`NodeEvent::ConnectionClosed`](crate::NodeEvent),
+/// [`SendError::Closed`] and [`RecvError::Closed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// This side closed the connection ([`Connection::close`](crate::Connection::close)
+    /// or the last handle was dropped).
+    Local,
+    /// The peer closed the connection in order.
+    PeerClosed,
+    /// The peer's node lost its server link or stopped.
+    PeerDisconnected,
+    /// A message exceeded the receiver's maximum message size of `max` bytes.
+    /// Both sides see this reason. Split data into smaller messages, or raise
+    /// [`NodeBuilder::max_message_size`](crate::NodeBuilder::max_message_size) on the receiver.
+    MessageTooLarge {
+        /// The receiver's limit in bytes.
+        max: usize,
+    },
+    /// The peer sent frames that break the connection protocol (a bug or an
+    /// incompatible version on one side).
+    Protocol(String),
+    /// This node's link to the server dropped. Connect again once
+    /// [`NodeEvent::Reconnected`](crate::NodeEvent::Reconnected) arrives.
+    SignalingLost,
+    /// The server is shutting down.
+    ServerShutdown,
+    /// The connection was never fully set up: the server cancelled or timed it out.
+    Cancelled,
+    /// This node was shut down or dropped.
+    NodeStopped,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local => f.write_str("closed by this side"),
+            Self::PeerClosed => f.write_str("closed by the peer"),
+            Self::PeerDisconnected => f.write_str("the peer disconnected"),
+            Self::MessageTooLarge { max } => write!(
+                f,
+                "a message exceeded the receiver's maximum message size of {max} bytes"
+            ),
+            Self::Protocol(m) => write!(f, "connection protocol error: {m}"),
+            Self::SignalingLost => f.write_str("the link to the server was lost"),
+            Self::ServerShutdown => f.write_str("the server is shutting down"),
+            Self::Cancelled => f.write_str("cancelled by the server before it was set up"),
+            Self::NodeStopped => f.write_str("this node stopped"),
+        }
+    }
+}
+
+/// Why [`NodeBuilder::bind`](crate::NodeBuilder::bind) failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// A required builder setting is missing or invalid: fix the program.
+    #[error("invalid node configuration: {0}")]
+    Config(&'static str),
+    /// The server could not be reached or the WebSocket failed: check the URL, the
+    /// network and that the server runs, then try again.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(#[source] io::Error),
+    /// The server refused the token (malformed or minted with another secret):
+    /// get a token for this server.
+    #[error("the server refused the token: it is malformed or was not issued by this server")]
+    BadToken,
+    /// The token has expired: mint or request a new one.
+    #[error("the token has expired; get a new one")]
+    TokenExpired,
+    /// The server could not verify the device signature (a clock-free check: this is
+    /// a bug or a tampering proxy).
+    #[error("the server refused the device signature")]
+    BadSignature,
+    /// The user already has the most devices online the server allows: stop one.
+    #[error("too many devices of this user are online")]
+    TooManyDevices,
+    /// The server speaks another protocol version: upgrade this program or the server.
+    #[error("the server does not support this protocol version")]
+    UnsupportedVersion,
+    /// The server refused admission with another code: see the message.
+    #[error("the server refused admission: {code}: {message}")]
+    Refused {
+        /// The server's error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The server sent something unexpected during the handshake: is the URL a
+    /// peerpipe server of a compatible version?
+    #[error("unexpected handshake from the server: {0}")]
+    Protocol(String),
+    /// No admission within the connect time-out: the server or network is too slow
+    /// or unreachable; try again or raise the time-out.
+    #[error("no admission from the server within {0:?}")]
+    TimedOut(Duration),
+}
+
+impl BindError {
+    /// Whether retrying with the same settings cannot help (the node stops instead
+    /// of reconnecting).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Self::Config(_)
+                | Self::BadToken
+                | Self::TokenExpired
+                | Self::BadSignature
+                | Self::UnsupportedVersion
+        )
+    }
+
+    pub(crate) fn from_code(code: ErrorCode, message: String) -> Self {
+        match code {
+            ErrorCode::BadToken => Self::BadToken,
+            ErrorCode::TokenExpired => Self::TokenExpired,
+            ErrorCode::BadSignature => Self::BadSignature,
+            ErrorCode::TooManyDevices => Self::TooManyDevices,
+            ErrorCode::UnsupportedVersion => Self::UnsupportedVersion,
+            code => Self::Refused { code, message },
+        }
+    }
+}
+
+/// Why the node stopped on its own, in [`NodeEvent::Stopped`](crate::NodeEvent::Stopped).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StopError {
+    /// Reconnecting failed in a way retrying cannot fix (bad or expired token, ...):
+    /// fix the cause and bind a new node.
+    #[error("the server refused this node on reconnect: {0}")]
+    Admission(#[source] BindError),
+    /// Another connection with this device's identity took over at the server. Run
+    /// one node per identity.
+    #[error("another node with the same device identity connected to the server")]
+    Replaced,
+}
+
+/// Why a request to the server ([`Node::online_peers`](crate::Node::online_peers)) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The link to the server is down; the node is reconnecting. Try again after
+    /// [`NodeEvent::Reconnected`](crate::NodeEvent::Reconnected).
+    #[error("not connected to the server (reconnecting)")]
+    NotConnected,
+    /// No answer within the request time-out: try again.
+    #[error("no answer from the server within {0:?}")]
+    TimedOut(Duration),
+    /// The server answered with an error.
+    #[error("the server refused the request: {code}: {message}")]
+    Server {
+        /// The server's error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The node has stopped: bind a new one.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Why [`Node::connect`](crate::Node::connect) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The device belongs to this user but is not online: wait for its
+    /// [`NodeEvent::PeerOnline`](crate::NodeEvent::PeerOnline).
+    #[error("the device is not online")]
+    PeerOffline,
+    /// No such device for this user (devices of other users look the same): check the id.
+    #[error("no such device for this user")]
+    NotFound,
+    /// The server does not allow this connection (for example to this device itself).
+    #[error("the server does not allow this connection")]
+    Forbidden,
+    /// The other device rejected the connection.
+    #[error("the device rejected the connection")]
+    Rejected,
+    /// No answer within the connect time-out (the other device did not accept or
+    /// reject in time): try again later.
+    #[error("the device did not answer within {0:?}")]
+    TimedOut(Duration),
+    /// The link to the server is down; the node is reconnecting. Try again after
+    /// [`NodeEvent::Reconnected`](crate::NodeEvent::Reconnected).
+    #[error("not connected to the server (reconnecting)")]
+    NotConnected,
+    /// The server answered with another error.
+    #[error("the server refused the connection: {code}: {message}")]
+    Server {
+        /// The server's error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The node has stopped: bind a new one.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Why [`Incoming::accept`](crate::Incoming::accept) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The server did not confirm the accept within the request time-out.
+    #[error("the server did not confirm the accept within {0:?}")]
+    TimedOut(Duration),
+    /// The request is gone: the other device gave up, went offline, or it was
+    /// accepted too late. Nothing to do; it may connect again.
+    #[error("the connection request has expired")]
+    Expired,
+    /// The link to the server is down; the request is lost with it.
+    #[error("not connected to the server (reconnecting)")]
+    NotConnected,
+    /// The server answered with another error.
+    #[error("the server refused the accept: {code}: {message}")]
+    Server {
+        /// The server's error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The node has stopped: bind a new one.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Why [`Connection::send`](crate::Connection::send) or
+/// [`Connection::send_confirmed`](crate::Connection::send_confirmed) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message is larger than this node's maximum message size; nothing was
+    /// sent. Split it, or raise the limit on both sides.
+    #[error("message of {size} bytes exceeds the maximum message size of {max} bytes")]
+    MessageTooLarge {
+        /// The message size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The connection has ended; whether the message arrived is unknown unless it
+    /// was confirmed. Connect again.
+    #[error("the connection is closed: {0}")]
+    Closed(CloseReason),
+    /// The remote application did not take the message within the confirm
+    /// time-out; it may still do so. The connection stays open.
+    #[error("the peer did not confirm the message within {0:?}")]
+    ConfirmTimeout(Duration),
+}
+
+/// Why [`Connection::recv`](crate::Connection::recv) failed. An orderly close by the
+/// peer is not an error: `recv` returns `Ok(None)` then.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The connection ended abnormally (see the reason); data the peer sent after the
+    /// last received message may be lost.
+    #[error("the connection is closed: {0}")]
+    Closed(CloseReason),
+}

@@ -1,0 +1,126 @@
+//! Dialing the server: WebSocket connect, challenge, hello, welcome.
+
+use std::io;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::{SinkExt as _, StreamExt as _};
+use peerpipe_proto::signal::{
+    ClientMessage, Limits, NONCE_LEN, PeerInfo, ServerMessage, hello_payload,
+};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::BindError;
+use crate::node::Config;
+
+/// The WebSocket to the server.
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A link the server has admitted this device on.
+pub(crate) struct Admitted {
+    pub ws: Ws,
+    pub peers: Vec<PeerInfo>,
+    pub limits: Limits,
+}
+
+/// Connects and runs the admission handshake within the connect time-out.
+pub(crate) async fn dial(cfg: &Config) -> Result<Admitted, BindError> {
+    tokio::time::timeout(cfg.connect_timeout, handshake(cfg))
+        .await
+        .map_err(|_| BindError::TimedOut(cfg.connect_timeout))?
+}
+
+fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> BindError {
+    use tokio_tungstenite::tungstenite::Error as E;
+    match e {
+        E::Io(e) => BindError::Unreachable(e),
+        e => BindError::Unreachable(io::Error::other(e)),
+    }
+}
+
+async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
+    let (mut ws, _response) =
+        tokio_tungstenite::connect_async_with_config(cfg.server.as_str(), None, true)
+            .await
+            .map_err(ws_error)?;
+    let nonce = match next_message(&mut ws).await? {
+        ServerMessage::Challenge { nonce } => nonce,
+        ServerMessage::Error { code, message, .. } => {
+            return Err(BindError::from_code(code, message));
+        }
+        other => {
+            return Err(BindError::Protocol(format!(
+                "expected a challenge, got {other:?}"
+            )));
+        }
+    };
+    let nonce: [u8; NONCE_LEN] = URL_SAFE_NO_PAD
+        .decode(nonce.trim_end_matches('='))
+        .ok()
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| {
+            BindError::Protocol("the challenge nonce is not 32 base64url bytes".into())
+        })?;
+    let signature = cfg.identity.sign(&hello_payload(&nonce, &cfg.token));
+    let hello = ClientMessage::Hello {
+        token: cfg.token.clone(),
+        device: cfg.identity.device_id(),
+        signature: URL_SAFE_NO_PAD.encode(signature),
+        label: cfg.label.clone(),
+    };
+    ws.send(Message::Text(hello.encode().into()))
+        .await
+        .map_err(ws_error)?;
+    match next_message(&mut ws).await? {
+        ServerMessage::Welcome {
+            device,
+            peers,
+            limits,
+            ..
+        } => {
+            if device != cfg.identity.device_id() {
+                return Err(BindError::Protocol(format!(
+                    "the server admitted {device:?} instead of this device"
+                )));
+            }
+            Ok(Admitted { ws, peers, limits })
+        }
+        ServerMessage::Error { code, message, .. } => Err(BindError::from_code(code, message)),
+        other => Err(BindError::Protocol(format!(
+            "expected a welcome, got {other:?}"
+        ))),
+    }
+}
+
+async fn next_message(ws: &mut Ws) -> Result<ServerMessage, BindError> {
+    loop {
+        match ws.next().await {
+            None => {
+                return Err(BindError::Unreachable(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection during the handshake",
+                )));
+            }
+            Some(Err(e)) => return Err(ws_error(e)),
+            Some(Ok(Message::Text(text))) => {
+                return ServerMessage::decode(text.as_str())
+                    .map_err(|e| BindError::Protocol(e.to_string()));
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let why = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                return Err(BindError::Unreachable(io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    format!("the server closed the connection during the handshake {why}"),
+                )));
+            }
+            Some(Ok(Message::Binary(_))) => {
+                return Err(BindError::Protocol(
+                    "binary frame during the handshake".into(),
+                ));
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Helpers for the integration tests: a real server on 127.0.0.1:0 and nodes.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use peerpipe::{Connection, Identity, Node, NodeBuilder, NodeEvent};
+use peerpipe_server::{Config, Server};
+
+/// The bound on every test.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// How long a test waits for one expected event.
+pub const EVENT_LIMIT: Duration = Duration::from_secs(10);
+
+/// Installs a test-friendly tracing subscriber (RUST_LOG to see more).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs a test body with tracing and an overall time limit.
+pub async fn bounded<F: Future<Output = Result<()>>>(body: F) -> Result<()> {
+    init_tracing();
+    tokio::time::timeout(TEST_LIMIT, body)
+        .await
+        .context("the test timed out")?
+}
+
+/// A running server and the secret its tokens are minted with.
+pub struct TestServer {
+    /// The server.
+    pub server: Server,
+    /// The token secret.
+    pub secret: Vec<u8>,
+}
+
+/// The server configuration the tests use: loopback, port 0, short time-outs.
+pub fn server_config(secret: &[u8], listen: SocketAddr) -> Config {
+    let mut config = Config::new(secret.to_vec());
+    config.listen = listen;
+    config
+}
+
+impl TestServer {
+    /// Starts a server on 127.0.0.1 with a fresh random secret.
+    pub async fn start() -> Result<Self> {
+        let secret: [u8; 32] = rand::random();
+        Self::start_at(secret.to_vec(), "127.0.0.1:0".parse()?).await
+    }
+
+    /// Starts a server on `listen` with `secret`, retrying briefly while the port is busy.
+    pub async fn start_at(secret: Vec<u8>, listen: SocketAddr) -> Result<Self> {
+        let mut tries = 0;
+        loop {
+            match Server::bind(server_config(&secret, listen)).await {
+                Ok(server) => return Ok(Self { server, secret }),
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!("binding {listen}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e).context("binding the server"),
+            }
+        }
+    }
+
+    /// The signaling URL.
+    pub fn url(&self) -> String {
+        self.server.url()
+    }
+
+    /// A token for `user`, valid for an hour.
+    pub fn token(&self, user: &str) -> String {
+        token_with(&self.secret, user, unix_now() + 3600)
+    }
+
+    /// A node builder for `user` with short time-outs for tests.
+    pub fn builder(&self, user: &str, label: &str) -> NodeBuilder {
+        builder(&self.url(), &self.token(user), label)
+    }
+
+    /// A bound node of `user`.
+    pub async fn node(&self, user: &str, label: &str) -> Result<Node> {
+        self.builder(user, label)
+            .bind()
+            .await
+            .with_context(|| format!("binding node {label}"))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A token for `user` signed with `secret`, expiring at `expires_at`.
+pub fn token_with(secret: &[u8], user: &str, expires_at: u64) -> String {
+    peerpipe_proto::token::mint(secret, user, expires_at).expect("minting a token")
+}
+
+/// A node builder with a random identity and short time-outs.
+pub fn builder(url: &str, token: &str, label: &str) -> NodeBuilder {
+    Node::builder()
+        .server(url)
+        .token(token)
+        .identity(Identity::from_secret_bytes(rand::random()))
+        .label(label)
+        .connect_timeout(Duration::from_secs(5))
+        .request_timeout(Duration::from_secs(5))
+        .confirm_timeout(Duration::from_secs(10))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(400))
+}
+
+/// Waits for the first event `pick` maps to `Some`, skipping others.
+pub async fn wait_for<T>(
+    node: &Node,
+    what: &str,
+    mut pick: impl FnMut(NodeEvent) -> Option<T>,
+) -> Result<T> {
+    let search = async {
+        loop {
+            match node.next_event().await {
+                Some(event) => {
+                    tracing::debug!(node = %node.id().short(), "event: {event:?}");
+                    if let Some(found) = pick(event) {
+                        return Ok(found);
+                    }
+                }
+                None => bail!("node stopped while waiting for {what}"),
+            }
+        }
+    };
+    tokio::time::timeout(EVENT_LIMIT, search)
+        .await
+        .with_context(|| format!("waiting for {what}"))?
+}
+
+/// Asserts that no event `pick` matches arrives within `within`.
+pub async fn expect_none(
+    node: &Node,
+    within: Duration,
+    mut matches: impl FnMut(&NodeEvent) -> bool,
+) -> Result<()> {
+    let search = async {
+        while let Some(event) = node.next_event().await {
+            if matches(&event) {
+                return Some(event);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(within, search).await {
+        Ok(Some(event)) => bail!("unexpected event {event:?}"),
+        _ => Ok(()),
+    }
+}
+
+/// Connects `from` to `to` and accepts on `to`: both ends of a new connection.
+pub async fn pair(from: &Node, to: &Node) -> Result<(Connection, Connection)> {
+    let target = to.id();
+    let connecting = {
+        let from = from.clone();
+        tokio::spawn(async move { from.connect(target).await })
+    };
+    let incoming = wait_for(to, "an incoming connection", |e| match e {
+        NodeEvent::IncomingConnection(i) => Some(i),
+        _ => None,
+    })
+    .await?;
+    anyhow::ensure!(
+        incoming.peer().id == from.id(),
+        "incoming from the wrong peer"
+    );
+    let accepted = incoming.accept().await.context("accepting")?;
+    let connected = connecting.await?.context("connecting")?;
+    anyhow::ensure!(connected.session_id() == accepted.session_id());
+    Ok((connected, accepted))
+}
