@@ -43,11 +43,14 @@ async fn main() -> Result<()> {
     rows.push(raw_ws("raw WebSocket, 64 KiB messages", bulk_count, BULK_MSG).await?);
     rows.push(raw_ws("raw WebSocket, 64 B messages", small, SMALL_MSG).await?);
 
-    let (server, a, b) = pair().await?;
+    let (server, nodes, a, b) = pair().await?;
     rows.push(relay("relay, 64 KiB messages", &a, &b, bulk_count, BULK_MSG).await?);
     rows.push(relay("relay, 64 B messages", &a, &b, small, SMALL_MSG).await?);
     rows.push(relay_confirmed("relay, 64 B confirmed one by one", &a, &b, confirmed).await?);
     a.close().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
     server.shutdown().await;
 
     println!(
@@ -117,7 +120,8 @@ async fn raw_ws(name: &'static str, count: u64, size: usize) -> Result<Row> {
     })
 }
 
-async fn pair() -> Result<(Server, Connection, Connection)> {
+/// A server, two nodes of one user (kept alive by the caller) and a connection between them.
+async fn pair() -> Result<(Server, Vec<Node>, Connection, Connection)> {
     let secret: [u8; 32] = rand::random();
     let mut config = Config::new(secret.to_vec());
     config.listen = "127.0.0.1:0".parse()?;
@@ -151,7 +155,7 @@ async fn pair() -> Result<(Server, Connection, Connection)> {
     });
     let conn_a = a.connect(nodes[1].id()).await?;
     let conn_b = accept.await??;
-    Ok((server, conn_a, conn_b))
+    Ok((server, nodes, conn_a, conn_b))
 }
 
 async fn relay(

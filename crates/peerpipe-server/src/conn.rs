@@ -402,6 +402,16 @@ async fn forward(
 
 type Sink = SplitSink<WebSocket, Message>;
 
+/// Frames written per flush at most.
+const WRITE_BATCH: usize = 64;
+
+fn data_message(item: Data) -> Message {
+    match item {
+        Data::Relay(frame) => Message::Binary(frame),
+        Data::Closed(text) => Message::Text(Utf8Bytes::from(text)),
+    }
+}
+
 /// Writes control frames first, then data, plus pings, until told to finish; then
 /// sends the control frames still queued, the last error (if any) and a close frame.
 async fn write_loop(
@@ -418,18 +428,31 @@ async fn write_loop(
             biased;
             f = &mut finish => break f.ok().flatten(),
             Some(text) = ctrl.recv() => Message::Text(Utf8Bytes::from(text)),
-            Some(item) = data.recv() => match item {
-                Data::Relay(frame) => Message::Binary(frame),
-                Data::Closed(text) => Message::Text(Utf8Bytes::from(text)),
-            },
+            Some(item) = data.recv() => data_message(item),
             _ = ping.tick() => Message::Ping(Bytes::new()),
+        };
+        // Feed what is already queued behind it and flush once: few writes for
+        // many small frames, no added delay for a lone one.
+        let write = async {
+            sink.feed(msg).await?;
+            for _ in 0..WRITE_BATCH {
+                let next = match ctrl.try_recv() {
+                    Ok(text) => Message::Text(Utf8Bytes::from(text)),
+                    Err(_) => match data.try_recv() {
+                        Ok(item) => data_message(item),
+                        Err(_) => break,
+                    },
+                };
+                sink.feed(next).await?;
+            }
+            sink.flush().await
         };
         // A blocked write is abandoned on finish: the frame stays in the WebSocket's
         // buffer and goes out first if the socket drains within the grace.
         tokio::select! {
             biased;
             f = &mut finish => break f.ok().flatten(),
-            r = sink.send(msg) => if let Err(e) = r {
+            r = write => if let Err(e) = r {
                 tracing::debug!("write error: {e}");
                 return;
             },

@@ -48,6 +48,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt as _;
 use peerpipe_proto::signal::MAX_TEXT_FRAME;
 use peerpipe_proto::token::MIN_SECRET_LEN;
 use tokio::net::TcpListener;
@@ -199,6 +200,12 @@ impl Server {
             .route("/metrics", get(metrics_text))
             .with_state(app);
         let mut stop = shutdown_rx;
+        // Signaling frames are small and latency-bound: no Nagle delay on them.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+        });
         let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         });
