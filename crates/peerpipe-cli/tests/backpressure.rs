@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, TempDir, bin, device_id, wait_bounded};
+use common::{ServeProcess, TempDir, bin, device_id, wait_bounded, wait_online};
 
 /// Total bytes offered on stdin.
 const TOTAL: u64 = 256 * 1024 * 1024;
@@ -58,8 +58,7 @@ fn a_stalled_reader_holds_back_the_writer_with_bounded_memory() {
         .spawn()
         .unwrap();
     let mut listen_out = listen.stdout.take().unwrap();
-    // Let the listener join before connecting.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_online(&server, &token, &a, &listener_id);
 
     let mut connect = bin()
         .args([
@@ -113,6 +112,9 @@ fn a_stalled_reader_holds_back_the_writer_with_bounded_memory() {
         last = now;
     }
     let stalled_at = written.load(Ordering::Relaxed);
+    eprintln!(
+        "writer stalled after {stalled_at} bytes; peak RSS: sender {peak_sender} KiB, server {peak_server} KiB"
+    );
     assert!(
         stalled_at < IN_FLIGHT_BOUND,
         "writer pushed {stalled_at} bytes into a stalled pipe (bound {IN_FLIGHT_BOUND})"

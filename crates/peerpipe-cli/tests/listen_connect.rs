@@ -7,7 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ServeProcess, TempDir, bin, device_id, wait_bounded};
+use common::{ServeProcess, TempDir, bin, device_id, wait_bounded, wait_online};
 use rand::RngCore as _;
 
 #[test]
@@ -29,7 +29,7 @@ fn stdin_of_connect_arrives_on_stdout_of_listen() {
         ])
         .arg(&b)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut stdout = listen.stdout.take().unwrap();
@@ -41,48 +41,25 @@ fn stdin_of_connect_arrives_on_stdout_of_listen() {
 
     let mut data = vec![0u8; 3 * 1024 * 1024 + 17];
     rand::thread_rng().fill_bytes(&mut data);
-    // The listener may still be joining: retry connect while the peer is offline.
-    let mut sent = false;
-    for _ in 0..50 {
-        let mut connect = bin()
-            .args([
-                "connect",
-                &listener_id,
-                "--server",
-                &server.url,
-                "--identity",
-            ])
-            .arg(&a)
-            .env("PEERPIPE_TOKEN", &token)
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = connect.stdin.take().unwrap();
-        let payload = data.clone();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&payload);
-        });
-        let status = wait_bounded(&mut connect, Duration::from_secs(60));
-        writer.join().unwrap();
-        if status.success() {
-            sent = true;
-            break;
-        }
-        let mut err = String::new();
-        connect
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(
-            err.contains("offline") || err.contains("not found"),
-            "connect failed: {err}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(sent, "connect never succeeded");
+    wait_online(&server, &token, &a, &listener_id);
+    let mut connect = bin()
+        .args([
+            "connect",
+            &listener_id,
+            "--server",
+            &server.url,
+            "--identity",
+        ])
+        .arg(&a)
+        .env("PEERPIPE_TOKEN", &token)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = connect.stdin.take().unwrap();
+    let payload = data.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&payload));
+    assert!(wait_bounded(&mut connect, Duration::from_secs(60)).success());
+    writer.join().unwrap().unwrap();
     let status = wait_bounded(&mut listen, Duration::from_secs(30));
     assert!(status.success());
     let got = reader.join().unwrap();

@@ -124,3 +124,32 @@ pub fn wait_bounded(child: &mut Child, bound: Duration) -> std::process::ExitSta
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Polls `peerpipe peers` as `identity` until `peer` is listed (bounded: 10 s).
+pub fn wait_online(server: &ServeProcess, token: &str, identity: &Path, peer: &str) {
+    for _ in 0..100 {
+        let out = bin()
+            .args([
+                "peers",
+                "--server",
+                &server.url,
+                "--token",
+                token,
+                "--identity",
+            ])
+            .arg(identity)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        if stdout.lines().any(|l| l.split('\t').next() == Some(peer)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{peer} never came online");
+}
