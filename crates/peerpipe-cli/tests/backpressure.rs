@@ -5,12 +5,13 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{ServeProcess, TempDir, bin, device_id, wait_bounded, wait_online};
+use common::{
+    ServeProcess, TempDir, device_id, spawn_connect, spawn_listen, wait_bounded, wait_online,
+};
 
 /// Total bytes offered on stdin.
 const TOTAL: u64 = 256 * 1024 * 1024;
@@ -43,38 +44,11 @@ fn a_stalled_reader_holds_back_the_writer_with_bounded_memory() {
     let (a, b) = (dir.path("a.key"), dir.path("b.key"));
     let listener_id = device_id(&b);
 
-    let mut listen = bin()
-        .args([
-            "listen",
-            "-q",
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--identity",
-        ])
-        .arg(&b)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut listen = spawn_listen(&server, &token, &b);
     let mut listen_out = listen.stdout.take().unwrap();
     wait_online(&server, &token, &a, &listener_id);
 
-    let mut connect = bin()
-        .args([
-            "connect",
-            "-q",
-            &listener_id,
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--identity",
-        ])
-        .arg(&a)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut connect = spawn_connect(&server, &token, &a, &listener_id);
     let mut stdin = connect.stdin.take().unwrap();
     let written = Arc::new(AtomicU64::new(0));
     let counter = written.clone();

@@ -4,10 +4,11 @@
 mod common;
 
 use std::io::{Read as _, Write as _};
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{ServeProcess, TempDir, bin, device_id, wait_bounded, wait_online};
+use common::{
+    ServeProcess, TempDir, bin, device_id, spawn_connect, spawn_listen, wait_bounded, wait_online,
+};
 use rand::RngCore as _;
 
 #[test]
@@ -18,20 +19,7 @@ fn stdin_of_connect_arrives_on_stdout_of_listen() {
     let (a, b) = (dir.path("a.key"), dir.path("b.key"));
     let listener_id = device_id(&b);
 
-    let mut listen = bin()
-        .args([
-            "listen",
-            "--server",
-            &server.url,
-            "--token",
-            &token,
-            "--identity",
-        ])
-        .arg(&b)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let mut listen = spawn_listen(&server, &token, &b);
     let mut stdout = listen.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut got = Vec::new();
@@ -42,19 +30,7 @@ fn stdin_of_connect_arrives_on_stdout_of_listen() {
     let mut data = vec![0u8; 3 * 1024 * 1024 + 17];
     rand::thread_rng().fill_bytes(&mut data);
     wait_online(&server, &token, &a, &listener_id);
-    let mut connect = bin()
-        .args([
-            "connect",
-            &listener_id,
-            "--server",
-            &server.url,
-            "--identity",
-        ])
-        .arg(&a)
-        .env("PEERPIPE_TOKEN", &token)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut connect = spawn_connect(&server, &token, &a, &listener_id);
     let mut stdin = connect.stdin.take().unwrap();
     let payload = data.clone();
     let writer = std::thread::spawn(move || stdin.write_all(&payload));

@@ -153,6 +153,18 @@ impl State {
         }
     }
 
+    /// Takes `device` out of `user`'s online set; returns the connections of the
+    /// user's other online devices, which must hear that it went offline.
+    fn leave(&mut self, user: &Arc<str>, device: DeviceId) -> Vec<Handle> {
+        if let Some(set) = self.users.get_mut(user) {
+            set.remove(&device);
+            if set.is_empty() {
+                self.users.remove(user);
+            }
+        }
+        self.others_of(user, device)
+    }
+
     /// Pending sessions that connection `conn` initiated.
     fn pending_from(&self, conn: u64) -> usize {
         self.by_conn.get(&conn).map_or(0, |ids| {
@@ -314,14 +326,8 @@ impl Hub {
                 "the same device connected again; this connection is replaced",
             ));
             if old.user != me.user {
-                if let Some(set) = st.users.get_mut(&old.user) {
-                    set.remove(&me.device);
-                    if set.is_empty() {
-                        st.users.remove(&old.user);
-                    }
-                }
                 let offline = ServerMessage::PeerOffline { id: me.device };
-                for h in st.others_of(&old.user, me.device) {
+                for h in st.leave(&old.user, me.device) {
                     self.deliver(&h, &offline);
                 }
             }
@@ -351,14 +357,8 @@ impl Hub {
             .is_some_and(|m| m.handle.conn == me.handle.conn);
         if current {
             st.devices.remove(&me.device);
-            if let Some(set) = st.users.get_mut(&me.user) {
-                set.remove(&me.device);
-                if set.is_empty() {
-                    st.users.remove(&me.user);
-                }
-            }
             let offline = ServerMessage::PeerOffline { id: me.device };
-            for h in st.others_of(&me.user, me.device) {
+            for h in st.leave(&me.user, me.device) {
                 self.deliver(&h, &offline);
             }
         }

@@ -153,3 +153,40 @@ pub fn wait_online(server: &ServeProcess, token: &str, identity: &Path, peer: &s
     }
     panic!("{peer} never came online");
 }
+
+/// Starts `peerpipe listen -q` as the device `identity`, its stdout piped.
+pub fn spawn_listen(server: &ServeProcess, token: &str, identity: &Path) -> Child {
+    bin()
+        .args([
+            "listen",
+            "-q",
+            "--server",
+            &server.url,
+            "--token",
+            token,
+            "--identity",
+        ])
+        .arg(identity)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Starts `peerpipe connect -q PEER` as the device `identity`, its stdin piped.
+pub fn spawn_connect(server: &ServeProcess, token: &str, identity: &Path, peer: &str) -> Child {
+    bin()
+        .args([
+            "connect",
+            "-q",
+            peer,
+            "--server",
+            &server.url,
+            "--token",
+            token,
+            "--identity",
+        ])
+        .arg(identity)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
