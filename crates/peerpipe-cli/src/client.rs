@@ -38,7 +38,9 @@ pub async fn listen(args: &ClientArgs) -> Result<()> {
     let incoming = loop {
         match node.next_event().await {
             Some(NodeEvent::IncomingConnection(incoming)) => break incoming,
-            Some(NodeEvent::Stopped { error }) => bail!("the server link stopped: {error}"),
+            Some(NodeEvent::Stopped { error }) => {
+                return Err(anyhow::Error::new(error).context("the server link stopped"));
+            }
             None => bail!("the node stopped before a connection came in"),
             Some(other) => log_event(&other),
         }
@@ -176,9 +178,23 @@ fn log_event(event: &NodeEvent) {
         NodeEvent::ConnectionClosed { peer, reason, .. } => {
             tracing::info!("connection with {} closed: {reason}", peer.short())
         }
-        NodeEvent::Stopped { error } => tracing::error!("server link stopped: {error}"),
+        NodeEvent::Stopped { error } => {
+            tracing::error!("server link stopped: {}", error_chain(error))
+        }
         other => tracing::debug!("{other:?}"),
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Prints a transfer summary on stderr.

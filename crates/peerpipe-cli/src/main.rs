@@ -9,6 +9,7 @@ mod identity;
 mod serve;
 mod units;
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,8 +31,8 @@ const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
         Quick start on one machine:\n  \
         peerpipe serve &                                   # prints where its secret lives\n  \
         export PEERPIPE_TOKEN=$(peerpipe token --secret-file ~/.config/peerpipe/server-secret --user me)\n  \
-        peerpipe --identity /tmp/a listen > out.bin &      # prints its device id on stderr\n  \
-        peerpipe --identity /tmp/b connect DEVICE_ID < in.bin"
+        peerpipe listen --identity /tmp/a > out.bin &      # prints its device id on stderr\n  \
+        peerpipe connect DEVICE_ID --identity /tmp/b < in.bin"
 )]
 struct Cli {
     /// More diagnostics on stderr (-v: debug, -vv: trace).
@@ -120,7 +121,7 @@ struct IdentityArgs {
 
 #[derive(Args, Clone)]
 struct ClientArgs {
-    /// Signaling server: a ws:// or wss:// URL, or HOST:PORT.
+    /// Signaling server: a ws:// URL, or HOST:PORT.
     #[arg(long, env = "PEERPIPE_SERVER", default_value = DEFAULT_SERVER)]
     server: String,
     /// Admission token (from `peerpipe token`).
@@ -194,9 +195,15 @@ fn init_tracing(verbose: u8, quiet: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("PEERPIPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    // Timestamps help when debugging; for everyday chatter they are noise.
+    if verbose > 0 {
+        builder.init();
+    } else {
+        builder.without_time().init();
+    }
 }

@@ -67,7 +67,7 @@ pub enum BindError {
     Config(&'static str),
     /// The server could not be reached or the WebSocket failed: check the URL, the
     /// network and that the server runs, then try again.
-    #[error("cannot reach the server: {0}")]
+    #[error("cannot reach the server")]
     Unreachable(#[source] io::Error),
     /// The server refused the token (malformed or minted with another secret):
     /// get a token for this server.
@@ -136,7 +136,7 @@ impl BindError {
 pub enum StopError {
     /// Reconnecting failed in a way retrying cannot fix (bad or expired token, ...):
     /// fix the cause and bind a new node.
-    #[error("the server refused this node on reconnect: {0}")]
+    #[error("the server refused this node on reconnect")]
     Admission(#[source] BindError),
     /// Another connection with this device's identity took over at the server. Run
     /// one node per identity.
