@@ -25,15 +25,23 @@ pub fn config_dir() -> PathBuf {
 }
 
 /// Reads the identity at `path`, or creates a new one there (mode 0600) if absent.
+///
+/// Several processes may start on a fresh identity at once: the new key is written
+/// to a temporary file and linked into place atomically, so every one of them ends
+/// up with the same, complete identity.
 pub fn load_or_create(path: &Path) -> Result<Identity> {
     match fs::read_to_string(path) {
         Ok(text) => parse(&text).with_context(|| format!("reading identity {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let identity = Identity::from_secret_bytes(rand::random());
-            write_new(path, &identity)
-                .with_context(|| format!("creating identity {}", path.display()))?;
-            tracing::info!("created a new device identity at {}", path.display());
-            Ok(identity)
+            if create(path, &identity)
+                .with_context(|| format!("creating identity {}", path.display()))?
+            {
+                tracing::info!("created a new device identity at {}", path.display());
+                Ok(identity)
+            } else {
+                load_or_create(path)
+            }
         }
         Err(e) => Err(e).with_context(|| format!("reading identity {}", path.display())),
     }
@@ -60,10 +68,24 @@ fn decode_hex(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-fn write_new(path: &Path, identity: &Identity) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
-    }
+/// Writes `identity` to `path` unless a file is there already; false if one was.
+fn create(path: &Path, identity: &Identity) -> Result<bool> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".identity-{:016x}.tmp", rand::random::<u64>()));
+    let written = write_private(&tmp, identity).and_then(|()| match fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.into()),
+    });
+    let _ = fs::remove_file(&tmp);
+    written
+}
+
+fn write_private(path: &Path, identity: &Identity) -> Result<()> {
     let hex: String = identity
         .secret_bytes()
         .iter()
@@ -96,6 +118,28 @@ mod tests {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_first_uses_agree_on_one_identity() {
+        let dir = std::env::temp_dir().join(format!("pp-id-race-{}", rand::random::<u64>()));
+        let path = dir.join("identity");
+        let ids: Vec<_> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || load_or_create(&path).unwrap().device_id())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| *id == ids[0]));
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
         fs::remove_dir_all(dir).unwrap();
     }
 
