@@ -332,22 +332,34 @@ pub fn load_or_create_secret(path: &Path) -> io::Result<(Vec<u8>, bool)> {
         .map(|b| format!("{b:02x}"))
         .collect::<String>()
         + "\n";
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            io::Write::write_all(&mut file, text.as_bytes())?;
-            file.sync_all()?;
-            Ok((secret.to_vec(), true))
-        }
+    // Written to a temporary file, then linked into place: a process that starts at
+    // the same moment either wins the link or reads the complete file, never half of it.
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".secret-{:016x}.tmp", rand::random::<u64>()));
+    let linked = write_private(&tmp, text.as_bytes()).and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok((secret.to_vec(), true)),
         // Another process created it first: use theirs.
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             parse_secret(&std::fs::read_to_string(path)?).map(|s| (s, false))
         }
         Err(e) => Err(e),
     }
+}
+
+/// Creates `path` readable by its owner only, with `bytes`, synced to disk.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()
 }
 
 fn parse_secret(text: &str) -> io::Result<Vec<u8>> {
@@ -429,6 +441,29 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         std::fs::write(&path, "zz\n").unwrap();
         assert!(load_or_create_secret(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_first_starts_agree_on_one_secret() {
+        let dir =
+            std::env::temp_dir().join(format!("peerpipe-secret-race-{}", rand::random::<u64>()));
+        let path = dir.join("secret");
+        let secrets: Vec<Vec<u8>> = (0..8)
+            .map(|_| {
+                let path = path.clone();
+                std::thread::spawn(move || load_or_create_secret(&path).unwrap().0)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(secrets.iter().all(|s| *s == secrets[0]));
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
