@@ -8,7 +8,10 @@
 //! - [`signal`]: the versioned JSON signaling messages between device and server;
 //! - [`relay`]: the binary relay frame header the server forwards by;
 //! - [`frame`]: the frames two devices exchange inside relay frames (message
-//!   chunks, acknowledgements, close), with splitting and reassembly.
+//!   chunks, acknowledgements, close), with splitting and reassembly;
+//! - [`session`]: the end-to-end encrypted, reliable session over replaceable
+//!   paths, with multiplexed streams and credit flow control (driven by the
+//!   caller's clock and randomness; simulated in `tests/`).
 //!
 //! ```
 //! use peerpipe_proto::{id::Identity, signal::{hello_payload, ClientMessage}, token};
@@ -28,5 +31,6 @@
 pub mod frame;
 pub mod id;
 pub mod relay;
+pub mod session;
 pub mod signal;
 pub mod token;
