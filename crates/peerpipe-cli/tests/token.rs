@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{TempDir, bin};
+use common::{TempDir, bin, run_ok};
 
 #[test]
 fn token_needs_an_existing_secret_file() {
@@ -21,17 +21,11 @@ fn token_verifies_with_the_secret_and_carries_the_user() {
     let dir = TempDir::new("token-ok");
     let secret = dir.path("secret");
     std::fs::write(&secret, format!("{}\n", "ab".repeat(32))).unwrap();
-    let out = bin()
-        .args(["token", "--user", "carol", "--ttl", "1h", "--secret-file"])
-        .arg(&secret)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = run_ok(
+        bin()
+            .args(["token", "--user", "carol", "--ttl", "1h", "--secret-file"])
+            .arg(&secret),
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 1);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -12,6 +12,34 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peerpipe"))
 }
 
+/// `peerpipe CMD [ARGS] --server URL --token TOKEN --identity FILE`.
+pub fn client(
+    cmd: &str,
+    args: &[&str],
+    server: &ServeProcess,
+    token: &str,
+    identity: &Path,
+) -> Command {
+    let mut command = bin();
+    command
+        .arg(cmd)
+        .args(args)
+        .args(["--server", &server.url, "--token", token, "--identity"])
+        .arg(identity);
+    command
+}
+
+/// Runs `command`, asserts it succeeded and returns its stdout.
+pub fn run_ok(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A fresh temporary directory, removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -77,17 +105,13 @@ impl ServeProcess {
 
     /// Mints a token for `user` with `peerpipe token`.
     pub fn token(&self, user: &str) -> String {
-        let out = bin()
-            .args(["token", "--user", user, "--secret-file"])
-            .arg(&self.secret_file)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        run_ok(
+            bin()
+                .args(["token", "--user", user, "--secret-file"])
+                .arg(&self.secret_file),
+        )
+        .trim()
+        .to_string()
     }
 }
 
@@ -100,14 +124,9 @@ impl Drop for ServeProcess {
 
 /// Runs `peerpipe id` for an identity file and returns the id.
 pub fn device_id(identity: &Path) -> String {
-    let out = bin()
-        .arg("id")
-        .arg("--identity")
-        .arg(identity)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    run_ok(bin().arg("id").arg("--identity").arg(identity))
+        .trim()
+        .to_string()
 }
 
 /// Waits for a child with a bound; kills it and panics when the bound passes.
@@ -128,24 +147,7 @@ pub fn wait_bounded(child: &mut Child, bound: Duration) -> std::process::ExitSta
 /// Polls `peerpipe peers` as `identity` until `peer` is listed (bounded: 10 s).
 pub fn wait_online(server: &ServeProcess, token: &str, identity: &Path, peer: &str) {
     for _ in 0..100 {
-        let out = bin()
-            .args([
-                "peers",
-                "--server",
-                &server.url,
-                "--token",
-                token,
-                "--identity",
-            ])
-            .arg(identity)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stdout = run_ok(&mut client("peers", &[], server, token, identity));
         if stdout.lines().any(|l| l.split('\t').next() == Some(peer)) {
             return;
         }
@@ -156,17 +158,7 @@ pub fn wait_online(server: &ServeProcess, token: &str, identity: &Path, peer: &s
 
 /// Starts `peerpipe listen -q` as the device `identity`, its stdout piped.
 pub fn spawn_listen(server: &ServeProcess, token: &str, identity: &Path) -> Child {
-    bin()
-        .args([
-            "listen",
-            "-q",
-            "--server",
-            &server.url,
-            "--token",
-            token,
-            "--identity",
-        ])
-        .arg(identity)
+    client("listen", &["-q"], server, token, identity)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
@@ -174,18 +166,7 @@ pub fn spawn_listen(server: &ServeProcess, token: &str, identity: &Path) -> Chil
 
 /// Starts `peerpipe connect -q PEER` as the device `identity`, its stdin piped.
 pub fn spawn_connect(server: &ServeProcess, token: &str, identity: &Path, peer: &str) -> Child {
-    bin()
-        .args([
-            "connect",
-            "-q",
-            peer,
-            "--server",
-            &server.url,
-            "--token",
-            token,
-            "--identity",
-        ])
-        .arg(identity)
+    client("connect", &["-q", peer], server, token, identity)
         .stdin(Stdio::piped())
         .spawn()
         .unwrap()
