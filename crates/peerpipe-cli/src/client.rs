@@ -2,15 +2,16 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use bytes::BytesMut;
-use peerpipe::{DeviceId, Node, NodeEvent};
+use anyhow::{Context, Result, anyhow, bail};
+use peerpipe::{DeviceId, Node, NodeEvent, StreamError};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{ClientArgs, ConnectArgs, IdentityArgs, identity};
 
-/// Bytes read from stdin per message.
-const READ_CHUNK: usize = 256 * 1024;
+/// Bytes moved per read between a stream and stdin/stdout.
+const COPY_CHUNK: usize = 256 * 1024;
+/// Stream stop code: the receiver could not write its output.
+const STOP_OUTPUT_FAILED: u32 = 1;
 
 pub fn id(args: &IdentityArgs) -> Result<()> {
     let identity = load_identity(args)?;
@@ -55,17 +56,30 @@ pub async fn listen(args: &ClientArgs) -> Result<()> {
         .await
         .context("accepting the connection")?;
     tokio::spawn(log_events(node.clone()));
+    let mut stream = conn
+        .accept_stream()
+        .await
+        .context("waiting for the sender's stream")?;
     let started = Instant::now();
     let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; COPY_CHUNK];
     let mut total = 0u64;
-    while let Some(chunk) = conn.recv().await.context("receiving")? {
-        total += chunk.len() as u64;
-        if let Err(e) = stdout.write_all(&chunk).await {
+    loop {
+        let n = stream.read(&mut buf).await.context("receiving")?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if let Err(e) = stdout.write_all(&buf[..n]).await {
+            // Tell the sender at once instead of letting it fill the window.
+            stream.stop(STOP_OUTPUT_FAILED);
             conn.close().await;
             return Err(e).context("writing to stdout");
         }
     }
     stdout.flush().await.context("writing to stdout")?;
+    // Everything is written out: closing tells the sender it may finish.
+    conn.close().await;
     report("received", total, started);
     node.shutdown().await;
     Ok(())
@@ -83,25 +97,36 @@ pub async fn connect(args: &ConnectArgs) -> Result<()> {
         .await
         .with_context(|| format!("connecting to {}", peer.short()))?;
     tracing::info!("connected to {} ({})", conn.peer().id, conn.peer().label);
+    let mut stream = conn.open_stream().await.context("opening a stream")?;
     let started = Instant::now();
     let mut stdin = tokio::io::stdin();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = vec![0u8; COPY_CHUNK];
     let mut total = 0u64;
     loop {
-        buf.reserve(READ_CHUNK);
-        let n = stdin.read_buf(&mut buf).await.context("reading stdin")?;
+        let n = stdin.read(&mut buf).await.context("reading stdin")?;
         if n == 0 {
             break;
         }
         total += n as u64;
-        conn.send(buf.split().freeze()).await.context("sending")?;
+        stream
+            .write_all(&buf[..n])
+            .await
+            .map_err(|e| match StreamError::of(&e) {
+                Some(StreamError::Stopped(STOP_OUTPUT_FAILED)) => {
+                    anyhow!("the receiver could not write its output and stopped")
+                }
+                _ => anyhow::Error::new(e).context("sending"),
+            })?;
     }
-    // An empty confirmed message after the data: it returns once the peer's
-    // application has taken everything sent before it.
-    conn.send_confirmed(bytes::Bytes::new())
-        .await
-        .context("waiting for the peer to receive everything")?;
-    conn.close().await;
+    stream.shutdown().await.context("sending")?;
+    // The receiver closes the connection once it has written everything out.
+    match conn.recv().await {
+        Ok(None) => {}
+        Ok(Some(_)) => bail!("the receiver sent a message; is it a `peerpipe listen`?"),
+        Err(e) => {
+            return Err(e).context("waiting for the receiver to write everything out");
+        }
+    }
     report("sent", total, started);
     node.shutdown().await;
     Ok(())

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use bytes::BytesMut;
 use peerpipe::{Identity, Node, NodeEvent};
 use peerpipe_server::{Config, Server};
 use rand::{Rng as _, RngCore as _};
@@ -61,31 +60,32 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
         .await
         .context("sender connecting to receiver")?;
     eprintln!(
-        "[3/4] connected in {:.1} ms, path: relay (through the server); sending",
+        "[3/4] connected and end-to-end encrypted in {:.1} ms, path: relay (through the server); sending",
         started.elapsed().as_secs_f64() * 1e3
     );
     let started = Instant::now();
     let mut file = tokio::fs::File::open(&source).await?;
-    let mut buf = BytesMut::with_capacity(CHUNK);
+    let mut stream = conn.open_stream().await.context("opening a stream")?;
+    let mut buf = vec![0u8; CHUNK];
     let mut sent = 0u64;
     let mut last_report = Instant::now();
     loop {
-        buf.reserve(CHUNK);
-        let n = file.read_buf(&mut buf).await?;
+        let n = file.read(&mut buf).await?;
         if n == 0 {
             break;
         }
         sent += n as u64;
-        conn.send(buf.split().freeze()).await.context("sending")?;
+        stream.write_all(&buf[..n]).await.context("sending")?;
         if last_report.elapsed() >= Duration::from_millis(500) {
             last_report = Instant::now();
             progress(sent, size, started);
         }
     }
-    conn.send_confirmed(bytes::Bytes::new())
-        .await
-        .context("waiting for the receiver to take everything")?;
-    conn.close().await;
+    stream.shutdown().await.context("sending")?;
+    // The receiver closes the connection once everything is on its disk.
+    if let Err(e) = conn.recv().await {
+        return Err(e).context("waiting for the receiver to store everything");
+    }
     let elapsed = started.elapsed();
     progress(sent, size, started);
     eprintln!();
@@ -122,13 +122,16 @@ async fn receive(node: Node, target: std::path::PathBuf) -> Result<u64> {
         }
     };
     let conn = incoming.accept().await.context("receiver accepting")?;
+    let mut stream = conn
+        .accept_stream()
+        .await
+        .context("receiver accepting the stream")?;
     let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&target).await?);
-    let mut total = 0u64;
-    while let Some(chunk) = conn.recv().await.context("receiving")? {
-        total += chunk.len() as u64;
-        out.write_all(&chunk).await?;
-    }
+    let total = tokio::io::copy(&mut stream, &mut out)
+        .await
+        .context("receiving")?;
     out.flush().await?;
+    conn.close().await;
     Ok(total)
 }
 

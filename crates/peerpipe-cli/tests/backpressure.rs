@@ -16,8 +16,11 @@ use common::{
 /// Total bytes offered on stdin.
 const TOTAL: u64 = 256 * 1024 * 1024;
 /// How many bytes may sit in buffers between a stalled reader and the writer: the
-/// node and server queues plus loopback socket buffers. Far below `TOTAL`.
-const IN_FLIGHT_BOUND: u64 = 96 * 1024 * 1024;
+/// stream's credit window (granted only as the listener writes its stdout, at most
+/// 16 MiB) plus the pipes. Far below `TOTAL`.
+const IN_FLIGHT_BOUND: u64 = 24 * 1024 * 1024;
+/// The stdin pipe's capacity on Linux.
+const PIPE_CAPACITY: u64 = 64 * 1024;
 /// Resident memory bound for the sender and the server while the reader stalls.
 const RSS_BOUND_KIB: u64 = 96 * 1024;
 
@@ -71,16 +74,19 @@ fn a_stalled_reader_holds_back_the_writer_with_bounded_memory() {
     // progress stops (bounded in time), then check how far it got.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = u64::MAX;
+    let mut still = 0;
     let mut peak_sender = 0;
     let mut peak_server = 0;
     loop {
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
         peak_sender = peak_sender.max(rss_kib(connect.id()));
         peak_server = peak_server.max(rss_kib(server.child.id()));
         let now = written.load(Ordering::Relaxed);
-        // Before the connection is up only the stdin pipe fills; a stall counts
-        // once data has been flowing.
-        if (now == last && now > 4 * 1024 * 1024) || Instant::now() > deadline {
+        // Before the connection is up only the stdin pipe fills (64 KiB, and
+        // `connect` reads nothing before it is connected): a stall counts once
+        // more than that went through and nothing moved for 2 s.
+        still = if now == last { still + 1 } else { 0 };
+        if (now > PIPE_CAPACITY && still >= 8) || Instant::now() > deadline {
             break;
         }
         last = now;

@@ -7,8 +7,6 @@
 //! - [`token`]: admission tokens bound to a user, signed with HMAC-SHA256;
 //! - [`signal`]: the versioned JSON signaling messages between device and server;
 //! - [`relay`]: the binary relay frame header the server forwards by;
-//! - [`frame`]: the frames two devices exchange inside relay frames (message
-//!   chunks, acknowledgements, close), with splitting and reassembly;
 //! - [`session`]: the end-to-end encrypted, reliable session over replaceable
 //!   paths, with multiplexed streams and credit flow control (driven by the
 //!   caller's clock and randomness; simulated in `tests/`).
@@ -28,7 +26,6 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod frame;
 pub mod id;
 pub mod relay;
 pub mod session;

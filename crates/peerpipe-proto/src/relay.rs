@@ -2,7 +2,7 @@
 //!
 //! The server reads only the header: it checks the session belongs to the sending
 //! connection and forwards the frame, unchanged, to the other side. The payload is
-//! opaque to it (see [`crate::frame`] for what the devices put there).
+//! opaque to it (the devices put [`crate::session`] packets there).
 
 use bytes::{Buf, BufMut, Bytes};
 

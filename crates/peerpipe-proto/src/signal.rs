@@ -296,6 +296,13 @@ pub enum ClientMessage {
         req: u64,
         /// The target device.
         to: DeviceId,
+        /// Set when this routes an existing end-to-end session again (its relay
+        /// route was lost: the server restarted, a link dropped): the id of the
+        /// server session the connection was first set up on. The server passes it
+        /// through in [`ServerMessage::Incoming`] without interpreting it; it is a
+        /// routing hint only, the session's own keys authenticate what flows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<SessionId>,
     },
     /// Accept an incoming session; answered by [`ServerMessage::Accepted`] or an error.
     Accept {
@@ -360,6 +367,10 @@ pub enum ServerMessage {
         session: SessionId,
         /// Who asks.
         from: PeerInfo,
+        /// Set when this routes an existing session again: see
+        /// [`ClientMessage::Connect`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<SessionId>,
     },
     /// The target accepted a connect request: relay frames may flow.
     Connected {
@@ -544,7 +555,16 @@ mod tests {
                 label: "laptop".into(),
             },
             ClientMessage::ListPeers { req: 1 },
-            ClientMessage::Connect { req: 2, to: dev(2) },
+            ClientMessage::Connect {
+                req: 2,
+                to: dev(2),
+                resume: None,
+            },
+            ClientMessage::Connect {
+                req: 4,
+                to: dev(3),
+                resume: Some(SessionId(0xab)),
+            },
             ClientMessage::Accept {
                 req: 3,
                 session: SessionId(u64::MAX),
@@ -630,6 +650,15 @@ mod tests {
             ClientMessage::decode(r#"{"v":1,"type":"connect","req":1,"to":"zz"}"#),
             Err(DecodeError::Invalid(_))
         ));
+        let to = dev(2);
+        for resume in ["AB", &"A".repeat(16), &"0".repeat(15), &"g".repeat(16)] {
+            let text =
+                format!(r#"{{"v":1,"type":"connect","req":1,"to":"{to}","resume":"{resume}"}}"#);
+            assert!(
+                matches!(ClientMessage::decode(&text), Err(DecodeError::Invalid(_))),
+                "{resume}"
+            );
+        }
         let big = format!(
             r#"{{"v":1,"type":"list_peers","req":1,"x":"{}"}}"#,
             "a".repeat(MAX_TEXT_FRAME)

@@ -3,7 +3,7 @@
 mod sim;
 
 use bytes::BytesMut;
-use peerpipe_proto::session::{CloseReason, Config, Event, WriteError};
+use peerpipe_proto::session::{CLOSE_INTEGRITY, CloseReason, Config, Event, WriteError};
 use sim::{Pair, events, pattern, read_into};
 
 fn tamper_at(offset_from_end: usize) {
@@ -43,6 +43,19 @@ fn tamper_at(offset_from_end: usize) {
     assert!(events(&mut pair.b).contains(&Event::Closed {
         reason: CloseReason::Integrity
     }));
+    // The sender learns why, over the same (authenticated) channel.
+    pair.run_until(|p| p.a.close_reason().is_some());
+    assert!(
+        matches!(
+            pair.a.close_reason(),
+            Some(CloseReason::Remote {
+                code: CLOSE_INTEGRITY,
+                ..
+            })
+        ),
+        "{:?}",
+        pair.a.close_reason()
+    );
     // What was delivered is an uncorrupted prefix.
     assert!(got.len() < LEN);
     assert!(got[..] == data[..got.len()], "corrupted data delivered");

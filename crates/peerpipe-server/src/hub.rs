@@ -430,7 +430,7 @@ impl Hub {
                 let peers = self.lock().peers_of(&me.user, me.device);
                 self.deliver(&me.handle, &ServerMessage::Peers { req, peers });
             }
-            ClientMessage::Connect { req, to } => self.connect(me, req, to),
+            ClientMessage::Connect { req, to, resume } => self.connect(me, req, to, resume),
             ClientMessage::Accept { req, session } => self.accept(me, req, session),
             ClientMessage::Reject { session } => {
                 let mut st = self.lock();
@@ -490,7 +490,7 @@ impl Hub {
         }
     }
 
-    fn connect(self: &Arc<Self>, me: &Member, req: u64, to: DeviceId) {
+    fn connect(self: &Arc<Self>, me: &Member, req: u64, to: DeviceId, resume: Option<SessionId>) {
         if to == me.device {
             self.send_error(
                 &me.handle,
@@ -549,6 +549,7 @@ impl Hub {
             &ServerMessage::Incoming {
                 session: id,
                 from: me.info(),
+                resume,
             },
         );
         for conn in [me.handle.conn, target.handle.conn] {

@@ -53,7 +53,13 @@ async fn connect_to_other_users_device_is_not_found_like_a_random_id() -> Result
         let mut b = server.device("bob", "b").await?;
         let mut answers = Vec::new();
         for (req, to) in [(1, a1.id), (2, gone_id), (3, identity().device_id())] {
-            b.client.send(&ClientMessage::Connect { req, to }).await?;
+            b.client
+                .send(&ClientMessage::Connect {
+                    req,
+                    to,
+                    resume: None,
+                })
+                .await?;
             let m = b.client.recv().await?;
             let ServerMessage::Error {
                 req: r,
@@ -77,6 +83,7 @@ async fn connect_to_other_users_device_is_not_found_like_a_random_id() -> Result
             .send(&ClientMessage::Connect {
                 req: 9,
                 to: gone_id,
+                resume: None,
             })
             .await?;
         a1.client.expect_error(ErrorCode::PeerOffline).await?;

@@ -122,7 +122,11 @@ async fn unanswered_connect_requests_are_capped_per_connection() -> Result<()> {
         // b never answers: sixteen requests wait, the seventeenth is refused.
         for req in 0..17 {
             a.client
-                .send(&ClientMessage::Connect { req, to: b.id })
+                .send(&ClientMessage::Connect {
+                    req,
+                    to: b.id,
+                    resume: None,
+                })
                 .await?;
         }
         match a.client.expect_error(ErrorCode::RateLimited).await? {

@@ -25,6 +25,7 @@ async fn health_and_metrics() -> Result<()> {
             .send(&ClientMessage::Connect {
                 req: 2,
                 to: identity().device_id(),
+                resume: None,
             })
             .await?;
         a.client.expect_error(ErrorCode::NotFound).await?;

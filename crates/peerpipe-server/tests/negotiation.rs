@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use common::{TestServer, bounded};
-use peerpipe_proto::signal::{ClientMessage, CloseReason, ErrorCode, ServerMessage};
+use peerpipe_proto::signal::{ClientMessage, CloseReason, ErrorCode, ServerMessage, SessionId};
 
 #[tokio::test]
 async fn connect_and_accept() -> Result<()> {
@@ -34,6 +34,34 @@ async fn connect_and_accept() -> Result<()> {
 }
 
 #[tokio::test]
+async fn resume_id_passes_through_to_the_target() -> Result<()> {
+    bounded(async {
+        let server = TestServer::start().await?;
+        let mut a = server.device("alice", "a").await?;
+        let mut b = server.device("alice", "b").await?;
+        let _ = a.client.recv().await?;
+        let resume = Some(SessionId(0x5a));
+        a.client
+            .send(&ClientMessage::Connect {
+                req: 1,
+                to: b.id,
+                resume,
+            })
+            .await?;
+        let ServerMessage::Incoming {
+            resume: got, from, ..
+        } = b.client.recv().await?
+        else {
+            bail!("expected incoming")
+        };
+        assert_eq!(got, resume);
+        assert_eq!(from.id, a.id);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn reject_reaches_the_initiator() -> Result<()> {
     bounded(async {
         let server = TestServer::start().await?;
@@ -41,7 +69,11 @@ async fn reject_reaches_the_initiator() -> Result<()> {
         let mut b = server.device("alice", "b").await?;
         let _ = a.client.recv().await?;
         a.client
-            .send(&ClientMessage::Connect { req: 3, to: b.id })
+            .send(&ClientMessage::Connect {
+                req: 3,
+                to: b.id,
+                resume: None,
+            })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
             bail!("expected incoming")
@@ -71,12 +103,20 @@ async fn offline_and_self_are_refused() -> Result<()> {
             ServerMessage::PeerOffline { id: b_id }
         );
         a.client
-            .send(&ClientMessage::Connect { req: 1, to: b_id })
+            .send(&ClientMessage::Connect {
+                req: 1,
+                to: b_id,
+                resume: None,
+            })
             .await?;
         let m = a.client.expect_error(ErrorCode::PeerOffline).await?;
         assert!(matches!(m, ServerMessage::Error { req: Some(1), .. }));
         a.client
-            .send(&ClientMessage::Connect { req: 2, to: a.id })
+            .send(&ClientMessage::Connect {
+                req: 2,
+                to: a.id,
+                resume: None,
+            })
             .await?;
         let m = a.client.expect_error(ErrorCode::Forbidden).await?;
         assert!(matches!(m, ServerMessage::Error { req: Some(2), .. }));
@@ -93,7 +133,11 @@ async fn unanswered_connect_times_out() -> Result<()> {
         let mut b = server.device("alice", "b").await?;
         let _ = a.client.recv().await?;
         a.client
-            .send(&ClientMessage::Connect { req: 5, to: b.id })
+            .send(&ClientMessage::Connect {
+                req: 5,
+                to: b.id,
+                resume: None,
+            })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
             bail!("expected incoming")
@@ -144,7 +188,11 @@ async fn close_reaches_the_other_party() -> Result<()> {
 
         // The initiator withdraws a pending connect: the target hears `cancelled`.
         a.client
-            .send(&ClientMessage::Connect { req: 2, to: b.id })
+            .send(&ClientMessage::Connect {
+                req: 2,
+                to: b.id,
+                resume: None,
+            })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
             bail!("expected incoming")
@@ -173,7 +221,11 @@ async fn disconnect_ends_sessions() -> Result<()> {
         let s = a.open_session(&mut b, 1).await?;
         // A pending connect to b as well.
         a.client
-            .send(&ClientMessage::Connect { req: 2, to: b.id })
+            .send(&ClientMessage::Connect {
+                req: 2,
+                to: b.id,
+                resume: None,
+            })
             .await?;
         let ServerMessage::Incoming {
             session: pending, ..
@@ -209,7 +261,11 @@ async fn disconnect_ends_sessions() -> Result<()> {
         let mut b = server.device("alice", "b2").await?;
         let _ = a.client.recv().await?;
         a.client
-            .send(&ClientMessage::Connect { req: 3, to: b.id })
+            .send(&ClientMessage::Connect {
+                req: 3,
+                to: b.id,
+                resume: None,
+            })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
             bail!("expected incoming")

@@ -1,5 +1,7 @@
-//! The signaling link actor: owns the WebSocket, pending requests, sessions and
-//! presence, and reconnects with exponential backoff when the link drops.
+//! The signaling link actor: owns the WebSocket, pending requests, the routes of
+//! connections over the relay and presence, and reconnects with exponential
+//! backoff when the link drops. Connections outlive the link: when it is back,
+//! the side that dialed routes each of them again.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,23 +11,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
-use peerpipe_proto::frame::Frame;
 use peerpipe_proto::id::DeviceId;
 use peerpipe_proto::relay::RelayHeader;
+use peerpipe_proto::session::{PathId, Session};
 use peerpipe_proto::signal::{
     self, ClientMessage, ErrorCode, Limits, PeerInfo, ServerMessage, SessionId,
 };
 use rand::Rng as _;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument as _;
 
-use peerpipe_proto::frame::CLOSE_PROTOCOL;
-
 use crate::connection::{
-    ConnShared, Connection, Inbound, Incoming, chunk_size, close_reason, millis, relay_message,
+    ConnInner, INPUT_QUEUE, Incoming, Input, Route, Waiter, drive, session_config,
 };
 use crate::link::{Admitted, Ws, dial};
 use crate::node::{Command, Config, NodeEvent};
@@ -35,14 +36,18 @@ use crate::{AcceptError, CloseReason, ConnectError, RequestError, StopError};
 const OUT_QUEUE: usize = 64;
 /// How often the actor sweeps abandoned requests.
 const HOUSEKEEPING: Duration = Duration::from_millis(250);
+/// How long a stopping node lets its connections send their close.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 enum Pending {
     ListPeers(oneshot::Sender<Result<Vec<PeerInfo>, RequestError>>),
-    Connect(oneshot::Sender<Result<Connection, ConnectError>>),
-    Accept {
-        session: SessionId,
-        reply: oneshot::Sender<Result<Connection, AcceptError>>,
-    },
+    Connect(oneshot::Sender<Result<crate::Connection, ConnectError>>),
+    /// The application's accept of a new connection.
+    Accept(SessionId),
+    /// Routing connection `id` again (this side dialed it).
+    Resume(SessionId),
+    /// Accepting a new route (server session) for a connection the peer dialed.
+    ResumeAccept(SessionId),
 }
 
 impl Pending {
@@ -50,26 +55,30 @@ impl Pending {
         match self {
             Self::ListPeers(r) => r.is_closed(),
             Self::Connect(r) => r.is_closed(),
-            Self::Accept { reply, .. } => reply.is_closed(),
+            Self::Accept(_) | Self::Resume(_) | Self::ResumeAccept(_) => false,
         }
     }
 }
 
-struct Session {
-    shared: Arc<ConnShared>,
-    inbox: mpsc::Sender<Inbound>,
-    /// Accepted by the server (or connected); false while our accept is pending.
-    open: bool,
+/// A live connection, by the id of the server session it was set up on.
+struct Conn {
+    inner: Arc<ConnInner>,
+    input: mpsc::Sender<Input>,
+    task: JoinHandle<()>,
+    /// The server session and path it is routed on now.
+    route: Option<(SessionId, PathId)>,
+    /// A request to route it again is out.
+    resuming: bool,
 }
 
 /// The live link's writer side and sizes.
 struct Link {
     out: mpsc::Sender<Message>,
-    chunk: usize,
+    max_frame: u32,
 }
 
-/// A chunk waiting for room in a connection's queue; the reader pauses meanwhile.
-type Blocked = Option<(mpsc::Sender<Inbound>, Inbound)>;
+/// An input waiting for room in a connection's queue; the reader pauses meanwhile.
+type Blocked = Option<(mpsc::Sender<Input>, Input)>;
 
 enum LinkEnd {
     /// The node is shutting down.
@@ -87,8 +96,11 @@ pub(crate) struct Actor {
     events: mpsc::Sender<NodeEvent>,
     stop: watch::Receiver<bool>,
     next_req: u64,
+    next_path: u64,
     pending: HashMap<u64, Pending>,
-    sessions: HashMap<SessionId, Session>,
+    conns: HashMap<SessionId, Conn>,
+    /// Server session → the connection routed on it.
+    routes: HashMap<SessionId, SessionId>,
     peers: HashMap<DeviceId, PeerInfo>,
     link: Option<Link>,
 }
@@ -108,8 +120,10 @@ impl Actor {
             events,
             stop,
             next_req: 1,
+            next_path: 0,
             pending: HashMap::new(),
-            sessions: HashMap::new(),
+            conns: HashMap::new(),
+            routes: HashMap::new(),
             peers: HashMap::new(),
             link: None,
         }
@@ -127,7 +141,7 @@ impl Actor {
             let error = match self.run_link(admitted).await {
                 LinkEnd::Stop => break,
                 LinkEnd::Replaced => {
-                    self.drop_link_state(CloseReason::SignalingLost);
+                    self.drop_link_state(false);
                     self.emit(NodeEvent::Stopped {
                         error: StopError::Replaced,
                     });
@@ -136,7 +150,7 @@ impl Actor {
                 LinkEnd::Lost(error) => error,
             };
             tracing::warn!("server link lost: {error}");
-            self.drop_link_state(CloseReason::SignalingLost);
+            self.drop_link_state(false);
             match self.reconnect(error).await {
                 Some(next) => {
                     tracing::info!("server link back");
@@ -147,8 +161,35 @@ impl Actor {
                 None => break,
             }
         }
-        self.drop_link_state(CloseReason::NodeStopped);
+        self.drop_link_state(true);
+        self.end_connections().await;
         tracing::debug!("node stopped");
+    }
+
+    /// Ends every connection and waits (briefly) for their drivers.
+    async fn end_connections(&mut self) {
+        let conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
+        for conn in &conns {
+            let _ = conn.input.try_send(Input::Abort(CloseReason::NodeStopped));
+        }
+        for conn in conns {
+            if tokio::time::timeout(CLOSE_GRACE, conn.task).await.is_err() {
+                tracing::debug!(session = %conn.inner.id, "connection did not end in time");
+            }
+            if conn.inner.lock().closed.is_none() {
+                conn.inner.lock().closed = Some(CloseReason::NodeStopped);
+            }
+        }
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            if let Command::Forget {
+                id,
+                reason,
+                established,
+            } = cmd
+            {
+                self.forgotten(id, reason, established);
+            }
+        }
     }
 
     /// After a reconnect: who left while the link was down, and who is online now.
@@ -223,25 +264,29 @@ impl Actor {
             Command::Accept { reply, .. } => {
                 let _ = reply.send(Err(AcceptError::NotConnected));
             }
-            Command::Reject { .. } | Command::CloseSession { .. } => {}
+            Command::Reject { .. } => {}
+            Command::Forget {
+                id,
+                reason,
+                established,
+            } => {
+                self.forgotten(id, reason, established);
+            }
             Command::Emit(event) => self.emit(event),
         }
     }
 
-    /// Ends every session and request of the link that is gone.
-    fn drop_link_state(&mut self, reason: CloseReason) {
+    /// Forgets what lived on the link that is gone: every route (the
+    /// connections wait for a new one) and every request.
+    fn drop_link_state(&mut self, stopped: bool) {
         self.link = None;
-        for (session, entry) in std::mem::take(&mut self.sessions) {
-            entry.shared.finish(reason.clone());
-            if entry.open {
-                self.emit(NodeEvent::ConnectionClosed {
-                    peer: entry.shared.peer().id,
-                    session,
-                    reason: reason.clone(),
-                });
+        self.routes.clear();
+        for conn in self.conns.values_mut() {
+            conn.resuming = false;
+            if let Some((_, path)) = conn.route.take() {
+                let _ = conn.input.try_send(Input::PathDown(path));
             }
         }
-        let stopped = reason == CloseReason::NodeStopped;
         for (_, pending) in std::mem::take(&mut self.pending) {
             match pending {
                 Pending::ListPeers(reply) => {
@@ -258,13 +303,13 @@ impl Actor {
                         ConnectError::NotConnected
                     }));
                 }
-                Pending::Accept { reply, .. } => {
-                    let _ = reply.send(Err(if stopped {
-                        AcceptError::Stopped
-                    } else {
-                        AcceptError::NotConnected
-                    }));
+                Pending::Accept(id) => {
+                    // The accept is lost with the link: the request is gone.
+                    if let Some(conn) = self.conns.get(&id) {
+                        let _ = conn.input.try_send(Input::Abort(CloseReason::Cancelled));
+                    }
                 }
+                Pending::Resume(_) | Pending::ResumeAccept(_) => {}
             }
         }
     }
@@ -300,8 +345,9 @@ impl Actor {
         let mut writer = tokio::spawn(write_loop(sink, out_rx).in_current_span());
         self.link = Some(Link {
             out: out_tx.clone(),
-            chunk: chunk_size(limits.max_frame),
+            max_frame: limits.max_frame,
         });
+        self.resume_all().await;
         let (ping_every, idle) = keepalive(&limits);
         tracing::debug!(?limits, "server link up");
         let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
@@ -328,7 +374,7 @@ impl Actor {
                             }
                             Err(e) => tracing::warn!("undecodable message from the server: {e}"),
                         },
-                        Some(Ok(Message::Binary(frame))) => blocked = self.relay_frame(frame).await,
+                        Some(Ok(Message::Binary(frame))) => blocked = self.relay_frame(frame),
                         Some(Ok(Message::Close(frame))) => {
                             let why = frame.map(|f| format!(": {}", f.reason)).unwrap_or_default();
                             break LinkEnd::Lost(format!("the server closed the connection{why}"));
@@ -355,11 +401,12 @@ impl Actor {
             }
         };
         if matches!(end, LinkEnd::Stop) {
-            // Say goodbye; give the writer a moment to flush it.
+            // Let the connections say goodbye on the link, then close it.
+            self.end_connections().await;
             let _ = out_tx.try_send(Message::Close(None));
             drop(out_tx);
             self.link = None;
-            let _ = tokio::time::timeout(Duration::from_millis(500), &mut writer).await;
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut writer).await;
         }
         writer.abort();
         end
@@ -375,7 +422,12 @@ impl Actor {
             Command::Connect { to, reply } => {
                 let req = self.request_id();
                 self.pending.insert(req, Pending::Connect(reply));
-                self.send_signal(ClientMessage::Connect { req, to }).await;
+                self.send_signal(ClientMessage::Connect {
+                    req,
+                    to,
+                    resume: None,
+                })
+                .await;
             }
             Command::Accept {
                 session,
@@ -383,59 +435,162 @@ impl Actor {
                 reply,
             } => {
                 let req = self.request_id();
-                // Register now so relay frames that race the Accepted are kept.
-                if !self.sessions.contains_key(&session) {
-                    if let Some(entry) = self.new_session(session, peer) {
-                        self.sessions.insert(session, entry);
-                    }
+                // Route it now so packets that race the `accepted` are kept.
+                if self.start_conn(session, peer, false, Waiter::Accept(reply)) {
+                    self.pending.insert(req, Pending::Accept(session));
+                    self.send_signal(ClientMessage::Accept { req, session })
+                        .await;
                 }
-                self.pending.insert(req, Pending::Accept { session, reply });
-                self.send_signal(ClientMessage::Accept { req, session })
-                    .await;
             }
             Command::Reject { session } => {
                 self.send_signal(ClientMessage::Reject { session }).await;
             }
-            Command::CloseSession { session, reason } => {
-                if let Some(entry) = self.sessions.remove(&session) {
-                    entry.shared.finish(reason.clone());
-                    self.send_signal(ClientMessage::Close { session }).await;
-                    if entry.open {
-                        self.emit(NodeEvent::ConnectionClosed {
-                            peer: entry.shared.peer().id,
-                            session,
-                            reason,
-                        });
-                    }
+            Command::Forget {
+                id,
+                reason,
+                established,
+            } => {
+                if let Some(route) = self.forgotten(id, reason, established) {
+                    self.send_signal(ClientMessage::Close { session: route })
+                        .await;
                 }
             }
             Command::Emit(event) => self.emit(event),
         }
     }
 
-    fn new_session(&self, session: SessionId, peer: PeerInfo) -> Option<Session> {
-        let link = self.link.as_ref()?;
-        let (shared, inbox) = ConnShared::new(
-            session,
-            peer,
-            self.cfg.clone(),
-            link.chunk,
-            link.out.clone(),
-            self.cmd_tx.clone(),
-        );
-        Some(Session {
-            shared,
-            inbox,
-            open: false,
-        })
+    /// Drops a connection whose driver ended; returns the route to close.
+    fn forgotten(
+        &mut self,
+        id: SessionId,
+        reason: CloseReason,
+        established: bool,
+    ) -> Option<SessionId> {
+        let conn = self.conns.remove(&id)?;
+        if established {
+            self.emit(NodeEvent::ConnectionClosed {
+                peer: conn.inner.peer.id,
+                session: id,
+                reason,
+            });
+        }
+        let (route, _) = conn.route?;
+        self.routes.remove(&route);
+        Some(route)
     }
 
-    /// Withdraws a session nobody will use (the caller gave up).
-    async fn abandon(&mut self, session: SessionId) {
-        if let Some(entry) = self.sessions.remove(&session) {
-            entry.shared.finish(CloseReason::Local);
+    /// Starts a connection routed on server session `route` (which names it).
+    /// False without a link.
+    fn start_conn(
+        &mut self,
+        route: SessionId,
+        peer: PeerInfo,
+        dialer: bool,
+        waiter: Waiter,
+    ) -> bool {
+        let Some(link) = &self.link else {
+            waiter_not_connected(waiter);
+            return false;
+        };
+        let config = session_config(&self.cfg, link.max_frame);
+        let now = Instant::now().into_std();
+        let session = match Session::new(now, config, &self.cfg.identity, peer.id, rand::random()) {
+            Ok(s) => s,
+            Err(e) => {
+                // Only possible for a connection to this device itself, which the
+                // server refuses before.
+                tracing::warn!(session = %route, "cannot start a session: {e}");
+                return false;
+            }
+        };
+        let inner = ConnInner::new(
+            route,
+            peer,
+            dialer,
+            session,
+            waiter,
+            self.cfg.clone(),
+            self.cmd_tx.clone(),
+        );
+        let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
+        let task = tokio::spawn(drive(inner.clone(), input_rx).in_current_span());
+        let mut conn = Conn {
+            inner,
+            input,
+            task,
+            route: None,
+            resuming: false,
+        };
+        self.route(&mut conn, route);
+        self.conns.insert(route, conn);
+        true
+    }
+
+    /// Puts `conn` on server session `route`, replacing its old route.
+    fn route(&mut self, conn: &mut Conn, route: SessionId) {
+        let Some(link) = &self.link else { return };
+        if let Some((old, path)) = conn.route.take() {
+            self.routes.remove(&old);
+            let _ = conn.input.try_send(Input::PathDown(path));
         }
-        self.send_signal(ClientMessage::Close { session }).await;
+        let path = PathId(self.next_path);
+        self.next_path += 1;
+        let up = Input::PathUp(
+            path,
+            Route {
+                session: route,
+                out: link.out.clone(),
+            },
+        );
+        if conn.input.try_send(up).is_ok() {
+            conn.route = Some((route, path));
+            self.routes.insert(route, conn.inner.id);
+        }
+    }
+
+    /// Routes again every connection this side dialed whose peer is online.
+    async fn resume_all(&mut self) {
+        let ids: Vec<SessionId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.inner.dialer
+                    && c.route.is_none()
+                    && !c.resuming
+                    && self.peers.contains_key(&c.inner.peer.id)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.resume(id).await;
+        }
+    }
+
+    async fn resume(&mut self, id: SessionId) {
+        let req = self.request_id();
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        conn.resuming = true;
+        let to = conn.inner.peer.id;
+        tracing::debug!(session = %id, "routing the connection again");
+        self.pending.insert(req, Pending::Resume(id));
+        self.send_signal(ClientMessage::Connect {
+            req,
+            to,
+            resume: Some(id),
+        })
+        .await;
+    }
+
+    /// The route `route` is gone; its connection waits for another.
+    fn route_down(&mut self, route: SessionId) -> Option<SessionId> {
+        let id = self.routes.remove(&route)?;
+        let conn = self.conns.get_mut(&id)?;
+        if let Some((_, path)) = conn.route.take() {
+            let _ = conn.input.try_send(Input::PathDown(path));
+        }
+        Some(id)
     }
 
     async fn server_message(&mut self, msg: ServerMessage) -> Option<LinkEnd> {
@@ -444,84 +599,74 @@ impl Actor {
                 Some(Pending::ListPeers(reply)) => {
                     let _ = reply.send(Ok(peers));
                 }
-                other => self.unexpected(req, other, "peers"),
+                _ => tracing::warn!(req, "unexpected peers answer"),
             },
             ServerMessage::PeerOnline { peer } => {
                 self.peers.insert(peer.id, peer.clone());
                 self.emit(NodeEvent::PeerOnline(peer));
+                self.resume_all().await;
             }
             ServerMessage::PeerOffline { id } => {
                 self.peers.remove(&id);
                 self.emit(NodeEvent::PeerOffline(id));
             }
-            ServerMessage::Incoming { session, from } => {
+            ServerMessage::Incoming {
+                session,
+                from,
+                resume: None,
+            } => {
                 tracing::debug!(%session, from = %from.id.short(), "incoming connection");
                 let incoming = Incoming::new(session, from, self.cfg.clone(), self.cmd_tx.clone());
                 self.emit(NodeEvent::IncomingConnection(incoming));
             }
+            ServerMessage::Incoming {
+                session,
+                from,
+                resume: Some(id),
+            } => self.incoming_resume(session, from, id).await,
             ServerMessage::Connected { req, session, peer } => match self.pending.remove(&req) {
                 Some(Pending::Connect(reply)) if !reply.is_closed() => {
-                    let mut entry = self.new_session(session, peer)?;
-                    entry.open = true;
-                    let conn = Connection::new(entry.shared.clone());
-                    self.sessions.insert(session, entry);
-                    tracing::debug!(%session, "connected");
-                    if reply.send(Ok(conn)).is_err() {
-                        self.abandon(session).await;
+                    tracing::debug!(%session, "connected; handshake");
+                    self.start_conn(session, peer, true, Waiter::Connect(reply));
+                }
+                Some(Pending::Resume(id)) => {
+                    let link_ok = self.link.is_some();
+                    if let Some(mut conn) = self.conns.remove(&id) {
+                        conn.resuming = false;
+                        tracing::debug!(session = %id, route = %session, "routed again");
+                        self.route(&mut conn, session);
+                        self.conns.insert(id, conn);
+                    } else if link_ok {
+                        self.send_signal(ClientMessage::Close { session }).await;
                     }
                 }
                 _ => {
                     tracing::debug!(%session, "connect answered after the caller gave up");
-                    self.abandon(session).await;
+                    self.send_signal(ClientMessage::Close { session }).await;
                 }
             },
             ServerMessage::Accepted { req, session } => match self.pending.remove(&req) {
-                Some(Pending::Accept { reply, .. }) if !reply.is_closed() => {
-                    let Some(entry) = self.sessions.get_mut(&session) else {
-                        let _ = reply.send(Err(AcceptError::Expired));
-                        return None;
-                    };
-                    entry.open = true;
-                    let conn = Connection::new(entry.shared.clone());
-                    tracing::debug!(%session, "accepted");
-                    if reply.send(Ok(conn)).is_err() {
-                        self.abandon(session).await;
-                    }
+                Some(Pending::Accept(_) | Pending::ResumeAccept(_)) => {
+                    tracing::debug!(%session, "accept confirmed");
                 }
-                _ => {
-                    tracing::debug!(%session, "accept confirmed after the caller gave up");
-                    self.abandon(session).await;
-                }
+                _ => tracing::debug!(%session, "unexpected accept confirmation"),
             },
             ServerMessage::Closed { session, reason } => {
-                let reason = match reason {
-                    signal::CloseReason::PeerClosed => CloseReason::PeerClosed,
-                    signal::CloseReason::ShuttingDown => CloseReason::ServerShutdown,
-                    signal::CloseReason::Cancelled | signal::CloseReason::Timeout => {
-                        CloseReason::Cancelled
-                    }
-                    _ => CloseReason::PeerDisconnected,
-                };
-                // The server queues `closed` behind every frame it relayed for the
-                // session, and a paused reader reads nothing else: all the peer's
-                // data is in the inbox already, so the end goes in right behind it.
-                if let Some(entry) = self.sessions.remove(&session) {
-                    tracing::debug!(%session, "closed by the server: {reason}");
-                    entry.shared.finish(reason.clone());
-                    if entry.open {
-                        self.emit(NodeEvent::ConnectionClosed {
-                            peer: entry.shared.peer().id,
-                            session,
-                            reason: reason.clone(),
-                        });
-                    }
-                    if let Err(TrySendError::Full(end)) =
-                        entry.inbox.try_send(Inbound::End(Some(reason)))
-                    {
-                        let inbox = entry.inbox.clone();
-                        tokio::spawn(async move {
-                            let _ = inbox.send(end).await;
-                        });
+                tracing::debug!(%session, "route closed by the server: {reason}");
+                if let Some(id) = self.route_down(session) {
+                    let end = match reason {
+                        // The peer's node ended the connection (its close packet,
+                        // if any, arrived before this).
+                        signal::CloseReason::PeerClosed => Some(CloseReason::PeerDisconnected),
+                        signal::CloseReason::Cancelled | signal::CloseReason::Timeout => {
+                            Some(CloseReason::Cancelled)
+                        }
+                        // The peer's link dropped or the server stops: the
+                        // connection waits for a new route.
+                        _ => None,
+                    };
+                    if let (Some(end), Some(conn)) = (end, self.conns.get(&id)) {
+                        let _ = conn.input.try_send(Input::Abort(end));
                     }
                 }
             }
@@ -530,29 +675,7 @@ impl Actor {
                 code,
                 message,
                 ..
-            } => match self.pending.remove(&req) {
-                Some(Pending::ListPeers(reply)) => {
-                    let _ = reply.send(Err(RequestError::Server { code, message }));
-                }
-                Some(Pending::Connect(reply)) => {
-                    let _ = reply.send(Err(connect_error(code, message, self.cfg.connect_timeout)));
-                }
-                Some(Pending::Accept { session, reply }) => {
-                    if let Some(entry) = self.sessions.remove(&session) {
-                        entry.shared.finish(CloseReason::Cancelled);
-                    }
-                    let error = match code {
-                        ErrorCode::NotFound | ErrorCode::Timeout | ErrorCode::PeerOffline => {
-                            AcceptError::Expired
-                        }
-                        code => AcceptError::Server { code, message },
-                    };
-                    let _ = reply.send(Err(error));
-                }
-                None => {
-                    tracing::debug!(req, %code, "error for a request nobody waits for: {message}")
-                }
-            },
+            } => self.request_failed(req, code, message),
             ServerMessage::Error {
                 req: None,
                 code,
@@ -573,13 +696,87 @@ impl Actor {
         None
     }
 
-    fn unexpected(&self, req: u64, pending: Option<Pending>, what: &str) {
-        tracing::warn!(req, "unexpected {what} answer");
-        drop(pending);
+    /// The peer routes connection `id` again on server session `route`.
+    async fn incoming_resume(&mut self, route: SessionId, from: PeerInfo, id: SessionId) {
+        let known = self
+            .conns
+            .get(&id)
+            .is_some_and(|c| !c.inner.dialer && c.inner.peer.id == from.id);
+        if !known {
+            tracing::debug!(session = %id, "refusing to route an unknown connection");
+            self.send_signal(ClientMessage::Reject { session: route })
+                .await;
+            return;
+        }
+        let req = self.request_id();
+        if let Some(mut conn) = self.conns.remove(&id) {
+            tracing::debug!(session = %id, %route, "peer routes the connection again");
+            self.route(&mut conn, route);
+            self.conns.insert(id, conn);
+        }
+        self.pending.insert(req, Pending::ResumeAccept(route));
+        self.send_signal(ClientMessage::Accept {
+            req,
+            session: route,
+        })
+        .await;
     }
 
-    /// Handles one relay frame; returns a chunk that must wait for queue room.
-    async fn relay_frame(&mut self, mut frame: Bytes) -> Blocked {
+    fn request_failed(&mut self, req: u64, code: ErrorCode, message: String) {
+        match self.pending.remove(&req) {
+            Some(Pending::ListPeers(reply)) => {
+                let _ = reply.send(Err(RequestError::Server { code, message }));
+            }
+            Some(Pending::Connect(reply)) => {
+                let _ = reply.send(Err(connect_error(code, message, self.cfg.connect_timeout)));
+            }
+            Some(Pending::Accept(id)) => {
+                tracing::debug!(session = %id, %code, "accept refused: {message}");
+                self.route_down(id);
+                if let Some(conn) = self.conns.get(&id) {
+                    let reason = match code {
+                        ErrorCode::NotFound | ErrorCode::Timeout | ErrorCode::PeerOffline => {
+                            CloseReason::Cancelled
+                        }
+                        code => {
+                            CloseReason::Protocol(format!("the server refused: {code}: {message}"))
+                        }
+                    };
+                    let _ = conn.input.try_send(Input::Abort(reason));
+                }
+            }
+            Some(Pending::Resume(id)) => {
+                let Some(conn) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                conn.resuming = false;
+                match code {
+                    // Wait for the peer to come back (its PeerOnline resumes).
+                    ErrorCode::PeerOffline | ErrorCode::Timeout | ErrorCode::RateLimited => {
+                        tracing::debug!(session = %id, %code, "cannot route yet: {message}");
+                    }
+                    // The peer's node does not know the connection any more.
+                    _ => {
+                        tracing::debug!(session = %id, %code, "routing refused: {message}");
+                        let _ = conn
+                            .input
+                            .try_send(Input::Abort(CloseReason::PeerDisconnected));
+                    }
+                }
+            }
+            Some(Pending::ResumeAccept(route)) => {
+                tracing::debug!(%route, %code, "new route refused: {message}");
+                self.route_down(route);
+            }
+            None => {
+                tracing::debug!(req, %code, "error for a request nobody waits for: {message}")
+            }
+        }
+    }
+
+    /// Hands one relay frame to its connection; returns an input that must wait
+    /// for queue room.
+    fn relay_frame(&mut self, mut frame: Bytes) -> Blocked {
         let header = match RelayHeader::decode(&mut frame) {
             Ok(h) => h,
             Err(e) => {
@@ -587,66 +784,29 @@ impl Actor {
                 return None;
             }
         };
-        let session = header.session;
-        let Some(entry) = self.sessions.get_mut(&session) else {
-            tracing::trace!(%session, "relay frame for an unknown session");
+        let Some(conn) = self
+            .routes
+            .get(&header.session)
+            .and_then(|id| self.conns.get(id))
+        else {
+            tracing::trace!(session = %header.session, "relay frame for an unknown session");
             return None;
         };
-        match Frame::decode(frame) {
-            Ok(Frame::Msg { flags, id, chunk }) => {
-                match entry.inbox.try_send(Inbound::Chunk { flags, id, chunk }) {
-                    Ok(()) => None,
-                    Err(TrySendError::Full(item)) => Some((entry.inbox.clone(), item)),
-                    Err(TrySendError::Closed(_)) => None,
-                }
-            }
-            Ok(Frame::Ack { id }) => {
-                entry.shared.acked(id);
-                None
-            }
-            Ok(Frame::Close { code, reason }) => {
-                let reason = close_reason(code, &reason);
-                let entry = self.sessions.remove(&session)?;
-                tracing::debug!(%session, "peer closed: {reason}");
-                entry.shared.finish(reason.clone());
-                let end = Inbound::End((code != 0).then(|| reason.clone()));
-                if entry.open {
-                    self.emit(NodeEvent::ConnectionClosed {
-                        peer: entry.shared.peer().id,
-                        session,
-                        reason,
-                    });
-                }
-                match entry.inbox.try_send(end) {
-                    Err(TrySendError::Full(item)) => Some((entry.inbox.clone(), item)),
-                    _ => None,
-                }
-            }
-            Err(e) => {
-                let text = format!("bad frame: {e}");
-                tracing::warn!(%session, "{text}");
-                let reason = CloseReason::Protocol(text.clone());
-                let entry = self.sessions.remove(&session)?;
-                if entry.shared.finish(reason.clone()) {
-                    let close = Frame::Close {
-                        code: CLOSE_PROTOCOL,
-                        reason: text,
-                    };
-                    if let Some(link) = &self.link {
-                        let _ = link.out.send(relay_message(session, &close)).await;
-                    }
-                    self.send_signal(ClientMessage::Close { session }).await;
-                }
-                let _ = entry.inbox.try_send(Inbound::End(Some(reason.clone())));
-                if entry.open {
-                    self.emit(NodeEvent::ConnectionClosed {
-                        peer: entry.shared.peer().id,
-                        session,
-                        reason,
-                    });
-                }
-                None
-            }
+        let (_, path) = conn.route?;
+        match conn.input.try_send(Input::Packet(path, frame)) {
+            Ok(()) | Err(TrySendError::Closed(_)) => None,
+            Err(TrySendError::Full(item)) => Some((conn.input.clone(), item)),
+        }
+    }
+}
+
+fn waiter_not_connected(waiter: Waiter) {
+    match waiter {
+        Waiter::Connect(tx) => {
+            let _ = tx.send(Err(ConnectError::NotConnected));
+        }
+        Waiter::Accept(tx) => {
+            let _ = tx.send(Err(AcceptError::NotConnected));
         }
     }
 }
@@ -663,9 +823,7 @@ fn connect_error(code: ErrorCode, message: String, limit: Duration) -> ConnectEr
 }
 
 /// Waits for room in the blocked connection's queue (`None`: it went away).
-fn wait_room(
-    blocked: &Blocked,
-) -> impl Future<Output = Option<mpsc::OwnedPermit<Inbound>>> + use<> {
+fn wait_room(blocked: &Blocked) -> impl Future<Output = Option<mpsc::OwnedPermit<Input>>> + use<> {
     let tx = blocked.as_ref().map(|(tx, _)| tx.clone());
     async move {
         match tx {
@@ -680,12 +838,12 @@ fn keepalive(limits: &Limits) -> (Duration, Duration) {
     let ping = if limits.ping_interval_ms == 0 {
         Duration::from_secs(15)
     } else {
-        millis(limits.ping_interval_ms).max(Duration::from_millis(10))
+        Duration::from_millis(limits.ping_interval_ms).max(Duration::from_millis(10))
     };
     let idle = if limits.idle_timeout_ms == 0 {
         ping * 3
     } else {
-        millis(limits.idle_timeout_ms).max(ping + ping / 2)
+        Duration::from_millis(limits.idle_timeout_ms).max(ping + ping / 2)
     };
     (ping, idle)
 }
@@ -745,23 +903,5 @@ mod tests {
             assert!(backoff(40, min, max) <= max);
             assert!(backoff(u32::MAX, min, max) <= max);
         }
-    }
-
-    #[test]
-    fn chunks_fit_the_frame_limit() {
-        assert_eq!(chunk_size(128 * 1024), 64 * 1024);
-        assert_eq!(chunk_size(1000), 1000 - 19);
-        assert_eq!(chunk_size(5), 1);
-    }
-
-    #[test]
-    fn close_codes_are_typed() {
-        assert_eq!(close_reason(0, ""), CloseReason::PeerClosed);
-        assert_eq!(
-            close_reason(1, "1024"),
-            CloseReason::MessageTooLarge { max: 1024 }
-        );
-        assert!(matches!(close_reason(2, "x"), CloseReason::Protocol(_)));
-        assert!(matches!(close_reason(99, "x"), CloseReason::Protocol(_)));
     }
 }

@@ -1,4 +1,11 @@
-//! Connections between two devices and incoming connection requests.
+//! Connections: the tokio shell that drives a sans-IO [`Session`] over its paths,
+//! and the handles the application holds.
+//!
+//! Each connection has a driver task that owns the paths and does the I/O: it
+//! feeds the session what the node's link reader hands it ([`Input`]), sends
+//! what the session wants sent (only as fast as the link's bounded queue takes
+//! it), runs the timers and turns session events into wakeups. Handles lock the
+//! session briefly to read, write or queue, then wake the driver.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -6,360 +13,685 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use peerpipe_proto::frame::{
-    CLOSE_MESSAGE_TOO_LARGE, CLOSE_NORMAL, CLOSE_PROTOCOL, Frame, Reassembler, ReassemblyError,
-    split_message,
+use peerpipe_proto::relay::{HEADER_LEN, RelayHeader};
+use peerpipe_proto::session::{
+    self, CLOSE_INTEGRITY, CLOSE_PROTOCOL, Event, MessageId, PathId, ProtocolError,
+    SendMessageError, Session, StreamId,
 };
-use peerpipe_proto::relay::RelayHeader;
 use peerpipe_proto::signal::{PeerInfo, SessionId};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::node::{Command, Config, Operation, wait_op};
-use crate::{AcceptError, CloseReason, RecvError, SendError};
+use crate::node::{Command, Config, NodeEvent, Operation, wait_op};
+use crate::stream::{Stream, StreamWakers};
+use crate::{AcceptError, CloseReason, ConnectError, RecvError, SendError, StreamError};
 
-/// Chunks of incoming messages queued per connection before the reader waits.
-pub(crate) const INBOX_CHUNKS: usize = 64;
+/// Inputs queued per connection before the link reader waits.
+pub(crate) const INPUT_QUEUE: usize = 64;
+/// `CLOSE` code of an orderly close.
+const CLOSE_NORMAL: u32 = 0;
+/// `CLOSE` code of a node that stops or gives the connection up.
+const CLOSE_GOING_AWAY: u32 = 1;
 
-/// The typed reason for an in-band `CLOSE` frame from the peer.
-pub(crate) fn close_reason(code: u16, text: &str) -> CloseReason {
-    match code {
-        CLOSE_NORMAL => CloseReason::PeerClosed,
-        CLOSE_MESSAGE_TOO_LARGE => CloseReason::MessageTooLarge {
-            max: text.parse().unwrap_or(0),
-        },
-        CLOSE_PROTOCOL => CloseReason::Protocol(text.to_string()),
-        code => CloseReason::Protocol(format!("peer closed with code {code}: {text}")),
-    }
+/// What the node actor hands a connection's driver.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// A packet arrived on a path.
+    Packet(PathId, Bytes),
+    /// A path came up; its packets go out by `route`.
+    PathUp(PathId, Route),
+    /// A path went down with whatever it had in flight.
+    PathDown(PathId),
+    /// The node ends the connection for this reason.
+    Abort(CloseReason),
 }
 
-/// A relay frame carrying one connection frame.
-pub(crate) fn relay_message(session: SessionId, frame: &Frame) -> Message {
-    let mut buf = BytesMut::with_capacity(peerpipe_proto::relay::HEADER_LEN + frame.encoded_len());
+/// Where a relay path's packets go: the server link, for one server session.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    pub session: SessionId,
+    pub out: mpsc::Sender<Message>,
+}
+
+/// A relay frame carrying one session packet.
+fn relay_message(session: SessionId, packet: &[u8]) -> Message {
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + packet.len());
     RelayHeader { session }.encode(&mut buf);
-    frame.encode(&mut buf);
+    buf.extend_from_slice(packet);
     Message::Binary(buf.freeze())
 }
 
-/// What the actor's reader hands a connection, in order.
-#[derive(Debug)]
-pub(crate) enum Inbound {
-    /// A message chunk.
-    Chunk { flags: u8, id: u64, chunk: Bytes },
-    /// The peer ended the connection: `None` in order, else why.
-    End(Option<CloseReason>),
+/// The session settings for a node and a relay that carries frames of up to
+/// `max_frame` bytes.
+pub(crate) fn session_config(cfg: &Config, max_frame: u32) -> session::Config {
+    let max_packet = usize::try_from(max_frame)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(HEADER_LEN);
+    session::Config {
+        max_frame_payload: session::frame_payload_for(max_packet).max(1),
+        max_message_size: u32::try_from(cfg.max_message_size).unwrap_or(u32::MAX),
+        slow_after: cfg.slow_threshold,
+        idle_timeout: cfg.idle_timeout,
+        keepalive_interval: cfg.idle_timeout / 6,
+        ..session::Config::default()
+    }
 }
 
-#[derive(Default)]
-struct State {
-    closed: Option<CloseReason>,
-    acks: HashMap<u64, oneshot::Sender<Result<(), CloseReason>>>,
+/// Who waits for the handshake to finish.
+pub(crate) enum Waiter {
+    /// [`Node::connect`](crate::Node::connect).
+    Connect(oneshot::Sender<Result<Connection, ConnectError>>),
+    /// [`Incoming::accept`].
+    Accept(oneshot::Sender<Result<Connection, AcceptError>>),
 }
 
-struct RecvState {
-    rx: mpsc::Receiver<Inbound>,
-    reassembler: Reassembler,
-    done: Option<Result<(), CloseReason>>,
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Connect(tx) => tx.is_closed(),
+            Self::Accept(tx) => tx.is_closed(),
+        }
+    }
+
+    /// Hands over the connection; false if nobody waits any more.
+    fn succeed(self, conn: Connection) -> bool {
+        match self {
+            Self::Connect(tx) => tx.send(Ok(conn)).is_ok(),
+            Self::Accept(tx) => tx.send(Ok(conn)).is_ok(),
+        }
+    }
+
+    fn fail(self, reason: CloseReason) {
+        match self {
+            Self::Connect(tx) => {
+                let _ = tx.send(Err(match reason {
+                    CloseReason::NodeStopped => ConnectError::Stopped,
+                    CloseReason::PeerDisconnected | CloseReason::Cancelled => {
+                        ConnectError::PeerOffline
+                    }
+                    reason => ConnectError::Handshake(reason),
+                }));
+            }
+            Self::Accept(tx) => {
+                let _ = tx.send(Err(match reason {
+                    CloseReason::NodeStopped => AcceptError::Stopped,
+                    CloseReason::Cancelled | CloseReason::PeerDisconnected => AcceptError::Expired,
+                    reason => AcceptError::Handshake(reason),
+                }));
+            }
+        }
+    }
 }
 
-/// State shared by the connection handles and the node actor.
-pub(crate) struct ConnShared {
-    session: SessionId,
-    peer: PeerInfo,
+/// The typed reason for a session that ended.
+fn close_reason(reason: session::CloseReason, idle: Duration, max_message: usize) -> CloseReason {
+    use session::CloseReason as S;
+    match reason {
+        S::Local { .. } => CloseReason::Local,
+        S::Remote { code, reason } => match code {
+            CLOSE_NORMAL => CloseReason::PeerClosed,
+            CLOSE_GOING_AWAY => CloseReason::PeerDisconnected,
+            CLOSE_INTEGRITY => CloseReason::Integrity,
+            CLOSE_PROTOCOL => CloseReason::Protocol(format!("the peer says: {reason}")),
+            code => CloseReason::Protocol(format!("the peer closed with code {code}: {reason}")),
+        },
+        S::IdleTimeout => CloseReason::TimedOut(idle),
+        S::Integrity => CloseReason::Integrity,
+        S::Handshake(e) => CloseReason::Handshake(e.to_string()),
+        S::Protocol(ProtocolError::MessageTooLarge { .. }) => {
+            CloseReason::MessageTooLarge { max: max_message }
+        }
+        S::Protocol(e) => CloseReason::Protocol(e.to_string()),
+        other => CloseReason::Protocol(other.to_string()),
+    }
+}
+
+/// The session and everything waiting on it.
+pub(crate) struct State {
+    pub session: Session,
+    /// Why the connection ended, once it has.
+    pub closed: Option<CloseReason>,
+    /// An orderly close was asked for: close once everything is acknowledged.
+    closing: bool,
+    waiter: Option<Waiter>,
+    /// The application got the connection (so it hears of the close).
+    established: bool,
+    confirms: HashMap<MessageId, oneshot::Sender<Result<(), CloseReason>>>,
+    pub wakers: StreamWakers,
+}
+
+/// State shared by the connection's handles, its driver and the node actor.
+pub(crate) struct ConnInner {
+    /// The server session the connection was set up on: its name for good.
+    pub id: SessionId,
+    pub peer: PeerInfo,
+    /// This side asked for the connection (and routes it again after a loss).
+    pub dialer: bool,
     cfg: Arc<Config>,
-    chunk: usize,
-    out: mpsc::Sender<Message>,
     cmd: mpsc::Sender<Command>,
     state: Mutex<State>,
-    send_lock: tokio::sync::Mutex<u64>,
-    recv: tokio::sync::Mutex<RecvState>,
+    /// Wakes the driver.
+    wake: Notify,
+    /// Wakes tasks waiting on messages, message room, incoming streams or the end.
+    changed: Notify,
 }
 
-impl ConnShared {
-    /// A new connection and the sender its incoming chunks go to.
+impl ConnInner {
     pub(crate) fn new(
-        session: SessionId,
+        id: SessionId,
         peer: PeerInfo,
+        dialer: bool,
+        session: Session,
+        waiter: Waiter,
         cfg: Arc<Config>,
-        chunk: usize,
-        out: mpsc::Sender<Message>,
         cmd: mpsc::Sender<Command>,
-    ) -> (Arc<Self>, mpsc::Sender<Inbound>) {
-        let (tx, rx) = mpsc::channel(INBOX_CHUNKS);
-        let reassembler = Reassembler::new(cfg.max_message_size);
-        let shared = Arc::new(Self {
-            session,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
             peer,
+            dialer,
             cfg,
-            chunk,
-            out,
             cmd,
-            state: Mutex::default(),
-            send_lock: tokio::sync::Mutex::new(0),
-            recv: tokio::sync::Mutex::new(RecvState {
-                rx,
-                reassembler,
-                done: None,
+            state: Mutex::new(State {
+                session,
+                closed: None,
+                closing: false,
+                waiter: Some(waiter),
+                established: false,
+                confirms: HashMap::new(),
+                wakers: StreamWakers::default(),
             }),
-        });
-        (shared, tx)
+            wake: Notify::new(),
+            changed: Notify::new(),
+        })
     }
 
-    pub(crate) fn peer(&self) -> &PeerInfo {
-        &self.peer
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock means a panic while holding it, which cannot leave the
-        // plain data inside inconsistent: keep going.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic while holding it; the session itself
+        // stays consistent between calls: keep going.
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Why the connection ended, if it has.
+    /// Tells the driver there is work (data written, read, or a close asked).
+    pub(crate) fn wake_driver(&self) {
+        self.wake.notify_one();
+    }
+
     pub(crate) fn closed(&self) -> Option<CloseReason> {
-        self.state().closed.clone()
+        self.lock().closed.clone()
     }
 
-    /// Marks the connection ended; fails waiting confirmations. True the first time.
-    pub(crate) fn finish(&self, reason: CloseReason) -> bool {
-        let mut state = self.state();
-        if state.closed.is_some() {
-            return false;
-        }
-        for (_, waiter) in state.acks.drain() {
-            let _ = waiter.send(Err(reason.clone()));
-        }
-        state.closed = Some(reason);
-        true
-    }
-
-    /// The peer's application took message `id`.
-    pub(crate) fn acked(&self, id: u64) {
-        if let Some(waiter) = self.state().acks.remove(&id) {
-            let _ = waiter.send(Ok(()));
+    /// Waits until `check` gives an answer, re-checking on every change.
+    async fn wait_for<T>(&self, mut check: impl FnMut(&mut State) -> Option<T>) -> T {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(out) = check(&mut self.lock()) {
+                return out;
+            }
+            changed.await;
         }
     }
 
-    fn closed_error(&self) -> CloseReason {
-        self.closed().unwrap_or(CloseReason::SignalingLost)
-    }
-
-    /// Ends the connection from this side with an in-band close, then signaling close.
-    async fn close_with(&self, reason: CloseReason, code: u16, text: String) {
-        if self.finish(reason.clone()) {
-            let frame = Frame::Close { code, reason: text };
-            let _ = self.out.send(relay_message(self.session, &frame)).await;
-            let _ = self
-                .cmd
-                .send(Command::CloseSession {
-                    session: self.session,
-                    reason,
-                })
-                .await;
-        }
+    /// Asks for an orderly close: the driver closes once all sent data is
+    /// acknowledged.
+    pub(crate) fn close_gracefully(&self) {
+        self.lock().closing = true;
+        self.wake_driver();
     }
 
     async fn send(&self, data: Bytes, confirm: bool) -> Result<(), SendError> {
-        let max = self.cfg.max_message_size;
-        if data.len() > max {
+        let local_max = self.cfg.max_message_size;
+        if data.len() > local_max {
             return Err(SendError::MessageTooLarge {
                 size: data.len(),
-                max,
+                max: local_max,
             });
         }
-        let ack = {
-            let mut next = self.send_lock.lock().await;
-            if let Some(reason) = self.closed() {
-                return Err(SendError::Closed(reason));
-            }
-            let id = *next;
-            *next += 1;
-            let ack = confirm.then(|| {
-                let (tx, rx) = oneshot::channel();
-                self.state().acks.insert(id, tx);
-                (id, rx)
-            });
-            for frame in split_message(id, &data, confirm, self.chunk) {
-                if self
-                    .out
-                    .send(relay_message(self.session, &frame))
-                    .await
-                    .is_err()
-                {
-                    return Err(SendError::Closed(self.closed_error()));
+        let size = data.len();
+        let waiter = self
+            .wait_for(|st| {
+                if let Some(reason) = &st.closed {
+                    return Some(Err(SendError::Closed(reason.clone())));
                 }
-                if let Some(reason) = self.closed() {
-                    return Err(SendError::Closed(reason));
+                match st.session.send_message(data.clone(), confirm) {
+                    Ok(id) => {
+                        let waiter = confirm.then(|| {
+                            let (tx, rx) = oneshot::channel();
+                            st.confirms.insert(id, tx);
+                            (id, rx)
+                        });
+                        Some(Ok(waiter))
+                    }
+                    Err(SendMessageError::Blocked) => None,
+                    Err(SendMessageError::TooLarge { max }) => {
+                        Some(Err(SendError::MessageTooLarge {
+                            size,
+                            max: usize::try_from(max).unwrap_or(usize::MAX),
+                        }))
+                    }
+                    Err(_) => Some(Err(SendError::Closed(
+                        st.closed.clone().unwrap_or(CloseReason::Local),
+                    ))),
                 }
-            }
-            ack
-        };
-        let Some((id, rx)) = ack else {
+            })
+            .await?;
+        self.wake_driver();
+        let Some((id, rx)) = waiter else {
             return Ok(());
         };
         let op = Operation::SendConfirmed {
-            session: self.session,
+            session: self.id,
             peer: self.peer.id,
         };
         let limit = self.cfg.confirm_timeout;
         match wait_op(&self.cmd, op, limit, self.cfg.slow_threshold, rx).await {
             Ok(Some(Ok(()))) => Ok(()),
             Ok(Some(Err(reason))) => Err(SendError::Closed(reason)),
-            Ok(None) => Err(SendError::Closed(self.closed_error())),
+            Ok(None) => Err(SendError::Closed(
+                self.closed().unwrap_or(CloseReason::NodeStopped),
+            )),
             Err(()) => {
-                self.state().acks.remove(&id);
+                self.lock().confirms.remove(&id);
                 Err(SendError::ConfirmTimeout(limit))
             }
         }
     }
 
     async fn recv(&self) -> Result<Option<Bytes>, RecvError> {
-        let mut rs = self.recv.lock().await;
-        let rs = &mut *rs;
-        if let Some(done) = &rs.done {
-            return done.clone().map(|()| None).map_err(RecvError::Closed);
+        let out = self
+            .wait_for(|st| {
+                if let Some(msg) = st.session.recv_message() {
+                    return Some(Ok(Some(msg.data)));
+                }
+                match &st.closed {
+                    Some(CloseReason::PeerClosed) => Some(Ok(None)),
+                    Some(reason) => Some(Err(RecvError::Closed(reason.clone()))),
+                    None => None,
+                }
+            })
+            .await;
+        // Taking a message grants credit (and may confirm it).
+        self.wake_driver();
+        out
+    }
+
+    fn open_stream(&self) -> Result<StreamId, StreamError> {
+        let mut st = self.lock();
+        if let Some(reason) = &st.closed {
+            return Err(StreamError::Closed(reason.clone()));
         }
-        loop {
-            let (result, done) = match rs.rx.recv().await {
-                Some(Inbound::Chunk { flags, id, chunk }) => {
-                    match rs.reassembler.push(flags, id, chunk) {
-                        Ok(None) => continue,
-                        Ok(Some(msg)) => {
-                            if msg.confirm {
-                                let ack = relay_message(self.session, &Frame::Ack { id: msg.id });
-                                let _ = self.out.send(ack).await;
-                            }
-                            return Ok(Some(msg.data));
-                        }
-                        Err(e) => {
-                            let (reason, code, text) = match e {
-                                ReassemblyError::TooLarge { max } => (
-                                    CloseReason::MessageTooLarge { max },
-                                    CLOSE_MESSAGE_TOO_LARGE,
-                                    max.to_string(),
-                                ),
-                                e => (
-                                    CloseReason::Protocol(e.to_string()),
-                                    CLOSE_PROTOCOL,
-                                    e.to_string(),
-                                ),
-                            };
-                            tracing::warn!(session = %self.session, "closing: {reason}");
-                            self.close_with(reason.clone(), code, text).await;
-                            (Err(RecvError::Closed(reason.clone())), Err(reason))
-                        }
-                    }
-                }
-                Some(Inbound::End(None)) => (Ok(None), Ok(())),
-                Some(Inbound::End(Some(reason))) => {
-                    (Err(RecvError::Closed(reason.clone())), Err(reason))
-                }
-                None => {
-                    let reason = self.closed_error();
-                    (Err(RecvError::Closed(reason.clone())), Err(reason))
-                }
-            };
-            rs.done = Some(done);
-            return result;
+        match st.session.open_stream() {
+            Ok(id) => Ok(id),
+            Err(session::OpenError::Limit) => Err(StreamError::TooManyStreams),
+            Err(_) => Err(StreamError::Closed(
+                st.closed.clone().unwrap_or(CloseReason::Local),
+            )),
         }
     }
 
-    async fn close(&self) {
-        let _in_order = self.send_lock.lock().await;
-        self.close_with(CloseReason::Local, CLOSE_NORMAL, String::new())
-            .await;
+    async fn accept_stream(&self) -> Result<StreamId, StreamError> {
+        self.wait_for(|st| {
+            if let Some(id) = st.session.accept_stream() {
+                return Some(Ok(id));
+            }
+            st.closed.clone().map(|r| Err(StreamError::Closed(r)))
+        })
+        .await
+    }
+
+    /// Acts on the session's events; false when there were none.
+    fn dispatch(&self, st: &mut State, after: &mut Vec<After>) -> bool {
+        let mut any = false;
+        while let Some(event) = st.session.poll_event() {
+            any = true;
+            match event {
+                Event::Connected => {
+                    if let Some(waiter) = st.waiter.take() {
+                        st.established = true;
+                        after.push(After::Hand(waiter));
+                    }
+                }
+                Event::StreamOpened(_) | Event::MessageReceived | Event::MessageWritable => {
+                    after.push(After::Changed);
+                }
+                Event::StreamReadable(id) => st.wakers.wake_reader(id),
+                Event::StreamWritable(id) => st.wakers.wake_writer(id),
+                Event::MessageConfirmed(id) => {
+                    if let Some(tx) = st.confirms.remove(&id) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Event::Slow => after.push(After::Slow),
+                Event::Closed { reason } => {
+                    let reason = st.closed.get_or_insert_with(|| {
+                        close_reason(reason, self.cfg.idle_timeout, self.cfg.max_message_size)
+                    });
+                    let reason = reason.clone();
+                    for (_, tx) in st.confirms.drain() {
+                        let _ = tx.send(Err(reason.clone()));
+                    }
+                    st.wakers.wake_all();
+                    if let Some(waiter) = st.waiter.take() {
+                        after.push(After::Fail(waiter, reason));
+                    }
+                    after.push(After::Changed);
+                }
+            }
+        }
+        any
+    }
+
+    fn apply(&self, st: &mut State, paths: &mut Paths, now: std::time::Instant, input: Input) {
+        match input {
+            Input::Packet(path, packet) => st.session.handle_packet(now, path, packet),
+            Input::PathUp(path, route) => {
+                tracing::debug!(session = %self.id, route = %route.session, "relay path up");
+                paths.routes.insert(path, route);
+                paths.held = None;
+                st.session.handle_path_up(now, path);
+            }
+            Input::PathDown(path) => {
+                if paths.routes.remove(&path).is_some() {
+                    tracing::debug!(session = %self.id, "relay path down");
+                    paths.held = None;
+                    st.session.handle_path_down(now, path);
+                }
+            }
+            Input::Abort(reason) => {
+                // A close that arrived in-band just before keeps its own reason.
+                if st.closed.is_none() && st.session.close_reason().is_none() {
+                    tracing::debug!(session = %self.id, "ending: {reason}");
+                    let text = reason.to_string();
+                    st.closed = Some(reason);
+                    st.session.close(CLOSE_GOING_AWAY, &text);
+                }
+            }
+        }
     }
 }
 
-/// Ends the connection when the last user handle goes away.
-struct Handle(Arc<ConnShared>);
+/// Work for after the state lock is released.
+enum After {
+    Hand(Waiter),
+    Fail(Waiter, CloseReason),
+    Changed,
+    Slow,
+}
+
+/// The driver's paths and the queue slot it holds on the current one.
+#[derive(Default)]
+struct Paths {
+    routes: HashMap<PathId, Route>,
+    held: Option<mpsc::OwnedPermit<Message>>,
+}
+
+impl Paths {
+    /// Sends what the session has for its current path while the link's queue
+    /// takes it; returns the queue to wait on when it is full.
+    fn transmit(
+        &mut self,
+        session: &mut Session,
+        now: std::time::Instant,
+    ) -> Option<mpsc::Sender<Message>> {
+        loop {
+            let path = session.current_path()?;
+            let Some(route) = self.routes.get(&path) else {
+                // Every path the session knows came with a route: cannot happen.
+                session.handle_path_down(now, path);
+                continue;
+            };
+            let server_session = route.session;
+            let permit = match self.held.take() {
+                Some(permit) => permit,
+                None => match route.out.clone().try_reserve_owned() {
+                    Ok(permit) => permit,
+                    Err(TrySendError::Full(out)) => return Some(out),
+                    Err(TrySendError::Closed(_)) => {
+                        self.routes.remove(&path);
+                        session.handle_path_down(now, path);
+                        continue;
+                    }
+                },
+            };
+            let Some(transmit) = session.poll_transmit(now) else {
+                self.held = Some(permit);
+                return None;
+            };
+            debug_assert_eq!(transmit.path, path);
+            permit.send(relay_message(server_session, &transmit.payload));
+        }
+    }
+}
+
+/// Drives a connection until it ends, then tells the node.
+pub(crate) async fn drive(inner: Arc<ConnInner>, mut input: mpsc::Receiver<Input>) {
+    let mut paths = Paths::default();
+    let mut next: Option<Input> = None;
+    let reason = loop {
+        let now = Instant::now();
+        let std_now = now.into_std();
+        let mut after = Vec::new();
+        let (deadline, full, ended) = {
+            let mut st = inner.lock();
+            let st = &mut *st;
+            if let Some(i) = next.take() {
+                inner.apply(st, &mut paths, std_now, i);
+            }
+            for _ in 0..INPUT_QUEUE {
+                match input.try_recv() {
+                    Ok(i) => inner.apply(st, &mut paths, std_now, i),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        inner.apply(
+                            st,
+                            &mut paths,
+                            std_now,
+                            Input::Abort(CloseReason::NodeStopped),
+                        );
+                        break;
+                    }
+                }
+            }
+            st.session.handle_timeout(std_now);
+            if st.waiter.as_ref().is_some_and(Waiter::is_closed) {
+                // Whoever waited for the handshake gave up.
+                st.waiter = None;
+                st.session
+                    .close(CLOSE_GOING_AWAY, "the other side gave up waiting");
+            }
+            let full = loop {
+                let full = paths.transmit(&mut st.session, std_now);
+                let mut again = inner.dispatch(st, &mut after);
+                // An orderly close waits until everything queued went out and
+                // was acknowledged (confirmations of taken messages included).
+                if full.is_none()
+                    && st.closing
+                    && st.session.close_reason().is_none()
+                    && (st.session.send_buffered() == 0 || !st.session.is_connected())
+                {
+                    st.session.close(CLOSE_NORMAL, "");
+                    again = true;
+                }
+                if !again {
+                    break full;
+                }
+            };
+            (st.session.poll_timeout(), full, st.closed.clone())
+        };
+        for item in after {
+            match item {
+                After::Hand(waiter) => {
+                    // If nobody takes it, dropping the handle closes the connection.
+                    let _ = waiter.succeed(Connection::new(inner.clone()));
+                }
+                After::Fail(waiter, reason) => waiter.fail(reason),
+                After::Changed => inner.changed.notify_waiters(),
+                After::Slow => {
+                    let event = NodeEvent::Slow {
+                        operation: Operation::Transfer {
+                            session: inner.id,
+                            peer: inner.peer.id,
+                        },
+                        elapsed: inner.cfg.slow_threshold,
+                    };
+                    let _ = inner.cmd.try_send(Command::Emit(event));
+                }
+            }
+        }
+        if let Some(reason) = ended {
+            if full.is_none() {
+                break reason;
+            }
+        }
+        let sleep = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            i = input.recv() => next = Some(i.unwrap_or(Input::Abort(CloseReason::NodeStopped))),
+            () = inner.wake.notified() => {}
+            () = sleep => {}
+            permit = reserve(full) => paths.held = permit,
+        }
+    };
+    tracing::debug!(session = %inner.id, "connection ended: {reason}");
+    let established = inner.lock().established;
+    let _ = inner
+        .cmd
+        .send(Command::Forget {
+            id: inner.id,
+            reason,
+            established,
+        })
+        .await;
+}
+
+/// Waits for room in a full link queue (never resolves without one).
+async fn reserve(out: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<Message>> {
+    match out {
+        Some(out) => out.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Closes the connection in order when the last handle (connection or stream)
+/// goes away.
+pub(crate) struct Handle(pub Arc<ConnInner>);
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        let shared = &self.0;
-        if shared.finish(CloseReason::Local) {
-            let frame = Frame::Close {
-                code: CLOSE_NORMAL,
-                reason: String::new(),
-            };
-            let _ = shared.out.try_send(relay_message(shared.session, &frame));
-            let _ = shared.cmd.try_send(Command::CloseSession {
-                session: shared.session,
-                reason: CloseReason::Local,
-            });
-        }
+        self.0.close_gracefully();
     }
 }
 
-/// A connection to another device of this user, relayed through the server.
+/// An end-to-end encrypted connection to another device of this user.
 ///
-/// Cheap to clone; all methods take `&self`, so one task may send while another
-/// receives. Messages arrive whole and in order. Dropping the last handle closes
-/// the connection like [`Connection::close`] (without waiting).
+/// It starts on the relay path through the server and survives the loss of that
+/// path (a server restart, a dropped link): both nodes route it again when they
+/// are back, and nothing sent is lost or repeated. Messages ([`Connection::send`],
+/// [`Connection::send_confirmed`]) and any number of byte streams
+/// ([`Connection::open_stream`]) share it, each stream with its own flow control.
+///
+/// Cheap to clone; all methods take `&self`. Dropping the last handle (streams
+/// included) closes the connection like [`Connection::close`], without waiting.
 #[derive(Clone)]
 pub struct Connection {
-    inner: Arc<Handle>,
+    handle: Arc<Handle>,
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
-            .field("session", &self.inner.0.session)
-            .field("peer", &self.inner.0.peer.id)
+            .field("session", &self.handle.0.id)
+            .field("peer", &self.handle.0.peer.id)
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
-    pub(crate) fn new(shared: Arc<ConnShared>) -> Self {
+    pub(crate) fn new(inner: Arc<ConnInner>) -> Self {
         Self {
-            inner: Arc::new(Handle(shared)),
+            handle: Arc::new(Handle(inner)),
         }
     }
 
-    /// The device at the other end.
-    pub fn peer(&self) -> &PeerInfo {
-        &self.inner.0.peer
+    fn inner(&self) -> &Arc<ConnInner> {
+        &self.handle.0
     }
 
-    /// The server's id for this connection.
+    /// The device at the other end (authenticated end to end).
+    pub fn peer(&self) -> &PeerInfo {
+        &self.inner().peer
+    }
+
+    /// The id of the server session the connection was set up on; it names the
+    /// connection for good, also after it was routed again.
     pub fn session_id(&self) -> SessionId {
-        self.inner.0.session
+        self.inner().id
     }
 
     /// Why the connection ended, or `None` while it is open.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.inner.0.closed()
+        self.inner().closed()
     }
 
-    /// Sends one message. Resolves once it is handed to the server link; waits while
-    /// the link's bounded queue is full (backpressure).
+    /// The smoothed round-trip time to the peer.
+    pub fn rtt(&self) -> Duration {
+        self.inner().lock().session.rtt()
+    }
+
+    /// Sends one message. Resolves once it is queued in the connection; waits while
+    /// the queue is full (backpressure from the peer's application).
     ///
-    /// Messages larger than [`NodeBuilder::max_message_size`](crate::NodeBuilder::max_message_size)
-    /// fail at once with [`SendError::MessageTooLarge`].
+    /// Messages larger than this node's or the peer's
+    /// [`max_message_size`](crate::NodeBuilder::max_message_size) fail at once
+    /// with [`SendError::MessageTooLarge`].
     pub async fn send(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
-        self.inner.0.send(data.into(), false).await
+        self.inner().send(data.into(), false).await
     }
 
     /// Sends one message and resolves once the remote application has taken it
     /// with [`Connection::recv`], or fails with [`SendError::ConfirmTimeout`]
     /// after the confirm time-out.
     pub async fn send_confirmed(&self, data: impl Into<Bytes>) -> Result<(), SendError> {
-        self.inner.0.send(data.into(), true).await
+        self.inner().send(data.into(), true).await
     }
 
     /// Receives the next message. `Ok(None)`: the peer closed the connection in
     /// order after everything it sent was received.
     pub async fn recv(&self) -> Result<Option<Bytes>, RecvError> {
-        self.inner.0.recv().await
+        self.inner().recv().await
     }
 
-    /// Closes the connection in order: the peer receives everything sent before,
-    /// then sees the end (`Ok(None)` from `recv`).
+    /// Opens a byte stream to the peer. The peer learns of it with the first
+    /// bytes written (or the finish).
+    pub async fn open_stream(&self) -> Result<Stream, StreamError> {
+        let id = self.inner().open_stream()?;
+        Ok(Stream::new(self.handle.clone(), id))
+    }
+
+    /// Waits for the next stream the peer opened.
+    pub async fn accept_stream(&self) -> Result<Stream, StreamError> {
+        let id = self.inner().accept_stream().await?;
+        Ok(Stream::new(self.handle.clone(), id))
+    }
+
+    /// Closes the connection in order: waits until the peer has received
+    /// everything sent before (on every stream), then ends it; the peer's
+    /// [`Connection::recv`] returns `Ok(None)` after its last message. Bounded
+    /// by the idle time-out if the peer is gone.
     pub async fn close(&self) {
-        self.inner.0.close().await;
+        let inner = self.inner();
+        inner.close_gracefully();
+        inner.wait_for(|st| st.closed.as_ref().map(|_| ())).await;
     }
 }
 
@@ -400,7 +732,8 @@ impl Incoming {
         }
     }
 
-    /// The device that asks to connect.
+    /// The device that asks to connect (as the server says; the end-to-end
+    /// handshake in [`Incoming::accept`] proves it).
     pub fn peer(&self) -> &PeerInfo {
         &self.peer
     }
@@ -410,7 +743,8 @@ impl Incoming {
         self.session
     }
 
-    /// Accepts the connection; the server must confirm within the request time-out.
+    /// Accepts the connection and runs the end-to-end handshake; both must finish
+    /// within the request time-out.
     pub async fn accept(mut self) -> Result<Connection, AcceptError> {
         self.answered = true;
         let (reply, rx) = oneshot::channel();
@@ -458,121 +792,57 @@ impl Drop for Incoming {
     }
 }
 
-/// Helper for the actor: the chunk size for a relay limit.
-pub(crate) fn chunk_size(max_frame: u32) -> usize {
-    let max_frame = usize::try_from(max_frame).unwrap_or(usize::MAX);
-    max_frame
-        .saturating_sub(peerpipe_proto::relay::HEADER_LEN + peerpipe_proto::frame::MSG_HEADER_LEN)
-        .clamp(1, 64 * 1024)
-}
-
-/// Helper for tests and the actor: a duration in milliseconds from the wire.
-pub(crate) fn millis(ms: u64) -> Duration {
-    Duration::from_millis(ms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peerpipe_proto::id::Identity;
 
-    fn cfg(max_message_size: usize) -> Arc<Config> {
-        Arc::new(Config {
-            server: String::new(),
-            token: String::new(),
-            identity: Identity::from_secret_bytes([1; 32]),
-            label: String::new(),
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            confirm_timeout: Duration::from_secs(2),
-            max_message_size,
-            backoff_min: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(1),
-            slow_threshold: Duration::from_secs(1),
-        })
-    }
-
-    /// One direction of a fake relay: what `from` writes reaches `to` the way the
-    /// actor would hand it over.
-    async fn relay(
-        mut out: mpsc::Receiver<Message>,
-        to: Arc<ConnShared>,
-        inbox: mpsc::Sender<Inbound>,
-    ) {
-        while let Some(Message::Binary(mut b)) = out.recv().await {
-            RelayHeader::decode(&mut b).unwrap();
-            match Frame::decode(b).unwrap() {
-                Frame::Msg { flags, id, chunk } => {
-                    let _ = inbox.send(Inbound::Chunk { flags, id, chunk }).await;
-                }
-                Frame::Ack { id } => to.acked(id),
-                Frame::Close { code, reason } => {
-                    let reason = close_reason(code, &reason);
-                    to.finish(reason.clone());
-                    let _ = inbox
-                        .send(Inbound::End((code != 0).then_some(reason)))
-                        .await;
-                    return;
-                }
-            }
-        }
-    }
-
-    fn pair(max_a: usize, max_b: usize, chunk: usize) -> (Connection, Connection) {
-        let peer = PeerInfo {
-            id: Identity::from_secret_bytes([2; 32]).device_id(),
-            label: String::new(),
+    #[test]
+    fn remote_close_codes_are_typed() {
+        let idle = Duration::from_secs(30);
+        let remote = |code| session::CloseReason::Remote {
+            code,
+            reason: "why".into(),
         };
-        let (cmd, _cmd_rx) = mpsc::channel(16);
-        std::mem::forget(_cmd_rx);
-        let (a_out, a_rx) = mpsc::channel(4);
-        let (b_out, b_rx) = mpsc::channel(4);
-        let s = SessionId(9);
-        let (a, a_in) = ConnShared::new(s, peer.clone(), cfg(max_a), chunk, a_out, cmd.clone());
-        let (b, b_in) = ConnShared::new(s, peer, cfg(max_b), chunk, b_out, cmd);
-        tokio::spawn(relay(a_rx, b.clone(), b_in));
-        tokio::spawn(relay(b_rx, a.clone(), a_in));
-        (Connection::new(a), Connection::new(b))
-    }
-
-    #[tokio::test]
-    async fn messages_confirm_and_close_in_order() {
-        let (a, b) = pair(1 << 20, 1 << 20, 7);
-        let data = Bytes::from((0..1000u32).map(|i| i as u8).collect::<Vec<_>>());
-        let (sent, got) = tokio::join!(a.send_confirmed(data.clone()), b.recv());
-        sent.unwrap();
-        assert_eq!(got.unwrap(), Some(data));
-        a.send("tail").await.unwrap();
-        a.close().await;
-        assert_eq!(b.recv().await.unwrap().as_deref(), Some(&b"tail"[..]));
-        assert_eq!(b.recv().await.unwrap(), None);
+        assert_eq!(close_reason(remote(0), idle, 1), CloseReason::PeerClosed);
         assert_eq!(
-            a.send("x").await,
-            Err(SendError::Closed(CloseReason::Local))
+            close_reason(remote(1), idle, 1),
+            CloseReason::PeerDisconnected
         );
         assert_eq!(
-            b.send("x").await,
-            Err(SendError::Closed(CloseReason::PeerClosed))
+            close_reason(remote(CLOSE_INTEGRITY), idle, 1),
+            CloseReason::Integrity
         );
-    }
-
-    #[tokio::test]
-    async fn too_large_closes_both_sides_with_the_limit() {
-        let (a, b) = pair(1 << 20, 100, 30);
         assert!(matches!(
-            a.send(vec![0u8; (1 << 20) + 1]).await,
-            Err(SendError::MessageTooLarge { .. })
+            close_reason(remote(CLOSE_PROTOCOL), idle, 1),
+            CloseReason::Protocol(_)
         ));
-        let (sent, got) = tokio::join!(a.send_confirmed(vec![0u8; 101]), b.recv());
-        let reason = CloseReason::MessageTooLarge { max: 100 };
-        assert_eq!(got, Err(RecvError::Closed(reason.clone())));
-        assert_eq!(sent, Err(SendError::Closed(reason)));
+        assert!(matches!(
+            close_reason(remote(77), idle, 1),
+            CloseReason::Protocol(_)
+        ));
+        assert_eq!(
+            close_reason(session::CloseReason::IdleTimeout, idle, 1),
+            CloseReason::TimedOut(idle)
+        );
+        assert_eq!(
+            close_reason(
+                session::CloseReason::Protocol(ProtocolError::MessageTooLarge { max: 5 }),
+                idle,
+                1024
+            ),
+            CloseReason::MessageTooLarge { max: 1024 }
+        );
     }
 
-    #[tokio::test]
-    async fn unconfirmed_message_times_out() {
-        let (a, _b) = pair(1 << 20, 1 << 20, 1024);
-        let err = a.send_confirmed("nobody reads").await.unwrap_err();
-        assert_eq!(err, SendError::ConfirmTimeout(Duration::from_secs(2)));
+    #[test]
+    fn packets_fit_the_relay_frame_limit() {
+        let cfg = Config::for_tests();
+        for max_frame in [4096, 64 * 1024, 128 * 1024, 1 << 20] {
+            let sc = session_config(&cfg, max_frame);
+            assert!(
+                sc.max_packet_len() + HEADER_LEN <= max_frame as usize,
+                "{max_frame}"
+            );
+        }
     }
 }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use peerpipe_proto::signal::ErrorCode;
 
-/// Why a connection ended. Carried by [`NodeEvent::ConnectionClosed`](crate::NodeEvent),
-/// [`SendError::Closed`] and [`RecvError::Closed`].
+/// Why a connection ended. Carried by [`NodeEvent::ConnectionClosed`](crate::NodeEvent::ConnectionClosed),
+/// [`SendError::Closed`], [`RecvError::Closed`] and [`StreamError::Closed`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
@@ -16,21 +16,27 @@ pub enum CloseReason {
     Local,
     /// The peer closed the connection in order.
     PeerClosed,
-    /// The peer's node lost its server link or stopped.
+    /// The peer's node no longer knows the connection (it stopped or restarted) or
+    /// closed its end without saying why.
     PeerDisconnected,
-    /// A message exceeded the receiver's maximum message size of `max` bytes.
-    /// Both sides see this reason. Split data into smaller messages, or raise
-    /// [`NodeBuilder::max_message_size`](crate::NodeBuilder::max_message_size) on the receiver.
+    /// The peer sent a message larger than this node's maximum of `max` bytes
+    /// (peers check the limit before sending, so the peer is broken).
     MessageTooLarge {
-        /// The receiver's limit in bytes.
+        /// This node's limit in bytes.
         max: usize,
     },
+    /// Nothing arrived from the peer within the idle time-out: it, or every path to
+    /// it, is gone.
+    TimedOut(Duration),
+    /// A packet failed authentication: something between the devices (the relay
+    /// or the network) altered or forged data. Nothing of it was delivered.
+    Integrity,
+    /// The end-to-end handshake failed: the other side does not hold the key of
+    /// the device id it claims.
+    Handshake(String),
     /// The peer sent frames that break the connection protocol (a bug or an
-    /// incompatible version on one side).
+    /// incompatible version on one side), or says this side did.
     Protocol(String),
-    /// This node's link to the server dropped. Connect again once
-    /// [`NodeEvent::Reconnected`](crate::NodeEvent::Reconnected) arrives.
-    SignalingLost,
     /// The server is shutting down.
     ServerShutdown,
     /// The connection was never fully set up: the server cancelled or timed it out.
@@ -44,13 +50,17 @@ impl fmt::Display for CloseReason {
         match self {
             Self::Local => f.write_str("closed by this side"),
             Self::PeerClosed => f.write_str("closed by the peer"),
-            Self::PeerDisconnected => f.write_str("the peer disconnected"),
+            Self::PeerDisconnected => f.write_str("the peer no longer has this connection"),
             Self::MessageTooLarge { max } => write!(
                 f,
-                "a message exceeded the receiver's maximum message size of {max} bytes"
+                "the peer sent a message over this node's maximum message size of {max} bytes"
             ),
+            Self::TimedOut(idle) => write!(f, "nothing heard from the peer for {idle:?}"),
+            Self::Integrity => f.write_str(
+                "a packet failed authentication (altered in transit); nothing of it was delivered",
+            ),
+            Self::Handshake(m) => write!(f, "end-to-end handshake failed: {m}"),
             Self::Protocol(m) => write!(f, "connection protocol error: {m}"),
-            Self::SignalingLost => f.write_str("the link to the server was lost"),
             Self::ServerShutdown => f.write_str("the server is shutting down"),
             Self::Cancelled => f.write_str("cancelled by the server before it was set up"),
             Self::NodeStopped => f.write_str("this node stopped"),
@@ -193,6 +203,10 @@ pub enum ConnectError {
     /// [`NodeEvent::Reconnected`](crate::NodeEvent::Reconnected).
     #[error("not connected to the server (reconnecting)")]
     NotConnected,
+    /// The device answered but the end-to-end handshake failed (see the reason):
+    /// it does not hold the key of its device id, or the path altered the handshake.
+    #[error("the end-to-end handshake failed: {0}")]
+    Handshake(CloseReason),
     /// The server answered with another error.
     #[error("the server refused the connection: {code}: {message}")]
     Server {
@@ -220,6 +234,9 @@ pub enum AcceptError {
     /// The link to the server is down; the request is lost with it.
     #[error("not connected to the server (reconnecting)")]
     NotConnected,
+    /// The end-to-end handshake with the other device failed (see the reason).
+    #[error("the end-to-end handshake failed: {0}")]
+    Handshake(CloseReason),
     /// The server answered with another error.
     #[error("the server refused the accept: {code}: {message}")]
     Server {
@@ -238,8 +255,9 @@ pub enum AcceptError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// The message is larger than this node's maximum message size; nothing was
-    /// sent. Split it, or raise the limit on both sides.
+    /// The message is larger than this node's or the peer's maximum message size
+    /// (`max` is the smaller); nothing was sent. Split it, or raise the limit on
+    /// both sides.
     #[error("message of {size} bytes exceeds the maximum message size of {max} bytes")]
     MessageTooLarge {
         /// The message size.
@@ -266,4 +284,48 @@ pub enum RecvError {
     /// last received message may be lost.
     #[error("the connection is closed: {0}")]
     Closed(CloseReason),
+}
+
+/// Why a stream operation failed. Stream reads and writes return it inside an
+/// [`io::Error`] (get it back with [`StreamError::of`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The peer has as many streams open as it allows: finish or drop one first.
+    #[error("the peer's limit of open streams is reached")]
+    TooManyStreams,
+    /// The peer abandoned its sending side with this application code; what it
+    /// wrote may be incomplete.
+    #[error("the peer reset the stream with code {0}")]
+    Reset(u32),
+    /// The peer does not read this stream any more (application code); nothing
+    /// more can be written.
+    #[error("the peer stopped reading the stream with code {0}")]
+    Stopped(u32),
+    /// This side already finished or reset the sending side.
+    #[error("the stream's sending side is finished")]
+    Finished,
+    /// The connection ended before the stream did.
+    #[error("the connection is closed: {0}")]
+    Closed(CloseReason),
+}
+
+impl StreamError {
+    /// The stream error inside an I/O error from a stream's read or write, if it
+    /// is one.
+    pub fn of(error: &io::Error) -> Option<&StreamError> {
+        error.get_ref()?.downcast_ref()
+    }
+}
+
+impl From<StreamError> for io::Error {
+    fn from(e: StreamError) -> Self {
+        let kind = match e {
+            StreamError::TooManyStreams => io::ErrorKind::WouldBlock,
+            StreamError::Reset(_) => io::ErrorKind::ConnectionReset,
+            StreamError::Stopped(_) | StreamError::Finished => io::ErrorKind::BrokenPipe,
+            StreamError::Closed(_) => io::ErrorKind::ConnectionAborted,
+        };
+        io::Error::new(kind, e)
+    }
 }

@@ -55,12 +55,14 @@ mod connection;
 mod error;
 mod link;
 mod node;
+mod stream;
 
 pub use connection::{Connection, Incoming};
 pub use error::{
     AcceptError, BindError, CloseReason, ConnectError, RecvError, RequestError, SendError,
-    StopError,
+    StopError, StreamError,
 };
 pub use node::{EVENT_QUEUE, Node, NodeBuilder, NodeEvent, Operation};
 pub use peerpipe_proto::id::{DeviceId, Identity};
 pub use peerpipe_proto::signal::{PeerInfo, SessionId};
+pub use stream::Stream;

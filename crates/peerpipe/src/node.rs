@@ -34,6 +34,28 @@ pub(crate) struct Config {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub slow_threshold: Duration,
+    pub idle_timeout: Duration,
+}
+
+#[cfg(test)]
+impl Config {
+    /// Short time-outs and a fixed identity, for unit tests.
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            server: String::new(),
+            token: String::new(),
+            identity: Identity::from_secret_bytes([1; 32]),
+            label: String::new(),
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            confirm_timeout: Duration::from_secs(2),
+            max_message_size: 1 << 20,
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(1),
+            slow_threshold: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// An operation that can be reported [`NodeEvent::Slow`].
@@ -56,6 +78,15 @@ pub enum Operation {
     },
     /// [`Connection::send_confirmed`] waiting for the remote application.
     SendConfirmed {
+        /// The connection.
+        session: SessionId,
+        /// The device at the other end.
+        peer: DeviceId,
+    },
+    /// Data sent on a connection (messages or streams) that the peer has not
+    /// acknowledged for the slow threshold: the path is stalled or being routed
+    /// again. The connection keeps trying until its idle time-out.
+    Transfer {
         /// The connection.
         session: SessionId,
         /// The device at the other end.
@@ -126,10 +157,12 @@ pub(crate) enum Command {
     Reject {
         session: SessionId,
     },
-    /// This side ended a session (the in-band close is already queued).
-    CloseSession {
-        session: SessionId,
+    /// A connection's driver ended (its close packet is already queued).
+    Forget {
+        id: SessionId,
         reason: CloseReason,
+        /// The application had the connection: it hears of the close.
+        established: bool,
     },
     Emit(NodeEvent),
 }
@@ -177,6 +210,7 @@ pub struct NodeBuilder {
     backoff_min: Duration,
     backoff_max: Duration,
     slow_threshold: Duration,
+    idle_timeout: Duration,
 }
 
 impl Default for NodeBuilder {
@@ -193,6 +227,7 @@ impl Default for NodeBuilder {
             backoff_min: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
             slow_threshold: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -264,6 +299,14 @@ impl NodeBuilder {
         self
     }
 
+    /// How long a connection lives without hearing from the peer (keepalives
+    /// flow every sixth of it). It also bounds how long a connection waits for its
+    /// path to come back after the server link dropped. Default 30 s.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout.max(Duration::from_millis(100));
+        self
+    }
+
     /// Connects to the server and is admitted; then the node runs until
     /// [`Node::shutdown`] or until its last handle is dropped, reconnecting as needed.
     pub async fn bind(self) -> Result<Node, BindError> {
@@ -290,6 +333,7 @@ impl NodeBuilder {
             backoff_min: self.backoff_min,
             backoff_max: self.backoff_max,
             slow_threshold: self.slow_threshold,
+            idle_timeout: self.idle_timeout,
         });
         let id = cfg.identity.device_id();
         let span = tracing::info_span!("node", id = %id.short());
@@ -375,8 +419,9 @@ impl Node {
         }
     }
 
-    /// Connects to another device of this user; it must accept within the
-    /// connect time-out.
+    /// Connects to another device of this user: it must accept, and the
+    /// end-to-end handshake (which proves it holds the key of `peer`) must finish,
+    /// within the connect time-out.
     pub async fn connect(&self, peer: DeviceId) -> Result<Connection, ConnectError> {
         let (reply, rx) = oneshot::channel();
         self.inner

@@ -1,11 +1,11 @@
-//! Oversized messages: refused at once by the sender; a receiver with a smaller
-//! limit closes the connection with a typed reason on both sides.
+//! Oversized messages: refused at once by the sender, against its own limit and
+//! the peer's (announced in the handshake); the connection stays usable.
 
 mod common;
 
 use anyhow::Result;
-use common::{TestServer, bounded, pair, wait_for};
-use peerpipe::{CloseReason, NodeEvent, RecvError, SendError};
+use common::{TestServer, bounded, pair};
+use peerpipe::SendError;
 
 #[tokio::test]
 async fn send_over_the_limit_fails_at_once() -> Result<()> {
@@ -40,7 +40,7 @@ async fn send_over_the_limit_fails_at_once() -> Result<()> {
 }
 
 #[tokio::test]
-async fn receiver_with_smaller_limit_closes_with_typed_reason() -> Result<()> {
+async fn the_peers_smaller_limit_is_known_before_sending() -> Result<()> {
     bounded(async {
         const MAX: usize = 64 * 1024;
         let server = TestServer::start().await?;
@@ -51,7 +51,6 @@ async fn receiver_with_smaller_limit_closes_with_typed_reason() -> Result<()> {
             .bind()
             .await?;
         let (tx, rx) = pair(&a, &b).await?;
-        let expected = CloseReason::MessageTooLarge { max: MAX };
 
         tx.send(vec![7u8; MAX]).await?;
         assert_eq!(
@@ -59,24 +58,24 @@ async fn receiver_with_smaller_limit_closes_with_typed_reason() -> Result<()> {
             Some(MAX),
             "at the limit is fine"
         );
-
-        let (sent, got) = tokio::join!(tx.send_confirmed(vec![7u8; MAX + 1]), rx.recv());
-        assert_eq!(got, Err(RecvError::Closed(expected.clone())));
-        assert_eq!(sent, Err(SendError::Closed(expected.clone())));
+        // The limit travels in the handshake: the sender refuses at once and
+        // nothing reaches the peer.
+        let err = tx
+            .send_confirmed(vec![7u8; MAX + 1])
+            .await
+            .expect_err("too large");
         assert_eq!(
-            tx.send("more").await,
-            Err(SendError::Closed(expected.clone()))
+            err,
+            SendError::MessageTooLarge {
+                size: MAX + 1,
+                max: MAX
+            }
         );
-        assert_eq!(rx.recv().await, Err(RecvError::Closed(expected.clone())));
-
-        for (node, name) in [(&a, "a"), (&b, "b")] {
-            let reason = wait_for(node, &format!("ConnectionClosed on {name}"), |e| match e {
-                NodeEvent::ConnectionClosed { reason, .. } => Some(reason),
-                _ => None,
-            })
-            .await?;
-            assert_eq!(reason, expected, "on {name}");
-        }
+        // The connection is still fine.
+        let (sent, got) = tokio::join!(tx.send_confirmed("small"), rx.recv());
+        sent?;
+        assert_eq!(got?.as_deref(), Some(&b"small"[..]));
+        assert_eq!(tx.close_reason(), None);
         Ok(())
     })
     .await

@@ -60,12 +60,25 @@ use crate::id::{DeviceId, Identity};
 
 /// `CLOSE` code sent when the peer broke the protocol.
 pub const CLOSE_PROTOCOL: u32 = 0xffff_fff0;
+/// `CLOSE` code sent when a packet failed authentication: the peer learns that
+/// its path alters data.
+pub const CLOSE_INTEGRITY: u32 = 0xffff_fff1;
 /// Acknowledge at once after this many reliable packets.
 const ACK_EVERY: u32 = 8;
 /// Room in a packet for frames besides one full data frame.
 const PACKET_SLACK: usize = 256;
 /// The most pongs owed at once (further pings are not answered).
 const MAX_PONGS: usize = 8;
+/// The most bytes an acknowledgement, owed pongs and a ping add to a full packet.
+const PACKET_TRAILER: usize = 13 + MAX_PONGS * 9 + 9;
+
+/// The largest [`Config::max_frame_payload`] whose packets fit in `max_packet`
+/// bytes (for a carrier with a message size limit); 0 if none fits.
+pub fn frame_payload_for(max_packet: usize) -> usize {
+    max_packet
+        .saturating_sub(DATA_HEADER_LEN + PACKET_SLACK + PACKET_TRAILER + TAG_LEN)
+        .min(frame::MAX_FRAME_PAYLOAD)
+}
 
 /// A path's id, chosen by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +131,15 @@ impl Default for Config {
             slow_after: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl Config {
+    /// The largest packet a session with this config sends.
+    pub fn max_packet_len(&self) -> usize {
+        let payload = self.max_frame_payload.clamp(1, frame::MAX_FRAME_PAYLOAD);
+        let budget = (payload + PACKET_SLACK).min(MAX_CIPHERTEXT_LEN - TAG_LEN);
+        DATA_HEADER_LEN + budget + PACKET_TRAILER + TAG_LEN
     }
 }
 
@@ -563,7 +585,7 @@ impl Session {
             Ok(p) => p,
             // Once keys exist every packet is authenticated: damage is tampering.
             Err(_) if self.is_connected() => {
-                return self.close_session(CloseReason::Integrity, false);
+                return self.close_session(CloseReason::Integrity, true);
             }
             Err(_) => return,
         };
@@ -642,7 +664,7 @@ impl Session {
         };
         let mut plain = vec![0; ciphertext.len()];
         let Ok(len) = keys.transport.read_message(pn, ciphertext, &mut plain) else {
-            return self.close_session(CloseReason::Integrity, false);
+            return self.close_session(CloseReason::Integrity, true);
         };
         plain.truncate(len);
         self.heard(now);
@@ -1094,6 +1116,7 @@ impl Session {
         if tell_peer {
             let (code, text) = match &reason {
                 CloseReason::Local { code, reason } => (*code, reason.clone()),
+                CloseReason::Integrity => (CLOSE_INTEGRITY, reason.to_string()),
                 other => (CLOSE_PROTOCOL, other.to_string()),
             };
             let frame = Frame::Close { code, reason: text };

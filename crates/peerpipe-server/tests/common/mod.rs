@@ -243,9 +243,13 @@ impl Device {
     /// Connects to `to` (request `req`), has `target` accept; returns the session.
     pub async fn open_session(&mut self, target: &mut Device, req: u64) -> Result<SessionId> {
         self.client
-            .send(&ClientMessage::Connect { req, to: target.id })
+            .send(&ClientMessage::Connect {
+                req,
+                to: target.id,
+                resume: None,
+            })
             .await?;
-        let ServerMessage::Incoming { session, from } = target.client.recv().await? else {
+        let ServerMessage::Incoming { session, from, .. } = target.client.recv().await? else {
             bail!("expected incoming");
         };
         assert_eq!(from.id, self.id);
