@@ -170,7 +170,7 @@ impl Actor {
     async fn end_connections(&mut self) {
         let conns: Vec<Conn> = self.conns.drain().map(|(_, c)| c).collect();
         for conn in &conns {
-            let _ = conn.input.try_send(Input::Abort(CloseReason::NodeStopped));
+            deliver(&conn.input, Input::Abort(CloseReason::NodeStopped));
         }
         for conn in conns {
             if tokio::time::timeout(CLOSE_GRACE, conn.task).await.is_err() {
@@ -284,7 +284,7 @@ impl Actor {
         for conn in self.conns.values_mut() {
             conn.resuming = false;
             if let Some((_, path)) = conn.route.take() {
-                let _ = conn.input.try_send(Input::PathDown(path));
+                deliver(&conn.input, Input::PathDown(path));
             }
         }
         for (_, pending) in std::mem::take(&mut self.pending) {
@@ -306,7 +306,7 @@ impl Actor {
                 Pending::Accept(id) => {
                     // The accept is lost with the link: the request is gone.
                     if let Some(conn) = self.conns.get(&id) {
-                        let _ = conn.input.try_send(Input::Abort(CloseReason::Cancelled));
+                        deliver(&conn.input, Input::Abort(CloseReason::Cancelled));
                     }
                 }
                 Pending::Resume(_) | Pending::ResumeAccept(_) => {}
@@ -435,11 +435,17 @@ impl Actor {
                 reply,
             } => {
                 let req = self.request_id();
-                // Route it now so packets that race the `accepted` are kept.
+                if self.link.is_none() {
+                    let _ = reply.send(Err(AcceptError::NotConnected));
+                    return;
+                }
+                // The accept goes out before the connection's driver exists, so
+                // none of its packets can reach the server before the accept; the
+                // route exists before this task reads the next relay frame.
+                self.send_signal(ClientMessage::Accept { req, session })
+                    .await;
                 if self.start_conn(session, peer, false, Waiter::Accept(reply)) {
                     self.pending.insert(req, Pending::Accept(session));
-                    self.send_signal(ClientMessage::Accept { req, session })
-                        .await;
                 }
             }
             Command::Reject { session } => {
@@ -531,7 +537,7 @@ impl Actor {
         let Some(link) = &self.link else { return };
         if let Some((old, path)) = conn.route.take() {
             self.routes.remove(&old);
-            let _ = conn.input.try_send(Input::PathDown(path));
+            deliver(&conn.input, Input::PathDown(path));
         }
         let path = PathId(self.next_path);
         self.next_path += 1;
@@ -542,10 +548,9 @@ impl Actor {
                 out: link.out.clone(),
             },
         );
-        if conn.input.try_send(up).is_ok() {
-            conn.route = Some((route, path));
-            self.routes.insert(route, conn.inner.id);
-        }
+        deliver(&conn.input, up);
+        conn.route = Some((route, path));
+        self.routes.insert(route, conn.inner.id);
     }
 
     /// Routes again every connection this side dialed whose peer is online.
@@ -588,7 +593,7 @@ impl Actor {
         let id = self.routes.remove(&route)?;
         let conn = self.conns.get_mut(&id)?;
         if let Some((_, path)) = conn.route.take() {
-            let _ = conn.input.try_send(Input::PathDown(path));
+            deliver(&conn.input, Input::PathDown(path));
         }
         Some(id)
     }
@@ -666,7 +671,7 @@ impl Actor {
                         _ => None,
                     };
                     if let (Some(end), Some(conn)) = (end, self.conns.get(&id)) {
-                        let _ = conn.input.try_send(Input::Abort(end));
+                        deliver(&conn.input, Input::Abort(end));
                     }
                 }
             }
@@ -709,17 +714,19 @@ impl Actor {
             return;
         }
         let req = self.request_id();
-        if let Some(mut conn) = self.conns.remove(&id) {
-            tracing::debug!(session = %id, %route, "peer routes the connection again");
-            self.route(&mut conn, route);
-            self.conns.insert(id, conn);
-        }
-        self.pending.insert(req, Pending::ResumeAccept(route));
+        // Accept first: the driver must not send on the route before the server
+        // has the accept.
         self.send_signal(ClientMessage::Accept {
             req,
             session: route,
         })
         .await;
+        self.pending.insert(req, Pending::ResumeAccept(route));
+        if let Some(mut conn) = self.conns.remove(&id) {
+            tracing::debug!(session = %id, %route, "peer routes the connection again");
+            self.route(&mut conn, route);
+            self.conns.insert(id, conn);
+        }
     }
 
     fn request_failed(&mut self, req: u64, code: ErrorCode, message: String) {
@@ -742,7 +749,7 @@ impl Actor {
                             CloseReason::Protocol(format!("the server refused: {code}: {message}"))
                         }
                     };
-                    let _ = conn.input.try_send(Input::Abort(reason));
+                    deliver(&conn.input, Input::Abort(reason));
                 }
             }
             Some(Pending::Resume(id)) => {
@@ -797,6 +804,17 @@ impl Actor {
             Ok(()) | Err(TrySendError::Closed(_)) => None,
             Err(TrySendError::Full(item)) => Some((conn.input.clone(), item)),
         }
+    }
+}
+
+/// Queues a control input for a connection; if its queue is full of packets,
+/// a task waits for room (the driver drains the queue steadily).
+fn deliver(input: &mpsc::Sender<Input>, item: Input) {
+    if let Err(TrySendError::Full(item)) = input.try_send(item) {
+        let input = input.clone();
+        tokio::spawn(async move {
+            let _ = input.send(item).await;
+        });
     }
 }
 

@@ -108,9 +108,6 @@ impl Waiter {
             Self::Connect(tx) => {
                 let _ = tx.send(Err(match reason {
                     CloseReason::NodeStopped => ConnectError::Stopped,
-                    CloseReason::PeerDisconnected | CloseReason::Cancelled => {
-                        ConnectError::PeerOffline
-                    }
                     reason => ConnectError::Handshake(reason),
                 }));
             }

@@ -37,8 +37,6 @@ pub enum CloseReason {
     /// The peer sent frames that break the connection protocol (a bug or an
     /// incompatible version on one side), or says this side did.
     Protocol(String),
-    /// The server is shutting down.
-    ServerShutdown,
     /// The connection was never fully set up: the server cancelled or timed it out.
     Cancelled,
     /// This node was shut down or dropped.
@@ -61,7 +59,6 @@ impl fmt::Display for CloseReason {
             ),
             Self::Handshake(m) => write!(f, "end-to-end handshake failed: {m}"),
             Self::Protocol(m) => write!(f, "connection protocol error: {m}"),
-            Self::ServerShutdown => f.write_str("the server is shutting down"),
             Self::Cancelled => f.write_str("cancelled by the server before it was set up"),
             Self::NodeStopped => f.write_str("this node stopped"),
         }
@@ -203,8 +200,9 @@ pub enum ConnectError {
     /// [`NodeEvent::Reconnected`](crate::NodeEvent::Reconnected).
     #[error("not connected to the server (reconnecting)")]
     NotConnected,
-    /// The device answered but the end-to-end handshake failed (see the reason):
-    /// it does not hold the key of its device id, or the path altered the handshake.
+    /// The device accepted, but the connection ended before the end-to-end
+    /// handshake finished (see the reason): the device does not hold the key of
+    /// its id, the path altered the handshake, or the device went away.
     #[error("the end-to-end handshake failed: {0}")]
     Handshake(CloseReason),
     /// The server answered with another error.

@@ -2,14 +2,22 @@
 //!
 //! A [`Node`] is one device on a peerpipe network. It holds a link to the
 //! signaling server (reconnecting with backoff when it drops), sees which of the
-//! user's other devices are online, and opens [`Connection`]s to them. For now
-//! connections are relayed through the server; messages are split into frames,
-//! rejoined in order, and [`Connection::send_confirmed`] resolves once the remote
-//! application has taken the message.
+//! user's other devices are online, and opens [`Connection`]s to them.
+//!
+//! A connection is an end-to-end encrypted session (a Noise handshake between the
+//! two device keys, then ChaCha20-Poly1305): the server relays ciphertext it can
+//! neither read nor alter unnoticed ([`CloseReason::Integrity`]). It carries
+//! messages ([`Connection::send_confirmed`] resolves once the remote application
+//! took the message) and any number of byte [`Stream`]s (tokio `AsyncRead` +
+//! `AsyncWrite`), each with credit flow control: a slow reader slows its writer,
+//! with bounded memory on both devices, and does not hold up other streams.
+//! Connections survive the loss of their path: when the server restarts or a
+//! link drops, the nodes route them again and nothing is lost or repeated.
 //!
 //! ```
 //! use std::time::{SystemTime, UNIX_EPOCH};
 //! use peerpipe::{Node, NodeEvent};
+//! use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> anyhow::Result<()> {
@@ -31,13 +39,21 @@
 //!         if let Some(NodeEvent::IncomingConnection(incoming)) = phone.next_event().await {
 //!             let conn = incoming.accept().await?;
 //!             let message = conn.recv().await?;
-//!             return anyhow::Ok(message);
+//!             let mut stream = conn.accept_stream().await?;
+//!             let mut bytes = Vec::new();
+//!             stream.read_to_end(&mut bytes).await?;
+//!             return anyhow::Ok((message, bytes));
 //!         }
 //!     }
 //! });
 //! let conn = laptop.connect(phone_id).await?;
 //! conn.send_confirmed("hello").await?; // resolves once the phone's app took it
-//! assert_eq!(receiving.await??.as_deref(), Some(&b"hello"[..]));
+//! let mut stream = conn.open_stream().await?;
+//! stream.write_all(b"a byte stream").await?;
+//! stream.shutdown().await?;
+//! let (message, bytes) = receiving.await??;
+//! assert_eq!(message.as_deref(), Some(&b"hello"[..]));
+//! assert_eq!(bytes, b"a byte stream");
 //! # laptop.shutdown().await;
 //! # server.shutdown().await;
 //! # Ok(())
@@ -45,7 +61,7 @@
 //! ```
 //!
 //! Everything that can fail has its own error type ([`BindError`], [`ConnectError`],
-//! [`SendError`], ...) whose variants say what to do; [`NodeEvent`]s report what
+//! [`SendError`], [`StreamError`], ...) whose variants say what to do; [`NodeEvent`]s report what
 //! happens in the background (incoming connections, presence, reconnects, slow
 //! operations).
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
