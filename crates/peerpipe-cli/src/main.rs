@@ -27,7 +27,9 @@ const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
     about = "Move data between your devices, peer to peer",
     long_about = "Move data between your devices, peer to peer.\n\n\
         A signaling + relay server admits devices with a token bound to a user; devices of one \
-        user see each other and connect through the server's relay.\n\n\
+        user see each other and connect through the server's relay. Connections are end-to-end \
+        encrypted between the two device keys (the server relays ciphertext) and survive a \
+        server restart.\n\n\
         Quick start on one machine:\n  \
         peerpipe serve &                                   # prints where its secret lives\n  \
         export PEERPIPE_TOKEN=$(peerpipe token --secret-file ~/.config/peerpipe/server-secret --user me)\n  \
@@ -55,9 +57,14 @@ enum Command {
     Id(IdentityArgs),
     /// List this user's other devices that are online: `ID<TAB>LABEL` per line.
     Peers(ClientArgs),
-    /// Accept one connection and write what it receives to stdout (like `nc -l`).
+    /// Accept one connection and write the stream it receives to stdout (like `nc -l`).
+    ///
+    /// Exits once everything is written out, then the sender exits too.
     Listen(ClientArgs),
-    /// Connect to a device and send stdin to it (like `nc`).
+    /// Connect to a device and stream stdin to it (like `nc`).
+    ///
+    /// Reads stdin only as fast as the listener writes its output, and exits once
+    /// the listener has written everything out.
     Connect(ConnectArgs),
     /// Run an embedded server and two devices, move a generated file between them.
     Demo(DemoArgs),
