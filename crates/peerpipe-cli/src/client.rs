@@ -198,7 +198,7 @@ fn log_event(event: &NodeEvent) {
         }
         NodeEvent::Reconnected => tracing::info!("server link back"),
         NodeEvent::Slow { operation, elapsed } => {
-            tracing::warn!("{operation:?} is slow: no answer after {elapsed:?}")
+            tracing::warn!("{operation}: no progress for {elapsed:.1?}")
         }
         NodeEvent::ConnectionClosed { peer, reason, .. } => {
             tracing::info!("connection with {} closed: {reason}", peer.short())

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    ServeProcess, TempDir, device_id, spawn_connect, spawn_listen, wait_bounded, wait_online,
+    ServeProcess, TempDir, device_id, rss_kib, spawn_connect, spawn_listen, wait_bounded,
+    wait_online,
 };
 
 /// Total bytes offered on stdin.
@@ -26,17 +27,6 @@ const RSS_BOUND_KIB: u64 = 96 * 1024;
 
 fn pattern(offset: u64) -> u8 {
     (offset.wrapping_mul(31) % 251) as u8
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[test]

@@ -215,8 +215,18 @@ impl Actor {
         let mut attempt: u32 = 0;
         loop {
             attempt = attempt.saturating_add(1);
-            let delay = backoff(attempt, self.cfg.backoff_min, self.cfg.backoff_max);
-            tracing::info!(attempt, ?delay, "reconnecting: {error}");
+            // Open connections wait for the link only until their idle time-out:
+            // keep attempts frequent enough to get back before that.
+            let max = if self.conns.is_empty() {
+                self.cfg.backoff_max
+            } else {
+                self.cfg
+                    .backoff_max
+                    .min(self.cfg.idle_timeout / 4)
+                    .max(self.cfg.backoff_min)
+            };
+            let delay = backoff(attempt, self.cfg.backoff_min, max);
+            tracing::debug!(attempt, ?delay, "reconnecting: {error}");
             self.emit(NodeEvent::Reconnecting {
                 attempt,
                 delay,

@@ -94,6 +94,20 @@ pub enum Operation {
     },
 }
 
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::ListPeers => f.write_str("listing peers"),
+            Self::Connect { peer } => write!(f, "connecting to {}", peer.short()),
+            Self::Accept { peer, .. } => write!(f, "accepting {}", peer.short()),
+            Self::SendConfirmed { peer, .. } => {
+                write!(f, "waiting for {} to take a message", peer.short())
+            }
+            Self::Transfer { peer, .. } => write!(f, "sending to {}", peer.short()),
+        }
+    }
+}
+
 /// Something that happened to the node. Read them with [`Node::next_event`].
 #[derive(Debug)]
 #[non_exhaustive]
@@ -286,7 +300,9 @@ impl NodeBuilder {
     }
 
     /// The first and the longest wait between reconnect attempts; the wait
-    /// doubles per attempt with ±50 % jitter. Default 250 ms and 30 s.
+    /// doubles per attempt with ±50 % jitter. While connections are open the
+    /// longest wait is at most a quarter of the [idle time-out](Self::idle_timeout),
+    /// so they are routed again before it. Default 250 ms and 30 s.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.backoff_min = min;
         self.backoff_max = max.max(min);

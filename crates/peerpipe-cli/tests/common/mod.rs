@@ -3,9 +3,9 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The built `peerpipe` binary.
 pub fn bin() -> Command {
@@ -62,7 +62,7 @@ impl Drop for TempDir {
     }
 }
 
-/// A `peerpipe serve` child on a free loopback port, killed on drop.
+/// A `peerpipe serve` child on a loopback port, killed on drop.
 pub struct ServeProcess {
     pub child: Child,
     pub url: String,
@@ -70,11 +70,34 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
+    /// Starts a server on a free port with a fresh secret file in `dir`.
     pub fn start(dir: &Path) -> Self {
-        let secret_file = dir.join("secret");
+        Self::spawn("127.0.0.1:0", &dir.join("secret"))
+            .unwrap_or_else(|e| panic!("peerpipe serve did not start: {e}"))
+    }
+
+    /// Starts a server on exactly `addr` (`HOST:PORT`) with `secret_file`, as when
+    /// a server comes back after a restart: tokens minted before stay valid. Retries
+    /// while the port is still taken, for at most `bound`.
+    pub fn start_on(addr: &str, secret_file: &Path, bound: Duration) -> Self {
+        let deadline = Instant::now() + bound;
+        loop {
+            match Self::spawn(addr, secret_file) {
+                Ok(server) => return server,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("peerpipe serve did not start on {addr} within {bound:?}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// Spawns `peerpipe serve` and waits (bounded: 20 s) until it says where it
+    /// listens; `Err` with its stderr if it exits first.
+    fn spawn(listen: &str, secret_file: &Path) -> Result<Self, String> {
         let mut child = bin()
-            .args(["serve", "--listen", "127.0.0.1:0", "--secret-file"])
-            .arg(&secret_file)
+            .args(["serve", "--listen", listen, "--secret-file"])
+            .arg(secret_file)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -82,6 +105,7 @@ impl ServeProcess {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let mut before = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let url = rest
@@ -89,18 +113,37 @@ impl ServeProcess {
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    let _ = tx.send(url);
+                    let _ = tx.send(Ok(url));
+                } else {
+                    before.push_str(&line);
+                    before.push('\n');
                 }
             }
+            // Read only if the address never came: the server exited first.
+            let _ = tx.send(Err(before));
         });
-        let url = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("server did not report its address");
-        Self {
-            child,
-            url,
-            secret_file,
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(url)) => Ok(Self {
+                child,
+                url,
+                secret_file: secret_file.to_path_buf(),
+            }),
+            Ok(Err(stderr)) => {
+                let status = child.wait().unwrap();
+                Err(format!("exited ({status}): {}", stderr.trim()))
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err("it did not report its address within 20 s".to_string())
+            }
         }
+    }
+
+    /// The `HOST:PORT` the server listens on.
+    pub fn addr(&self) -> &str {
+        let rest = self.url.split_once("://").map_or(&*self.url, |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest)
     }
 
     /// Mints a token for `user` with `peerpipe token`.
@@ -130,18 +173,72 @@ pub fn device_id(identity: &Path) -> String {
 }
 
 /// Waits for a child with a bound; kills it and panics when the bound passes.
-pub fn wait_bounded(child: &mut Child, bound: Duration) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + bound;
+pub fn wait_bounded(child: &mut Child, bound: Duration) -> ExitStatus {
+    wait_timeout(child, bound).unwrap_or_else(|| panic!("child did not finish within {bound:?}"))
+}
+
+/// Waits for a child with a bound; kills it and returns `None` when the bound passes.
+pub fn wait_timeout(child: &mut Child, bound: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + bound;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            return status;
+            return Some(status);
         }
-        if std::time::Instant::now() > deadline {
+        if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("child did not finish within {bound:?}");
+            let _ = child.wait();
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A child process that is killed and reaped on drop, so a failing test leaves
+/// nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A line of `/proc/PID/status` in KiB (`VmRSS`: resident now, `VmHWM`: the peak
+/// so far); 0 once the process is gone.
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process in KiB; 0 once it is gone.
+pub fn rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmRSS")
+}
+
+/// The highest resident memory of a process so far in KiB (the kernel's
+/// high-water mark, which also sees peaks between two samples); 0 once it is gone.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    proc_status_kib(pid, "VmHWM")
 }
 
 /// Polls `peerpipe peers` as `identity` until `peer` is listed (bounded: 10 s).

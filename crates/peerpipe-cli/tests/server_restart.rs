@@ -1,0 +1,270 @@
+//! Killing the server (SIGKILL) in the middle of a 200 MiB `peerpipe connect` →
+//! `peerpipe listen` stream and starting it again on the same port with the same
+//! secret: both nodes reconnect, the dialing side routes the connection again, and
+//! the receiver ends up with a byte-identical copy — nothing lost, nothing repeated.
+
+mod common;
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{KillOnDrop, ServeProcess, TempDir, client, device_id, wait_online, wait_timeout};
+
+const MIB: u64 = 1024 * 1024;
+/// Total bytes offered on stdin.
+const TOTAL: u64 = 200 * MIB;
+/// The server is killed once this much has arrived at the receiver.
+const KILL_AT: u64 = 40 * MIB;
+/// How long the server stays dead.
+const DOWN_FOR: Duration = Duration::from_millis(750);
+/// Until `KILL_AT` has arrived: connection set-up plus 40 MiB at debug-build speed
+/// (50-100 MB/s), with ample slack.
+const START_BOUND: Duration = Duration::from_secs(60);
+/// From the restart until bytes flow again: the next reconnect attempt (backoff
+/// 250 ms doubling, ±50% jitter: within ~2 s after a 1 s outage), admission and
+/// routing the connection again. Below the 30 s idle time-out after which the
+/// connection would end, so a connection that waits that long fails here.
+const RESUME_BOUND: Duration = Duration::from_secs(25);
+/// The stream counts as flowing again once this much more arrived than before the
+/// restart: more than any leftover the listener still writes out after the kill
+/// (its stdout is line-buffered, so a chunk's tail after the last b'\n' can sit
+/// there until its next write or its exit).
+const RESUMED_MARGIN: u64 = MIB;
+/// From the resumption until both clients exit: the remaining 160 MiB at
+/// debug-build speed, with ample slack.
+const FINISH_BOUND: Duration = Duration::from_secs(90);
+/// Bytes per write into the sender's stdin (a multiple of 8, see `fill`).
+const CHUNK: usize = 64 * 1024;
+
+/// Fills `buf` (a multiple of 8 long) with the stream's words from word `first`
+/// on. Word `w` (bytes `8w..8w+8`) is unique to its position, so a lost, repeated
+/// or reordered piece of any size shows as a mismatch.
+fn fill(first: u64, buf: &mut [u8]) {
+    for (i, word) in buf.chunks_exact_mut(8).enumerate() {
+        let w = (first + i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        word.copy_from_slice(&w.to_le_bytes());
+    }
+}
+
+/// What the receiving side read from `peerpipe listen`'s stdout.
+struct Received {
+    total: u64,
+    /// Offset of the first byte that differs from the pattern.
+    first_mismatch: Option<u64>,
+}
+
+/// Reads `from` to its end, checking every byte against the pattern and counting
+/// into `progress`.
+fn receive(mut from: impl std::io::Read, progress: &AtomicU64) -> Received {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut expected = vec![0u8; buf.len() + 16];
+    let mut got = 0u64;
+    let mut first_mismatch = None;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("reading the listener's stdout: {e}"),
+        };
+        if first_mismatch.is_none() {
+            let skip = (got % 8) as usize;
+            let words = (skip + n).div_ceil(8);
+            fill(got / 8, &mut expected[..words * 8]);
+            if buf[..n] != expected[skip..skip + n] {
+                let i = (0..n).find(|&i| buf[i] != expected[skip + i]).unwrap();
+                first_mismatch = Some(got + i as u64);
+            }
+        }
+        got += n as u64;
+        progress.store(got, Ordering::Relaxed);
+    }
+    Received {
+        total: got,
+        first_mismatch,
+    }
+}
+
+/// The clients' stderr logs, shown when something fails.
+struct Logs {
+    connect: PathBuf,
+    listen: PathBuf,
+}
+
+impl Logs {
+    fn show(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({e})"));
+        format!(
+            "\n--- connect stderr ---\n{}--- listen stderr ---\n{}",
+            read(&self.connect),
+            read(&self.listen)
+        )
+    }
+}
+
+/// Polls until `progress` passes `past`, bounded by `bound`; `Err` with a reason
+/// when the bound passes or a client exits first.
+fn wait_progress(
+    progress: &AtomicU64,
+    past: u64,
+    bound: Duration,
+    clients: &mut [&mut KillOnDrop],
+) -> Result<(), String> {
+    let deadline = Instant::now() + bound;
+    while progress.load(Ordering::Relaxed) <= past {
+        for child in clients.iter_mut() {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Err(format!(
+                    "a client exited ({status}) at {} bytes received",
+                    progress.load(Ordering::Relaxed)
+                ));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "stuck at {} bytes received for {bound:?}",
+                progress.load(Ordering::Relaxed)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
+#[test]
+fn a_stream_survives_a_server_restart_byte_for_byte() {
+    let dir = TempDir::new("restart");
+    let mut server = ServeProcess::start(&dir.0);
+    let addr = server.addr().to_string();
+    let token = server.token("erin");
+    let (a, b) = (dir.path("a.key"), dir.path("b.key"));
+    let listener_id = device_id(&b);
+    let logs = Logs {
+        connect: dir.path("connect.log"),
+        listen: dir.path("listen.log"),
+    };
+
+    let mut listen = KillOnDrop(
+        client("listen", &[], &server, &token, &b)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&logs.listen).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let listen_out = listen.stdout.take().unwrap();
+    wait_online(&server, &token, &a, &listener_id);
+
+    let mut connect = KillOnDrop(
+        client("connect", &[&listener_id], &server, &token, &a)
+            .stdin(Stdio::piped())
+            .stderr(File::create(&logs.connect).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = connect.stdin.take().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = std::thread::spawn({
+        let written = written.clone();
+        move || {
+            let mut buf = vec![0u8; CHUNK];
+            let mut offset = 0u64;
+            while offset < TOTAL {
+                fill(offset / 8, &mut buf);
+                if stdin.write_all(&buf).is_err() {
+                    return;
+                }
+                offset += CHUNK as u64;
+                written.store(offset, Ordering::Relaxed);
+            }
+        }
+    });
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = std::thread::spawn({
+        let received = received.clone();
+        move || receive(listen_out, &received)
+    });
+
+    let started = Instant::now();
+    if let Err(e) = wait_progress(
+        &received,
+        KILL_AT,
+        START_BOUND,
+        &mut [&mut connect, &mut listen],
+    ) {
+        panic!("before the restart: {e}{}", logs.show());
+    }
+    let before_kill = started.elapsed();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let killed = Instant::now();
+    let at_kill = received.load(Ordering::Relaxed);
+    std::thread::sleep(DOWN_FOR);
+    let at_restart = received.load(Ordering::Relaxed);
+    server = ServeProcess::start_on(&addr, &server.secret_file, Duration::from_secs(5));
+    let restarted = Instant::now();
+    if let Err(e) = wait_progress(
+        &received,
+        at_restart + RESUMED_MARGIN,
+        RESUME_BOUND,
+        &mut [&mut connect, &mut listen],
+    ) {
+        panic!("after the restart: {e}{}", logs.show());
+    }
+    let resumed = Instant::now();
+
+    let finish = |child: &mut KillOnDrop, what: &str| -> ExitStatus {
+        wait_timeout(child, FINISH_BOUND).unwrap_or_else(|| {
+            panic!(
+                "{what} did not exit within {FINISH_BOUND:?} after the stream resumed \
+                 ({} of {TOTAL} bytes received){}",
+                received.load(Ordering::Relaxed),
+                logs.show()
+            )
+        })
+    };
+    let connect_status = finish(&mut connect, "connect");
+    let listen_status = finish(&mut listen, "listen");
+    let done = Instant::now();
+    writer.join().unwrap();
+    let got = reader.join().unwrap();
+
+    eprintln!(
+        "{at_kill} bytes ({:.1} MiB) had arrived at the kill ({before_kill:.2?} into the \
+         stream), {at_restart} at the restart {DOWN_FOR:?} later; the stream flowed \
+         again (1 MiB more) {:.2?} after the restart ({:.2?} after the kill); the rest took {:.2?}",
+        at_kill as f64 / MIB as f64,
+        resumed - restarted,
+        resumed - killed,
+        done - resumed,
+    );
+    assert!(
+        connect_status.success() && listen_status.success(),
+        "connect exited with {connect_status}, listen with {listen_status}{}",
+        logs.show()
+    );
+    assert_eq!(
+        written.load(Ordering::Relaxed),
+        TOTAL,
+        "the sender's stdin was closed early{}",
+        logs.show()
+    );
+    assert_eq!(
+        got.first_mismatch,
+        None,
+        "the received stream differs from the sent one{}",
+        logs.show()
+    );
+    assert_eq!(
+        got.total,
+        TOTAL,
+        "the receiver got {} bytes instead of {TOTAL}{}",
+        got.total,
+        logs.show()
+    );
+    drop(server);
+}
