@@ -126,10 +126,17 @@ async fn receive(node: Node, target: std::path::PathBuf) -> Result<u64> {
         .accept_stream()
         .await
         .context("receiver accepting the stream")?;
-    let mut out = tokio::io::BufWriter::new(tokio::fs::File::create(&target).await?);
-    let total = tokio::io::copy(&mut stream, &mut out)
-        .await
-        .context("receiving")?;
+    let mut out = tokio::fs::File::create(&target).await?;
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = stream.read(&mut buf).await.context("receiving")?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        out.write_all(&buf[..n]).await?;
+    }
     out.flush().await?;
     conn.close().await;
     Ok(total)

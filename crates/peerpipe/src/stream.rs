@@ -162,6 +162,13 @@ impl AsyncRead for Stream {
         match st.session.stream(this.id).read(buf.remaining()) {
             Ok(Some(data)) => {
                 buf.put_slice(&data);
+                // Fill the buffer with what else is there: fewer, larger reads.
+                while buf.remaining() > 0 {
+                    match st.session.stream(this.id).read(buf.remaining()) {
+                        Ok(Some(more)) => buf.put_slice(&more),
+                        _ => break,
+                    }
+                }
                 drop(st);
                 // Reading grants the peer credit.
                 inner.wake_driver();
