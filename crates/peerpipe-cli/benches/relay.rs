@@ -1,28 +1,166 @@
-//! Relay benchmark: messages/s and MB/s between two `peerpipe` nodes through the
-//! server on loopback, next to a raw WebSocket on loopback in the same run.
+//! Relay benchmark: throughput, CPU cost and idle memory of `peerpipe`
+//! connections through the server on loopback, next to raw TCP and a raw
+//! WebSocket on loopback in the same run.
 //!
-//! `cargo bench -p peerpipe-cli --bench relay` prints a table. Scale with
-//! `PEERPIPE_BENCH_MIB` (bulk MiB, default 512) and `PEERPIPE_BENCH_MSGS`
-//! (small messages, default 200000).
+//! `cargo bench -p peerpipe-cli --bench relay` prints one table with a row per
+//! scenario, all on 127.0.0.1 and in one process (server and both nodes too):
+//!
+//! - `raw TCP, 256 KiB writes`: a tokio `TcpStream`, `write_all` of 256 KiB
+//!   buffers, the reader reads to end of stream. The floor of the machine.
+//! - `raw WebSocket, 64 KiB / 64 B messages`: one tungstenite client sending
+//!   binary messages to a tungstenite server, one hop. What a relay hop costs
+//!   without the server logic and without encryption.
+//! - `relay, 64 KiB / 64 B messages`: [`Connection::send`] from node A to node B,
+//!   end-to-end encrypted, through the server (two WebSocket hops).
+//! - `relay, 64 B confirmed one by one`: [`Connection::send_confirmed`], one
+//!   message in flight at a time: a round trip per message.
+//! - `relay, N stream(s), 256 KiB writes`: [`peerpipe::Stream`]s on the same
+//!   connection, `write_all` of 256 KiB buffers, B reads each to its end; with
+//!   several streams they run at once, the bytes are split between them and
+//!   MB/s is the aggregate.
+//!
+//! Byte-count rows (TCP, streams, 64 KiB messages) all move the same number of
+//! bytes. Columns: MB/s is 10^6 bytes per second; `CPU s/GiB` is the process's
+//! CPU time (utime + stime from `/proc/self/stat`) during the row divided by the
+//! GiB moved. That is the whole process: for relay rows the server and both
+//! nodes, so both encryption ends; for raw rows both ends of the socket. Its
+//! resolution is one clock tick (10 ms on Linux), so short rows are coarse.
+//!
+//! After the table: relay / raw WebSocket and stream / raw ratios of MB/s.
+//!
+//! Then memory per idle connection: N connections A to B opened one after the
+//! other (connect, accept) and held idle, process RSS (`VmRSS` in
+//! `/proc/self/status`) 0.5 s before and after, divided by N. Both ends and the
+//! server's state are in the process, so that is one session on all three. This
+//! part runs in a fresh child process (this executable again): after the
+//! transfers the allocator holds enough freed memory that RSS would not grow at
+//! all. One connection that takes over a second to open ends the part early
+//! and the report says so.
+//!
+//! The server runs with the relay and control rate limits lifted: the rows measure
+//! the nodes and the relay path, not the server's policing.
+//!
+//! Scale with `PEERPIPE_BENCH_MIB` (bulk MiB, default 512),
+//! `PEERPIPE_BENCH_MSGS` (small messages, default 200000; the confirmed row sends
+//! a twentieth of it) and `PEERPIPE_BENCH_IDLE` (idle connections, default 200).
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use peerpipe::{Connection, Identity, Node, NodeEvent};
 use peerpipe_server::{Config, Server};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
 const BULK_MSG: usize = 64 * 1024;
 const SMALL_MSG: usize = 64;
+/// The buffer size of byte-stream writes and reads (raw TCP and streams).
+const WRITE_BUF: usize = 256 * 1024;
+const MIB: u64 = 1024 * 1024;
+const GIB: f64 = (1024 * 1024 * 1024) as f64;
+/// No scenario may take longer than this: a hang fails the run instead.
+const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
+/// How long one idle connection may take to set up.
+const CONNECT_LIMIT: Duration = Duration::from_secs(30);
+/// An idle connection slower than this to open ends the idle part early.
+const SLOW_CONNECT: Duration = Duration::from_secs(1);
+/// Set in the child process that measures idle memory.
+const IDLE_CHILD: &str = "PEERPIPE_BENCH_IDLE_CHILD";
+/// The pause before each RSS reading, for tasks and buffers to settle.
+const SETTLE: Duration = Duration::from_millis(500);
 
 struct Row {
-    name: &'static str,
-    count: u64,
+    name: String,
+    /// Messages sent, or `None` for byte streams.
+    messages: Option<u64>,
     bytes: u64,
     elapsed: Duration,
+    cpu_ticks: u64,
+}
+
+impl Row {
+    fn secs(&self) -> f64 {
+        self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.secs() / 1e6
+    }
+}
+
+/// Wall-clock and process CPU time from the start of a scenario.
+struct Meter {
+    started: Instant,
+    cpu_ticks: u64,
+}
+
+impl Meter {
+    fn start() -> Result<Self> {
+        Ok(Self {
+            cpu_ticks: cpu_ticks()?,
+            started: Instant::now(),
+        })
+    }
+
+    fn finish(self, name: impl Into<String>, messages: Option<u64>, bytes: u64) -> Result<Row> {
+        let elapsed = self.started.elapsed();
+        Ok(Row {
+            name: name.into(),
+            messages,
+            bytes,
+            elapsed,
+            cpu_ticks: cpu_ticks()?.saturating_sub(self.cpu_ticks),
+        })
+    }
+}
+
+/// CPU time of the whole process (all threads), user + system, in clock ticks.
+fn cpu_ticks() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("read /proc/self/stat")?;
+    // Fields after the parenthesised command name start with field 3 (state);
+    // utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .context("no ')' in /proc/self/stat")?
+        .1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Result<u64> {
+        fields
+            .get(n - 3)
+            .context("/proc/self/stat is too short")?
+            .parse()
+            .context("parse /proc/self/stat")
+    };
+    Ok(field(14)? + field(15)?)
+}
+
+/// Clock ticks per second, from `getconf CLK_TCK`; 100 (the Linux value) if that fails.
+fn clock_ticks_per_sec() -> (u64, &'static str) {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|&t| t > 0)
+        .map_or((100, "assumed"), |t| (t, "getconf"))
+}
+
+/// The process's resident set (`VmRSS` in `/proc/self/status`), in KiB.
+fn rss_kib() -> Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS in /proc/self/status")?;
+    line.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .context("parse VmRSS")
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -32,51 +170,183 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+async fn bounded<T>(what: &str, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::time::timeout(SCENARIO_LIMIT, fut)
+        .await
+        .with_context(|| format!("{what}: no result within {SCENARIO_LIMIT:?}"))?
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
-    let bulk_mib = env_u64("PEERPIPE_BENCH_MIB", 512);
-    let small = env_u64("PEERPIPE_BENCH_MSGS", 200_000);
-    let bulk_count = bulk_mib * 1024 * 1024 / BULK_MSG as u64;
-    let confirmed = (small / 20).max(1);
+    let bulk_mib = env_u64("PEERPIPE_BENCH_MIB", 512).max(1);
+    let small = env_u64("PEERPIPE_BENCH_MSGS", 200_000).max(1);
+    let idle = env_u64("PEERPIPE_BENCH_IDLE", 200);
+    if std::env::var_os(IDLE_CHILD).is_some() {
+        let (server, nodes, _a, _b) = pair().await?;
+        println!("{}", idle_sessions(&server, &nodes, idle.max(1)).await?);
+        return Ok(());
+    }
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    println!(
+        "{cores} CPUs, load average {} at start; PEERPIPE_BENCH_MIB={bulk_mib} \
+         PEERPIPE_BENCH_MSGS={small} PEERPIPE_BENCH_IDLE={idle}",
+        load.join(" ")
+    );
 
-    let mut rows = Vec::new();
-    rows.push(raw_ws("raw WebSocket, 64 KiB messages", bulk_count, BULK_MSG).await?);
-    rows.push(raw_ws("raw WebSocket, 64 B messages", small, SMALL_MSG).await?);
+    let rows = throughput(bulk_mib * MIB, small).await?;
+    let idle_report = if idle == 0 {
+        "idle connections: skipped (PEERPIPE_BENCH_IDLE=0)".to_string()
+    } else {
+        tokio::task::spawn_blocking(idle_in_child).await??
+    };
+    print_table(&rows);
+    println!("\n{idle_report}");
+    Ok(())
+}
+
+/// Every throughput row, in table order.
+async fn throughput(bulk_bytes: u64, small: u64) -> Result<Vec<Row>> {
+    let bulk_count = bulk_bytes / BULK_MSG as u64;
+    let confirmed = (small / 20).max(1);
+    let mut rows = vec![
+        bounded("raw TCP", raw_tcp(bulk_bytes)).await?,
+        bounded(
+            "raw WebSocket bulk",
+            raw_ws("raw WebSocket, 64 KiB messages", bulk_count, BULK_MSG),
+        )
+        .await?,
+        bounded(
+            "raw WebSocket small",
+            raw_ws("raw WebSocket, 64 B messages", small, SMALL_MSG),
+        )
+        .await?,
+    ];
 
     let (server, nodes, a, b) = pair().await?;
-    rows.push(relay("relay, 64 KiB messages", &a, &b, bulk_count, BULK_MSG).await?);
-    rows.push(relay("relay, 64 B messages", &a, &b, small, SMALL_MSG).await?);
-    rows.push(relay_confirmed("relay, 64 B confirmed one by one", &a, &b, confirmed).await?);
+    rows.push(
+        bounded(
+            "relay bulk",
+            relay("relay, 64 KiB messages", &a, &b, bulk_count, BULK_MSG),
+        )
+        .await?,
+    );
+    rows.push(
+        bounded(
+            "relay small",
+            relay("relay, 64 B messages", &a, &b, small, SMALL_MSG),
+        )
+        .await?,
+    );
+    rows.push(
+        bounded(
+            "relay confirmed",
+            relay_confirmed("relay, 64 B confirmed one by one", &a, &b, confirmed),
+        )
+        .await?,
+    );
+    for n in [1, 2, 4] {
+        rows.push(bounded("relay streams", streams(&a, &b, n, bulk_bytes)).await?);
+    }
     a.close().await;
     for node in nodes {
         node.shutdown().await;
     }
     server.shutdown().await;
+    Ok(rows)
+}
 
+fn print_table(rows: &[Row]) {
+    let (ticks_per_sec, ticks_source) = clock_ticks_per_sec();
     println!(
-        "\n{:<36} {:>10} {:>12} {:>10} {:>10}",
-        "scenario", "messages", "msg/s", "MB/s", "seconds"
+        "\n{:<40} {:>9} {:>11} {:>9} {:>8} {:>10}",
+        "scenario", "messages", "msg/s", "MB/s", "seconds", "CPU s/GiB"
     );
-    for r in &rows {
-        let secs = r.elapsed.as_secs_f64().max(1e-9);
+    for r in rows {
+        let (messages, rate) = match r.messages {
+            Some(m) => (m.to_string(), format!("{:.0}", m as f64 / r.secs())),
+            None => ("-".to_string(), "-".to_string()),
+        };
+        let cpu = r.cpu_ticks as f64 / ticks_per_sec as f64;
         println!(
-            "{:<36} {:>10} {:>12.0} {:>10.1} {:>10.2}",
+            "{:<40} {:>9} {:>11} {:>9.1} {:>8.2} {:>10.2}",
             r.name,
-            r.count,
-            r.count as f64 / secs,
-            r.bytes as f64 / secs / 1e6,
-            secs
+            messages,
+            rate,
+            r.mb_per_s(),
+            r.secs(),
+            cpu / (r.bytes as f64 / GIB)
         );
     }
-    let ratio = |relay: usize, raw: usize| {
-        rows[raw].elapsed.as_secs_f64() / rows[relay].elapsed.as_secs_f64().max(1e-9)
+    println!(
+        "\nCPU s/GiB: utime + stime of the whole process ({ticks_per_sec} ticks/s, {ticks_source}) \
+         while the row ran, per GiB moved;\nrelay rows: server + 2 nodes, both encryption ends; \
+         raw rows: both ends of the socket."
+    );
+
+    let row = |name: &str| rows.iter().find(|r| r.name.starts_with(name));
+    let ratio = |num: &str, den: &str| match (row(num), row(den)) {
+        (Some(n), Some(d)) => n.mb_per_s() / d.mb_per_s().max(1e-9),
+        _ => f64::NAN,
     };
     println!(
-        "\nrelay / raw WebSocket: {:.2}x for bulk MB/s, {:.2}x for small msg/s",
-        ratio(2, 0),
-        ratio(3, 1)
+        "\nrelay / raw WebSocket, MB/s: {:.2}x with 64 KiB messages, {:.2}x with 64 B messages",
+        ratio("relay, 64 KiB", "raw WebSocket, 64 KiB"),
+        ratio("relay, 64 B messages", "raw WebSocket, 64 B"),
     );
+    for n in ["relay, 1 stream", "relay, 2 streams", "relay, 4 streams"] {
+        println!(
+            "{n:<16} / raw WebSocket 64 KiB: {:.2}x, / raw TCP: {:.2}x, \
+             / relay 64 KiB messages: {:.2}x",
+            ratio(n, "raw WebSocket, 64 KiB"),
+            ratio(n, "raw TCP"),
+            ratio(n, "relay, 64 KiB"),
+        );
+    }
+}
+
+/// Writes `total` bytes in `WRITE_BUF` writes, then ends the sending side.
+async fn write_bytes(w: &mut (impl AsyncWrite + Unpin), total: u64) -> Result<()> {
+    let buf = vec![7u8; WRITE_BUF];
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(WRITE_BUF as u64) as usize;
+        w.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    w.shutdown().await?;
     Ok(())
+}
+
+/// Reads to the end of the stream; fails if more than `expected` bytes come.
+async fn read_to_end(r: &mut (impl AsyncRead + Unpin), expected: u64) -> Result<u64> {
+    let mut buf = vec![0u8; WRITE_BUF];
+    let mut got = 0u64;
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(got);
+        }
+        got += n as u64;
+        ensure!(got <= expected, "read {got} bytes, expected {expected}");
+    }
+}
+
+/// One TCP connection on loopback carries `total` bytes; the reader reads to EOF.
+async fn raw_tcp(total: u64) -> Result<Row> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await?;
+        read_to_end(&mut tcp, total).await
+    });
+    let mut tcp = TcpStream::connect(addr).await?;
+    let meter = Meter::start()?;
+    write_bytes(&mut tcp, total).await?;
+    let got = reader.await??;
+    ensure!(got == total, "raw TCP: read {got} of {total} bytes");
+    meter.finish("raw TCP, 256 KiB writes", None, total)
 }
 
 /// One client streams `count` binary messages to a plain WebSocket sink on loopback.
@@ -100,7 +370,7 @@ async fn raw_ws(name: &'static str, count: u64, size: usize) -> Result<Row> {
     });
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
     let payload = Bytes::from(vec![7u8; size]);
-    let started = Instant::now();
+    let meter = Meter::start()?;
     for _ in 0..count {
         ws.feed(Message::Binary(payload.clone())).await?;
     }
@@ -110,14 +380,9 @@ async fn raw_ws(name: &'static str, count: u64, size: usize) -> Result<Row> {
             break;
         }
     }
-    let elapsed = started.elapsed();
+    let row = meter.finish(name, Some(count), count * size as u64)?;
     sink.await??;
-    Ok(Row {
-        name,
-        count,
-        bytes: count * size as u64,
-        elapsed,
-    })
+    Ok(row)
 }
 
 /// A server, two nodes of one user (kept alive by the caller) and a connection between them.
@@ -126,6 +391,10 @@ async fn pair() -> Result<(Server, Vec<Node>, Connection, Connection)> {
     let mut config = Config::new(secret.to_vec());
     config.listen = "127.0.0.1:0".parse()?;
     config.relay_rate = u32::MAX;
+    // The idle-memory part opens hundreds of connections back to back: each is a
+    // control message from both nodes, far past the default 20/s (burst 50).
+    config.control_rate = u32::MAX;
+    config.control_burst = u32::MAX;
     let server = Server::bind(config).await?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let token = peerpipe_proto::token::mint(&secret, "bench", now + 3600)?;
@@ -141,8 +410,13 @@ async fn pair() -> Result<(Server, Vec<Node>, Connection, Connection)> {
                 .await?,
         );
     }
-    let (a, b) = (nodes[0].clone(), nodes[1].clone());
-    let accept = tokio::spawn(async move {
+    let (a, b) = connect_pair(&nodes[0], &nodes[1]).await?;
+    Ok((server, nodes, a, b))
+}
+
+/// `a` connects to `b`, which accepts: both ends of the new connection.
+async fn connect_pair(a: &Node, b: &Node) -> Result<(Connection, Connection)> {
+    let accept = async {
         loop {
             match b.next_event().await {
                 Some(NodeEvent::IncomingConnection(i)) => {
@@ -152,10 +426,11 @@ async fn pair() -> Result<(Server, Vec<Node>, Connection, Connection)> {
                 None => bail!("node b stopped"),
             }
         }
-    });
-    let conn_a = a.connect(nodes[1].id()).await?;
-    let conn_b = accept.await??;
-    Ok((server, nodes, conn_a, conn_b))
+    };
+    let connect = async { a.connect(b.id()).await.context("connect") };
+    tokio::time::timeout(CONNECT_LIMIT, async { tokio::try_join!(connect, accept) })
+        .await
+        .context("connect and accept took too long")?
 }
 
 async fn relay(
@@ -166,7 +441,7 @@ async fn relay(
     size: usize,
 ) -> Result<Row> {
     let b = b.clone();
-    let started = Instant::now();
+    let meter = Meter::start()?;
     let receiver = tokio::spawn(async move {
         let mut got = 0u64;
         while got < count {
@@ -182,12 +457,7 @@ async fn relay(
         a.send(payload.clone()).await?;
     }
     receiver.await??;
-    Ok(Row {
-        name,
-        count,
-        bytes: count * size as u64,
-        elapsed: started.elapsed(),
-    })
+    meter.finish(name, Some(count), count * size as u64)
 }
 
 async fn relay_confirmed(
@@ -197,7 +467,7 @@ async fn relay_confirmed(
     count: u64,
 ) -> Result<Row> {
     let b = b.clone();
-    let started = Instant::now();
+    let meter = Meter::start()?;
     let receiver = tokio::spawn(async move {
         for _ in 0..count {
             b.recv().await?.context("closed early")?;
@@ -209,10 +479,114 @@ async fn relay_confirmed(
         a.send_confirmed(payload.clone()).await?;
     }
     receiver.await??;
-    Ok(Row {
-        name,
-        count,
-        bytes: count * SMALL_MSG as u64,
-        elapsed: started.elapsed(),
-    })
+    meter.finish(name, Some(count), count * SMALL_MSG as u64)
+}
+
+/// `n` streams from A to B at once on the same connection, `total` bytes between them.
+async fn streams(a: &Connection, b: &Connection, n: usize, total: u64) -> Result<Row> {
+    let per_stream = total / n as u64;
+    let b = b.clone();
+    let meter = Meter::start()?;
+    let readers = tokio::spawn(async move {
+        let mut tasks = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut stream = b.accept_stream().await?;
+            tasks.push(tokio::spawn(async move {
+                read_to_end(&mut stream, per_stream).await
+            }));
+        }
+        let mut got = 0u64;
+        for task in tasks {
+            let bytes = task.await??;
+            ensure!(
+                bytes == per_stream,
+                "a stream read {bytes} of {per_stream} bytes"
+            );
+            got += bytes;
+        }
+        anyhow::Ok(got)
+    });
+    let mut writers = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = a.open_stream().await?;
+        writers.push(tokio::spawn(async move {
+            write_bytes(&mut stream, per_stream).await
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let got = readers.await??;
+    let name = match n {
+        1 => "relay, 1 stream, 256 KiB writes".to_string(),
+        n => format!("relay, {n} streams, 256 KiB writes (sum)"),
+    };
+    meter.finish(name, None, got)
+}
+
+/// Runs the idle-connection part in a fresh child process (this executable with
+/// [`IDLE_CHILD`] set) and returns its report. In this process the allocator
+/// reuses the freed transfer buffers, so RSS does not grow at all.
+fn idle_in_child() -> Result<String> {
+    let exe = std::env::current_exe().context("find the benchmark executable")?;
+    let out = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env(IDLE_CHILD, "1")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run the idle-memory child")?;
+    ensure!(
+        out.status.success(),
+        "the idle-memory child failed: {}",
+        out.status
+    );
+    Ok(String::from_utf8(out.stdout)?.trim_end().to_string())
+}
+
+/// Opens up to `count` connections A to B one after the other, holds them idle
+/// and reports the process's RSS growth per connection. Stops early when one
+/// connection takes longer than [`SLOW_CONNECT`] to open.
+async fn idle_sessions(server: &Server, nodes: &[Node], count: u64) -> Result<String> {
+    let sessions_before = server.stats().sessions;
+    tokio::time::sleep(SETTLE).await;
+    let before = rss_kib()?;
+    let started = Instant::now();
+    let mut held = Vec::with_capacity(2 * count as usize);
+    let mut stalled = None;
+    for i in 0..count {
+        let t0 = Instant::now();
+        let (a, b) = connect_pair(&nodes[0], &nodes[1])
+            .await
+            .with_context(|| format!("idle connection {}", i + 1))?;
+        held.push(a);
+        held.push(b);
+        let took = t0.elapsed();
+        if took > SLOW_CONNECT {
+            stalled = Some((i + 1, took));
+            break;
+        }
+    }
+    let setup = started.elapsed();
+    let opened = held.len() as u64 / 2;
+    tokio::time::sleep(SETTLE).await;
+    let after = rss_kib()?;
+    let sessions = server.stats().sessions.saturating_sub(sessions_before);
+    let per = after.saturating_sub(before) as f64 / opened as f64;
+    let stall = match stalled {
+        Some((n, took)) => format!(
+            "\n  STALLED: idle connection {n} (each node's connection {}) took {:.2} s \
+             to open (limit {SLOW_CONNECT:?}): stopped there, {count} were asked for",
+            n + 1,
+            took.as_secs_f64()
+        ),
+        None => String::new(),
+    };
+    drop(held);
+    Ok(format!(
+        "idle connections (fresh process: server + 2 nodes + their first connection):\n  \
+         {opened} opened one after the other in {:.2} s, {sessions} more server sessions{stall}\n  \
+         RSS {before} KiB -> {after} KiB: {per:.1} KiB per idle connection \
+         (whole process: both ends + server state)",
+        setup.as_secs_f64(),
+    ))
 }

@@ -478,6 +478,16 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), DecodeError> {
 }
 
 impl ClientMessage {
+    /// The request number an answer must repeat, for messages that have one.
+    pub fn req(&self) -> Option<u64> {
+        match self {
+            Self::ListPeers { req } | Self::Connect { req, .. } | Self::Accept { req, .. } => {
+                Some(*req)
+            }
+            _ => None,
+        }
+    }
+
     /// Encodes the message as a versioned JSON text frame.
     pub fn encode(&self) -> String {
         encode(self)
@@ -576,6 +586,8 @@ mod tests {
                 session: SessionId(6),
             },
         ];
+        let reqs: Vec<_> = msgs.iter().map(ClientMessage::req).collect();
+        assert_eq!(reqs, [None, Some(1), Some(2), Some(4), Some(3), None, None]);
         for m in msgs {
             let text = m.encode();
             assert!(text.contains("\"v\":1"), "{text}");

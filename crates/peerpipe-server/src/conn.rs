@@ -285,9 +285,13 @@ async fn read_loop(
                             "too many control messages, persistently: closing",
                         ));
                     }
+                    // Answer the request it carried, so its sender fails at once.
+                    let req = ClientMessage::decode(text.as_str())
+                        .ok()
+                        .and_then(|m| m.req());
                     hub.send_error(
                         &me.handle,
-                        None,
+                        req,
                         None,
                         ErrorCode::RateLimited,
                         "too many control messages: this one was dropped",

@@ -28,8 +28,14 @@ async fn control_flood_is_rate_limited_then_closed() -> Result<()> {
             a.client.recv().await?,
             ServerMessage::Peers { req: 1, .. }
         ));
-        a.client.expect_error(ErrorCode::RateLimited).await?;
-        a.client.expect_error(ErrorCode::RateLimited).await?;
+        // The refusals answer the dropped requests, so their senders fail at once.
+        for req in [2, 3] {
+            let refusal = a.client.expect_error(ErrorCode::RateLimited).await?;
+            assert!(
+                matches!(refusal, ServerMessage::Error { req: Some(r), .. } if r == req),
+                "{refusal:?}"
+            );
+        }
         // Persistent abuse (more than 4 x burst refused frames) closes the connection.
         for req in 10..20 {
             a.client.send(&ClientMessage::ListPeers { req }).await?;

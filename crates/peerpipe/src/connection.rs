@@ -456,10 +456,9 @@ impl Paths {
                     }
                 },
             };
-            let Some(transmit) = session.poll_transmit(now) else {
-                self.held = Some(permit);
-                return None;
-            };
+            // Nothing to send: the slot goes back (an idle connection must not
+            // hold a place in the link's queue).
+            let transmit = session.poll_transmit(now)?;
             debug_assert_eq!(transmit.path, path);
             permit.send(relay_message(server_session, &transmit.payload));
         }
