@@ -365,6 +365,11 @@ impl ConnInner {
                     }
                 }
                 Event::Slow => after.push(After::Slow),
+                Event::PathSignal => {
+                    // This node negotiates no direct path: a peer's offers go
+                    // unanswered and the connection stays on the relay.
+                    while st.session.recv_path_signal().is_some() {}
+                }
                 Event::Closed { reason } => {
                     let reason = st.closed.get_or_insert_with(|| {
                         close_reason(reason, self.cfg.idle_timeout, self.cfg.max_message_size)

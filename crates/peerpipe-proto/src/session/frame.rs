@@ -15,6 +15,7 @@
 //! | 0x09 | `MESSAGE`        | message id, flags (0x01 FIN, 0x02 CONFIRM), len (u32), chunk |
 //! | 0x0a | `MESSAGE_TAKEN`  | message id                                          |
 //! | 0x0b | `CLOSE`          | code, reason len (u8), reason (utf-8)               |
+//! | 0x0c | `PATH_SIGNAL`    | len (u32), data: path negotiation (offers, candidates) |
 //!
 //! `ACK`, `PING` and `PONG` are the only frames allowed in unreliable packets.
 
@@ -36,6 +37,8 @@ pub const MESSAGE_CONFIRM: u8 = 0x02;
 pub const STREAM_HEADER_LEN: usize = 22;
 /// Bytes of a `MESSAGE` frame before its chunk.
 pub const MESSAGE_HEADER_LEN: usize = 14;
+/// The most bytes of one `PATH_SIGNAL`.
+pub const MAX_PATH_SIGNAL: usize = 16 * 1024;
 
 const T_ACK: u8 = 0x01;
 const T_PING: u8 = 0x02;
@@ -48,6 +51,7 @@ const T_STOP_SENDING: u8 = 0x08;
 const T_MESSAGE: u8 = 0x09;
 const T_MESSAGE_TAKEN: u8 = 0x0a;
 const T_CLOSE: u8 = 0x0b;
+const T_PATH_SIGNAL: u8 = 0x0c;
 
 /// Why decrypted bytes are not a sequence of frames.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +138,9 @@ pub enum Frame {
         /// The message id.
         id: u64,
     },
+    /// Path negotiation between the two shells (for example a WebRTC offer,
+    /// answer or candidate), opaque to the session; at most [`MAX_PATH_SIGNAL`] bytes.
+    PathSignal(Bytes),
     /// The sender ends the session.
     Close {
         /// Application code.
@@ -173,6 +180,7 @@ impl Frame {
             Self::StopSending { .. } => 12,
             Self::Message { chunk, .. } => MESSAGE_HEADER_LEN - 1 + chunk.len(),
             Self::Close { reason, .. } => 5 + truncated_reason(reason).len(),
+            Self::PathSignal(data) => 4 + data.len(),
         }
     }
 
@@ -239,6 +247,11 @@ impl Frame {
             Self::MessageTaken { id } => {
                 buf.put_u8(T_MESSAGE_TAKEN);
                 buf.put_u64(*id);
+            }
+            Self::PathSignal(data) => {
+                buf.put_u8(T_PATH_SIGNAL);
+                buf.put_u32(data.len() as u32);
+                buf.put_slice(data);
             }
             Self::Close { code, reason } => {
                 let reason = truncated_reason(reason);
@@ -314,6 +327,13 @@ impl Frame {
                 let reason = String::from_utf8(buf.split_to(len).to_vec())
                     .map_err(|_| DecodeError::Malformed)?;
                 Self::Close { code, reason }
+            }
+            T_PATH_SIGNAL => {
+                let data = data_of(buf)?;
+                if data.len() > MAX_PATH_SIGNAL {
+                    return Err(DecodeError::Malformed);
+                }
+                Self::PathSignal(data)
             }
             t => return Err(DecodeError::UnknownType(t)),
         })
@@ -398,6 +418,7 @@ mod tests {
                 chunk
             }),
             any::<u64>().prop_map(|id| Frame::MessageTaken { id }),
+            bytes(300).prop_map(Frame::PathSignal),
             (any::<u32>(), "\\PC{0,80}").prop_map(|(code, reason)| Frame::Close {
                 code,
                 reason: truncated_reason(&reason).to_owned()

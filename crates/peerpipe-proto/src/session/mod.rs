@@ -67,6 +67,10 @@ pub const CLOSE_INTEGRITY: u32 = 0xffff_fff1;
 const ACK_EVERY: u32 = 8;
 /// Room in a packet for frames besides one full data frame.
 const PACKET_SLACK: usize = 256;
+/// The most path signals kept for the shell; older ones are dropped beyond it.
+const MAX_PATH_SIGNALS_IN: usize = 32;
+/// The most path signals queued to send at once.
+const MAX_PATH_SIGNALS_OUT: usize = 16;
 /// The most pongs owed at once (further pings are not answered).
 const MAX_PONGS: usize = 8;
 /// The most bytes an acknowledgement, owed pongs and a ping add to a full packet.
@@ -169,6 +173,9 @@ pub enum Event {
     MessageWritable,
     /// The remote application took this message.
     MessageConfirmed(MessageId),
+    /// A path signal from the peer's shell arrived; take it with
+    /// [`Session::recv_path_signal`].
+    PathSignal,
     /// Outstanding data made no progress for [`Config::slow_after`].
     Slow,
     /// The session is over; the last event.
@@ -363,6 +370,8 @@ pub struct Session {
     next_in_message: u64,
 
     control: VecDeque<Frame>,
+    path_signals_out: usize,
+    path_signals_in: VecDeque<Bytes>,
     pongs_due: VecDeque<u64>,
     ping_due: bool,
     ping_out: Option<(u64, Instant)>,
@@ -459,6 +468,8 @@ impl Session {
             message_credit_deferred: 0,
             next_in_message: 0,
             control: VecDeque::new(),
+            path_signals_out: 0,
+            path_signals_in: VecDeque::new(),
             pongs_due: VecDeque::new(),
             ping_due: false,
             ping_out: None,
@@ -771,6 +782,14 @@ impl Session {
                 }
                 self.events
                     .push_back(Event::MessageConfirmed(MessageId(id)));
+            }
+            Frame::PathSignal(data) => {
+                if self.path_signals_in.len() == MAX_PATH_SIGNALS_IN {
+                    // The shell does not read them: the oldest is stale anyway.
+                    self.path_signals_in.pop_front();
+                }
+                self.path_signals_in.push_back(data);
+                self.events.push_back(Event::PathSignal);
             }
             Frame::Close { code, reason } => {
                 self.close_session(CloseReason::Remote { code, reason }, false);
@@ -1093,6 +1112,35 @@ impl Session {
         })
     }
 
+    /// Queues a path signal for the peer's shell (path negotiation: offers,
+    /// answers, candidates). It travels encrypted and reliably, in order with
+    /// other path signals. At most [`frame::MAX_PATH_SIGNAL`] bytes (and no more
+    /// than one frame's payload).
+    pub fn send_path_signal(&mut self, data: Bytes) -> Result<(), SendMessageError> {
+        if !self.is_connected() {
+            return Err(SendMessageError::NotConnected);
+        }
+        let max = frame::MAX_PATH_SIGNAL.min(self.config.max_frame_payload);
+        if data.len() > max {
+            return Err(SendMessageError::TooLarge {
+                max: u32::try_from(max).unwrap_or(u32::MAX),
+            });
+        }
+        // Bounded: signals leave the queue as packets go out, so retry after
+        // the next transmit.
+        if self.path_signals_out >= MAX_PATH_SIGNALS_OUT {
+            return Err(SendMessageError::Blocked);
+        }
+        self.path_signals_out += 1;
+        self.control.push_back(Frame::PathSignal(data));
+        Ok(())
+    }
+
+    /// Takes the next path signal from the peer's shell.
+    pub fn recv_path_signal(&mut self) -> Option<Bytes> {
+        self.path_signals_in.pop_front()
+    }
+
     /// Closes the session: an encrypted `CLOSE` goes out on the current path (or
     /// the next one to come up), then the session is over.
     pub fn close(&mut self, code: u32, reason: &str) {
@@ -1197,6 +1245,9 @@ impl Session {
                 break;
             }
             if let Some(f) = self.control.pop_front() {
+                if let Frame::PathSignal(_) = f {
+                    self.path_signals_out -= 1;
+                }
                 f.encode(&mut plain);
                 reliable = true;
             }
