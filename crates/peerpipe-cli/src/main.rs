@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use peerpipe_proto::signal::IceServer;
 
 /// Default signaling server address.
 const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
@@ -103,6 +104,23 @@ struct ServeArgs {
     /// Time a device may stop reading relayed data before it is disconnected.
     #[arg(long, value_parser = units::parse_duration)]
     slow_consumer_timeout: Option<Duration>,
+    /// A STUN server to announce to devices for direct paths: HOST:PORT or
+    /// stun:HOST:PORT. Repeat for several.
+    #[arg(long, value_name = "URL", value_parser = parse_stun)]
+    stun: Vec<IceServer>,
+    /// A TURN server to announce to devices: URL,USER,PASSWORD with URL
+    /// turn:HOST:PORT, turns:HOST:PORT (optionally ?transport=udp|tcp) or HOST:PORT.
+    /// Repeat for several.
+    #[arg(long, value_name = "URL,USER,PASS", value_parser = parse_turn)]
+    turn: Vec<IceServer>,
+}
+
+fn parse_stun(s: &str) -> Result<IceServer, String> {
+    IceServer::stun(s).map_err(|e| e.to_string())
+}
+
+fn parse_turn(s: &str) -> Result<IceServer, String> {
+    IceServer::turn(s).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]

@@ -2,7 +2,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use peerpipe_proto::signal::MAX_ICE_SERVERS;
 use peerpipe_server::{Config, Server, load_or_create_secret};
 
 use crate::{ServeArgs, TokenArgs, identity};
@@ -46,6 +47,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     if let Some(v) = args.slow_consumer_timeout {
         config.slow_consumer_timeout = v;
+    }
+    config.ice_servers = args.stun.into_iter().chain(args.turn).collect();
+    if config.ice_servers.len() > MAX_ICE_SERVERS {
+        bail!("at most {MAX_ICE_SERVERS} --stun and --turn servers together");
     }
     let server = Server::bind(config)
         .await

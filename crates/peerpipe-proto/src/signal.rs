@@ -99,6 +99,122 @@ pub struct PeerInfo {
     pub label: String,
 }
 
+/// The most bytes of an ICE server's URL, user name or credential.
+pub const MAX_ICE_FIELD: usize = 256;
+/// The most ICE servers a welcome lists.
+pub const MAX_ICE_SERVERS: usize = 8;
+
+/// A STUN or TURN server devices may use to find a direct path, announced in
+/// [`ServerMessage::Welcome`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:HOST:PORT`, `turn:HOST:PORT` or `turns:HOST:PORT`, optionally with
+    /// `?transport=udp|tcp`.
+    pub url: String,
+    /// TURN user name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Why an ICE server description is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IceServerError(&'static str);
+
+impl IceServer {
+    /// A STUN server from `stun:HOST:PORT` (the `stun:` may be left out).
+    pub fn stun(url: &str) -> Result<Self, IceServerError> {
+        let url = if url.contains(':') && url.starts_with("stun:") {
+            url.to_string()
+        } else {
+            format!("stun:{url}")
+        };
+        let server = Self {
+            url,
+            username: None,
+            credential: None,
+        };
+        server.check()?;
+        Ok(server)
+    }
+
+    /// A TURN server from `URL,USER,PASSWORD` (`turn:` is added if left out).
+    pub fn turn(spec: &str) -> Result<Self, IceServerError> {
+        let mut parts = spec.splitn(3, ',');
+        let (Some(url), Some(user), Some(pass)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(IceServerError("a TURN server is URL,USER,PASSWORD"));
+        };
+        let url = if url.starts_with("turn:") || url.starts_with("turns:") {
+            url.to_string()
+        } else {
+            format!("turn:{url}")
+        };
+        let server = Self {
+            url,
+            username: Some(user.to_string()),
+            credential: Some(pass.to_string()),
+        };
+        server.check()?;
+        Ok(server)
+    }
+
+    /// Checks the scheme, the `HOST:PORT` and the field sizes.
+    pub fn check(&self) -> Result<(), IceServerError> {
+        for field in [
+            Some(&self.url),
+            self.username.as_ref(),
+            self.credential.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if field.is_empty()
+                || field.len() > MAX_ICE_FIELD
+                || field.chars().any(char::is_control)
+            {
+                return Err(IceServerError(
+                    "ICE server fields are 1 to 256 bytes without control characters",
+                ));
+            }
+        }
+        let (scheme, rest) = self.url.split_once(':').ok_or(IceServerError(
+            "an ICE server URL starts with stun:, turn: or turns:",
+        ))?;
+        let turn = match scheme {
+            "stun" => false,
+            "turn" | "turns" => true,
+            _ => {
+                return Err(IceServerError(
+                    "an ICE server URL starts with stun:, turn: or turns:",
+                ));
+            }
+        };
+        if turn != self.username.is_some() || turn != self.credential.is_some() {
+            return Err(IceServerError(
+                "TURN servers need a user name and password, STUN servers have none",
+            ));
+        }
+        let (host_port, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if !matches!(query, "" | "transport=udp" | "transport=tcp") {
+            return Err(IceServerError(
+                "the only query is ?transport=udp or ?transport=tcp",
+            ));
+        }
+        let (host, port) = host_port
+            .rsplit_once(':')
+            .ok_or(IceServerError("an ICE server URL needs HOST:PORT"))?;
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        let bad_host = host.is_empty() || host.contains('/') || (host.contains(':') && !bracketed);
+        if bad_host || port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(IceServerError("an ICE server URL needs HOST:PORT"));
+        }
+        Ok(())
+    }
+}
+
 /// Limits the server enforces, announced in [`ServerMessage::Welcome`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
@@ -343,6 +459,9 @@ pub enum ServerMessage {
         peers: Vec<PeerInfo>,
         /// The limits in force on this connection.
         limits: Limits,
+        /// STUN/TURN servers the operator offers for direct paths (may be empty).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// The user's other online devices.
     Peers {
@@ -519,7 +638,20 @@ impl ServerMessage {
 
     /// Decodes a text frame from the server.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        decode(text)
+        let msg: Self = decode(text)?;
+        if let Self::Welcome { ice_servers, .. } = &msg {
+            if ice_servers.len() > MAX_ICE_SERVERS {
+                return Err(DecodeError::Invalid(format!(
+                    "more than {MAX_ICE_SERVERS} ICE servers"
+                )));
+            }
+            for server in ice_servers {
+                server.check().map_err(|e| {
+                    DecodeError::Invalid(format!("ICE server {:?}: {e}", server.url))
+                })?;
+            }
+        }
+        Ok(msg)
     }
 
     /// An error frame with no request or session.
@@ -612,6 +744,10 @@ mod tests {
                     ping_interval_ms: 3,
                     idle_timeout_ms: 4,
                 },
+                ice_servers: vec![
+                    IceServer::stun("stun.example.org:3478").unwrap(),
+                    IceServer::turn("turns:t.example.org:5349?transport=tcp,u,p").unwrap(),
+                ],
             },
             ServerMessage::Closed {
                 session: SessionId(1),
@@ -622,6 +758,40 @@ mod tests {
         for m in msgs {
             assert_eq!(ServerMessage::decode(&m.encode()).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn ice_servers_are_validated() {
+        let stun = IceServer::stun("stun:[::1]:3478").unwrap();
+        assert_eq!(stun.url, "stun:[::1]:3478");
+        assert_eq!(IceServer::stun("h:1").unwrap().url, "stun:h:1");
+        let turn = IceServer::turn("h:3478,user,pa,ss").unwrap();
+        assert_eq!(turn.url, "turn:h:3478");
+        assert_eq!(turn.credential.as_deref(), Some("pa,ss"));
+        for bad in [
+            "h",
+            "stun:h:0",
+            "stun:h:x",
+            "http:h:1",
+            "stun::1",
+            "stun:h:1?x=y",
+        ] {
+            assert!(IceServer::stun(bad).is_err(), "{bad}");
+        }
+        for bad in ["h:1", "h:1,u", "h:1,,p", "stun:h:1,u,p"] {
+            assert!(IceServer::turn(bad).is_err(), "{bad}");
+        }
+        let long = "x".repeat(MAX_ICE_FIELD + 1);
+        assert!(IceServer::turn(&format!("h:1,{long},p")).is_err());
+        // A welcome with a broken ICE server is refused whole.
+        let text = r#"{"v":1,"type":"welcome","device":"DEV","user":"u","peers":[],
+            "limits":{"max_frame":1,"control_rate":1,"ping_interval_ms":1,"idle_timeout_ms":1},
+            "ice_servers":[{"url":"turn:h:1"}]}"#
+            .replace("DEV", &dev(1).to_string());
+        assert!(matches!(
+            ServerMessage::decode(&text),
+            Err(DecodeError::Invalid(_))
+        ));
     }
 
     #[test]

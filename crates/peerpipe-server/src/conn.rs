@@ -235,6 +235,7 @@ async fn handshake(
         user: me.user.to_string(),
         peers,
         limits,
+        ice_servers: hub.config.ice_servers.clone(),
     })
     .map_err(Some)?;
     tracing::info!(user = %me.user, label = %me.label, "device online");

@@ -49,7 +49,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
-use peerpipe_proto::signal::MAX_TEXT_FRAME;
+use peerpipe_proto::signal::{IceServer, MAX_ICE_SERVERS, MAX_TEXT_FRAME};
 use peerpipe_proto::token::MIN_SECRET_LEN;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -96,6 +96,10 @@ pub struct Config {
     /// How long a sender waits for room in a receiver's queue before the receiver is
     /// disconnected with `slow_consumer`. Default 30 s.
     pub slow_consumer_timeout: Duration,
+    /// STUN/TURN servers announced to every device in its welcome, for direct
+    /// paths (at most [`MAX_ICE_SERVERS`](peerpipe_proto::signal::MAX_ICE_SERVERS)).
+    /// Default none.
+    pub ice_servers: Vec<IceServer>,
 }
 
 impl std::fmt::Debug for Config {
@@ -114,6 +118,10 @@ impl std::fmt::Debug for Config {
             .field("accept_timeout", &self.accept_timeout)
             .field("outbound_queue", &self.outbound_queue)
             .field("slow_consumer_timeout", &self.slow_consumer_timeout)
+            .field(
+                "ice_servers",
+                &self.ice_servers.iter().map(|s| &s.url).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -135,6 +143,7 @@ impl Config {
             accept_timeout: Duration::from_secs(30),
             outbound_queue: 64,
             slow_consumer_timeout: Duration::from_secs(30),
+            ice_servers: Vec::new(),
         }
     }
 
@@ -154,6 +163,14 @@ impl Config {
         }
         if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
             return invalid("ping_interval and idle_timeout must not be zero".into());
+        }
+        if self.ice_servers.len() > MAX_ICE_SERVERS {
+            return invalid(format!("at most {MAX_ICE_SERVERS} ICE servers"));
+        }
+        for server in &self.ice_servers {
+            server
+                .check()
+                .or_else(|e| invalid(format!("ICE server {:?}: {e}", server.url)))?;
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use common::{Client, TestServer, bounded, identity, unix_now};
-use peerpipe_proto::signal::{ErrorCode, ServerMessage};
+use peerpipe_proto::signal::{ErrorCode, IceServer, ServerMessage};
 
 #[tokio::test]
 async fn good_token_gets_welcome() -> Result<()> {
@@ -20,6 +20,7 @@ async fn good_token_gets_welcome() -> Result<()> {
             user,
             peers,
             limits,
+            ice_servers,
         } = m
         else {
             anyhow::bail!("expected welcome, got {m:?}");
@@ -29,6 +30,36 @@ async fn good_token_gets_welcome() -> Result<()> {
         assert!(peers.is_empty());
         assert_eq!(limits.max_frame, 128 * 1024);
         assert_eq!(limits.control_rate, 20);
+        assert!(ice_servers.is_empty());
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_welcome_announces_the_ice_servers() -> Result<()> {
+    bounded(async {
+        let servers = vec![
+            IceServer::stun("stun:127.0.0.1:3478")?,
+            IceServer::turn("turn:127.0.0.1:3478?transport=udp,alice,secret")?,
+        ];
+        let announced = servers.clone();
+        let server = TestServer::with(move |c| c.ice_servers = announced).await?;
+        let mut c = Client::connect(&server.server.url()).await?;
+        let m = c.hello(&server.token("alice"), &identity(), "").await?;
+        let ServerMessage::Welcome { ice_servers, .. } = m else {
+            anyhow::bail!("expected welcome, got {m:?}");
+        };
+        assert_eq!(ice_servers, servers);
+        // A broken ICE server is refused at start, not sent to devices.
+        let mut config = peerpipe_server::Config::new(vec![1; 32]);
+        config.listen = "127.0.0.1:0".parse()?;
+        config.ice_servers = vec![IceServer {
+            url: "turn:127.0.0.1:3478".into(),
+            username: None,
+            credential: None,
+        }];
+        assert!(peerpipe_server::Server::bind(config).await.is_err());
         Ok(())
     })
     .await
