@@ -365,6 +365,12 @@ impl ConnInner {
                     }
                 }
                 Event::Slow => after.push(After::Slow),
+                Event::PathChanged(path) => {
+                    tracing::debug!(session = %self.id, ?path, "sending on a new path");
+                }
+                Event::PathFailed(path) => {
+                    tracing::debug!(session = %self.id, ?path, "path went silent, left it");
+                }
                 Event::PathSignal => {
                     // This node negotiates no direct path: a peer's offers go
                     // unanswered and the connection stays on the relay.

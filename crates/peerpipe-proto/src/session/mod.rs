@@ -118,6 +118,10 @@ pub struct Config {
     pub slow_after: Duration,
     /// Close after nothing arrived this long.
     pub idle_timeout: Duration,
+    /// Leave the current path for another live one after it answered nothing
+    /// this long while data or a ping was outstanding (a path that died without
+    /// the shell noticing).
+    pub path_timeout: Duration,
 }
 
 impl Default for Config {
@@ -134,6 +138,7 @@ impl Default for Config {
             keepalive_interval: Duration::from_secs(5),
             slow_after: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(30),
+            path_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -178,6 +183,12 @@ pub enum Event {
     PathSignal,
     /// Outstanding data made no progress for [`Config::slow_after`].
     Slow,
+    /// The path went silent for [`Config::path_timeout`] and the session moved to
+    /// another one (and no longer uses this one: the shell should take it down).
+    PathFailed(PathId),
+    /// Packets go out on this path now (a path came up, one failed or went down,
+    /// or the peer moved to this one).
+    PathChanged(PathId),
     /// The session is over; the last event.
     Closed {
         /// Why.
@@ -325,6 +336,11 @@ pub struct Session {
     handshake_due: bool,
     /// Live paths, the current one last.
     paths: Vec<PathId>,
+    /// When something authentic last arrived on the current path (or it became
+    /// current).
+    current_heard: Instant,
+    /// The path the packet being handled came on.
+    packet_path: Option<PathId>,
 
     next_pn: u64,
     next_unreliable: u64,
@@ -433,6 +449,8 @@ impl Session {
             hello_seen: None,
             handshake_due: false,
             paths: Vec::new(),
+            current_heard: now,
+            packet_path: None,
             next_pn: 0,
             next_unreliable: 0,
             unacked: VecDeque::new(),
@@ -547,6 +565,38 @@ impl Session {
         self.paths.retain(|p| *p != path);
         if was_current && !self.paths.is_empty() {
             self.switched_path(now);
+        } else {
+            self.arm_path_check();
+        }
+    }
+
+    /// Arms the path silence check while there is another path to go to and
+    /// the current one owes an answer (unacknowledged packets or a ping).
+    fn arm_path_check(&mut self) {
+        let owed = !self.unacked.is_empty() || self.ping_out.is_some();
+        if self.paths.len() > 1 && owed && self.close_reason.is_none() {
+            self.timers.set(
+                Timer::PathSilence,
+                self.current_heard + self.config.path_timeout,
+            );
+        } else {
+            self.timers.stop(Timer::PathSilence);
+        }
+    }
+
+    /// The current path answered nothing for the path time-out: move to the
+    /// most recent other path and report the silent one failed.
+    fn path_silent(&mut self, now: Instant) {
+        let Some(dead) = self.current_path() else {
+            return;
+        };
+        if now.saturating_duration_since(self.current_heard) < self.config.path_timeout {
+            return self.arm_path_check();
+        }
+        self.paths.retain(|p| *p != dead);
+        self.events.push_back(Event::PathFailed(dead));
+        if !self.paths.is_empty() {
+            self.switched_path(now);
         }
     }
 
@@ -554,6 +604,11 @@ impl Session {
         if let State::Start(_) = self.state {
             self.start_handshake();
         }
+        self.current_heard = now;
+        if let Some(path) = self.current_path() {
+            self.events.push_back(Event::PathChanged(path));
+        }
+        self.arm_path_check();
         self.handshake_due = self.handshake_packet.is_some();
         self.resend_cursor = 0;
         // Acks of resent packets would measure from the first send: no RTT samples.
@@ -585,7 +640,7 @@ impl Session {
     ///
     /// Packets are accepted from any path; replies go out on the current one.
     pub fn handle_packet(&mut self, now: Instant, path: PathId, mut payload: Bytes) {
-        let _ = path;
+        self.packet_path = Some(path);
         if self.close_reason.is_some() {
             return;
         }
@@ -665,6 +720,10 @@ impl Session {
     /// Something authentic arrived.
     fn heard(&mut self, now: Instant) {
         self.timers.set(Timer::Idle, now + self.config.idle_timeout);
+        if self.packet_path.is_some() && self.packet_path == self.current_path() {
+            self.current_heard = now;
+            self.arm_path_check();
+        }
     }
 
     fn on_data(&mut self, now: Instant, pn: u64, ciphertext: &[u8]) {
@@ -693,6 +752,16 @@ impl Session {
                 return;
             }
             self.rcv_next += 1;
+            // Fresh data on another live path: the peer moved there (its path
+            // failed or it prefers the new one). Follow, so answers reach it.
+            if let Some(path) = self.packet_path {
+                if Some(path) != self.current_path() && self.paths.contains(&path) {
+                    self.paths.retain(|p| *p != path);
+                    self.paths.push(path);
+                    self.switched_path(now);
+                    self.current_heard = now;
+                }
+            }
             self.ack_pending += 1;
             if self.ack_pending >= ACK_EVERY {
                 self.ack_now = true;
@@ -832,6 +901,7 @@ impl Session {
         self.last_progress = now;
         self.slow_reported = false;
         self.arm_slow();
+        self.arm_path_check();
         self.wake_writers();
         Ok(())
     }
@@ -1027,6 +1097,7 @@ impl Session {
                         self.events.push_back(Event::Slow);
                     }
                 }
+                Timer::PathSilence => self.path_silent(now),
             }
         }
     }
@@ -1326,6 +1397,7 @@ impl Session {
         } else {
             self.next_unreliable += 1;
         }
+        self.arm_path_check();
         Some(bytes)
     }
 

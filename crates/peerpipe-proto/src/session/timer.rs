@@ -13,15 +13,24 @@ pub enum Timer {
     Idle = 2,
     /// Outstanding data made no progress for the slow threshold: report `Slow`.
     Slow = 3,
+    /// The current path heard nothing back for the path time-out while another
+    /// path is up: move to that one.
+    PathSilence = 4,
 }
 
 impl Timer {
-    const ALL: [Self; 4] = [Self::Ack, Self::KeepAlive, Self::Idle, Self::Slow];
+    const ALL: [Self; 5] = [
+        Self::Ack,
+        Self::KeepAlive,
+        Self::Idle,
+        Self::Slow,
+        Self::PathSilence,
+    ];
 }
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Default, Clone)]
-pub struct TimerTable([Option<Instant>; 4]);
+pub struct TimerTable([Option<Instant>; 5]);
 
 impl TimerTable {
     /// Arms `timer` for `at`, replacing its deadline.
@@ -55,7 +64,7 @@ impl TimerTable {
 
     /// Disarms all timers.
     pub fn clear(&mut self) {
-        self.0 = [None; 4];
+        self.0 = [None; 5];
     }
 }
 

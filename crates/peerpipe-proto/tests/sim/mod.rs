@@ -60,6 +60,8 @@ impl Link {
 pub struct Path {
     pub a_to_b: Link,
     pub b_to_a: Link,
+    /// Drops everything, in flight and sent later, without anyone being told.
+    pub silent: bool,
 }
 
 /// Two sessions joined by paths.
@@ -126,11 +128,22 @@ impl Pair {
             Path {
                 a_to_b: Link::new(self.now, self.latency, self.bandwidth),
                 b_to_a: Link::new(self.now, self.latency, self.bandwidth),
+                silent: false,
             },
         );
         self.a.handle_path_up(self.now, PathId(id));
         self.b.handle_path_up(self.now, PathId(id));
         id
+    }
+
+    /// Makes a path drop everything from now on, without telling the sessions
+    /// (a direct path whose NAT binding or network went away).
+    pub fn silence_path(&mut self, id: u64) {
+        if let Some(p) = self.paths.get_mut(&id) {
+            p.silent = true;
+            p.a_to_b.in_flight.clear();
+            p.b_to_a.in_flight.clear();
+        }
     }
 
     /// Kills a path: whatever it had in flight is lost.
@@ -151,12 +164,12 @@ impl Pair {
     pub fn flush(&mut self) {
         let now = self.now;
         while let Some(t) = self.a.poll_transmit(now) {
-            if let Some(p) = self.paths.get_mut(&t.path.0) {
+            if let Some(p) = self.paths.get_mut(&t.path.0).filter(|p| !p.silent) {
                 p.a_to_b.send(now, t.payload);
             }
         }
         while let Some(t) = self.b.poll_transmit(now) {
-            if let Some(p) = self.paths.get_mut(&t.path.0) {
+            if let Some(p) = self.paths.get_mut(&t.path.0).filter(|p| !p.silent) {
                 p.b_to_a.send(now, t.payload);
             }
         }
