@@ -97,7 +97,7 @@ pub struct Config {
     /// disconnected with `slow_consumer`. Default 30 s.
     pub slow_consumer_timeout: Duration,
     /// STUN/TURN servers announced to every device in its welcome, for direct
-    /// paths (at most [`MAX_ICE_SERVERS`](peerpipe_proto::signal::MAX_ICE_SERVERS)).
+    /// paths (at most [`MAX_ICE_SERVERS`]).
     /// Default none.
     pub ice_servers: Vec<IceServer>,
 }
