@@ -4,8 +4,8 @@ mod sim;
 
 use std::time::Duration;
 
-use peerpipe_proto::session::{Config, WriteError};
-use sim::{Pair, pattern, read_into};
+use peerpipe_proto::session::Config;
+use sim::{Pair, pattern, read_into, write_and_finish};
 
 #[test]
 fn path_dies_mid_stream_and_a_new_one_takes_over() {
@@ -18,17 +18,7 @@ fn path_dies_mid_stream_and_a_new_one_takes_over() {
     let mut killed = 0;
     let mut finished = false;
     pair.run_until(|p| {
-        while written < LEN {
-            match p.a.stream(id).write(&data[written..]) {
-                Ok(n) => written += n,
-                Err(WriteError::Blocked) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        if written == LEN && !finished {
-            p.a.stream(id).finish().unwrap();
-            finished = true;
-        }
+        write_and_finish(&mut p.a, id, &data, &mut written, &mut finished);
         let _ = p.b.accept_stream();
         if read_into(&mut p.b, id, &mut got, usize::MAX) {
             return true;

@@ -5,8 +5,8 @@ mod sim;
 
 use std::time::Duration;
 
-use peerpipe_proto::session::{Config, Event, PathId, WriteError};
-use sim::{Pair, events, pattern, read_into};
+use peerpipe_proto::session::{Config, Event, PathId};
+use sim::{Pair, events, pattern, read_into, write_and_finish};
 
 #[test]
 fn a_silent_path_is_left_for_the_standby_and_nothing_is_lost() {
@@ -24,17 +24,7 @@ fn a_silent_path_is_left_for_the_standby_and_nothing_is_lost() {
     let mut silenced_at = None;
     let (mut a_events, mut b_events) = (Vec::new(), Vec::new());
     pair.run_until(|p| {
-        while written < LEN {
-            match p.a.stream(id).write(&data[written..]) {
-                Ok(n) => written += n,
-                Err(WriteError::Blocked) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        if written == LEN && !finished {
-            p.a.stream(id).finish().unwrap();
-            finished = true;
-        }
+        write_and_finish(&mut p.a, id, &data, &mut written, &mut finished);
         let _ = p.b.accept_stream();
         a_events.extend(events(&mut p.a));
         b_events.extend(events(&mut p.b));

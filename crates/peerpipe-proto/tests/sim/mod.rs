@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerpipe_proto::id::Identity;
-use peerpipe_proto::session::{Config, Event, PathId, ReadError, Session, StreamId};
+use peerpipe_proto::session::{Config, Event, PathId, ReadError, Session, StreamId, WriteError};
 
 /// Which session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,6 +242,28 @@ impl Pair {
 /// Drains a session's events.
 pub fn events(s: &mut Session) -> Vec<Event> {
     std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// Writes what credit allows of `data[*written..]`, and finishes the stream once
+/// everything is written.
+pub fn write_and_finish(
+    s: &mut Session,
+    id: StreamId,
+    data: &[u8],
+    written: &mut usize,
+    finished: &mut bool,
+) {
+    while *written < data.len() {
+        match s.stream(id).write(&data[*written..]) {
+            Ok(n) => *written += n,
+            Err(WriteError::Blocked) => break,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    }
+    if *written == data.len() && !*finished {
+        s.stream(id).finish().unwrap();
+        *finished = true;
+    }
 }
 
 /// Reads up to `max` buffered bytes of a stream into `out`; true once it finished.
