@@ -176,9 +176,10 @@ impl Actor {
             if tokio::time::timeout(CLOSE_GRACE, conn.task).await.is_err() {
                 tracing::debug!(session = %conn.inner.id, "connection did not end in time");
             }
-            if conn.inner.lock().closed.is_none() {
-                conn.inner.lock().closed = Some(CloseReason::NodeStopped);
-            }
+            conn.inner
+                .lock()
+                .closed
+                .get_or_insert(CloseReason::NodeStopped);
         }
         while let Ok(cmd) = self.cmd_rx.try_recv() {
             if let Command::Forget {

@@ -33,6 +33,14 @@ impl StreamWakers {
         }
     }
 
+    fn set_reader(&mut self, id: StreamId, waker: &Waker) {
+        set(&mut self.readers, id, waker);
+    }
+
+    fn set_writer(&mut self, id: StreamId, waker: &Waker) {
+        set(&mut self.writers, id, waker);
+    }
+
     pub(crate) fn wake_all(&mut self) {
         for (_, w) in self.readers.drain().chain(self.writers.drain()) {
             w.wake();
@@ -234,16 +242,6 @@ impl AsyncWrite for Stream {
             Ok(()) | Err(StreamError::Finished) => Ok(()),
             Err(e) => Err(e.into()),
         })
-    }
-}
-
-impl StreamWakers {
-    fn set_reader(&mut self, id: StreamId, waker: &Waker) {
-        set(&mut self.readers, id, waker);
-    }
-
-    fn set_writer(&mut self, id: StreamId, waker: &Waker) {
-        set(&mut self.writers, id, waker);
     }
 }
 
