@@ -9,7 +9,8 @@
 //! - [`relay`]: the binary relay frame header the server forwards by;
 //! - [`session`]: the end-to-end encrypted, reliable session over replaceable
 //!   paths, with multiplexed streams and credit flow control (driven by the
-//!   caller's clock and randomness; simulated in `tests/`).
+//!   caller's clock and randomness; simulated in `tests/`);
+//! - [`direct`]: the direct-path negotiation signals the session carries.
 //!
 //! ```
 //! use peerpipe_proto::{id::Identity, signal::{hello_payload, ClientMessage}, token};
@@ -26,6 +27,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod direct;
 pub mod id;
 pub mod relay;
 pub mod session;

@@ -558,6 +558,18 @@ impl Session {
         self.switched_path(now);
     }
 
+    /// A path came up as a standby: the current path keeps the traffic, and this
+    /// one takes over only when every other path is gone or silent. With no
+    /// current path, it becomes current like [`Session::handle_path_up`].
+    pub fn handle_path_standby(&mut self, now: Instant, path: PathId) {
+        if self.paths.iter().all(|p| *p == path) {
+            return self.handle_path_up(now, path);
+        }
+        self.paths.retain(|p| *p != path);
+        self.paths.insert(0, path);
+        self.arm_path_check();
+    }
+
     /// A path went down with whatever it had in flight. If it was the current one,
     /// the most recent remaining path takes over and gets everything resent.
     pub fn handle_path_down(&mut self, now: Instant, path: PathId) {

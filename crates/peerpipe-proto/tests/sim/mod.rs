@@ -28,6 +28,8 @@ pub struct Link {
     free_at: Instant,
     /// Packets in flight with their arrival time, in order.
     pub in_flight: VecDeque<(Instant, Bytes)>,
+    /// Bytes ever sent into the link.
+    pub sent: u64,
 }
 
 impl Link {
@@ -37,6 +39,7 @@ impl Link {
             bandwidth,
             free_at: now,
             in_flight: VecDeque::new(),
+            sent: 0,
         }
     }
 
@@ -46,6 +49,7 @@ impl Link {
         );
         let depart = self.free_at.max(now) + serialise;
         self.free_at = depart;
+        self.sent += packet.len() as u64;
         self.in_flight.push_back((depart + self.latency, packet));
     }
 
@@ -121,6 +125,21 @@ impl Pair {
 
     /// Opens a new path with the pair's latency and bandwidth; both sides move to it.
     pub fn open_path(&mut self) -> u64 {
+        let id = self.add_link();
+        self.a.handle_path_up(self.now, PathId(id));
+        self.b.handle_path_up(self.now, PathId(id));
+        id
+    }
+
+    /// Opens a new path that both sides keep as a standby.
+    pub fn open_standby_path(&mut self) -> u64 {
+        let id = self.add_link();
+        self.a.handle_path_standby(self.now, PathId(id));
+        self.b.handle_path_standby(self.now, PathId(id));
+        id
+    }
+
+    fn add_link(&mut self) -> u64 {
         let id = self.next_path;
         self.next_path += 1;
         self.paths.insert(
@@ -131,8 +150,6 @@ impl Pair {
                 silent: false,
             },
         );
-        self.a.handle_path_up(self.now, PathId(id));
-        self.b.handle_path_up(self.now, PathId(id));
         id
     }
 
