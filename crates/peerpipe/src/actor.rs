@@ -28,6 +28,7 @@ use tracing::Instrument as _;
 use crate::connection::{
     ConnInner, INPUT_QUEUE, Incoming, Input, Route, Waiter, drive, session_config,
 };
+use crate::direct::DirectEnv;
 use crate::link::{Admitted, Ws, dial};
 use crate::node::{Command, Config, NodeEvent};
 use crate::{AcceptError, CloseReason, ConnectError, RequestError, StopError};
@@ -103,6 +104,8 @@ pub(crate) struct Actor {
     routes: HashMap<SessionId, SessionId>,
     peers: HashMap<DeviceId, PeerInfo>,
     link: Option<Link>,
+    /// Where direct attempts bind, from the current server link.
+    env: watch::Sender<DirectEnv>,
 }
 
 impl Actor {
@@ -126,6 +129,7 @@ impl Actor {
             routes: HashMap::new(),
             peers: HashMap::new(),
             link: None,
+            env: watch::Sender::new(DirectEnv::default()),
         }
     }
 
@@ -350,7 +354,10 @@ impl Actor {
 
     /// Runs one admitted link until it ends.
     async fn run_link(&mut self, admitted: Admitted) -> LinkEnd {
-        let Admitted { ws, limits, .. } = admitted;
+        let Admitted {
+            ws, limits, local, ..
+        } = admitted;
+        self.env.send_replace(DirectEnv::for_link(local));
         let (sink, mut stream) = ws.split();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let mut writer = tokio::spawn(write_loop(sink, out_rx).in_current_span());
@@ -530,7 +537,8 @@ impl Actor {
             self.cmd_tx.clone(),
         );
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
-        let task = tokio::spawn(drive(inner.clone(), input_rx).in_current_span());
+        let env = self.env.subscribe();
+        let task = tokio::spawn(drive(inner.clone(), input_rx, env).in_current_span());
         let mut conn = Conn {
             inner,
             input,
@@ -554,7 +562,7 @@ impl Actor {
         self.next_path += 1;
         let up = Input::PathUp(
             path,
-            Route {
+            Route::Relay {
                 session: route,
                 out: link.out.clone(),
             },

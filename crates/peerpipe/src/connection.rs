@@ -20,10 +20,11 @@ use peerpipe_proto::session::{
 };
 use peerpipe_proto::signal::{PeerInfo, SessionId};
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::direct::{self, Action, Direct, DirectEnv, DirectEvent, PathKind, PathPolicy};
 use crate::node::{Command, Config, NodeEvent, Operation, wait_op};
 use crate::stream::{Stream, StreamWakers};
 use crate::{AcceptError, CloseReason, ConnectError, RecvError, SendError, StreamError};
@@ -48,11 +49,16 @@ pub(crate) enum Input {
     Abort(CloseReason),
 }
 
-/// Where a relay path's packets go: the server link, for one server session.
+/// Where a path's packets go.
 #[derive(Debug, Clone)]
-pub(crate) struct Route {
-    pub session: SessionId,
-    pub out: mpsc::Sender<Message>,
+pub(crate) enum Route {
+    /// The server link, for one server session.
+    Relay {
+        session: SessionId,
+        out: mpsc::Sender<Message>,
+    },
+    /// A direct path's task.
+    Direct { out: mpsc::Sender<Bytes> },
 }
 
 /// A relay frame carrying one session packet.
@@ -64,11 +70,12 @@ fn relay_message(session: SessionId, packet: &[u8]) -> Message {
 }
 
 /// The session settings for a node and a relay that carries frames of up to
-/// `max_frame` bytes.
+/// `max_frame` bytes. Packets also fit every direct path.
 pub(crate) fn session_config(cfg: &Config, max_frame: u32) -> session::Config {
     let max_packet = usize::try_from(max_frame)
         .unwrap_or(usize::MAX)
-        .saturating_sub(HEADER_LEN);
+        .saturating_sub(HEADER_LEN)
+        .min(direct::MAX_PACKET);
     session::Config {
         max_frame_payload: session::frame_payload_for(max_packet).max(1),
         max_message_size: u32::try_from(cfg.max_message_size).unwrap_or(u32::MAX),
@@ -157,6 +164,10 @@ pub(crate) struct State {
     established: bool,
     confirms: HashMap<MessageId, oneshot::Sender<Result<(), CloseReason>>>,
     pub wakers: StreamWakers,
+    /// The kind of path the traffic takes now.
+    path: PathKind,
+    /// The application asked for a new direct path.
+    restart_direct: bool,
 }
 
 /// State shared by the connection's handles, its driver and the node actor.
@@ -199,6 +210,8 @@ impl ConnInner {
                 established: false,
                 confirms: HashMap::new(),
                 wakers: StreamWakers::default(),
+                path: PathKind::Relay,
+                restart_direct: false,
             }),
             wake: Notify::new(),
             changed: Notify::new(),
@@ -343,12 +356,20 @@ impl ConnInner {
     }
 
     /// Acts on the session's events; false when there were none.
-    fn dispatch(&self, st: &mut State, after: &mut Vec<After>) -> bool {
+    fn dispatch(
+        &self,
+        st: &mut State,
+        now: std::time::Instant,
+        direct: &mut Direct,
+        actions: &mut Vec<Action>,
+        after: &mut Vec<After>,
+    ) -> bool {
         let mut any = false;
         while let Some(event) = st.session.poll_event() {
             any = true;
             match event {
                 Event::Connected => {
+                    direct.connected(now);
                     if let Some(waiter) = st.waiter.take() {
                         st.established = true;
                         after.push(After::Hand(waiter));
@@ -366,15 +387,21 @@ impl ConnInner {
                 }
                 Event::Slow => after.push(After::Slow),
                 Event::PathChanged(path) => {
-                    tracing::debug!(session = %self.id, ?path, "sending on a new path");
+                    let kind = direct::path_kind(path);
+                    tracing::debug!(session = %self.id, ?path, "sending on the {kind} path");
+                    if kind != st.path {
+                        st.path = kind;
+                        after.push(After::PathChanged(kind, st.session.rtt()));
+                    }
                 }
                 Event::PathFailed(path) => {
                     tracing::debug!(session = %self.id, ?path, "path went silent, left it");
+                    direct.path_failed(now, path, actions);
                 }
                 Event::PathSignal => {
-                    // This node negotiates no direct path: a peer's offers go
-                    // unanswered and the connection stays on the relay.
-                    while st.session.recv_path_signal().is_some() {}
+                    while let Some(signal) = st.session.recv_path_signal() {
+                        direct.handle_signal(now, &signal, actions);
+                    }
                 }
                 Event::Closed { reason } => {
                     let reason = st.closed.get_or_insert_with(|| {
@@ -395,19 +422,58 @@ impl ConnInner {
         any
     }
 
-    fn apply(&self, st: &mut State, paths: &mut Paths, now: std::time::Instant, input: Input) {
+    /// Carries out what the direct-path negotiator asked for.
+    fn act(&self, st: &mut State, paths: &mut Paths, now: std::time::Instant, action: Action) {
+        match action {
+            Action::Signal(signal) => {
+                if st.session.send_path_signal(signal.encode().into()).is_err() {
+                    tracing::debug!(session = %self.id, "path signal not sent: queue full or closed");
+                }
+            }
+            Action::Up(path, out) => {
+                paths.routes.insert(path, Route::Direct { out });
+                st.session.handle_path_up(now, path);
+                if self.cfg.path_policy == PathPolicy::DirectOnly {
+                    paths.relay_forbidden = true;
+                    let relays: Vec<PathId> = paths
+                        .routes
+                        .iter()
+                        .filter(|(_, r)| matches!(r, Route::Relay { .. }))
+                        .map(|(p, _)| *p)
+                        .collect();
+                    for relay in relays {
+                        paths.routes.remove(&relay);
+                        st.session.handle_path_down(now, relay);
+                    }
+                }
+            }
+            Action::Down(path) => {
+                if paths.routes.remove(&path).is_some() {
+                    st.session.handle_path_down(now, path);
+                }
+            }
+        }
+    }
+
+    fn apply(&self, st: &mut State, paths: &mut Paths, direct: &Direct, now: std::time::Instant, input: Input) {
         match input {
             Input::Packet(path, packet) => st.session.handle_packet(now, path, packet),
             Input::PathUp(path, route) => {
-                tracing::debug!(session = %self.id, route = %route.session, "relay path up");
+                if paths.relay_forbidden {
+                    return;
+                }
+                tracing::debug!(session = %self.id, ?path, "relay path up");
                 paths.routes.insert(path, route);
-                paths.held = None;
-                st.session.handle_path_up(now, path);
+                let direct_current = st.session.current_path().is_some_and(|p| direct.is_up(p));
+                if direct_current {
+                    st.session.handle_path_standby(now, path);
+                } else {
+                    st.session.handle_path_up(now, path);
+                }
             }
             Input::PathDown(path) => {
                 if paths.routes.remove(&path).is_some() {
-                    tracing::debug!(session = %self.id, "relay path down");
-                    paths.held = None;
+                    tracing::debug!(session = %self.id, ?path, "relay path down");
                     st.session.handle_path_down(now, path);
                 }
             }
@@ -430,23 +496,48 @@ enum After {
     Fail(Waiter, CloseReason),
     Changed,
     Slow,
+    PathChanged(PathKind, Duration),
 }
 
-/// The driver's paths and the queue slot it holds on the current one.
+/// A queue slot taken on one path's route.
+enum Permit {
+    Relay(SessionId, mpsc::OwnedPermit<Message>),
+    Direct(mpsc::OwnedPermit<Bytes>),
+}
+
+/// A full route queue to wait on.
+enum Full {
+    Relay(SessionId, mpsc::Sender<Message>),
+    Direct(mpsc::Sender<Bytes>),
+}
+
+impl Full {
+    /// Waits for a slot (never resolves when the route is gone).
+    async fn reserve(self) -> Option<Permit> {
+        match self {
+            Self::Relay(session, out) => out
+                .reserve_owned()
+                .await
+                .ok()
+                .map(|p| Permit::Relay(session, p)),
+            Self::Direct(out) => out.reserve_owned().await.ok().map(Permit::Direct),
+        }
+    }
+}
+
+/// The driver's paths and the queue slot it holds on one of them.
 #[derive(Default)]
 struct Paths {
     routes: HashMap<PathId, Route>,
-    held: Option<mpsc::OwnedPermit<Message>>,
+    held: Option<(PathId, Permit)>,
+    /// [`PathPolicy::DirectOnly`] after the upgrade: relay routes are refused.
+    relay_forbidden: bool,
 }
 
 impl Paths {
-    /// Sends what the session has for its current path while the link's queue
+    /// Sends what the session has for its current path while the route's queue
     /// takes it; returns the queue to wait on when it is full.
-    fn transmit(
-        &mut self,
-        session: &mut Session,
-        now: std::time::Instant,
-    ) -> Option<mpsc::Sender<Message>> {
+    fn transmit(&mut self, session: &mut Session, now: std::time::Instant) -> Option<Full> {
         loop {
             let path = session.current_path()?;
             let Some(route) = self.routes.get(&path) else {
@@ -454,58 +545,96 @@ impl Paths {
                 session.handle_path_down(now, path);
                 continue;
             };
-            let server_session = route.session;
             let permit = match self.held.take() {
-                Some(permit) => permit,
-                None => match route.out.clone().try_reserve_owned() {
-                    Ok(permit) => permit,
-                    Err(TrySendError::Full(out)) => return Some(out),
-                    Err(TrySendError::Closed(_)) => {
-                        self.routes.remove(&path);
-                        session.handle_path_down(now, path);
-                        continue;
-                    }
+                Some((held, permit)) if held == path => Ok(permit),
+                _ => match route {
+                    Route::Relay { session, out } => match out.clone().try_reserve_owned() {
+                        Ok(p) => Ok(Permit::Relay(*session, p)),
+                        Err(TrySendError::Full(out)) => Err(Some(Full::Relay(*session, out))),
+                        Err(TrySendError::Closed(_)) => Err(None),
+                    },
+                    Route::Direct { out } => match out.clone().try_reserve_owned() {
+                        Ok(p) => Ok(Permit::Direct(p)),
+                        Err(TrySendError::Full(out)) => Err(Some(Full::Direct(out))),
+                        Err(TrySendError::Closed(_)) => Err(None),
+                    },
                 },
+            };
+            let permit = match permit {
+                Ok(permit) => permit,
+                Err(Some(full)) => return Some(full),
+                Err(None) => {
+                    self.routes.remove(&path);
+                    session.handle_path_down(now, path);
+                    continue;
+                }
             };
             // Nothing to send: the slot goes back (an idle connection must not
             // hold a place in the link's queue).
             let transmit = session.poll_transmit(now)?;
             debug_assert_eq!(transmit.path, path);
-            permit.send(relay_message(server_session, &transmit.payload));
+            match permit {
+                Permit::Relay(server_session, p) => {
+                    p.send(relay_message(server_session, &transmit.payload));
+                }
+                Permit::Direct(p) => {
+                    p.send(transmit.payload);
+                }
+            }
         }
     }
 }
 
 /// Drives a connection until it ends, then tells the node.
-pub(crate) async fn drive(inner: Arc<ConnInner>, mut input: mpsc::Receiver<Input>) {
+pub(crate) async fn drive(
+    inner: Arc<ConnInner>,
+    mut input: mpsc::Receiver<Input>,
+    env: watch::Receiver<DirectEnv>,
+) {
     let mut paths = Paths::default();
+    let (mut direct, mut direct_rx) = Direct::new(inner.cfg.path_policy, inner.dialer, env);
     let mut next: Option<Input> = None;
+    let mut next_direct: Option<DirectEvent> = None;
+    let mut actions = Vec::new();
     let reason = loop {
         let now = Instant::now();
         let std_now = now.into_std();
         let mut after = Vec::new();
-        let (deadline, full, ended) = {
+        let (deadline, full, full_path, ended) = {
             let mut st = inner.lock();
             let st = &mut *st;
             if let Some(i) = next.take() {
-                inner.apply(st, &mut paths, std_now, i);
+                inner.apply(st, &mut paths, &direct, std_now, i);
             }
             for _ in 0..INPUT_QUEUE {
                 match input.try_recv() {
-                    Ok(i) => inner.apply(st, &mut paths, std_now, i),
+                    Ok(i) => inner.apply(st, &mut paths, &direct, std_now, i),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
-                        inner.apply(
-                            st,
-                            &mut paths,
-                            std_now,
-                            Input::Abort(CloseReason::NodeStopped),
-                        );
+                        let abort = Input::Abort(CloseReason::NodeStopped);
+                        inner.apply(st, &mut paths, &direct, std_now, abort);
                         break;
                     }
                 }
             }
+            let mut direct_event = next_direct.take();
+            for _ in 0..direct::EVENT_QUEUE {
+                let Some(event) = direct_event.take().or_else(|| direct_rx.try_recv().ok())
+                else {
+                    break;
+                };
+                match event {
+                    DirectEvent::Packet(path, packet) => {
+                        st.session.handle_packet(std_now, path, packet);
+                    }
+                    event => direct.handle_event(std_now, event, &mut actions),
+                }
+            }
             st.session.handle_timeout(std_now);
+            direct.handle_timeout(std_now, &mut actions);
+            if std::mem::take(&mut st.restart_direct) {
+                direct.restart(std_now, &mut actions);
+            }
             if st.waiter.as_ref().is_some_and(Waiter::is_closed) {
                 // Whoever waited for the handshake gave up.
                 st.waiter = None;
@@ -513,8 +642,12 @@ pub(crate) async fn drive(inner: Arc<ConnInner>, mut input: mpsc::Receiver<Input
                     .close(CLOSE_GOING_AWAY, "the other side gave up waiting");
             }
             let full = loop {
+                for action in actions.drain(..) {
+                    inner.act(st, &mut paths, std_now, action);
+                }
                 let full = paths.transmit(&mut st.session, std_now);
-                let mut again = inner.dispatch(st, &mut after);
+                let mut again = inner.dispatch(st, std_now, &mut direct, &mut actions, &mut after);
+                again |= !actions.is_empty();
                 // An orderly close waits until everything queued went out and
                 // was acknowledged (confirmations of taken messages included).
                 if full.is_none()
@@ -529,7 +662,12 @@ pub(crate) async fn drive(inner: Arc<ConnInner>, mut input: mpsc::Receiver<Input
                     break full;
                 }
             };
-            (st.session.poll_timeout(), full, st.closed.clone())
+            direct.set_rtt(st.session.rtt());
+            let deadline = match (st.session.poll_timeout(), direct.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            (deadline, full, st.session.current_path(), st.closed.clone())
         };
         for item in after {
             match item {
@@ -549,6 +687,15 @@ pub(crate) async fn drive(inner: Arc<ConnInner>, mut input: mpsc::Receiver<Input
                     };
                     let _ = inner.cmd.try_send(Command::Emit(event));
                 }
+                After::PathChanged(path, rtt) => {
+                    let event = NodeEvent::PathChanged {
+                        session: inner.id,
+                        peer: inner.peer.id,
+                        path,
+                        rtt,
+                    };
+                    let _ = inner.cmd.try_send(Command::Emit(event));
+                }
             }
         }
         if let Some(reason) = ended {
@@ -564,9 +711,10 @@ pub(crate) async fn drive(inner: Arc<ConnInner>, mut input: mpsc::Receiver<Input
         };
         tokio::select! {
             i = input.recv() => next = Some(i.unwrap_or(Input::Abort(CloseReason::NodeStopped))),
+            Some(event) = direct_rx.recv() => next_direct = Some(event),
             () = inner.wake.notified() => {}
             () = sleep => {}
-            permit = reserve(full) => paths.held = permit,
+            permit = reserve(full) => paths.held = full_path.zip(permit),
         }
     };
     tracing::debug!(session = %inner.id, "connection ended: {reason}");
@@ -581,10 +729,10 @@ pub(crate) async fn drive(inner: Arc<ConnInner>, mut input: mpsc::Receiver<Input
         .await;
 }
 
-/// Waits for room in a full link queue (never resolves without one).
-async fn reserve(out: Option<mpsc::Sender<Message>>) -> Option<mpsc::OwnedPermit<Message>> {
-    match out {
-        Some(out) => out.reserve_owned().await.ok(),
+/// Waits for room in a full route queue (never resolves without one).
+async fn reserve(full: Option<Full>) -> Option<Permit> {
+    match full {
+        Some(full) => full.reserve().await,
         None => std::future::pending().await,
     }
 }
@@ -648,6 +796,20 @@ impl Connection {
     /// Why the connection ended, or `None` while it is open.
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.inner().closed()
+    }
+
+    /// The kind of path the connection's traffic takes now
+    /// ([`NodeEvent::PathChanged`](crate::NodeEvent::PathChanged) reports changes).
+    pub fn path(&self) -> PathKind {
+        self.inner().lock().path
+    }
+
+    /// Leaves the current direct path and negotiates a new one at once, staying
+    /// on the relay meanwhile; nothing sent is lost or repeated. Call it when the
+    /// device's network changed (another Wi-Fi, a VPN came up).
+    pub fn restart_direct(&self) {
+        self.inner().lock().restart_direct = true;
+        self.inner().wake_driver();
     }
 
     /// The smoothed round-trip time to the peer.

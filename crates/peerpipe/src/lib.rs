@@ -68,12 +68,14 @@
 
 mod actor;
 mod connection;
+mod direct;
 mod error;
 mod link;
 mod node;
 mod stream;
 
 pub use connection::{Connection, Incoming};
+pub use direct::{PathKind, PathPolicy};
 pub use error::{
     AcceptError, BindError, CloseReason, ConnectError, RecvError, RequestError, SendError,
     StopError, StreamError,

@@ -21,6 +21,8 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// A link the server has admitted this device on.
 pub(crate) struct Admitted {
     pub ws: Ws,
+    /// The local address of the link's TCP connection.
+    pub local: Option<std::net::SocketAddr>,
     pub peers: Vec<PeerInfo>,
     pub limits: Limits,
 }
@@ -85,7 +87,16 @@ async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
                     "the server admitted {device:?} instead of this device"
                 )));
             }
-            Ok(Admitted { ws, peers, limits })
+            let local = match ws.get_ref() {
+                MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok(),
+                _ => None,
+            };
+            Ok(Admitted {
+                ws,
+                local,
+                peers,
+                limits,
+            })
         }
         ServerMessage::Error { code, message, .. } => Err(BindError::from_code(code, message)),
         other => Err(BindError::Protocol(format!(

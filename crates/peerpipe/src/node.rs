@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 
 use crate::actor::Actor;
 use crate::connection::{Connection, Incoming};
+use crate::direct::{PathKind, PathPolicy};
 use crate::link::dial;
 use crate::{AcceptError, BindError, CloseReason, ConnectError, RequestError, StopError};
 
@@ -35,6 +36,7 @@ pub(crate) struct Config {
     pub backoff_max: Duration,
     pub slow_threshold: Duration,
     pub idle_timeout: Duration,
+    pub path_policy: PathPolicy,
 }
 
 #[cfg(test)]
@@ -54,6 +56,7 @@ impl Config {
             backoff_max: Duration::from_millis(1),
             slow_threshold: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
+            path_policy: PathPolicy::Any,
         }
     }
 }
@@ -127,6 +130,18 @@ pub enum NodeEvent {
         session: SessionId,
         /// Why it ended.
         reason: CloseReason,
+    },
+    /// A connection's traffic moved to another kind of path: to the direct path
+    /// when it opened, back to the relay when it failed.
+    PathChanged {
+        /// The device at the other end.
+        peer: DeviceId,
+        /// The connection.
+        session: SessionId,
+        /// The path the traffic takes now.
+        path: PathKind,
+        /// The round-trip time measured so far.
+        rtt: Duration,
     },
     /// The server link dropped; the node tries again after `delay`.
     Reconnecting {
@@ -225,6 +240,7 @@ pub struct NodeBuilder {
     backoff_max: Duration,
     slow_threshold: Duration,
     idle_timeout: Duration,
+    path_policy: PathPolicy,
 }
 
 impl Default for NodeBuilder {
@@ -242,6 +258,7 @@ impl Default for NodeBuilder {
             backoff_max: Duration::from_secs(30),
             slow_threshold: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(30),
+            path_policy: PathPolicy::Any,
         }
     }
 }
@@ -323,6 +340,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Which paths connections may take: by default they start on the relay
+    /// and move to a direct path when one opens ([`PathPolicy`]).
+    pub fn path_policy(mut self, policy: PathPolicy) -> Self {
+        self.path_policy = policy;
+        self
+    }
+
     /// Connects to the server and is admitted; then the node runs until
     /// [`Node::shutdown`] or until its last handle is dropped, reconnecting as needed.
     pub async fn bind(self) -> Result<Node, BindError> {
@@ -350,6 +374,7 @@ impl NodeBuilder {
             backoff_max: self.backoff_max,
             slow_threshold: self.slow_threshold,
             idle_timeout: self.idle_timeout,
+            path_policy: self.path_policy,
         });
         let id = cfg.identity.device_id();
         let span = tracing::info_span!("node", id = %id.short());
