@@ -679,18 +679,19 @@ impl Actor {
                 tracing::debug!(%session, "route closed by the server: {reason}");
                 if let Some(id) = self.route_down(session) {
                     let end = match reason {
-                        // The peer's node ended the connection (its close packet,
-                        // if any, arrived before this).
-                        signal::CloseReason::PeerClosed => Some(CloseReason::PeerDisconnected),
+                        // The peer's node ended the connection (its close packet
+                        // arrived before this on the relay, or is on its way on
+                        // the direct path).
+                        signal::CloseReason::PeerClosed => Some(Input::PeerLeft),
                         signal::CloseReason::Cancelled | signal::CloseReason::Timeout => {
-                            Some(CloseReason::Cancelled)
+                            Some(Input::Abort(CloseReason::Cancelled))
                         }
                         // The peer's link dropped or the server stops: the
                         // connection waits for a new route.
                         _ => None,
                     };
                     if let (Some(end), Some(conn)) = (end, self.conns.get(&id)) {
-                        deliver(&conn.input, Input::Abort(end));
+                        deliver(&conn.input, end);
                     }
                 }
             }

@@ -35,6 +35,9 @@ pub(crate) const INPUT_QUEUE: usize = 64;
 const CLOSE_NORMAL: u32 = 0;
 /// `CLOSE` code of a node that stops or gives the connection up.
 const CLOSE_GOING_AWAY: u32 = 1;
+/// How long a connection on a direct path waits for the peer's close packet
+/// after the server said the peer left.
+const PEER_LEFT_GRACE: Duration = Duration::from_secs(2);
 
 /// What the node actor hands a connection's driver.
 #[derive(Debug)]
@@ -47,6 +50,9 @@ pub(crate) enum Input {
     PathDown(PathId),
     /// The node ends the connection for this reason.
     Abort(CloseReason),
+    /// The server says the peer ended the connection: its close packet may
+    /// still be on the direct path.
+    PeerLeft,
 }
 
 /// Where a path's packets go.
@@ -455,7 +461,14 @@ impl ConnInner {
         }
     }
 
-    fn apply(&self, st: &mut State, paths: &mut Paths, direct: &Direct, now: std::time::Instant, input: Input) {
+    fn apply(
+        &self,
+        st: &mut State,
+        paths: &mut Paths,
+        direct: &Direct,
+        now: std::time::Instant,
+        input: Input,
+    ) {
         match input {
             Input::Packet(path, packet) => st.session.handle_packet(now, path, packet),
             Input::PathUp(path, route) => {
@@ -477,15 +490,25 @@ impl ConnInner {
                     st.session.handle_path_down(now, path);
                 }
             }
-            Input::Abort(reason) => {
-                // A close that arrived in-band just before keeps its own reason.
-                if st.closed.is_none() && st.session.close_reason().is_none() {
-                    tracing::debug!(session = %self.id, "ending: {reason}");
-                    let text = reason.to_string();
-                    st.closed = Some(reason);
-                    st.session.close(CLOSE_GOING_AWAY, &text);
+            Input::Abort(reason) => Self::abort(self.id, st, reason),
+            Input::PeerLeft => {
+                let direct_current = st.session.current_path().is_some_and(|p| direct.is_up(p));
+                if direct_current {
+                    paths.peer_left = Some(now + PEER_LEFT_GRACE);
+                } else {
+                    Self::abort(self.id, st, CloseReason::PeerDisconnected);
                 }
             }
+        }
+    }
+
+    fn abort(id: SessionId, st: &mut State, reason: CloseReason) {
+        // A close that arrived in-band just before keeps its own reason.
+        if st.closed.is_none() && st.session.close_reason().is_none() {
+            tracing::debug!(session = %id, "ending: {reason}");
+            let text = reason.to_string();
+            st.closed = Some(reason);
+            st.session.close(CLOSE_GOING_AWAY, &text);
         }
     }
 }
@@ -532,6 +555,9 @@ struct Paths {
     held: Option<(PathId, Permit)>,
     /// [`PathPolicy::DirectOnly`] after the upgrade: relay routes are refused.
     relay_forbidden: bool,
+    /// The server said the peer left: end the connection at this instant
+    /// unless the peer's close packet arrives first.
+    peer_left: Option<std::time::Instant>,
 }
 
 impl Paths {
@@ -619,8 +645,7 @@ pub(crate) async fn drive(
             }
             let mut direct_event = next_direct.take();
             for _ in 0..direct::EVENT_QUEUE {
-                let Some(event) = direct_event.take().or_else(|| direct_rx.try_recv().ok())
-                else {
+                let Some(event) = direct_event.take().or_else(|| direct_rx.try_recv().ok()) else {
                     break;
                 };
                 match event {
@@ -632,6 +657,10 @@ pub(crate) async fn drive(
             }
             st.session.handle_timeout(std_now);
             direct.handle_timeout(std_now, &mut actions);
+            if paths.peer_left.is_some_and(|at| at <= std_now) {
+                paths.peer_left = None;
+                ConnInner::abort(inner.id, st, CloseReason::PeerDisconnected);
+            }
             if std::mem::take(&mut st.restart_direct) {
                 direct.restart(std_now, &mut actions);
             }
@@ -663,10 +692,14 @@ pub(crate) async fn drive(
                 }
             };
             direct.set_rtt(st.session.rtt());
-            let deadline = match (st.session.poll_timeout(), direct.poll_timeout()) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let deadline = [
+                st.session.poll_timeout(),
+                direct.poll_timeout(),
+                paths.peer_left,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             (deadline, full, st.session.current_path(), st.closed.clone())
         };
         for item in after {

@@ -1,6 +1,7 @@
 //! A byte flipped on the relay path (by a WebSocket proxy between one device and
 //! the real server) ends the connection with the typed integrity error on both
-//! sides; what was delivered before is an uncorrupted prefix.
+//! sides; what was delivered before is an uncorrupted prefix. Both devices keep
+//! to the relay (`PathPolicy::RelayOnly`) so that the data crosses the proxy.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context as _, Result, bail};
 use common::{TestServer, bounded, builder, pair, wait_for};
 use futures_util::{SinkExt as _, StreamExt as _};
-use peerpipe::{CloseReason, NodeEvent, StreamError};
+use peerpipe::{CloseReason, NodeEvent, PathPolicy, StreamError};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
@@ -77,8 +78,13 @@ async fn a_flipped_byte_in_the_relay_is_an_integrity_error() -> Result<()> {
         let server = TestServer::start().await?;
         let armed = Arc::new(AtomicBool::new(false));
         let proxy = tampering_proxy(server.url(), armed.clone()).await?;
-        let a = server.node("alice", "a").await?;
+        let a = server
+            .builder("alice", "a")
+            .path_policy(PathPolicy::RelayOnly)
+            .bind()
+            .await?;
         let b = builder(&proxy, &server.token("alice"), "b")
+            .path_policy(PathPolicy::RelayOnly)
             .bind()
             .await
             .context("binding b through the proxy")?;

@@ -764,10 +764,15 @@ impl Session {
                 return;
             }
             self.rcv_next += 1;
-            // Fresh data on another live path: the peer moved there (its path
-            // failed or it prefers the new one). Follow, so answers reach it.
+            // Fresh data on another live path while the current one has been
+            // quiet for a while: the peer moved there (its path failed or it
+            // prefers the new one). Follow, so answers reach it. A current path
+            // that carries traffic is kept: packets the peer sent on its old
+            // path just before it moved must not pull this side back.
+            let quiet =
+                now.saturating_duration_since(self.current_heard) >= self.config.path_timeout / 4;
             if let Some(path) = self.packet_path {
-                if Some(path) != self.current_path() && self.paths.contains(&path) {
+                if quiet && Some(path) != self.current_path() && self.paths.contains(&path) {
                     self.paths.retain(|p| *p != path);
                     self.paths.push(path);
                     self.switched_path(now);

@@ -139,7 +139,8 @@ impl Pair {
         id
     }
 
-    fn add_link(&mut self) -> u64 {
+    /// Adds a path's links without telling the sessions.
+    pub fn add_link(&mut self) -> u64 {
         let id = self.next_path;
         self.next_path += 1;
         self.paths.insert(

@@ -326,7 +326,12 @@ impl Direct {
                 return;
             }
         };
-        tracing::debug!(attempt = id, ?hosts, offerer = offer.is_none(), "direct attempt");
+        tracing::debug!(
+            attempt = id,
+            ?hosts,
+            offerer = offer.is_none(),
+            "direct attempt"
+        );
         let (signals, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
         let task = Task {
             path,
@@ -452,7 +457,12 @@ impl Direct {
 
     /// An event from an attempt's task (packets excepted: the driver feeds them
     /// to the session itself).
-    pub(crate) fn handle_event(&mut self, now: Instant, event: DirectEvent, actions: &mut Vec<Action>) {
+    pub(crate) fn handle_event(
+        &mut self,
+        now: Instant,
+        event: DirectEvent,
+        actions: &mut Vec<Action>,
+    ) {
         let Some(active) = self.active.as_mut() else {
             return;
         };
@@ -515,7 +525,10 @@ struct Task {
 }
 
 /// Receives one datagram on whichever socket has one.
-async fn recv_any(sockets: &[Socket], buf: &mut [u8]) -> (SocketAddr, io::Result<(usize, SocketAddr)>) {
+async fn recv_any(
+    sockets: &[Socket],
+    buf: &mut [u8],
+) -> (SocketAddr, io::Result<(usize, SocketAddr)>) {
     poll_fn(|cx| {
         for s in sockets {
             let mut read = ReadBuf::new(buf);
@@ -526,6 +539,21 @@ async fn recv_any(sockets: &[Socket], buf: &mut [u8]) -> (SocketAddr, io::Result
         Poll::Pending
     })
     .await
+}
+
+/// Sends the datagrams the transport has ready now; drops anything else.
+fn flush<T: Transport>(transport: &mut T, sockets: &[Socket]) {
+    for _ in 0..1024 {
+        match transport.poll_output() {
+            Out::Transmit { from, to, data } => {
+                if let Some(s) = sockets.iter().find(|s| s.local == from) {
+                    let _ = s.socket.try_send_to(&data, to);
+                }
+            }
+            Out::Timeout(_) | Out::Failed(_) => return,
+            Out::Signal(_) | Out::Open | Out::Packet(_) => {}
+        }
+    }
 }
 
 /// Runs one attempt until it fails or the driver drops it.
@@ -557,11 +585,19 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
                     if let Some(s) = sockets.iter().find(|s| s.local == from) {
                         // A full socket buffer drops the datagram, as the network
                         // would; SCTP resends it.
-                        let _ = s.socket.try_send_to(&data, to);
+                        let r = s.socket.try_send_to(&data, to);
+                        tracing::trace!(%from, %to, len = data.len(), ?r, "transmit");
+                    } else {
+                        tracing::trace!(%from, %to, "transmit from no socket");
                     }
                 }
                 Out::Signal(signal) => {
-                    if task.events.send(DirectEvent::Signal(path, signal)).await.is_err() {
+                    if task
+                        .events
+                        .send(DirectEvent::Signal(path, signal))
+                        .await
+                        .is_err()
+                    {
                         break 'run None;
                     }
                 }
@@ -574,7 +610,12 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
                     }
                 }
                 Out::Packet(packet) => {
-                    if task.events.send(DirectEvent::Packet(path, packet)).await.is_err() {
+                    if task
+                        .events
+                        .send(DirectEvent::Packet(path, packet))
+                        .await
+                        .is_err()
+                    {
                         break 'run None;
                     }
                 }
@@ -594,13 +635,17 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
             signal = task.signals.recv() => match signal {
                 Some(signal) => transport.handle_signal(signal),
                 None => {
-                    // The driver dropped the attempt: say goodbye, quietly.
-                    transport.close();
-                    while let Out::Transmit { from, to, data } = transport.poll_output() {
-                        if let Some(s) = sockets.iter().find(|s| s.local == from) {
-                            let _ = s.socket.try_send_to(&data, to);
+                    // The driver dropped the attempt (the connection may have
+                    // ended): send what it queued last, its close packet
+                    // perhaps, then say goodbye.
+                    while let Some(packet) = pending.take().or_else(|| out_rx.try_recv().ok()) {
+                        if !transport.send(&packet) {
+                            break;
                         }
                     }
+                    flush(&mut transport, &sockets);
+                    transport.close();
+                    flush(&mut transport, &sockets);
                     break None;
                 }
             },

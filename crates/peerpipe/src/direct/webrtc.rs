@@ -147,10 +147,9 @@ impl Transport for WebRtc {
                 contents,
             },
         );
-        if self.rtc.accepts(&input) {
-            if let Err(e) = self.rtc.handle_input(input) {
-                self.fail(e.to_string());
-            }
+        // One `Rtc` per socket: everything that parses is for it.
+        if let Err(e) = self.rtc.handle_input(input) {
+            self.fail(e.to_string());
         }
     }
 

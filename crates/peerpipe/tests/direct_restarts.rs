@@ -1,0 +1,116 @@
+//! A 500 MiB stream while the direct path is torn down and rebuilt several times
+//! mid-transfer, from either side: every move (direct → relay → new direct path)
+//! loses and repeats nothing, so the receiver ends byte-identical.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use common::{TestServer, pair, wait_for};
+use peerpipe::{Connection, Node, NodeEvent, PathKind};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+const LEN: u64 = 500 * 1024 * 1024;
+const RESTARTS: usize = 4;
+const CHUNK: usize = 256 * 1024;
+
+/// Byte `i` of the stream.
+fn byte(i: u64) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8
+}
+
+fn fill(buf: &mut [u8], at: u64) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        *b = byte(at + k as u64);
+    }
+}
+
+async fn wait_direct(node: &Node, conn: &Connection) -> Result<()> {
+    let session = conn.session_id();
+    wait_for(node, "the direct path", |e| match e {
+        NodeEvent::PathChanged {
+            path: PathKind::Direct,
+            session: s,
+            ..
+        } if s == session => Some(()),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "500 MiB: runs in release as its own step of .ci/run"]
+async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
+    common::init_tracing();
+    tokio::time::timeout(Duration::from_secs(600), async {
+        let server = TestServer::start().await?;
+        let a = server.node("alice", "a").await?;
+        let b = server.node("alice", "b").await?;
+        let (to_b, from_a) = pair(&a, &b).await?;
+        wait_direct(&a, &to_b).await?;
+        wait_direct(&b, &from_a).await?;
+
+        let mut out = to_b.open_stream().await?;
+        let writer = tokio::spawn(async move {
+            let mut buf = vec![0; CHUNK];
+            let mut at = 0;
+            while at < LEN {
+                let n = CHUNK.min((LEN - at) as usize);
+                fill(&mut buf[..n], at);
+                out.write_all(&buf[..n]).await?;
+                at += n as u64;
+            }
+            out.shutdown().await?;
+            anyhow::Ok(())
+        });
+        let mut stream = from_a.accept_stream().await?;
+        let mut buf = vec![0; CHUNK];
+        let mut expected = vec![0; CHUNK];
+        let mut got = 0u64;
+        let mut restarts = 0;
+        let relayed_start = server.server.stats().relay_bytes;
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            fill(&mut expected[..n], got);
+            ensure!(
+                buf[..n] == expected[..n],
+                "bytes differ in {got}..{}",
+                got + n as u64
+            );
+            got += n as u64;
+            // Tear the direct path down every LEN / (RESTARTS + 1) bytes, from
+            // alternating sides, once the previous rebuild is done.
+            let due = (restarts as u64 + 1) * LEN / (RESTARTS as u64 + 1);
+            if restarts < RESTARTS && got >= due && to_b.path() == PathKind::Direct {
+                let (node, conn) = if restarts % 2 == 0 {
+                    (&a, &to_b)
+                } else {
+                    (&b, &from_a)
+                };
+                conn.restart_direct();
+                restarts += 1;
+                tracing::info!(restarts, got, "direct path restarted");
+                let (node, conn) = (node.clone(), conn.clone());
+                // The move back to the direct path is awaited off the read loop.
+                tokio::spawn(async move { wait_direct(&node, &conn).await });
+            }
+        }
+        writer.await??;
+        ensure!(got == LEN, "got {got} of {LEN} bytes");
+        ensure!(restarts == RESTARTS, "only {restarts} restarts");
+        let relayed = server.server.stats().relay_bytes - relayed_start;
+        // Some data went through the relay while the path was rebuilt; most went direct.
+        ensure!(relayed < LEN / 2, "the relay carried {relayed} bytes");
+        ensure!(
+            to_b.path() == PathKind::Direct,
+            "not back on the direct path"
+        );
+        Ok(())
+    })
+    .await
+    .context("the test timed out")?
+}
