@@ -41,10 +41,10 @@ fn one_chunk_in_flight() {
     let mut got = Vec::new();
     let mut max_ahead = 0;
     pair.run_until(|p| {
-        if written < data.len() {
-            if let Ok(n) = p.a.stream(id).write(&data[written..]) {
-                written += n;
-            }
+        if written < data.len()
+            && let Ok(n) = p.a.stream(id).write(&data[written..])
+        {
+            written += n;
         }
         let _ = p.b.accept_stream();
         read_into(&mut p.b, id, &mut got, usize::MAX);

@@ -145,10 +145,10 @@ impl State {
             let Some(pos) = order.iter().position(|d| !self.devices.contains_key(d)) else {
                 break;
             };
-            if let Some(old) = order.remove(pos) {
-                if self.known.get(&old) == Some(user) {
-                    self.known.remove(&old);
-                }
+            if let Some(old) = order.remove(pos)
+                && self.known.get(&old) == Some(user)
+            {
+                self.known.remove(&old);
             }
         }
     }

@@ -382,7 +382,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
 fn parse_secret(text: &str) -> io::Result<Vec<u8>> {
     let invalid = |msg: String| io::Error::new(io::ErrorKind::InvalidData, msg);
     let hex = text.trim();
-    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !hex.len().is_multiple_of(2) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid(
             "the secret file must hold the secret as hex digits".into(),
         ));

@@ -80,15 +80,14 @@ async fn stalled_receiver_stalls_sender_then_is_dropped() -> Result<()> {
         // After the slow-consumer time-out the receiver is dropped; the sender hears so.
         let closed = tokio::time::timeout(slow + Duration::from_secs(3), async {
             while let Some(m) = a_stream.next().await {
-                if let Message::Text(t) = m? {
-                    if ServerMessage::decode(t.as_str())?
+                if let Message::Text(t) = m?
+                    && ServerMessage::decode(t.as_str())?
                         == (ServerMessage::Closed {
                             session,
                             reason: CloseReason::PeerDisconnected,
                         })
-                    {
-                        return Ok(());
-                    }
+                {
+                    return Ok(());
                 }
             }
             bail!("sender's connection closed")

@@ -731,10 +731,10 @@ pub(crate) async fn drive(
                 }
             }
         }
-        if let Some(reason) = ended {
-            if full.is_none() {
-                break reason;
-            }
+        if let Some(reason) = ended
+            && full.is_none()
+        {
+            break reason;
         }
         let sleep = async move {
             match deadline {

@@ -771,13 +771,15 @@ impl Session {
             // path just before it moved must not pull this side back.
             let quiet =
                 now.saturating_duration_since(self.current_heard) >= self.config.path_timeout / 4;
-            if let Some(path) = self.packet_path {
-                if quiet && Some(path) != self.current_path() && self.paths.contains(&path) {
-                    self.paths.retain(|p| *p != path);
-                    self.paths.push(path);
-                    self.switched_path(now);
-                    self.current_heard = now;
-                }
+            if let Some(path) = self.packet_path
+                && quiet
+                && Some(path) != self.current_path()
+                && self.paths.contains(&path)
+            {
+                self.paths.retain(|p| *p != path);
+                self.paths.push(path);
+                self.switched_path(now);
+                self.current_heard = now;
             }
             self.ack_pending += 1;
             if self.ack_pending >= ACK_EVERY {
@@ -837,11 +839,11 @@ impl Session {
                 }
             }
             Frame::MaxStreamData { id, max } => {
-                if let Some(s) = self.remote_stream(StreamId(id))? {
-                    if max > s.send.max {
-                        s.send.max = max;
-                        self.wake_writers();
-                    }
+                if let Some(s) = self.remote_stream(StreamId(id))?
+                    && max > s.send.max
+                {
+                    s.send.max = max;
+                    self.wake_writers();
                 }
             }
             Frame::ResetStream {
@@ -851,14 +853,14 @@ impl Session {
             } => self.on_reset(StreamId(id), code, final_size)?,
             Frame::StopSending { id, code } => {
                 let id = StreamId(id);
-                if let Some(s) = self.remote_stream(id)? {
-                    if s.send.stopped.is_none() {
-                        s.send.stopped = Some(code);
-                        s.send.blocked = true;
-                        // The stream ends here: whatever was not sent will never be.
-                        let _ = self.reset_send(id, code);
-                        self.wake_writers();
-                    }
+                if let Some(s) = self.remote_stream(id)?
+                    && s.send.stopped.is_none()
+                {
+                    s.send.stopped = Some(code);
+                    s.send.blocked = true;
+                    // The stream ends here: whatever was not sent will never be.
+                    let _ = self.reset_send(id, code);
+                    self.wake_writers();
                 }
             }
             Frame::Message { id, flags, chunk } => self.on_message(id, flags, chunk)?,

@@ -124,10 +124,10 @@ impl DirectEnv {
                     SocketAddr::from((Ipv4Addr::new(192, 0, 2, 1), 9)),
                     SocketAddr::from((Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1), 9)),
                 ] {
-                    if let Some(ip) = route_source(probe) {
-                        if !hosts.contains(&ip) {
-                            hosts.push(ip);
-                        }
+                    if let Some(ip) = route_source(probe)
+                        && !hosts.contains(&ip)
+                    {
+                        hosts.push(ip);
                     }
                 }
             }
@@ -313,9 +313,7 @@ impl Direct {
                 None => WebRtc::offer(now, id, &locals),
                 Some((_, sdp)) => WebRtc::answer(now, id, &locals, sdp),
             };
-            transport
-                .map(|t| (t, sockets))
-                .map_err(|e| io::Error::other(e))
+            transport.map(|t| (t, sockets)).map_err(io::Error::other)
         });
         let (transport, sockets) = match built {
             Ok(built) => built,
@@ -426,10 +424,10 @@ impl Direct {
                 }
             }
             DirectSignal::Answer { .. } | DirectSignal::Candidate { .. } => {
-                if let Some(a) = current {
-                    if a.signals.try_send(signal).is_err() {
-                        tracing::debug!(attempt = a.id, "direct attempt not keeping up");
-                    }
+                if let Some(a) = current
+                    && a.signals.try_send(signal).is_err()
+                {
+                    tracing::debug!(attempt = a.id, "direct attempt not keeping up");
                 }
             }
             DirectSignal::Close { .. } => {
@@ -603,10 +601,10 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
                 }
                 Out::Open => {
                     open = true;
-                    if let Some(out) = out_tx.take() {
-                        if task.events.send(DirectEvent::Up(path, out)).await.is_err() {
-                            break 'run None;
-                        }
+                    if let Some(out) = out_tx.take()
+                        && task.events.send(DirectEvent::Up(path, out)).await.is_err()
+                    {
+                        break 'run None;
                     }
                 }
                 Out::Packet(packet) => {
