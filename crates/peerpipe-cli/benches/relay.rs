@@ -1,6 +1,6 @@
-//! Relay benchmark: throughput, CPU cost and idle memory of `peerpipe`
-//! connections through the server on loopback, next to raw TCP and a raw
-//! WebSocket on loopback in the same run.
+//! Path benchmark: throughput, CPU cost and idle memory of `peerpipe`
+//! connections through the server's relay and over the direct WebRTC path on
+//! loopback, next to raw TCP and a raw WebSocket on loopback in the same run.
 //!
 //! `cargo bench -p peerpipe-cli --bench relay` prints one table with a row per
 //! scenario, all on 127.0.0.1 and in one process (server and both nodes too):
@@ -18,6 +18,13 @@
 //!   connection, `write_all` of 256 KiB buffers, B reads each to its end; with
 //!   several streams they run at once, the bytes are split between them and
 //!   MB/s is the aggregate.
+//! - `direct, ...`: the same on a connection that moved to the direct path (a
+//!   str0m data channel over UDP on 127.0.0.1); the relay rows run with
+//!   `PathPolicy::RelayOnly` so that they stay on the relay.
+//!
+//! Before the table: the direct path's setup time, from `connect` returning (the
+//! relay session is up) until both nodes reported `PathChanged { path: Direct }`,
+//! over a few fresh connections.
 //!
 //! Byte-count rows (TCP, streams, 64 KiB messages) all move the same number of
 //! bytes. Columns: MB/s is 10^6 bytes per second; `CPU s/GiB` is the process's
@@ -28,7 +35,8 @@
 //!
 //! After the table: relay / raw WebSocket and stream / raw ratios of MB/s.
 //!
-//! Then memory per idle connection: N connections A to B opened one after the
+//! Then memory per idle connection, once relay-only and once with the default
+//! policy (each connection also holds a direct path then): N connections A to B opened one after the
 //! other (connect, accept) and held idle, process RSS (`VmRSS` in
 //! `/proc/self/status`) 0.5 s before and after, divided by N. Both ends and the
 //! server's state are in the process, so that is one session on all three. This
@@ -49,7 +57,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use peerpipe::{Connection, Identity, Node, NodeEvent};
+use peerpipe::{Connection, Identity, Node, NodeEvent, PathKind, PathPolicy};
 use peerpipe_server::{Config, Server};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -67,8 +75,10 @@ const SCENARIO_LIMIT: Duration = Duration::from_secs(300);
 const CONNECT_LIMIT: Duration = Duration::from_secs(30);
 /// An idle connection slower than this to open ends the idle part early.
 const SLOW_CONNECT: Duration = Duration::from_secs(1);
-/// Set in the child process that measures idle memory.
+/// Set in the child process that measures idle memory: `relay` or `direct`.
 const IDLE_CHILD: &str = "PEERPIPE_BENCH_IDLE_CHILD";
+/// Fresh connections whose direct-path setup time is measured.
+const SETUPS: usize = 5;
 /// The pause before each RSS reading, for tasks and buffers to settle.
 const SETTLE: Duration = Duration::from_millis(500);
 
@@ -181,9 +191,17 @@ async fn main() -> Result<()> {
     let bulk_mib = env_u64("PEERPIPE_BENCH_MIB", 512).max(1);
     let small = env_u64("PEERPIPE_BENCH_MSGS", 200_000).max(1);
     let idle = env_u64("PEERPIPE_BENCH_IDLE", 200);
-    if std::env::var_os(IDLE_CHILD).is_some() {
-        let (server, nodes, _a, _b) = pair().await?;
-        println!("{}", idle_sessions(&server, &nodes, idle.max(1)).await?);
+    if let Ok(kind) = std::env::var(IDLE_CHILD) {
+        let policy = if kind == "relay" {
+            PathPolicy::RelayOnly
+        } else {
+            PathPolicy::Any
+        };
+        let (server, nodes, _a, _b) = pair(policy).await?;
+        println!(
+            "{}",
+            idle_sessions(&server, &nodes, idle.max(1), &kind).await?
+        );
         return Ok(());
     }
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -195,26 +213,31 @@ async fn main() -> Result<()> {
         load.join(" ")
     );
 
-    let rows = throughput(bulk_mib * MIB, small).await?;
+    let (rows, setups) = throughput(bulk_mib * MIB, small).await?;
     let idle_report = if idle == 0 {
         "idle connections: skipped (PEERPIPE_BENCH_IDLE=0)".to_string()
     } else {
-        tokio::task::spawn_blocking(idle_in_child).await??
+        let relay = tokio::task::spawn_blocking(|| idle_in_child("relay")).await??;
+        let direct = tokio::task::spawn_blocking(|| idle_in_child("direct")).await??;
+        format!("{relay}\n{direct}")
     };
+    print_setups(&setups);
     print_table(&rows);
     println!("\n{idle_report}");
     Ok(())
 }
 
-/// Every throughput row, in table order.
-async fn throughput(bulk_bytes: u64, small: u64) -> Result<Vec<Row>> {
-    let bulk_count = bulk_bytes / BULK_MSG as u64;
-    let confirmed = (small / 20).max(1);
+/// Every throughput row, in table order, and the direct-path setup times.
+async fn throughput(bulk_bytes: u64, small: u64) -> Result<(Vec<Row>, Vec<Duration>)> {
     let mut rows = vec![
         bounded("raw TCP", raw_tcp(bulk_bytes)).await?,
         bounded(
             "raw WebSocket bulk",
-            raw_ws("raw WebSocket, 64 KiB messages", bulk_count, BULK_MSG),
+            raw_ws(
+                "raw WebSocket, 64 KiB messages",
+                bulk_bytes / BULK_MSG as u64,
+                BULK_MSG,
+            ),
         )
         .await?,
         bounded(
@@ -224,37 +247,118 @@ async fn throughput(bulk_bytes: u64, small: u64) -> Result<Vec<Row>> {
         .await?,
     ];
 
-    let (server, nodes, a, b) = pair().await?;
-    rows.push(
-        bounded(
-            "relay bulk",
-            relay("relay, 64 KiB messages", &a, &b, bulk_count, BULK_MSG),
-        )
-        .await?,
-    );
-    rows.push(
-        bounded(
-            "relay small",
-            relay("relay, 64 B messages", &a, &b, small, SMALL_MSG),
-        )
-        .await?,
-    );
-    rows.push(
-        bounded(
-            "relay confirmed",
-            relay_confirmed("relay, 64 B confirmed one by one", &a, &b, confirmed),
-        )
-        .await?,
-    );
-    for n in [1, 2, 4] {
-        rows.push(bounded("relay streams", streams(&a, &b, n, bulk_bytes)).await?);
-    }
+    let (server, nodes, a, b) = pair(PathPolicy::RelayOnly).await?;
+    rows.extend(path_rows("relay", &a, &b, bulk_bytes, small, &[1, 2, 4]).await?);
     a.close().await;
     for node in nodes {
         node.shutdown().await;
     }
     server.shutdown().await;
+
+    let (server, nodes, a, b) = pair(PathPolicy::Any).await?;
+    let mut setups = Vec::with_capacity(SETUPS);
+    for _ in 0..SETUPS {
+        let (x, y) = connect_pair(&nodes[0], &nodes[1]).await?;
+        let connected = Instant::now();
+        bounded("direct setup", async {
+            tokio::try_join!(
+                wait_direct(&nodes[0], &x, connected),
+                wait_direct(&nodes[1], &y, connected)
+            )
+        })
+        .await?;
+        setups.push(connected.elapsed());
+        x.close().await;
+    }
+    ensure!(
+        a.path() == PathKind::Direct && b.path() == PathKind::Direct,
+        "the benchmark connection did not move to the direct path"
+    );
+    rows.extend(path_rows("direct", &a, &b, bulk_bytes, small, &[1]).await?);
+    ensure!(
+        a.path() == PathKind::Direct,
+        "the connection left the direct path during the run"
+    );
+    a.close().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+    server.shutdown().await;
+    Ok((rows, setups))
+}
+
+/// The rows of one path kind, named `{path}, ...`.
+async fn path_rows(
+    path: &str,
+    a: &Connection,
+    b: &Connection,
+    bulk_bytes: u64,
+    small: u64,
+    stream_counts: &[usize],
+) -> Result<Vec<Row>> {
+    let bulk_count = bulk_bytes / BULK_MSG as u64;
+    let confirmed = (small / 20).max(1);
+    let mut rows = vec![
+        bounded(
+            "bulk messages",
+            relay(
+                format!("{path}, 64 KiB messages"),
+                a,
+                b,
+                bulk_count,
+                BULK_MSG,
+            ),
+        )
+        .await?,
+        bounded(
+            "small messages",
+            relay(format!("{path}, 64 B messages"), a, b, small, SMALL_MSG),
+        )
+        .await?,
+        bounded(
+            "confirmed messages",
+            relay_confirmed(
+                format!("{path}, 64 B confirmed one by one"),
+                a,
+                b,
+                confirmed,
+            ),
+        )
+        .await?,
+    ];
+    for &n in stream_counts {
+        rows.push(bounded("streams", streams(path, a, b, n, bulk_bytes)).await?);
+    }
     Ok(rows)
+}
+
+/// Waits until `node` reports `conn` on the direct path.
+async fn wait_direct(node: &Node, conn: &Connection, since: Instant) -> Result<Duration> {
+    let session = conn.session_id();
+    loop {
+        match node.next_event().await {
+            Some(NodeEvent::PathChanged {
+                path: PathKind::Direct,
+                session: s,
+                ..
+            }) if s == session => return Ok(since.elapsed()),
+            Some(_) => {}
+            None => bail!("the node stopped"),
+        }
+    }
+}
+
+fn print_setups(setups: &[Duration]) {
+    let mut ms: Vec<f64> = setups.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let list: Vec<String> = ms.iter().map(|m| format!("{m:.1}")).collect();
+    println!(
+        "\ndirect path setup after the relay session is up (connect returned -> both nodes \
+         on the direct path), {} fresh connections: median {:.1} ms ({} ms)",
+        ms.len(),
+        ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN),
+        list.join(", ")
+    );
 }
 
 fn print_table(rows: &[Row]) {
@@ -294,6 +398,13 @@ fn print_table(rows: &[Row]) {
         "\nrelay / raw WebSocket, MB/s: {:.2}x with 64 KiB messages, {:.2}x with 64 B messages",
         ratio("relay, 64 KiB", "raw WebSocket, 64 KiB"),
         ratio("relay, 64 B messages", "raw WebSocket, 64 B"),
+    );
+    println!(
+        "direct 1 stream / raw TCP: {:.2}x, / relay 1 stream: {:.2}x; \
+         direct 64 B messages / relay 64 B messages: {:.2}x",
+        ratio("direct, 1 stream", "raw TCP"),
+        ratio("direct, 1 stream", "relay, 1 stream"),
+        ratio("direct, 64 B messages", "relay, 64 B messages"),
     );
     for n in ["relay, 1 stream", "relay, 2 streams", "relay, 4 streams"] {
         println!(
@@ -386,7 +497,7 @@ async fn raw_ws(name: &'static str, count: u64, size: usize) -> Result<Row> {
 }
 
 /// A server, two nodes of one user (kept alive by the caller) and a connection between them.
-async fn pair() -> Result<(Server, Vec<Node>, Connection, Connection)> {
+async fn pair(policy: PathPolicy) -> Result<(Server, Vec<Node>, Connection, Connection)> {
     let secret: [u8; 32] = rand::random();
     let mut config = Config::new(secret.to_vec());
     config.listen = "127.0.0.1:0".parse()?;
@@ -406,11 +517,22 @@ async fn pair() -> Result<(Server, Vec<Node>, Connection, Connection)> {
                 .token(token.clone())
                 .identity(Identity::from_secret_bytes(rand::random()))
                 .label(label.to_string())
+                .path_policy(policy)
                 .bind()
                 .await?,
         );
     }
+    let started = Instant::now();
     let (a, b) = connect_pair(&nodes[0], &nodes[1]).await?;
+    if policy != PathPolicy::RelayOnly {
+        bounded("the direct path", async {
+            tokio::try_join!(
+                wait_direct(&nodes[0], &a, started),
+                wait_direct(&nodes[1], &b, started)
+            )
+        })
+        .await?;
+    }
     Ok((server, nodes, a, b))
 }
 
@@ -434,7 +556,7 @@ async fn connect_pair(a: &Node, b: &Node) -> Result<(Connection, Connection)> {
 }
 
 async fn relay(
-    name: &'static str,
+    name: String,
     a: &Connection,
     b: &Connection,
     count: u64,
@@ -460,12 +582,7 @@ async fn relay(
     meter.finish(name, Some(count), count * size as u64)
 }
 
-async fn relay_confirmed(
-    name: &'static str,
-    a: &Connection,
-    b: &Connection,
-    count: u64,
-) -> Result<Row> {
+async fn relay_confirmed(name: String, a: &Connection, b: &Connection, count: u64) -> Result<Row> {
     let b = b.clone();
     let meter = Meter::start()?;
     let receiver = tokio::spawn(async move {
@@ -483,7 +600,7 @@ async fn relay_confirmed(
 }
 
 /// `n` streams from A to B at once on the same connection, `total` bytes between them.
-async fn streams(a: &Connection, b: &Connection, n: usize, total: u64) -> Result<Row> {
+async fn streams(path: &str, a: &Connection, b: &Connection, n: usize, total: u64) -> Result<Row> {
     let per_stream = total / n as u64;
     let b = b.clone();
     let meter = Meter::start()?;
@@ -518,8 +635,8 @@ async fn streams(a: &Connection, b: &Connection, n: usize, total: u64) -> Result
     }
     let got = readers.await??;
     let name = match n {
-        1 => "relay, 1 stream, 256 KiB writes".to_string(),
-        n => format!("relay, {n} streams, 256 KiB writes (sum)"),
+        1 => format!("{path}, 1 stream, 256 KiB writes"),
+        n => format!("{path}, {n} streams, 256 KiB writes (sum)"),
     };
     meter.finish(name, None, got)
 }
@@ -527,11 +644,11 @@ async fn streams(a: &Connection, b: &Connection, n: usize, total: u64) -> Result
 /// Runs the idle-connection part in a fresh child process (this executable with
 /// [`IDLE_CHILD`] set) and returns its report. In this process the allocator
 /// reuses the freed transfer buffers, so RSS does not grow at all.
-fn idle_in_child() -> Result<String> {
+fn idle_in_child(kind: &str) -> Result<String> {
     let exe = std::env::current_exe().context("find the benchmark executable")?;
     let out = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env(IDLE_CHILD, "1")
+        .env(IDLE_CHILD, kind)
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("run the idle-memory child")?;
@@ -546,7 +663,7 @@ fn idle_in_child() -> Result<String> {
 /// Opens up to `count` connections A to B one after the other, holds them idle
 /// and reports the process's RSS growth per connection. Stops early when one
 /// connection takes longer than [`SLOW_CONNECT`] to open.
-async fn idle_sessions(server: &Server, nodes: &[Node], count: u64) -> Result<String> {
+async fn idle_sessions(server: &Server, nodes: &[Node], count: u64, kind: &str) -> Result<String> {
     let sessions_before = server.stats().sessions;
     tokio::time::sleep(SETTLE).await;
     let before = rss_kib()?;
@@ -583,7 +700,7 @@ async fn idle_sessions(server: &Server, nodes: &[Node], count: u64) -> Result<St
     };
     drop(held);
     Ok(format!(
-        "idle connections (fresh process: server + 2 nodes + their first connection):\n  \
+        "idle connections, {kind} (fresh process: server + 2 nodes + their first connection):\n  \
          {opened} opened one after the other in {:.2} s, {sessions} more server sessions{stall}\n  \
          RSS {before} KiB -> {after} KiB: {per:.1} KiB per idle connection \
          (whole process: both ends + server state)",

@@ -691,7 +691,6 @@ pub(crate) async fn drive(
                     break full;
                 }
             };
-            direct.set_rtt(st.session.rtt());
             let deadline = [
                 st.session.poll_timeout(),
                 direct.poll_timeout(),

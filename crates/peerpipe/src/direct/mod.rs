@@ -22,8 +22,6 @@ mod webrtc;
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -158,9 +156,8 @@ pub(crate) trait Transport: Send + 'static {
     fn handle_timeout(&mut self, now: Instant);
     /// The peer's answer or candidate for this attempt.
     fn handle_signal(&mut self, signal: DirectSignal);
-    /// Whether one more packet of `len` bytes may go in flight now, on a path
-    /// with round-trip time `rtt`.
-    fn has_room(&mut self, len: usize, rtt: Duration) -> bool;
+    /// Whether one more packet of `len` bytes may go in flight now.
+    fn has_room(&mut self, len: usize) -> bool;
     /// Queues one session packet; false when there is no room after all.
     fn send(&mut self, packet: &[u8]) -> bool;
     /// The next thing to do; [`Out::Timeout`] when there is nothing before then.
@@ -228,8 +225,6 @@ pub(crate) struct Direct {
     offerer: bool,
     env: watch::Receiver<DirectEnv>,
     events: mpsc::Sender<DirectEvent>,
-    /// The session's round-trip time, for the tasks' in-flight caps.
-    rtt: Arc<AtomicU64>,
     /// The newest attempt id seen or made.
     attempt: u32,
     active: Option<Attempt>,
@@ -251,7 +246,6 @@ impl Direct {
             offerer,
             env,
             events,
-            rtt: Arc::new(AtomicU64::new(0)),
             attempt: 0,
             active: None,
             retry_at: None,
@@ -263,12 +257,6 @@ impl Direct {
 
     fn allowed(&self) -> bool {
         self.policy != PathPolicy::RelayOnly
-    }
-
-    /// The session's round-trip time changed.
-    pub(crate) fn set_rtt(&self, rtt: Duration) {
-        let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
-        self.rtt.store(micros, Ordering::Relaxed);
     }
 
     /// The session handshake finished: the offering side starts at once.
@@ -336,7 +324,6 @@ impl Direct {
             open_by: now + OPEN_TIMEOUT,
             signals: signals_rx,
             events: self.events.clone(),
-            rtt: self.rtt.clone(),
         };
         tokio::spawn(run(transport, sockets, task));
         self.active = Some(Attempt {
@@ -519,7 +506,6 @@ struct Task {
     open_by: Instant,
     signals: mpsc::Receiver<DirectSignal>,
     events: mpsc::Sender<DirectEvent>,
-    rtt: Arc<AtomicU64>,
 }
 
 /// Receives one datagram on whichever socket has one.
@@ -563,14 +549,13 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
     let mut buf = vec![0; 2048];
     let path = task.path;
     let why = 'run: loop {
-        let rtt = Duration::from_micros(task.rtt.load(Ordering::Relaxed));
         // Hand the transport what the session queued, while it has room.
         if open {
             loop {
                 let Some(packet) = pending.take().or_else(|| out_rx.try_recv().ok()) else {
                     break;
                 };
-                if !transport.has_room(packet.len(), rtt) || !transport.send(&packet) {
+                if !transport.has_room(packet.len()) || !transport.send(&packet) {
                     pending = Some(packet);
                     break;
                 }
@@ -628,7 +613,7 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
             }
             deadline.min(task.open_by)
         };
-        let room = open && pending.is_none() && transport.has_room(1, rtt);
+        let room = open && pending.is_none() && transport.has_room(1);
         tokio::select! {
             signal = task.signals.recv() => match signal {
                 Some(signal) => transport.handle_signal(signal),
