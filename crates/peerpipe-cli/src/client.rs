@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use peerpipe::{DeviceId, Node, NodeEvent, StreamError};
+use peerpipe::{DeviceId, Node, NodeEvent, PathPolicy, StreamError};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{ClientArgs, ConnectArgs, IdentityArgs, identity};
@@ -142,7 +142,15 @@ async fn bind(args: &ClientArgs) -> Result<Node> {
     let identity = load_identity(&args.identity)?;
     let label = args.label.clone().unwrap_or_else(host_name);
     let url = server_url(&args.server);
+    let policy = if args.relay_only {
+        PathPolicy::RelayOnly
+    } else if args.direct_only {
+        PathPolicy::DirectOnly
+    } else {
+        PathPolicy::Any
+    };
     Node::builder()
+        .path_policy(policy)
         .server(url.clone())
         .token(args.token.clone())
         .identity(identity)
@@ -202,6 +210,11 @@ fn log_event(event: &NodeEvent) {
         }
         NodeEvent::ConnectionClosed { peer, reason, .. } => {
             tracing::info!("connection with {} closed: {reason}", peer.short())
+        }
+        NodeEvent::PathChanged {
+            peer, path, rtt, ..
+        } => {
+            tracing::info!("path to {}: {path} (rtt {rtt:.1?})", peer.short())
         }
         NodeEvent::Stopped { error } => {
             tracing::error!("server link stopped: {}", error_chain(error))

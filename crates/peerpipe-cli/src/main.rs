@@ -28,9 +28,11 @@ const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
     about = "Move data between your devices, peer to peer",
     long_about = "Move data between your devices, peer to peer.\n\n\
         A signaling + relay server admits devices with a token bound to a user; devices of one \
-        user see each other and connect through the server's relay. Connections are end-to-end \
-        encrypted between the two device keys (the server relays ciphertext) and survive a \
-        server restart.\n\n\
+        user see each other and connect through the server's relay at once, then move to a \
+        direct WebRTC data channel when the network allows (and back when it fails). \
+        Connections are end-to-end encrypted between the two device keys (the server relays \
+        ciphertext and cannot substitute the direct path's keys) and survive a server \
+        restart.\n\n\
         Quick start on one machine:\n  \
         peerpipe serve &                                   # prints where its secret lives\n  \
         export PEERPIPE_TOKEN=$(peerpipe token --secret-file ~/.config/peerpipe/server-secret --user me)\n  \
@@ -160,6 +162,14 @@ struct ClientArgs {
     /// Give up connecting or waiting for an answer after this long.
     #[arg(long, default_value = "15s", value_parser = units::parse_duration)]
     timeout: Duration,
+    /// Never take a direct path: all data goes through the server's relay (for
+    /// networks where peer-to-peer UDP is unwanted). The other device is told.
+    #[arg(long, conflicts_with = "direct_only")]
+    relay_only: bool,
+    /// Drop the relay once the direct path is up, for testing that data really
+    /// goes direct: if the direct path then fails, the connection ends.
+    #[arg(long)]
+    direct_only: bool,
 }
 
 #[derive(Args)]
