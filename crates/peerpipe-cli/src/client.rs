@@ -149,8 +149,11 @@ async fn bind(args: &ClientArgs) -> Result<Node> {
     } else {
         PathPolicy::Any
     };
-    Node::builder()
-        .path_policy(policy)
+    let mut builder = Node::builder().path_policy(policy);
+    if !args.stun.is_empty() {
+        builder = builder.ice_servers(args.stun.clone());
+    }
+    builder
         .server(url.clone())
         .token(args.token.clone())
         .identity(identity)

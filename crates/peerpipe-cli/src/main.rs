@@ -115,6 +115,11 @@ struct ServeArgs {
     /// Repeat for several.
     #[arg(long, value_name = "URL,USER,PASS", value_parser = parse_turn)]
     turn: Vec<IceServer>,
+    /// Also answer STUN binding requests on this UDP address (e.g. 0.0.0.0:3478),
+    /// so devices behind NATs learn their public address; announce it to them
+    /// with --stun PUBLIC_HOST:3478.
+    #[arg(long, value_name = "ADDR")]
+    stun_listen: Option<SocketAddr>,
 }
 
 fn parse_stun(s: &str) -> Result<IceServer, String> {
@@ -170,6 +175,11 @@ struct ClientArgs {
     /// goes direct: if the direct path then fails, the connection ends.
     #[arg(long)]
     direct_only: bool,
+    /// A STUN server (HOST:PORT or stun:HOST:PORT) to learn this device's public
+    /// address from for direct paths, instead of the ones the server announces.
+    /// Repeat for several.
+    #[arg(long, value_name = "URL", value_parser = parse_stun)]
+    stun: Vec<IceServer>,
 }
 
 #[derive(Args)]

@@ -49,6 +49,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         config.slow_consumer_timeout = v;
     }
     config.ice_servers = args.stun.into_iter().chain(args.turn).collect();
+    config.stun_listen = args.stun_listen;
     if config.ice_servers.len() > MAX_ICE_SERVERS {
         bail!("at most {MAX_ICE_SERVERS} --stun and --turn servers together");
     }

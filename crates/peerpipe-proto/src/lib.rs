@@ -10,7 +10,8 @@
 //! - [`session`]: the end-to-end encrypted, reliable session over replaceable
 //!   paths, with multiplexed streams and credit flow control (driven by the
 //!   caller's clock and randomness; simulated in `tests/`);
-//! - [`direct`]: the direct-path negotiation signals the session carries.
+//! - [`direct`]: the direct-path negotiation signals the session carries;
+//! - [`stun`]: the STUN binding exchange that finds a device's public address.
 //!
 //! ```
 //! use peerpipe_proto::{id::Identity, signal::{hello_payload, ClientMessage}, token};
@@ -32,4 +33,5 @@ pub mod id;
 pub mod relay;
 pub mod session;
 pub mod signal;
+pub mod stun;
 pub mod token;

@@ -35,6 +35,7 @@ mod conn;
 mod hub;
 mod limit;
 mod metrics;
+mod stun;
 
 use std::io;
 use std::net::SocketAddr;
@@ -100,6 +101,10 @@ pub struct Config {
     /// paths (at most [`MAX_ICE_SERVERS`]).
     /// Default none.
     pub ice_servers: Vec<IceServer>,
+    /// A UDP address to answer STUN binding requests on, so that devices learn
+    /// their public address for direct paths (announce it with
+    /// [`Config::ice_servers`]). Default none.
+    pub stun_listen: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -118,6 +123,7 @@ impl std::fmt::Debug for Config {
             .field("accept_timeout", &self.accept_timeout)
             .field("outbound_queue", &self.outbound_queue)
             .field("slow_consumer_timeout", &self.slow_consumer_timeout)
+            .field("stun_listen", &self.stun_listen)
             .field(
                 "ice_servers",
                 &self.ice_servers.iter().map(|s| &s.url).collect::<Vec<_>>(),
@@ -144,6 +150,7 @@ impl Config {
             outbound_queue: 64,
             slow_consumer_timeout: Duration::from_secs(30),
             ice_servers: Vec::new(),
+            stun_listen: None,
         }
     }
 
@@ -192,6 +199,7 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
     idle: Arc<Notify>,
     accept: Option<JoinHandle<()>>,
+    stun_addr: Option<SocketAddr>,
 }
 
 impl Server {
@@ -204,6 +212,16 @@ impl Server {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let stun_addr = match config.stun_listen {
+            Some(at) => {
+                let socket = tokio::net::UdpSocket::bind(at).await?;
+                let bound = socket.local_addr()?;
+                tokio::spawn(stun::respond(socket, shutdown_rx.clone()));
+                tracing::info!(addr = %bound, "answering STUN");
+                Some(bound)
+            }
+            None => None,
+        };
         let hub = Arc::new(Hub::new(config));
         let idle = Arc::new(Notify::new());
         let app = App {
@@ -238,12 +256,19 @@ impl Server {
             shutdown,
             idle,
             accept: Some(accept),
+            stun_addr,
         })
     }
 
     /// The address the server listens on (with the actual port if bound to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The UDP address STUN binding requests are answered on, if
+    /// [`Config::stun_listen`] was set (with the actual port if bound to port 0).
+    pub fn stun_addr(&self) -> Option<SocketAddr> {
+        self.stun_addr
     }
 
     /// The signaling URL devices connect to: `ws://{addr}/v1/signal`.

@@ -355,9 +355,15 @@ impl Actor {
     /// Runs one admitted link until it ends.
     async fn run_link(&mut self, admitted: Admitted) -> LinkEnd {
         let Admitted {
-            ws, limits, local, ..
+            ws,
+            limits,
+            local,
+            ice_servers,
+            ..
         } = admitted;
-        self.env.send_replace(DirectEnv::for_link(local));
+        let ice_servers = self.cfg.ice_servers.as_ref().unwrap_or(&ice_servers);
+        self.env
+            .send_replace(DirectEnv::for_link(local, ice_servers));
         let (sink, mut stream) = ws.split();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let mut writer = tokio::spawn(write_loop(sink, out_rx).in_current_span());

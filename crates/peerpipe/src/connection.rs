@@ -492,8 +492,8 @@ impl ConnInner {
             }
             Input::Abort(reason) => Self::abort(self.id, st, reason),
             Input::PeerLeft => {
-                let direct_current = st.session.current_path().is_some_and(|p| direct.is_up(p));
-                if direct_current {
+                let direct_up = paths.routes.keys().any(|p| direct.is_up(*p));
+                if direct_up {
                     paths.peer_left = Some(now + PEER_LEFT_GRACE);
                 } else {
                     Self::abort(self.id, st, CloseReason::PeerDisconnected);
@@ -599,6 +599,23 @@ impl Paths {
             // hold a place in the link's queue).
             let transmit = session.poll_transmit(now)?;
             debug_assert_eq!(transmit.path, path);
+            if session.close_reason().is_some() {
+                // The close packet goes out on every path, best effort: the
+                // relay's copy is ordered before the server's word that this
+                // side left, whichever path the peer listens on.
+                for (other, route) in &self.routes {
+                    if *other != path {
+                        match route {
+                            Route::Relay { session, out } => {
+                                let _ = out.try_send(relay_message(*session, &transmit.payload));
+                            }
+                            Route::Direct { out } => {
+                                let _ = out.try_send(transmit.payload.clone());
+                            }
+                        }
+                    }
+                }
+            }
             match permit {
                 Permit::Relay(server_session, p) => {
                     p.send(relay_message(server_session, &transmit.payload));

@@ -82,5 +82,5 @@ pub use error::{
 };
 pub use node::{EVENT_QUEUE, Node, NodeBuilder, NodeEvent, Operation};
 pub use peerpipe_proto::id::{DeviceId, Identity};
-pub use peerpipe_proto::signal::{PeerInfo, SessionId};
+pub use peerpipe_proto::signal::{IceServer, PeerInfo, SessionId};
 pub use stream::Stream;

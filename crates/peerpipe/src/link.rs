@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use futures_util::{SinkExt as _, StreamExt as _};
 use peerpipe_proto::signal::{
-    ClientMessage, Limits, NONCE_LEN, PeerInfo, ServerMessage, hello_payload,
+    ClientMessage, IceServer, Limits, NONCE_LEN, PeerInfo, ServerMessage, hello_payload,
 };
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -25,6 +25,8 @@ pub(crate) struct Admitted {
     pub local: Option<std::net::SocketAddr>,
     pub peers: Vec<PeerInfo>,
     pub limits: Limits,
+    /// The STUN/TURN servers the server announced.
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// Connects and runs the admission handshake within the connect time-out.
@@ -80,6 +82,7 @@ async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
             device,
             peers,
             limits,
+            ice_servers,
             ..
         } => {
             if device != cfg.identity.device_id() {
@@ -96,6 +99,7 @@ async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
                 local,
                 peers,
                 limits,
+                ice_servers,
             })
         }
         ServerMessage::Error { code, message, .. } => Err(BindError::from_code(code, message)),

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerpipe_proto::id::{DeviceId, Identity};
-use peerpipe_proto::signal::{MAX_LABEL_LEN, PeerInfo, SessionId, truncate_utf8};
+use peerpipe_proto::signal::{IceServer, MAX_LABEL_LEN, PeerInfo, SessionId, truncate_utf8};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub slow_threshold: Duration,
     pub idle_timeout: Duration,
     pub path_policy: PathPolicy,
+    /// STUN/TURN servers to use instead of the ones the server announces.
+    pub ice_servers: Option<Vec<IceServer>>,
 }
 
 #[cfg(test)]
@@ -57,6 +59,7 @@ impl Config {
             slow_threshold: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             path_policy: PathPolicy::Any,
+            ice_servers: None,
         }
     }
 }
@@ -241,6 +244,7 @@ pub struct NodeBuilder {
     slow_threshold: Duration,
     idle_timeout: Duration,
     path_policy: PathPolicy,
+    ice_servers: Option<Vec<IceServer>>,
 }
 
 impl Default for NodeBuilder {
@@ -259,6 +263,7 @@ impl Default for NodeBuilder {
             slow_threshold: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(30),
             path_policy: PathPolicy::Any,
+            ice_servers: None,
         }
     }
 }
@@ -347,6 +352,15 @@ impl NodeBuilder {
         self
     }
 
+    /// STUN servers to learn this device's public address from, for direct
+    /// paths across NATs; they replace the ones the server announces. Default:
+    /// the server's. (TURN servers in the list are not used: when no direct
+    /// path opens, the server's relay carries the connection.)
+    pub fn ice_servers(mut self, servers: Vec<IceServer>) -> Self {
+        self.ice_servers = Some(servers);
+        self
+    }
+
     /// Connects to the server and is admitted; then the node runs until
     /// [`Node::shutdown`] or until its last handle is dropped, reconnecting as needed.
     pub async fn bind(self) -> Result<Node, BindError> {
@@ -375,6 +389,7 @@ impl NodeBuilder {
             slow_threshold: self.slow_threshold,
             idle_timeout: self.idle_timeout,
             path_policy: self.path_policy,
+            ice_servers: self.ice_servers,
         });
         let id = cfg.identity.device_id();
         let span = tracing::info_span!("node", id = %id.short());

@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use peerpipe_proto::direct::DirectSignal;
 use peerpipe_proto::session::PathId;
+use peerpipe_proto::signal::IceServer;
+use peerpipe_proto::stun;
 use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
@@ -55,6 +57,14 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// UDP socket buffers: the kernel's default drops datagrams at full speed.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+/// The wait after each STUN binding request: three requests, then give up.
+const STUN_RETRIES: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_millis(750),
+    Duration::from_millis(1500),
+];
+/// How long resolving the STUN servers' names may take.
+const STUN_RESOLVE: Duration = Duration::from_secs(2);
 
 /// Which paths a node's connections may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -106,13 +116,16 @@ pub(crate) fn path_kind(path: PathId) -> PathKind {
 pub(crate) struct DirectEnv {
     /// Host addresses to offer candidates on.
     pub hosts: Vec<IpAddr>,
+    /// STUN servers (`HOST:PORT`) to learn server-reflexive addresses from.
+    pub stun: Vec<String>,
 }
 
 impl DirectEnv {
     /// The host addresses for a node whose server link leaves from `local`: only
     /// loopback when the server is on this machine's loopback (the peers are on
     /// this machine too), else that address and the default-route addresses.
-    pub(crate) fn for_link(local: Option<SocketAddr>) -> Self {
+    pub(crate) fn for_link(local: Option<SocketAddr>, ice_servers: &[IceServer]) -> Self {
+        let stun = ice_servers.iter().filter_map(stun_host_port).collect();
         let mut hosts = Vec::new();
         match local.map(|a| a.ip()) {
             Some(ip) if ip.is_loopback() => hosts.push(ip),
@@ -130,8 +143,25 @@ impl DirectEnv {
                 }
             }
         }
-        Self { hosts }
+        Self { hosts, stun }
     }
+}
+
+/// `HOST:PORT` of a `stun:` URL; `None` for TURN servers (no relayed
+/// candidates are gathered: the server's relay is the fallback path).
+fn stun_host_port(server: &IceServer) -> Option<String> {
+    let rest = server.url.strip_prefix("stun:")?;
+    let host_port = rest.split('?').next()?;
+    Some(
+        if host_port
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            host_port.to_string()
+        } else {
+            format!("{host_port}:3478")
+        },
+    )
 }
 
 /// The address this host sends from toward `to` (a UDP `connect` sends nothing).
@@ -156,6 +186,8 @@ pub(crate) trait Transport: Send + 'static {
     fn handle_timeout(&mut self, now: Instant);
     /// The peer's answer or candidate for this attempt.
     fn handle_signal(&mut self, signal: DirectSignal);
+    /// A STUN server saw local socket `base` as `mapped`: offer it to the peer.
+    fn add_server_reflexive(&mut self, mapped: SocketAddr, base: SocketAddr);
     /// Whether one more packet of `len` bytes may go in flight now.
     fn has_room(&mut self, len: usize) -> bool;
     /// Queues one session packet; false when there is no room after all.
@@ -294,7 +326,10 @@ impl Direct {
         };
         self.attempt = id;
         let path = PathId(DIRECT_PATH_BIT | u64::from(id));
-        let hosts = self.env.borrow().hosts.clone();
+        let (hosts, stun) = {
+            let env = self.env.borrow();
+            (env.hosts.clone(), env.stun.clone())
+        };
         let built = bind_sockets(&hosts).and_then(|sockets| {
             let locals: Vec<SocketAddr> = sockets.iter().map(|s| s.local).collect();
             let transport = match offer {
@@ -321,6 +356,7 @@ impl Direct {
         let (signals, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
         let task = Task {
             path,
+            stun,
             open_by: now + OPEN_TIMEOUT,
             signals: signals_rx,
             events: self.events.clone(),
@@ -503,9 +539,118 @@ fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
 /// An attempt task's links to its driver.
 struct Task {
     path: PathId,
+    /// STUN servers to ask for server-reflexive addresses.
+    stun: Vec<String>,
     open_by: Instant,
     signals: mpsc::Receiver<DirectSignal>,
     events: mpsc::Sender<DirectEvent>,
+}
+
+/// One binding request to a STUN server from one local socket.
+struct Binding {
+    txid: stun::TransactionId,
+    local: SocketAddr,
+    server: SocketAddr,
+    /// Requests sent so far.
+    sent: usize,
+    next_at: Instant,
+}
+
+/// What a datagram was to the STUN client.
+enum Stun {
+    /// Not a response to one of our requests: the transport's.
+    Pass,
+    /// Our server-reflexive address for local socket `base`, if it was one.
+    Answered(Option<(SocketAddr, SocketAddr)>),
+}
+
+/// The binding requests of one attempt: every local socket asks every STUN
+/// server of its address family, with a few retries.
+#[derive(Default)]
+struct Bindings(Vec<Binding>);
+
+impl Bindings {
+    async fn new(servers: &[String], sockets: &[Socket]) -> Self {
+        let mut resolved = Vec::new();
+        for server in servers {
+            match tokio::time::timeout(STUN_RESOLVE, tokio::net::lookup_host(server.as_str())).await
+            {
+                Ok(Ok(addrs)) => resolved.extend(addrs),
+                Ok(Err(e)) => tracing::debug!(%server, "cannot resolve the STUN server: {e}"),
+                Err(_) => tracing::debug!(%server, "resolving the STUN server timed out"),
+            }
+        }
+        let now = Instant::now();
+        let mut bindings = Vec::new();
+        for socket in sockets {
+            for server in &resolved {
+                // A socket can reach a server of its own family, and a loopback
+                // socket only a loopback server (and the other way round).
+                let reachable = server.is_ipv4() == socket.local.is_ipv4()
+                    && server.ip().is_loopback() == socket.local.ip().is_loopback();
+                if reachable {
+                    bindings.push(Binding {
+                        txid: rand::random(),
+                        local: socket.local,
+                        server: *server,
+                        sent: 0,
+                        next_at: now,
+                    });
+                }
+            }
+        }
+        Self(bindings)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.iter().map(|b| b.next_at).min()
+    }
+
+    /// Sends what is due; drops requests that were never answered.
+    fn handle_timeout(&mut self, now: Instant, sockets: &[Socket]) {
+        self.0.retain_mut(|b| {
+            if b.next_at > now {
+                return true;
+            }
+            let Some(wait) = STUN_RETRIES.get(b.sent) else {
+                tracing::debug!(server = %b.server, "no answer from the STUN server");
+                return false;
+            };
+            send_from(sockets, b.local, &stun::binding_request(b.txid), b.server);
+            b.sent += 1;
+            b.next_at = now + *wait;
+            true
+        });
+    }
+
+    fn handle_datagram(&mut self, local: SocketAddr, data: &[u8]) -> Stun {
+        if self.0.is_empty() || !stun::is_stun(data) {
+            return Stun::Pass;
+        }
+        let found = self.0.iter().enumerate().find_map(|(i, b)| {
+            if b.local != local {
+                return None;
+            }
+            match stun::parse_binding_response(data, b.txid) {
+                Err(stun::StunError::NotOurs) => None,
+                other => Some((i, other)),
+            }
+        });
+        let Some((i, answer)) = found else {
+            return Stun::Pass;
+        };
+        let binding = self.0.swap_remove(i);
+        match answer {
+            Ok(mapped) => {
+                tracing::debug!(server = %binding.server, base = %local, %mapped, "server-reflexive address");
+                Stun::Answered(Some((mapped, local)))
+            }
+            Err(e) => {
+                tracing::debug!(server = %binding.server, "STUN: {e}");
+                Stun::Answered(None)
+            }
+        }
+    }
 }
 
 /// Receives one datagram on whichever socket has one.
@@ -525,15 +670,26 @@ async fn recv_any(
     .await
 }
 
+/// Sends one datagram from the local socket bound to `from` (none: dropped).
+///
+/// A direct non-blocking `sendto`: tokio's `try_send_to` refuses until the
+/// reactor has seen the socket writable once, which drops a fresh socket's
+/// first datagrams. A full socket buffer drops the datagram, as the network
+/// would; the transport (and STUN) resend.
+fn send_from(sockets: &[Socket], from: SocketAddr, data: &[u8], to: SocketAddr) {
+    let Some(s) = sockets.iter().find(|s| s.local == from) else {
+        tracing::trace!(%from, %to, "datagram from no socket");
+        return;
+    };
+    let sent = socket2::SockRef::from(&s.socket).send_to(data, &to.into());
+    tracing::trace!(%from, %to, len = data.len(), ?sent, "datagram");
+}
+
 /// Sends the datagrams the transport has ready now; drops anything else.
 fn flush<T: Transport>(transport: &mut T, sockets: &[Socket]) {
     for _ in 0..1024 {
         match transport.poll_output() {
-            Out::Transmit { from, to, data } => {
-                if let Some(s) = sockets.iter().find(|s| s.local == from) {
-                    let _ = s.socket.try_send_to(&data, to);
-                }
-            }
+            Out::Transmit { from, to, data } => send_from(sockets, from, &data, to),
             Out::Timeout(_) | Out::Failed(_) => return,
             Out::Signal(_) | Out::Open | Out::Packet(_) => {}
         }
@@ -548,6 +704,7 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
     let mut pending: Option<Bytes> = None;
     let mut buf = vec![0; 2048];
     let path = task.path;
+    let mut bindings = Bindings::new(&task.stun, &sockets).await;
     let why = 'run: loop {
         // Hand the transport what the session queued, while it has room.
         if open {
@@ -564,16 +721,7 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
         let deadline = loop {
             match transport.poll_output() {
                 Out::Timeout(at) => break at,
-                Out::Transmit { from, to, data } => {
-                    if let Some(s) = sockets.iter().find(|s| s.local == from) {
-                        // A full socket buffer drops the datagram, as the network
-                        // would; SCTP resends it.
-                        let r = s.socket.try_send_to(&data, to);
-                        tracing::trace!(%from, %to, len = data.len(), ?r, "transmit");
-                    } else {
-                        tracing::trace!(%from, %to, "transmit from no socket");
-                    }
-                }
+                Out::Transmit { from, to, data } => send_from(&sockets, from, &data, to),
                 Out::Signal(signal) => {
                     if task
                         .events
@@ -605,6 +753,9 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
                 Out::Failed(why) => break 'run Some(why),
             }
         };
+        let deadline = bindings
+            .poll_timeout()
+            .map_or(deadline, |at| at.min(deadline));
         let deadline = if open {
             deadline
         } else {
@@ -633,14 +784,76 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
                 }
             },
             (local, received) = recv_any(&sockets, &mut buf) => match received {
-                Ok((len, from)) => transport.handle_datagram(Instant::now(), local, from, &buf[..len]),
+                Ok((len, from)) => match bindings.handle_datagram(local, &buf[..len]) {
+                    Stun::Pass => transport.handle_datagram(Instant::now(), local, from, &buf[..len]),
+                    Stun::Answered(Some((mapped, base))) if mapped != base => {
+                        transport.add_server_reflexive(mapped, base);
+                    }
+                    Stun::Answered(_) => {}
+                },
                 Err(e) => tracing::trace!("direct path socket: {e}"),
             },
             packet = out_rx.recv(), if room => pending = packet,
-            () = tokio::time::sleep_until(deadline.into()) => transport.handle_timeout(Instant::now()),
+            () = tokio::time::sleep_until(deadline.into()) => {
+                let now = Instant::now();
+                bindings.handle_timeout(now, &sockets);
+                transport.handle_timeout(now);
+            }
         }
     };
     if let Some(why) = why {
         let _ = task.events.send(DirectEvent::Down(path, why)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stun_urls_become_host_and_port() {
+        let stun = |url: &str| IceServer::stun(url).unwrap();
+        assert_eq!(
+            stun_host_port(&stun("stun:example.org:19302")),
+            Some("example.org:19302".into())
+        );
+        let turn = IceServer::turn("turn:example.org:3478,u,p").unwrap();
+        assert_eq!(stun_host_port(&turn), None);
+    }
+
+    #[test]
+    fn path_kinds_follow_the_id() {
+        assert_eq!(path_kind(PathId(3)), PathKind::Relay);
+        assert_eq!(path_kind(PathId(DIRECT_PATH_BIT | 3)), PathKind::Direct);
+    }
+
+    /// A binding against the real server's STUN responder on loopback: the
+    /// socket learns the address the server saw it from.
+    #[tokio::test]
+    async fn the_servers_stun_responder_tells_a_socket_its_address() {
+        let mut config = peerpipe_server::Config::new(vec![7; 32]);
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.stun_listen = Some("127.0.0.1:0".parse().unwrap());
+        let server = peerpipe_server::Server::bind(config).await.unwrap();
+        let stun_addr = server.stun_addr().unwrap();
+        let sockets = vec![bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()];
+        let local = sockets[0].local;
+        let mut bindings = Bindings::new(&[stun_addr.to_string()], &sockets).await;
+        assert_eq!(bindings.0.len(), 1);
+        bindings.handle_timeout(Instant::now(), &sockets);
+        let mut buf = [0u8; 1500];
+        let answer = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let (len, _) = sockets[0].socket.recv_from(&mut buf).await.unwrap();
+                if let Stun::Answered(a) = bindings.handle_datagram(local, &buf[..len]) {
+                    return a;
+                }
+            }
+        })
+        .await
+        .expect("no STUN answer");
+        assert_eq!(answer, Some((local, local)));
+        assert!(bindings.0.is_empty());
+        server.shutdown().await;
     }
 }

@@ -208,6 +208,19 @@ impl Transport for WebRtc {
         }
     }
 
+    fn add_server_reflexive(&mut self, mapped: SocketAddr, base: SocketAddr) {
+        let added = Candidate::server_reflexive(mapped, base, "udp")
+            .ok()
+            .and_then(|c| self.rtc.add_local_candidate(c).map(|c| c.to_sdp_string()));
+        match added {
+            Some(candidate) => self.out.push_back(Out::Signal(DirectSignal::Candidate {
+                attempt: self.attempt,
+                candidate,
+            })),
+            None => tracing::debug!(%mapped, "server-reflexive address not usable"),
+        }
+    }
+
     fn has_room(&mut self, len: usize) -> bool {
         let cap = self.cap;
         let Some(mut channel) = self.channel.and_then(|id| self.rtc.channel(id)) else {
