@@ -11,8 +11,12 @@
 //! took the message) and any number of byte [`Stream`]s (tokio `AsyncRead` +
 //! `AsyncWrite`), each with credit flow control: a slow reader slows its writer,
 //! with bounded memory on both devices, and does not hold up other streams.
-//! Connections survive the loss of their path: when the server restarts or a
-//! link drops, the nodes route them again and nothing is lost or repeated.
+//! A connection starts on the server's relay and moves to a direct WebRTC data
+//! channel between the devices as soon as one opens (negotiated inside the
+//! encrypted session), back to the relay when it fails
+//! ([`NodeEvent::PathChanged`], [`PathPolicy`]). Connections survive the loss
+//! of any path: when the server restarts or a link drops, the nodes route them
+//! again and nothing is lost or repeated.
 //!
 //! ```
 //! use std::time::{SystemTime, UNIX_EPOCH};
