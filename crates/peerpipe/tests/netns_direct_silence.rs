@@ -106,7 +106,7 @@ async fn inside() -> Result<()> {
             out.write_all(&buf[..n]).await?;
             at += n as u64;
             // Slow enough that the outage falls in the middle of the stream.
-            if at % (4 * 1024 * 1024) == 0 {
+            if at.is_multiple_of(4 * 1024 * 1024) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
