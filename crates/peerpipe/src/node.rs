@@ -393,6 +393,9 @@ impl NodeBuilder {
         });
         let id = cfg.identity.device_id();
         let span = tracing::info_span!("node", id = %id.short());
+        if cfg.path_policy != PathPolicy::RelayOnly {
+            crate::direct::warm_up();
+        }
         let admitted = dial(&cfg).instrument(span.clone()).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

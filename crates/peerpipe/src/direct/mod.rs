@@ -102,6 +102,13 @@ impl std::fmt::Display for PathKind {
     }
 }
 
+/// Initialises the WebRTC stack's crypto (30–60 ms the first time in a
+/// process) on a blocking thread, so that the first direct attempt, which runs
+/// inside a connection's driver, does not stall the connection's relay traffic.
+pub(crate) fn warm_up() {
+    tokio::task::spawn_blocking(webrtc::warm_up);
+}
+
 /// The kind of the path `path` names.
 pub(crate) fn path_kind(path: PathId) -> PathKind {
     if path.0 & DIRECT_PATH_BIT == 0 {
@@ -330,23 +337,6 @@ impl Direct {
             let env = self.env.borrow();
             (env.hosts.clone(), env.stun.clone())
         };
-        let built = bind_sockets(&hosts).and_then(|sockets| {
-            let locals: Vec<SocketAddr> = sockets.iter().map(|s| s.local).collect();
-            let transport = match offer {
-                None => WebRtc::offer(now, id, &locals),
-                Some((_, sdp)) => WebRtc::answer(now, id, &locals, sdp),
-            };
-            transport.map(|t| (t, sockets)).map_err(io::Error::other)
-        });
-        let (transport, sockets) = match built {
-            Ok(built) => built,
-            Err(e) => {
-                tracing::debug!(attempt = id, "no direct attempt: {e}");
-                actions.push(Action::Signal(DirectSignal::Close { attempt: id }));
-                self.failed(now);
-                return;
-            }
-        };
         tracing::debug!(
             attempt = id,
             ?hosts,
@@ -361,7 +351,29 @@ impl Direct {
             signals: signals_rx,
             events: self.events.clone(),
         };
-        tokio::spawn(run(transport, sockets, task));
+        // Sockets and the WebRTC stack are set up in the attempt's own task:
+        // the first `Rtc` of a process takes tens of milliseconds, and the
+        // driver calls this with the connection's state locked.
+        let offer = offer.map(|(_, sdp)| sdp.to_owned());
+        tokio::spawn(async move {
+            let built = bind_sockets(&hosts)
+                .map_err(|e| e.to_string())
+                .and_then(|sockets| {
+                    let locals: Vec<SocketAddr> = sockets.iter().map(|s| s.local).collect();
+                    let transport = match &offer {
+                        None => WebRtc::offer(Instant::now(), id, &locals),
+                        Some(sdp) => WebRtc::answer(Instant::now(), id, &locals, sdp),
+                    };
+                    transport.map(|t| (t, sockets))
+                });
+            match built {
+                Ok((transport, sockets)) => run(transport, sockets, task).await,
+                Err(e) => {
+                    let why = format!("cannot set up: {e}");
+                    let _ = task.events.send(DirectEvent::Down(path, why)).await;
+                }
+            }
+        });
         self.active = Some(Attempt {
             id,
             path,

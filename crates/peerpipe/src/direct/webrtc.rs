@@ -52,6 +52,11 @@ fn in_flight_cap(rtt: Duration) -> usize {
         .clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT)
 }
 
+/// Builds and drops one `Rtc`: the process-wide crypto set-up happens here.
+pub(super) fn warm_up() {
+    drop(config(Instant::now()));
+}
+
 fn config(now: Instant) -> Rtc {
     RtcConfig::new()
         // Never the limit: `has_room` keeps well below it.
