@@ -35,6 +35,8 @@ pub(crate) const INPUT_QUEUE: usize = 64;
 const CLOSE_NORMAL: u32 = 0;
 /// `CLOSE` code of a node that stops or gives the connection up.
 const CLOSE_GOING_AWAY: u32 = 1;
+/// How long an ended connection waits for room to send its close packet.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
 /// How long a connection on a direct path waits for the peer's close packet
 /// after the server said the peer left.
 const PEER_LEFT_GRACE: Duration = Duration::from_secs(2);
@@ -639,6 +641,7 @@ pub(crate) async fn drive(
     let mut next: Option<Input> = None;
     let mut next_direct: Option<DirectEvent> = None;
     let mut actions = Vec::new();
+    let mut ended_at: Option<Instant> = None;
     let reason = loop {
         let now = Instant::now();
         let std_now = now.into_std();
@@ -747,11 +750,18 @@ pub(crate) async fn drive(
                 }
             }
         }
-        if let Some(reason) = ended
-            && full.is_none()
-        {
-            break reason;
+        if let Some(reason) = ended {
+            // The close packet waits for room on its path, but not for ever: a
+            // direct path whose peer is gone never drains.
+            let flush_by = *ended_at.get_or_insert(now + CLOSE_FLUSH);
+            if full.is_none() || now >= flush_by {
+                break reason;
+            }
         }
+        let deadline = match ended_at {
+            Some(at) => Some(deadline.map_or(at.into_std(), |d| d.min(at.into_std()))),
+            None => deadline,
+        };
         let sleep = async move {
             match deadline {
                 Some(at) => tokio::time::sleep_until(Instant::from_std(at)).await,
