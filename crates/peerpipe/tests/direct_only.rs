@@ -8,9 +8,8 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::{TestServer, bounded, pair, wait_for};
+use common::{TestServer, bounded, pair, stream_transfer, wait_for, wait_path};
 use peerpipe::{CloseReason, NodeEvent, PathKind, PathPolicy};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const LEN: usize = 8 * 1024 * 1024;
 
@@ -27,33 +26,12 @@ async fn nothing_crosses_the_relay_after_the_upgrade() -> Result<()> {
         };
         let (a, b) = (node("a").await?, node("b").await?);
         let (to_b, from_a) = pair(&a, &b).await?;
-        for (n, conn) in [(&a, &to_b), (&b, &from_a)] {
-            let session = conn.session_id();
-            wait_for(n, "the direct path", |e| match e {
-                NodeEvent::PathChanged {
-                    path: PathKind::Direct,
-                    session: s,
-                    ..
-                } if s == session => Some(()),
-                _ => None,
-            })
-            .await?;
-        }
+        wait_path(&a, &to_b, PathKind::Direct).await?;
+        wait_path(&b, &from_a, PathKind::Direct).await?;
         // Let packets that were already on the relay drain.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let relayed_before = server.server.stats().relay_bytes;
-        let data: Vec<u8> = (0..LEN).map(|i| (i % 239) as u8).collect();
-        let mut out = to_b.open_stream().await?;
-        let writer = tokio::spawn(async move {
-            out.write_all(&data).await?;
-            out.shutdown().await?;
-            anyhow::Ok(data)
-        });
-        let mut stream = from_a.accept_stream().await?;
-        let mut got = Vec::with_capacity(LEN);
-        stream.read_to_end(&mut got).await?;
-        let data = writer.await??;
-        ensure!(got == data, "the received bytes differ");
+        stream_transfer(&to_b, &from_a, LEN).await?;
         let (sent, received) = tokio::join!(to_b.send_confirmed("direct"), from_a.recv());
         sent?;
         ensure!(received?.as_deref() == Some(&b"direct"[..]));

@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use common::{TestServer, pair, wait_for};
-use peerpipe::{Connection, Node, NodeEvent, PathKind};
+use common::{TestServer, pair, wait_path};
+use peerpipe::PathKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const LEN: u64 = 500 * 1024 * 1024;
@@ -26,19 +26,6 @@ fn fill(buf: &mut [u8], at: u64) {
     }
 }
 
-async fn wait_direct(node: &Node, conn: &Connection) -> Result<()> {
-    let session = conn.session_id();
-    wait_for(node, "the direct path", |e| match e {
-        NodeEvent::PathChanged {
-            path: PathKind::Direct,
-            session: s,
-            ..
-        } if s == session => Some(()),
-        _ => None,
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "500 MiB: runs in release as its own step of .ci/run"]
 async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
@@ -48,8 +35,8 @@ async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
         let a = server.node("alice", "a").await?;
         let b = server.node("alice", "b").await?;
         let (to_b, from_a) = pair(&a, &b).await?;
-        wait_direct(&a, &to_b).await?;
-        wait_direct(&b, &from_a).await?;
+        wait_path(&a, &to_b, PathKind::Direct).await?;
+        wait_path(&b, &from_a, PathKind::Direct).await?;
 
         let mut out = to_b.open_stream().await?;
         let writer = tokio::spawn(async move {

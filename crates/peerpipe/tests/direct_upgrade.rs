@@ -5,9 +5,8 @@
 mod common;
 
 use anyhow::{Result, ensure};
-use common::{TestServer, bounded, pair, wait_for};
+use common::{TestServer, bounded, pair, stream_transfer, wait_for};
 use peerpipe::{NodeEvent, PathKind};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const LEN: usize = 32 * 1024 * 1024;
 
@@ -36,18 +35,7 @@ async fn data_moves_direct_once_the_channel_opens() -> Result<()> {
         assert_eq!(from_a.path(), PathKind::Direct);
 
         let relayed_before = server.server.stats().relay_bytes;
-        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-        let mut out = to_b.open_stream().await?;
-        let writer = tokio::spawn(async move {
-            out.write_all(&data).await?;
-            out.shutdown().await?;
-            anyhow::Ok(data)
-        });
-        let mut stream = from_a.accept_stream().await?;
-        let mut got = Vec::with_capacity(LEN);
-        stream.read_to_end(&mut got).await?;
-        let data = writer.await??;
-        ensure!(got == data, "the received bytes differ");
+        stream_transfer(&to_b, &from_a, LEN).await?;
         let relayed = server.server.stats().relay_bytes - relayed_before;
         // Keepalives and nothing else: far below one percent of the data.
         ensure!(relayed < 64 * 1024, "the relay carried {relayed} bytes");

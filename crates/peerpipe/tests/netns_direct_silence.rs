@@ -10,11 +10,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{TestServer, pair, wait_for};
-use peerpipe::{Connection, Node, NodeEvent, PathKind};
+use common::{TestServer, pair, wait_path};
+use peerpipe::PathKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const INSIDE: &str = "PEERPIPE_TEST_IN_NETNS";
@@ -39,19 +39,6 @@ fn run(cmd: &str, args: &[&str]) -> Result<()> {
 fn block_udp(block: bool) -> Result<()> {
     let op = if block { "-A" } else { "-D" };
     run("iptables", &[op, "INPUT", "-p", "udp", "-j", "DROP"])
-}
-
-async fn wait_path(node: &Node, conn: &Connection, want: PathKind) -> Result<Duration> {
-    let started = Instant::now();
-    let session = conn.session_id();
-    wait_for(node, &format!("the {want} path"), |e| match e {
-        NodeEvent::PathChanged {
-            path, session: s, ..
-        } if path == want && s == session => Some(()),
-        _ => None,
-    })
-    .await?;
-    Ok(started.elapsed())
 }
 
 #[test]

@@ -7,9 +7,8 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::{TestServer, bounded, expect_none, pair};
+use common::{TestServer, bounded, expect_none, pair, stream_transfer};
 use peerpipe::{NodeEvent, PathKind, PathPolicy};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const LEN: usize = 8 * 1024 * 1024;
 
@@ -34,18 +33,7 @@ async fn transfer_stays_on_the_relay(relay_only_dialer: bool) -> Result<()> {
         .await?;
     let (to_b, from_a) = pair(&a, &b).await?;
     let relayed_before = server.server.stats().relay_bytes;
-    let data: Vec<u8> = (0..LEN).map(|i| (i % 253) as u8).collect();
-    let mut out = to_b.open_stream().await?;
-    let writer = tokio::spawn(async move {
-        out.write_all(&data).await?;
-        out.shutdown().await?;
-        anyhow::Ok(data)
-    });
-    let mut stream = from_a.accept_stream().await?;
-    let mut got = Vec::with_capacity(LEN);
-    stream.read_to_end(&mut got).await?;
-    let data = writer.await??;
-    ensure!(got == data, "the received bytes differ");
+    stream_transfer(&to_b, &from_a, LEN).await?;
     let relayed = server.server.stats().relay_bytes - relayed_before;
     ensure!(
         relayed >= LEN as u64,

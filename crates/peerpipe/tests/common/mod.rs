@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
-use peerpipe::{Connection, Identity, Node, NodeBuilder, NodeEvent};
+use peerpipe::{Connection, Identity, Node, NodeBuilder, NodeEvent, PathKind};
 use peerpipe_server::{Config, Server};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The bound on every test.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -185,4 +186,36 @@ pub async fn pair(from: &Node, to: &Node) -> Result<(Connection, Connection)> {
     let connected = connecting.await?.context("connecting")?;
     anyhow::ensure!(connected.session_id() == accepted.session_id());
     Ok((connected, accepted))
+}
+
+/// Sends `len` pattern bytes on a new stream from `from`, reads the stream to its
+/// end on `to` and checks every byte.
+pub async fn stream_transfer(from: &Connection, to: &Connection, len: usize) -> Result<()> {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let mut out = from.open_stream().await?;
+    let writer = tokio::spawn(async move {
+        out.write_all(&data).await?;
+        out.shutdown().await?;
+        anyhow::Ok(data)
+    });
+    let mut stream = to.accept_stream().await?;
+    let mut got = Vec::with_capacity(len);
+    stream.read_to_end(&mut got).await?;
+    let data = writer.await??;
+    anyhow::ensure!(got == data, "the received bytes differ");
+    Ok(())
+}
+
+/// Waits until `node` reports `conn` on a path of `kind`; returns how long that took.
+pub async fn wait_path(node: &Node, conn: &Connection, kind: PathKind) -> Result<Duration> {
+    let started = std::time::Instant::now();
+    let session = conn.session_id();
+    wait_for(node, &format!("the {kind} path"), |e| match e {
+        NodeEvent::PathChanged {
+            path, session: s, ..
+        } if path == kind && s == session => Some(()),
+        _ => None,
+    })
+    .await?;
+    Ok(started.elapsed())
 }
