@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use common::{TestServer, pair, wait_path};
+use common::{TestServer, direct_pair};
 use peerpipe::PathKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -32,11 +32,7 @@ async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
     common::init_tracing();
     tokio::time::timeout(Duration::from_secs(600), async {
         let server = TestServer::start().await?;
-        let a = server.node("alice", "a").await?;
-        let b = server.node("alice", "b").await?;
-        let (to_b, from_a) = pair(&a, &b).await?;
-        wait_path(&a, &to_b, PathKind::Direct).await?;
-        wait_path(&b, &from_a, PathKind::Direct).await?;
+        let (_a, _b, to_b, from_a) = direct_pair(&server).await?;
 
         let mut out = to_b.open_stream().await?;
         let writer = tokio::spawn(async move {

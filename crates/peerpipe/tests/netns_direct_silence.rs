@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{TestServer, pair, wait_path};
+use common::{TestServer, direct_pair, wait_path};
 use peerpipe::PathKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -75,11 +75,7 @@ fn a_silent_direct_path_falls_back_to_the_relay_and_recovers() -> Result<()> {
 
 async fn inside() -> Result<()> {
     let server = TestServer::start().await?;
-    let a = server.node("alice", "a").await?;
-    let b = server.node("alice", "b").await?;
-    let (to_b, from_a) = pair(&a, &b).await?;
-    wait_path(&a, &to_b, PathKind::Direct).await?;
-    wait_path(&b, &from_a, PathKind::Direct).await?;
+    let (a, _b, to_b, from_a) = direct_pair(&server).await?;
 
     let mut out = to_b.open_stream().await?;
     let writer = tokio::spawn(async move {

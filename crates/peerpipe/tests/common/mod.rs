@@ -219,3 +219,14 @@ pub async fn wait_path(node: &Node, conn: &Connection, kind: PathKind) -> Result
     .await?;
     Ok(started.elapsed())
 }
+
+/// Two nodes of user `alice` and a connection between them (dialer end first) that
+/// both have reported on the direct path.
+pub async fn direct_pair(server: &TestServer) -> Result<(Node, Node, Connection, Connection)> {
+    let a = server.node("alice", "a").await?;
+    let b = server.node("alice", "b").await?;
+    let (to_b, from_a) = pair(&a, &b).await?;
+    wait_path(&a, &to_b, PathKind::Direct).await?;
+    wait_path(&b, &from_a, PathKind::Direct).await?;
+    Ok((a, b, to_b, from_a))
+}
