@@ -159,16 +159,8 @@ impl DirectEnv {
 fn stun_host_port(server: &IceServer) -> Option<String> {
     let rest = server.url.strip_prefix("stun:")?;
     let host_port = rest.split('?').next()?;
-    Some(
-        if host_port
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            host_port.to_string()
-        } else {
-            format!("{host_port}:3478")
-        },
-    )
+    // `IceServer::check` (at start and on decode) guarantees HOST:PORT.
+    Some(host_port.to_string())
 }
 
 /// The address this host sends from toward `to` (a UDP `connect` sends nothing).
