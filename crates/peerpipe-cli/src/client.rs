@@ -150,8 +150,9 @@ async fn bind(args: &ClientArgs) -> Result<Node> {
         PathPolicy::Any
     };
     let mut builder = Node::builder().path_policy(policy);
-    if !args.stun.is_empty() {
-        builder = builder.ice_servers(args.stun.clone());
+    if !args.stun.is_empty() || !args.turn.is_empty() {
+        let servers = args.stun.iter().chain(&args.turn).cloned().collect();
+        builder = builder.ice_servers(servers);
     }
     builder
         .server(url.clone())

@@ -112,6 +112,7 @@ struct ServeArgs {
     stun: Vec<IceServer>,
     /// A TURN server to announce to devices: URL,USER,PASSWORD with URL
     /// turn:HOST:PORT, turns:HOST:PORT (optionally ?transport=udp|tcp) or HOST:PORT.
+    /// peerpipe devices use TURN over UDP (turn: without ?transport=tcp).
     /// Repeat for several.
     #[arg(long, value_name = "URL,USER,PASS", value_parser = parse_turn)]
     turn: Vec<IceServer>,
@@ -176,10 +177,16 @@ struct ClientArgs {
     #[arg(long)]
     direct_only: bool,
     /// A STUN server (HOST:PORT or stun:HOST:PORT) to learn this device's public
-    /// address from for direct paths, instead of the ones the server announces.
-    /// Repeat for several.
+    /// address from for direct paths. With --stun or --turn, the servers given
+    /// here replace the ones the server announces. Repeat for several.
     #[arg(long, value_name = "URL", value_parser = parse_stun)]
     stun: Vec<IceServer>,
+    /// A TURN server to relay the direct path through when the devices cannot
+    /// reach each other's addresses: URL,USER,PASSWORD with URL turn:HOST:PORT
+    /// or HOST:PORT (TURN over UDP; end-to-end encrypted, the TURN server sees
+    /// only ciphertext). Repeat for several.
+    #[arg(long, value_name = "URL,USER,PASS", value_parser = parse_turn)]
+    turn: Vec<IceServer>,
 }
 
 #[derive(Args)]

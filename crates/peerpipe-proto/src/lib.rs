@@ -11,7 +11,9 @@
 //!   paths, with multiplexed streams and credit flow control (driven by the
 //!   caller's clock and randomness; simulated in `tests/`);
 //! - [`direct`]: the direct-path negotiation signals the session carries;
-//! - [`stun`]: the STUN binding exchange that finds a device's public address.
+//! - [`stun`]: the STUN binding exchange that finds a device's public address;
+//! - [`turn`]: a TURN client whose relayed address serves peers that cannot
+//!   reach each other directly.
 //!
 //! ```
 //! use peerpipe_proto::{id::Identity, signal::{hello_payload, ClientMessage}, token};
@@ -35,3 +37,4 @@ pub mod session;
 pub mod signal;
 pub mod stun;
 pub mod token;
+pub mod turn;

@@ -25,12 +25,13 @@ pub const MAGIC_COOKIE: u32 = 0x2112_a442;
 /// A STUN transaction id.
 pub type TransactionId = [u8; 12];
 
-const HEADER_LEN: usize = 20;
+/// The fixed header every STUN message starts with.
+pub(crate) const HEADER_LEN: usize = 20;
 const BINDING_REQUEST: u16 = 0x0001;
 const BINDING_SUCCESS: u16 = 0x0101;
 const BINDING_ERROR: u16 = 0x0111;
 const MAPPED_ADDRESS: u16 = 0x0001;
-const XOR_MAPPED_ADDRESS: u16 = 0x0020;
+pub(crate) const XOR_MAPPED_ADDRESS: u16 = 0x0020;
 const FAMILY_V4: u8 = 0x01;
 const FAMILY_V6: u8 = 0x02;
 
@@ -48,7 +49,8 @@ pub enum StunError {
     Malformed,
 }
 
-fn header(kind: u16, len: u16, txid: TransactionId) -> Vec<u8> {
+/// A message header of type `kind` announcing `len` bytes of attributes.
+pub(crate) fn header(kind: u16, len: u16, txid: TransactionId) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER_LEN + usize::from(len));
     out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&len.to_be_bytes());
@@ -58,7 +60,7 @@ fn header(kind: u16, len: u16, txid: TransactionId) -> Vec<u8> {
 }
 
 /// Splits a STUN message into type, transaction id and attributes.
-fn split(buf: &[u8]) -> Option<(u16, TransactionId, &[u8])> {
+pub(crate) fn split(buf: &[u8]) -> Option<(u16, TransactionId, &[u8])> {
     let (head, body) = buf.split_first_chunk::<HEADER_LEN>()?;
     let kind = u16::from_be_bytes([head[0], head[1]]);
     let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
@@ -72,21 +74,54 @@ fn split(buf: &[u8]) -> Option<(u16, TransactionId, &[u8])> {
     Some((kind, txid, body))
 }
 
-/// Iterates over `(type, value)` attributes; `None` if they are malformed.
-fn attributes(mut body: &[u8]) -> Option<Vec<(u16, &[u8])>> {
+/// One attribute of a message: its type, value, and where its header starts
+/// in the attribute section.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attribute<'a> {
+    pub kind: u16,
+    pub value: &'a [u8],
+    pub at: usize,
+}
+
+/// The attributes of a message body; `None` if they are malformed.
+pub(crate) fn attributes(body: &[u8]) -> Option<Vec<Attribute<'_>>> {
     let mut out = Vec::new();
-    while !body.is_empty() {
-        let (head, rest) = body.split_first_chunk::<4>()?;
+    let mut at = 0;
+    while at < body.len() {
+        let (head, rest) = body[at..].split_first_chunk::<4>()?;
         let kind = u16::from_be_bytes([head[0], head[1]]);
         let len = usize::from(u16::from_be_bytes([head[2], head[3]]));
         let padded = len.checked_add(3)? & !3;
         if rest.len() < padded {
             return None;
         }
-        out.push((kind, &rest[..len]));
-        body = &rest[padded..];
+        out.push(Attribute {
+            kind,
+            value: &rest[..len],
+            at,
+        });
+        at += 4 + padded;
     }
     Some(out)
+}
+
+/// Appends attribute `kind` with `value` (padded to 4 bytes) to a message and
+/// updates the length in its header.
+pub(crate) fn push_attribute(msg: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    let len = u16::try_from(value.len()).unwrap_or(u16::MAX);
+    msg.extend_from_slice(&kind.to_be_bytes());
+    msg.extend_from_slice(&len.to_be_bytes());
+    msg.extend_from_slice(&value[..usize::from(len)]);
+    msg.resize(msg.len().next_multiple_of(4), 0);
+    set_length(msg, 0);
+}
+
+/// Writes into a message's header the length of its attributes plus `extra`
+/// bytes (MESSAGE-INTEGRITY counts itself before it is there).
+pub(crate) fn set_length(msg: &mut [u8], extra: usize) {
+    let len = msg.len().saturating_sub(HEADER_LEN) + extra;
+    let len = u16::try_from(len).unwrap_or(u16::MAX);
+    msg[2..4].copy_from_slice(&len.to_be_bytes());
 }
 
 /// A binding request with transaction id `txid`.
@@ -104,12 +139,8 @@ pub fn parse_binding_request(buf: &[u8]) -> Option<TransactionId> {
 
 /// A success response telling the requester it was seen from `addr`.
 pub fn binding_response(txid: TransactionId, addr: SocketAddr) -> Vec<u8> {
-    let value = xor_address(addr, txid);
-    let len = u16::try_from(4 + value.len()).unwrap_or(u16::MAX);
-    let mut out = header(BINDING_SUCCESS, len, txid);
-    out.extend_from_slice(&XOR_MAPPED_ADDRESS.to_be_bytes());
-    out.extend_from_slice(&u16::try_from(value.len()).unwrap_or(0).to_be_bytes());
-    out.extend_from_slice(&value);
+    let mut out = header(BINDING_SUCCESS, 0, txid);
+    push_attribute(&mut out, XOR_MAPPED_ADDRESS, &xor_address(addr, txid));
     out
 }
 
@@ -131,13 +162,13 @@ pub fn parse_binding_response(buf: &[u8], txid: TransactionId) -> Result<SocketA
         _ => return Err(StunError::NotOurs),
     }
     let attrs = attributes(body).ok_or(StunError::Malformed)?;
-    let xored = attrs.iter().find(|(k, _)| *k == XOR_MAPPED_ADDRESS);
-    if let Some((_, value)) = xored {
-        return parse_address(value, Some(txid)).ok_or(StunError::Malformed);
+    let xored = attrs.iter().find(|a| a.kind == XOR_MAPPED_ADDRESS);
+    if let Some(a) = xored {
+        return parse_address(a.value, Some(txid)).ok_or(StunError::Malformed);
     }
-    let plain = attrs.iter().find(|(k, _)| *k == MAPPED_ADDRESS);
+    let plain = attrs.iter().find(|a| a.kind == MAPPED_ADDRESS);
     plain
-        .and_then(|(_, value)| parse_address(value, None))
+        .and_then(|a| parse_address(a.value, None))
         .ok_or(StunError::Malformed)
 }
 
@@ -149,7 +180,8 @@ fn mask(txid: TransactionId) -> [u8; 16] {
     mask
 }
 
-fn xor_address(addr: SocketAddr, txid: TransactionId) -> Vec<u8> {
+/// An address as an XOR-MAPPED-ADDRESS (or XOR-PEER/RELAYED-ADDRESS) value.
+pub(crate) fn xor_address(addr: SocketAddr, txid: TransactionId) -> Vec<u8> {
     let mask = mask(txid);
     let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
     let mut out = vec![0, 0];
@@ -168,7 +200,7 @@ fn xor_address(addr: SocketAddr, txid: TransactionId) -> Vec<u8> {
 }
 
 /// Reads a (XOR-)MAPPED-ADDRESS value; `xor` holds the transaction id to unmask with.
-fn parse_address(value: &[u8], xor: Option<TransactionId>) -> Option<SocketAddr> {
+pub(crate) fn parse_address(value: &[u8], xor: Option<TransactionId>) -> Option<SocketAddr> {
     let (head, ip) = value.split_first_chunk::<4>()?;
     let mask = xor.map(mask).unwrap_or([0; 16]);
     let port = u16::from_be_bytes([head[2] ^ mask[0], head[3] ^ mask[1]]);

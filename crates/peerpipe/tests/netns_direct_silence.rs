@@ -9,30 +9,19 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{TestServer, direct_pair, wait_path};
+use common::{TestServer, block_on_bounded, direct_pair, rerun_in_netns, run, wait_path};
 use peerpipe::PathKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const INSIDE: &str = "PEERPIPE_TEST_IN_NETNS";
 const TEST: &str = "a_silent_direct_path_falls_back_to_the_relay_and_recovers";
 const LEN: u64 = 64 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 
 fn byte(i: u64) -> u8 {
     (i.wrapping_mul(0x9e37_79b9) >> 11) as u8
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new(cmd)
-        .args(args)
-        .status()
-        .with_context(|| format!("running {cmd}"))?;
-    ensure!(status.success(), "{cmd} {args:?}: {status}");
-    Ok(())
 }
 
 /// Drops (or, with `false`, lets through again) every UDP datagram.
@@ -44,33 +33,10 @@ fn block_udp(block: bool) -> Result<()> {
 #[test]
 #[ignore = "needs unshare and iptables: its own step of .ci/run"]
 fn a_silent_direct_path_falls_back_to_the_relay_and_recovers() -> Result<()> {
-    if std::env::var_os(INSIDE).is_none() {
-        // Run this same test again inside a fresh user + network namespace.
-        let exe = std::env::current_exe()?;
-        let status = Command::new("unshare")
-            .args(["-rn"])
-            .arg(exe)
-            .args([TEST, "--exact", "--ignored", "--nocapture"])
-            .env(INSIDE, "1")
-            .status()
-            .context("running unshare -rn")?;
-        ensure!(
-            status.success(),
-            "the test inside the namespace failed: {status}"
-        );
+    if rerun_in_netns(TEST)? {
         return Ok(());
     }
-    run("ip", &["link", "set", "lo", "up"])?;
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(async {
-            common::init_tracing();
-            tokio::time::timeout(Duration::from_secs(120), inside())
-                .await
-                .context("the test timed out")?
-        })
+    block_on_bounded(Duration::from_secs(120), inside())
 }
 
 async fn inside() -> Result<()> {

@@ -17,23 +17,19 @@
 //! outage in our measurements), while a fresh association is up in a few
 //! milliseconds on a LAN and the session resends whatever was in flight anyway.
 
+mod io;
 mod webrtc;
 
-use std::future::poll_fn;
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use peerpipe_proto::direct::DirectSignal;
 use peerpipe_proto::session::PathId;
 use peerpipe_proto::signal::IceServer;
-use peerpipe_proto::stun;
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
+use self::io::{Io, TurnServer, bind_sockets};
 pub(crate) use self::webrtc::WebRtc;
 
 /// The largest session packet on any path (fits every data channel's message
@@ -55,16 +51,6 @@ const RETRY_MIN: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 /// A path that stayed up this long resets the backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// UDP socket buffers: the kernel's default drops datagrams at full speed.
-const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
-/// The wait after each STUN binding request: three requests, then give up.
-const STUN_RETRIES: [Duration; 3] = [
-    Duration::from_millis(250),
-    Duration::from_millis(750),
-    Duration::from_millis(1500),
-];
-/// How long resolving the STUN servers' names may take.
-const STUN_RESOLVE: Duration = Duration::from_secs(2);
 
 /// Which paths a node's connections may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,6 +111,8 @@ pub(crate) struct DirectEnv {
     pub hosts: Vec<IpAddr>,
     /// STUN servers (`HOST:PORT`) to learn server-reflexive addresses from.
     pub stun: Vec<String>,
+    /// TURN servers to allocate relayed addresses on.
+    pub turn: Vec<TurnServer>,
 }
 
 impl DirectEnv {
@@ -133,6 +121,10 @@ impl DirectEnv {
     /// this machine too), else that address and the default-route addresses.
     pub(crate) fn for_link(local: Option<SocketAddr>, ice_servers: &[IceServer]) -> Self {
         let stun = ice_servers.iter().filter_map(stun_host_port).collect();
+        let turn = ice_servers
+            .iter()
+            .filter_map(TurnServer::from_ice)
+            .collect();
         let mut hosts = Vec::new();
         match local.map(|a| a.ip()) {
             Some(ip) if ip.is_loopback() => hosts.push(ip),
@@ -150,12 +142,11 @@ impl DirectEnv {
                 }
             }
         }
-        Self { hosts, stun }
+        Self { hosts, stun, turn }
     }
 }
 
-/// `HOST:PORT` of a `stun:` URL; `None` for TURN servers (no relayed
-/// candidates are gathered: the server's relay is the fallback path).
+/// `HOST:PORT` of a `stun:` URL; `None` for TURN servers.
 fn stun_host_port(server: &IceServer) -> Option<String> {
     let rest = server.url.strip_prefix("stun:")?;
     let host_port = rest.split('?').next()?;
@@ -187,6 +178,9 @@ pub(crate) trait Transport: Send + 'static {
     fn handle_signal(&mut self, signal: DirectSignal);
     /// A STUN server saw local socket `base` as `mapped`: offer it to the peer.
     fn add_server_reflexive(&mut self, mapped: SocketAddr, base: SocketAddr);
+    /// A TURN server relays for local socket `base` at `relayed`: offer it to
+    /// the peer. Datagrams from `relayed` go out through the TURN server.
+    fn add_relayed(&mut self, relayed: SocketAddr, base: SocketAddr);
     /// Whether one more packet of `len` bytes may go in flight now.
     fn has_room(&mut self, len: usize) -> bool;
     /// Queues one session packet; false when there is no room after all.
@@ -325,9 +319,9 @@ impl Direct {
         };
         self.attempt = id;
         let path = PathId(DIRECT_PATH_BIT | u64::from(id));
-        let (hosts, stun) = {
+        let (hosts, stun, turn) = {
             let env = self.env.borrow();
-            (env.hosts.clone(), env.stun.clone())
+            (env.hosts.clone(), env.stun.clone(), env.turn.clone())
         };
         tracing::debug!(
             attempt = id,
@@ -339,6 +333,7 @@ impl Direct {
         let task = Task {
             path,
             stun,
+            turn,
             open_by: now + OPEN_TIMEOUT,
             signals: signals_rx,
             events: self.events.clone(),
@@ -506,194 +501,23 @@ impl Direct {
     }
 }
 
-/// One bound UDP socket of an attempt.
-struct Socket {
-    socket: UdpSocket,
-    local: SocketAddr,
-}
-
-fn bind_sockets(hosts: &[IpAddr]) -> io::Result<Vec<Socket>> {
-    let mut sockets = Vec::new();
-    let mut last = None;
-    for ip in hosts {
-        match bind_udp(SocketAddr::new(*ip, 0)) {
-            Ok(s) => sockets.push(s),
-            Err(e) => last = Some(e),
-        }
-    }
-    if sockets.is_empty() {
-        return Err(last.unwrap_or_else(|| io::Error::other("no host address to bind")));
-    }
-    Ok(sockets)
-}
-
-fn bind_udp(addr: SocketAddr) -> io::Result<Socket> {
-    use socket2::{Domain, Protocol, Socket as RawSocket, Type};
-    let raw = RawSocket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: the kernel caps these at its maximum.
-    let _ = raw.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = raw.set_send_buffer_size(SOCKET_BUFFER);
-    raw.bind(&addr.into())?;
-    raw.set_nonblocking(true)?;
-    let socket = UdpSocket::from_std(raw.into())?;
-    let local = socket.local_addr()?;
-    Ok(Socket { socket, local })
-}
-
 /// An attempt task's links to its driver.
 struct Task {
     path: PathId,
     /// STUN servers to ask for server-reflexive addresses.
     stun: Vec<String>,
+    /// TURN servers to allocate relayed addresses on.
+    turn: Vec<TurnServer>,
     open_by: Instant,
     signals: mpsc::Receiver<DirectSignal>,
     events: mpsc::Sender<DirectEvent>,
 }
 
-/// One binding request to a STUN server from one local socket.
-struct Binding {
-    txid: stun::TransactionId,
-    local: SocketAddr,
-    server: SocketAddr,
-    /// Requests sent so far.
-    sent: usize,
-    next_at: Instant,
-}
-
-/// What a datagram was to the STUN client.
-enum Stun {
-    /// Not a response to one of our requests: the transport's.
-    Pass,
-    /// Our server-reflexive address for local socket `base`, if it was one.
-    Answered(Option<(SocketAddr, SocketAddr)>),
-}
-
-/// The binding requests of one attempt: every local socket asks every STUN
-/// server of its address family, with a few retries.
-#[derive(Default)]
-struct Bindings(Vec<Binding>);
-
-impl Bindings {
-    async fn new(servers: &[String], sockets: &[Socket]) -> Self {
-        let mut resolved = Vec::new();
-        for server in servers {
-            match tokio::time::timeout(STUN_RESOLVE, tokio::net::lookup_host(server.as_str())).await
-            {
-                Ok(Ok(addrs)) => resolved.extend(addrs),
-                Ok(Err(e)) => tracing::debug!(%server, "cannot resolve the STUN server: {e}"),
-                Err(_) => tracing::debug!(%server, "resolving the STUN server timed out"),
-            }
-        }
-        let now = Instant::now();
-        let mut bindings = Vec::new();
-        for socket in sockets {
-            for server in &resolved {
-                // A socket can reach a server of its own family, and a loopback
-                // socket only a loopback server (and the other way round).
-                let reachable = server.is_ipv4() == socket.local.is_ipv4()
-                    && server.ip().is_loopback() == socket.local.ip().is_loopback();
-                if reachable {
-                    bindings.push(Binding {
-                        txid: rand::random(),
-                        local: socket.local,
-                        server: *server,
-                        sent: 0,
-                        next_at: now,
-                    });
-                }
-            }
-        }
-        Self(bindings)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.0.iter().map(|b| b.next_at).min()
-    }
-
-    /// Sends what is due; drops requests that were never answered.
-    fn handle_timeout(&mut self, now: Instant, sockets: &[Socket]) {
-        self.0.retain_mut(|b| {
-            if b.next_at > now {
-                return true;
-            }
-            let Some(wait) = STUN_RETRIES.get(b.sent) else {
-                tracing::debug!(server = %b.server, "no answer from the STUN server");
-                return false;
-            };
-            send_from(sockets, b.local, &stun::binding_request(b.txid), b.server);
-            b.sent += 1;
-            b.next_at = now + *wait;
-            true
-        });
-    }
-
-    fn handle_datagram(&mut self, local: SocketAddr, data: &[u8]) -> Stun {
-        if self.0.is_empty() || !stun::is_stun(data) {
-            return Stun::Pass;
-        }
-        let found = self.0.iter().enumerate().find_map(|(i, b)| {
-            if b.local != local {
-                return None;
-            }
-            match stun::parse_binding_response(data, b.txid) {
-                Err(stun::StunError::NotOurs) => None,
-                other => Some((i, other)),
-            }
-        });
-        let Some((i, answer)) = found else {
-            return Stun::Pass;
-        };
-        let binding = self.0.swap_remove(i);
-        match answer {
-            Ok(mapped) => {
-                tracing::debug!(server = %binding.server, base = %local, %mapped, "server-reflexive address");
-                Stun::Answered(Some((mapped, local)))
-            }
-            Err(e) => {
-                tracing::debug!(server = %binding.server, "STUN: {e}");
-                Stun::Answered(None)
-            }
-        }
-    }
-}
-
-/// Receives one datagram on whichever socket has one.
-async fn recv_any(
-    sockets: &[Socket],
-    buf: &mut [u8],
-) -> (SocketAddr, io::Result<(usize, SocketAddr)>) {
-    poll_fn(|cx| {
-        for s in sockets {
-            let mut read = ReadBuf::new(buf);
-            if let Poll::Ready(r) = s.socket.poll_recv_from(cx, &mut read) {
-                return Poll::Ready((s.local, r.map(|from| (read.filled().len(), from))));
-            }
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Sends one datagram from the local socket bound to `from` (none: dropped).
-///
-/// A direct non-blocking `sendto`: tokio's `try_send_to` refuses until the
-/// reactor has seen the socket writable once, which drops a fresh socket's
-/// first datagrams. A full socket buffer drops the datagram, as the network
-/// would; the transport (and STUN) resend.
-fn send_from(sockets: &[Socket], from: SocketAddr, data: &[u8], to: SocketAddr) {
-    let Some(s) = sockets.iter().find(|s| s.local == from) else {
-        tracing::trace!(%from, %to, "datagram from no socket");
-        return;
-    };
-    let sent = socket2::SockRef::from(&s.socket).send_to(data, &to.into());
-    tracing::trace!(%from, %to, len = data.len(), ?sent, "datagram");
-}
-
 /// Sends the datagrams the transport has ready now; drops anything else.
-fn flush<T: Transport>(transport: &mut T, sockets: &[Socket]) {
+fn flush<T: Transport>(transport: &mut T, io: &mut Io) {
     for _ in 0..1024 {
         match transport.poll_output() {
-            Out::Transmit { from, to, data } => send_from(sockets, from, &data, to),
+            Out::Transmit { from, to, data } => io.transmit(from, to, &data),
             Out::Timeout(_) | Out::Failed(_) => return,
             Out::Signal(_) | Out::Open | Out::Packet(_) => {}
         }
@@ -701,14 +525,13 @@ fn flush<T: Transport>(transport: &mut T, sockets: &[Socket]) {
 }
 
 /// Runs one attempt until it fails or the driver drops it.
-async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Task) {
+async fn run<T: Transport>(mut transport: T, sockets: Vec<io::Socket>, mut task: Task) {
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(OUT_QUEUE);
     let mut out_tx = Some(out_tx);
     let mut open = false;
     let mut pending: Option<Bytes> = None;
-    let mut buf = vec![0; 2048];
     let path = task.path;
-    let mut bindings = Bindings::new(&task.stun, &sockets).await;
+    let mut io = Io::new(sockets, &task.stun, &task.turn).await;
     let why = 'run: loop {
         // Hand the transport what the session queued, while it has room.
         if open {
@@ -725,7 +548,7 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
         let deadline = loop {
             match transport.poll_output() {
                 Out::Timeout(at) => break at,
-                Out::Transmit { from, to, data } => send_from(&sockets, from, &data, to),
+                Out::Transmit { from, to, data } => io.transmit(from, to, &data),
                 Out::Signal(signal) => {
                     if task
                         .events
@@ -757,9 +580,7 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
                 Out::Failed(why) => break 'run Some(why),
             }
         };
-        let deadline = bindings
-            .poll_timeout()
-            .map_or(deadline, |at| at.min(deadline));
+        let deadline = io.poll_timeout().map_or(deadline, |at| at.min(deadline));
         let deadline = if open {
             deadline
         } else {
@@ -781,31 +602,24 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<Socket>, mut task: Tas
                             break;
                         }
                     }
-                    flush(&mut transport, &sockets);
+                    flush(&mut transport, &mut io);
                     transport.close();
-                    flush(&mut transport, &sockets);
+                    flush(&mut transport, &mut io);
+                    io.close();
                     break None;
                 }
             },
-            (local, received) = recv_any(&sockets, &mut buf) => match received {
-                Ok((len, from)) => match bindings.handle_datagram(local, &buf[..len]) {
-                    Stun::Pass => transport.handle_datagram(Instant::now(), local, from, &buf[..len]),
-                    Stun::Answered(Some((mapped, base))) if mapped != base => {
-                        transport.add_server_reflexive(mapped, base);
-                    }
-                    Stun::Answered(_) => {}
-                },
-                Err(e) => tracing::trace!("direct path socket: {e}"),
-            },
+            () = io.recv(&mut transport) => {}
             packet = out_rx.recv(), if room => pending = packet,
             () = tokio::time::sleep_until(deadline.into()) => {
                 let now = Instant::now();
-                bindings.handle_timeout(now, &sockets);
+                io.handle_timeout(now, &mut transport);
                 transport.handle_timeout(now);
             }
         }
     };
     if let Some(why) = why {
+        io.close();
         let _ = task.events.send(DirectEvent::Down(path, why)).await;
     }
 }
@@ -829,35 +643,5 @@ mod tests {
     fn path_kinds_follow_the_id() {
         assert_eq!(path_kind(PathId(3)), PathKind::Relay);
         assert_eq!(path_kind(PathId(DIRECT_PATH_BIT | 3)), PathKind::Direct);
-    }
-
-    /// A binding against the real server's STUN responder on loopback: the
-    /// socket learns the address the server saw it from.
-    #[tokio::test]
-    async fn the_servers_stun_responder_tells_a_socket_its_address() {
-        let mut config = peerpipe_server::Config::new(vec![7; 32]);
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.stun_listen = Some("127.0.0.1:0".parse().unwrap());
-        let server = peerpipe_server::Server::bind(config).await.unwrap();
-        let stun_addr = server.stun_addr().unwrap();
-        let sockets = vec![bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()];
-        let local = sockets[0].local;
-        let mut bindings = Bindings::new(&[stun_addr.to_string()], &sockets).await;
-        assert_eq!(bindings.0.len(), 1);
-        bindings.handle_timeout(Instant::now(), &sockets);
-        let mut buf = [0u8; 1500];
-        let answer = tokio::time::timeout(Duration::from_secs(5), async {
-            loop {
-                let (len, _) = sockets[0].socket.recv_from(&mut buf).await.unwrap();
-                if let Stun::Answered(a) = bindings.handle_datagram(local, &buf[..len]) {
-                    return a;
-                }
-            }
-        })
-        .await
-        .expect("no STUN answer");
-        assert_eq!(answer, Some((local, local)));
-        assert!(bindings.0.is_empty());
-        server.shutdown().await;
     }
 }

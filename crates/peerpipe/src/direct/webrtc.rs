@@ -17,6 +17,7 @@ use bytes::Bytes;
 use peerpipe_proto::direct::DirectSignal;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::channel::{ChannelConfig, ChannelId, Reliability};
+use str0m::error::IceError;
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
@@ -157,6 +158,23 @@ impl WebRtc {
             _ => {}
         }
     }
+
+    /// Adds a gathered local candidate and trickles it to the peer.
+    fn add_gathered(&mut self, candidate: Result<Candidate, IceError>) {
+        let added = candidate.map_err(|e| e.to_string()).and_then(|c| {
+            self.rtc
+                .add_local_candidate(c)
+                .map(|c| c.to_sdp_string())
+                .ok_or_else(|| "refused by the ICE agent".to_owned())
+        });
+        match added {
+            Ok(candidate) => self.out.push_back(Out::Signal(DirectSignal::Candidate {
+                attempt: self.attempt,
+                candidate,
+            })),
+            Err(e) => tracing::debug!("gathered candidate not usable: {e}"),
+        }
+    }
 }
 
 impl Transport for WebRtc {
@@ -214,16 +232,11 @@ impl Transport for WebRtc {
     }
 
     fn add_server_reflexive(&mut self, mapped: SocketAddr, base: SocketAddr) {
-        let added = Candidate::server_reflexive(mapped, base, "udp")
-            .ok()
-            .and_then(|c| self.rtc.add_local_candidate(c).map(|c| c.to_sdp_string()));
-        match added {
-            Some(candidate) => self.out.push_back(Out::Signal(DirectSignal::Candidate {
-                attempt: self.attempt,
-                candidate,
-            })),
-            None => tracing::debug!(%mapped, "server-reflexive address not usable"),
-        }
+        self.add_gathered(Candidate::server_reflexive(mapped, base, "udp"));
+    }
+
+    fn add_relayed(&mut self, relayed: SocketAddr, base: SocketAddr) {
+        self.add_gathered(Candidate::relayed(relayed, base, "udp"));
     }
 
     fn has_room(&mut self, len: usize) -> bool {

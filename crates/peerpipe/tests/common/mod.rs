@@ -230,3 +230,53 @@ pub async fn direct_pair(server: &TestServer) -> Result<(Node, Node, Connection,
     wait_path(&b, &from_a, PathKind::Direct).await?;
     Ok((a, b, to_b, from_a))
 }
+
+/// Set in the environment of a test re-run inside its own network namespace.
+const IN_NETNS: &str = "PEERPIPE_TEST_IN_NETNS";
+
+/// Runs test `name` of this test binary again inside a fresh user and network
+/// namespace (`unshare -rn`, loopback up) and returns `true` with its outcome;
+/// returns `false` when this process already is that re-run.
+pub fn rerun_in_netns(name: &str) -> Result<bool> {
+    if std::env::var_os(IN_NETNS).is_some() {
+        run("ip", &["link", "set", "lo", "up"])?;
+        return Ok(false);
+    }
+    let exe = std::env::current_exe()?;
+    let status = std::process::Command::new("unshare")
+        .args(["-rn"])
+        .arg(exe)
+        .args([name, "--exact", "--ignored", "--nocapture"])
+        .env(IN_NETNS, "1")
+        .status()
+        .context("running unshare -rn")?;
+    anyhow::ensure!(
+        status.success(),
+        "the test inside the namespace failed: {status}"
+    );
+    Ok(true)
+}
+
+/// Runs a command to its end; an error unless it succeeds.
+pub fn run(cmd: &str, args: &[&str]) -> Result<()> {
+    let status = std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {cmd}"))?;
+    anyhow::ensure!(status.success(), "{cmd} {args:?}: {status}");
+    Ok(())
+}
+
+/// Runs `body` on a fresh two-thread runtime with tracing and a time limit.
+pub fn block_on_bounded<F: Future<Output = Result<()>>>(limit: Duration, body: F) -> Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(async {
+            init_tracing();
+            tokio::time::timeout(limit, body)
+                .await
+                .context("the test timed out")?
+        })
+}
