@@ -302,7 +302,8 @@ enum State {
 /// A packet kept until acknowledged.
 struct SentPacket {
     pn: u64,
-    bytes: Bytes,
+    /// Its frames, unencrypted: each transmission wraps them for its path.
+    frames: Bytes,
     sent: Instant,
     /// Stream offsets it completes, for streams in one-chunk mode.
     stream_ends: Vec<(StreamId, u64)>,
@@ -336,6 +337,9 @@ pub struct Session {
     handshake_due: bool,
     /// Live paths, the current one last.
     paths: Vec<PathId>,
+    /// Paths whose carrier encrypts and authenticates end to end with the peer
+    /// (see [`Session::trust_path`]): packets on them go unencrypted.
+    trusted_paths: Vec<PathId>,
     /// When something authentic last arrived on the current path (or it became
     /// current).
     current_heard: Instant,
@@ -449,6 +453,7 @@ impl Session {
             hello_seen: None,
             handshake_due: false,
             paths: Vec::new(),
+            trusted_paths: Vec::new(),
             current_heard: now,
             packet_path: None,
             next_pn: 0,
@@ -570,11 +575,24 @@ impl Session {
         self.arm_path_check();
     }
 
+    /// Trusts `path`: its carrier already encrypts and authenticates every byte
+    /// end to end, pinned to the peer this session's handshake authenticated
+    /// (a QUIC connection whose certificate fingerprint travelled inside the
+    /// session). Packets on it then go unencrypted, and unencrypted packets are
+    /// accepted on it; on any other path they end the session as tampering.
+    /// Both sides must trust the path before either sends on it.
+    pub fn trust_path(&mut self, path: PathId) {
+        if !self.trusted_paths.contains(&path) {
+            self.trusted_paths.push(path);
+        }
+    }
+
     /// A path went down with whatever it had in flight. If it was the current one,
     /// the most recent remaining path takes over and gets everything resent.
     pub fn handle_path_down(&mut self, now: Instant, path: PathId) {
         let was_current = self.current_path() == Some(path);
         self.paths.retain(|p| *p != path);
+        self.trusted_paths.retain(|p| *p != path);
         if was_current && !self.paths.is_empty() {
             self.switched_path(now);
         } else {
@@ -671,6 +689,12 @@ impl Session {
             Packet::Hello(msg) => self.on_hello(now, msg),
             Packet::Reply(msg) => self.on_reply(now, msg),
             Packet::Data { pn, ciphertext } => self.on_data(now, pn, &ciphertext),
+            // Before the keys exist nothing is trusted: dropped.
+            Packet::Plain { .. } if !self.is_connected() => {}
+            Packet::Plain { pn, frames } if self.trusted_paths.contains(&path) => {
+                self.on_frames(now, pn, frames);
+            }
+            Packet::Plain { .. } => self.close_session(CloseReason::Integrity, true),
         }
     }
 
@@ -749,6 +773,11 @@ impl Session {
             return self.close_session(CloseReason::Integrity, true);
         };
         plain.truncate(len);
+        self.on_frames(now, pn, plain.into());
+    }
+
+    /// The frames of authentic packet `pn`.
+    fn on_frames(&mut self, now: Instant, pn: u64, plain: Bytes) {
         self.heard(now);
         // Our reply got through: no need to resend it any more.
         if self.role == Role::Responder {
@@ -795,7 +824,7 @@ impl Session {
             }
             self.highest_unreliable = Some(pn);
         }
-        let frames = match Frame::decode_all(plain.into()) {
+        let frames = match Frame::decode_all(plain) {
             Ok(f) => f,
             Err(e) => return self.protocol_error(e.into()),
         };
@@ -900,7 +929,7 @@ impl Session {
                 break;
             };
             acked += 1;
-            self.unacked_bytes -= p.bytes.len() as u64;
+            self.unacked_bytes -= packet_cost(&p.frames);
             for (id, end) in &p.stream_ends {
                 if let Some(s) = self.streams.get_mut(id) {
                     s.send.acked = s.send.acked.max(*end);
@@ -1260,6 +1289,8 @@ impl Session {
             let frame = Frame::Close { code, reason: text };
             let mut plain = Vec::with_capacity(frame.encoded_len());
             frame.encode(&mut plain);
+            // Sealed now, while the keys exist, and valid on every path (the
+            // shell may copy it to each): trusted paths take encrypted packets too.
             self.final_packet = self.seal(self.next_pn, &plain);
         }
         self.state = State::Closed;
@@ -1291,13 +1322,12 @@ impl Session {
         }
         if let Some(p) = self.unacked.get(self.resend_cursor) {
             self.resend_cursor += 1;
-            return Some(Transmit {
-                path,
-                payload: p.bytes.clone(),
-            });
+            let payload = self.wrap(path, p.pn, &p.frames)?;
+            return Some(Transmit { path, payload });
         }
         self.grant_credit(now);
-        let payload = self.build_packet(now)?;
+        let (pn, frames) = self.build_packet(now)?;
+        let payload = self.wrap(path, pn, &frames)?;
         Some(Transmit { path, payload })
     }
 
@@ -1324,7 +1354,11 @@ impl Session {
         }
     }
 
-    fn build_packet(&mut self, now: Instant) -> Option<Bytes> {
+    /// The next packet's number and frames.
+    fn build_packet(&mut self, now: Instant) -> Option<(u64, Bytes)> {
+        if !self.is_connected() {
+            return None;
+        }
         let budget =
             (self.config.max_frame_payload + PACKET_SLACK).min(MAX_CIPHERTEXT_LEN - TAG_LEN);
         let mut plain = Vec::with_capacity(budget);
@@ -1398,16 +1432,16 @@ impl Session {
         } else {
             self.next_unreliable | UNRELIABLE_BIT
         };
-        let bytes = self.seal(pn, &plain)?;
+        let frames = Bytes::from(plain);
         if reliable {
             self.next_pn += 1;
             if self.unacked.is_empty() {
                 self.last_progress = now;
             }
-            self.unacked_bytes += bytes.len() as u64;
+            self.unacked_bytes += packet_cost(&frames);
             self.unacked.push_back(SentPacket {
                 pn,
-                bytes: bytes.clone(),
+                frames: frames.clone(),
                 sent: now,
                 stream_ends,
             });
@@ -1417,7 +1451,21 @@ impl Session {
             self.next_unreliable += 1;
         }
         self.arm_path_check();
-        Some(bytes)
+        Some((pn, frames))
+    }
+
+    /// Packet `pn` carrying `frames`, as it goes out on `path`: in the clear on
+    /// a trusted path, else encrypted.
+    fn wrap(&self, path: PathId, pn: u64, frames: &[u8]) -> Option<Bytes> {
+        if !self.trusted_paths.contains(&path) {
+            return self.seal(pn, frames);
+        }
+        let mut out = BytesMut::with_capacity(DATA_HEADER_LEN + frames.len());
+        out.put_u8(packet::VERSION);
+        out.put_u8(packet::T_PLAIN);
+        out.put_u64(pn);
+        out.put_slice(frames);
+        Some(out.freeze())
     }
 
     /// Encrypts `plain` as packet `pn`.
@@ -1522,6 +1570,12 @@ impl Session {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
+}
+
+/// The bytes an unacknowledged packet counts for in the send buffer (its
+/// encrypted size, whichever path it goes on).
+fn packet_cost(frames: &Bytes) -> u64 {
+    (DATA_HEADER_LEN + frames.len() + TAG_LEN) as u64
 }
 
 fn encode_packet(p: &Packet) -> Bytes {

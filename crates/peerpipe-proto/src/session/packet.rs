@@ -5,6 +5,10 @@
 //! - `DATA`: `[version][0x03][packet number: u64 BE][ciphertext]` — the frames of
 //!   [`super::frame`], encrypted with ChaCha20-Poly1305 under the session keys with
 //!   the packet number as the nonce (16-byte tag at the end).
+//! - `PLAIN`: `[version][0x04][packet number: u64 BE][frames]` — the same frames
+//!   unencrypted, only on a path the session was told to trust (its carrier
+//!   encrypts and authenticates end to end, pinned to the peer the handshake
+//!   authenticated); refused on every other path.
 //!
 //! Packet numbers with the high bit clear (the reliable space) count up from 0 and
 //! are acknowledged; those with the high bit set ([`UNRELIABLE_BIT`]) carry only
@@ -31,6 +35,8 @@ const T_HELLO: u8 = 0x01;
 const T_REPLY: u8 = 0x02;
 /// The `DATA` packet type byte.
 pub(super) const T_DATA: u8 = 0x03;
+/// The `PLAIN` packet type byte.
+pub(super) const T_PLAIN: u8 = 0x04;
 
 /// Why bytes are not a session packet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +70,13 @@ pub enum Packet {
         /// Encrypted frames and tag.
         ciphertext: Bytes,
     },
+    /// Frames in the clear, for a trusted path only.
+    Plain {
+        /// The packet number.
+        pn: u64,
+        /// The frames.
+        frames: Bytes,
+    },
 }
 
 impl Packet {
@@ -72,6 +85,7 @@ impl Packet {
         match self {
             Self::Hello(m) | Self::Reply(m) => 2 + m.len(),
             Self::Data { ciphertext, .. } => DATA_HEADER_LEN + ciphertext.len(),
+            Self::Plain { frames, .. } => DATA_HEADER_LEN + frames.len(),
         }
     }
 
@@ -91,6 +105,11 @@ impl Packet {
                 buf.put_u8(T_DATA);
                 buf.put_u64(*pn);
                 buf.put_slice(ciphertext);
+            }
+            Self::Plain { pn, frames } => {
+                buf.put_u8(T_PLAIN);
+                buf.put_u64(*pn);
+                buf.put_slice(frames);
             }
         }
     }
@@ -134,6 +153,17 @@ impl Packet {
                     ciphertext: rest,
                 })
             }
+            T_PLAIN => {
+                let mut rest = rest;
+                if rest.len() <= 8 {
+                    return Err(DecodeError::Truncated);
+                }
+                if rest.len() > 8 + MAX_CIPHERTEXT_LEN {
+                    return Err(DecodeError::TooLong);
+                }
+                let pn = rest.get_u64();
+                Ok(Self::Plain { pn, frames: rest })
+            }
             t => Err(DecodeError::UnknownType(t)),
         }
     }
@@ -158,6 +188,12 @@ mod tests {
                     pn,
                     ciphertext: v.into()
                 }),
+            (any::<u64>(), prop::collection::vec(any::<u8>(), 1..2048)).prop_map(|(pn, v)| {
+                Packet::Plain {
+                    pn,
+                    frames: v.into(),
+                }
+            }),
         ]
     }
 
