@@ -518,6 +518,7 @@ async fn pair(policy: PathPolicy) -> Result<(Server, Vec<Node>, Connection, Conn
                 .identity(Identity::from_secret_bytes(rand::random()))
                 .label(label.to_string())
                 .path_policy(policy)
+                .quic(false)
                 .bind()
                 .await?,
         );

@@ -149,7 +149,7 @@ async fn bind(args: &ClientArgs) -> Result<Node> {
     } else {
         PathPolicy::Any
     };
-    let mut builder = Node::builder().path_policy(policy);
+    let mut builder = Node::builder().path_policy(policy).quic(!args.no_quic);
     if !args.stun.is_empty() || !args.turn.is_empty() {
         let servers = args.stun.iter().chain(&args.turn).cloned().collect();
         builder = builder.ice_servers(servers);

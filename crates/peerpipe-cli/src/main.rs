@@ -172,6 +172,10 @@ struct ClientArgs {
     /// networks where peer-to-peer UDP is unwanted). The other device is told.
     #[arg(long, conflicts_with = "direct_only")]
     relay_only: bool,
+    /// Take no QUIC path: direct paths are WebRTC data channels only (QUIC is
+    /// otherwise tried first between two native devices).
+    #[arg(long)]
+    no_quic: bool,
     /// Drop the relay once the direct path is up, for testing that data really
     /// goes direct: if the direct path then fails, the connection ends.
     #[arg(long)]

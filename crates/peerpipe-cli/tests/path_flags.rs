@@ -1,5 +1,6 @@
-//! `connect -v` reports the move to the direct path; with `--relay-only` on the
-//! listener the transfer completes on the relay and no direct path is reported.
+//! `connect -v` reports the move to the QUIC path; with `--no-quic` on the
+//! listener it reports the WebRTC path instead; with `--relay-only` the transfer
+//! completes on the relay and no direct path is reported.
 
 mod common;
 
@@ -60,14 +61,22 @@ fn transfer(listen_flags: &[&str], len: usize) -> String {
 }
 
 #[test]
-fn connect_v_reports_the_direct_path() {
+fn connect_v_reports_the_quic_path() {
     let err = transfer(&[], 4 * 1024 * 1024);
+    assert!(err.contains(": quic (rtt"), "{err}");
+}
+
+#[test]
+fn no_quic_on_one_side_gives_the_webrtc_path() {
+    let err = transfer(&["--no-quic"], 4 * 1024 * 1024);
     assert!(err.contains(": direct (rtt"), "{err}");
+    assert!(!err.contains(": quic (rtt"), "{err}");
 }
 
 #[test]
 fn relay_only_keeps_the_transfer_on_the_relay() {
     let err = transfer(&["--relay-only"], 4 * 1024 * 1024);
     assert!(!err.contains(": direct (rtt"), "{err}");
+    assert!(!err.contains(": quic (rtt"), "{err}");
     assert!(err.contains("sent 4194304 bytes"), "{err}");
 }

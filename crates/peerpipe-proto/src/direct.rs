@@ -17,6 +17,8 @@
 //! | 3 | [`DirectSignal::Candidate`] | one ICE candidate line |
 //! | 4 | [`DirectSignal::Close`] | empty |
 //! | 5 | [`DirectSignal::Decline`] | empty |
+//! | 6 | [`DirectSignal::QuicOffer`] | [`QuicParams`]: certificate pin (64 hex digits), then candidate addresses, space-separated |
+//! | 7 | [`DirectSignal::QuicAnswer`] | [`QuicParams`], as for 6 |
 //!
 //! ```
 //! use peerpipe_proto::direct::DirectSignal;
@@ -26,6 +28,9 @@
 //! assert!(DirectSignal::decode(&[9, 0, 0, 0, 1]).is_err());
 //! ```
 
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
 use crate::session::frame::MAX_PATH_SIGNAL;
 
 const HEADER_LEN: usize = 5;
@@ -34,6 +39,47 @@ const K_ANSWER: u8 = 2;
 const K_CANDIDATE: u8 = 3;
 const K_CLOSE: u8 = 4;
 const K_DECLINE: u8 = 5;
+const K_QUIC_OFFER: u8 = 6;
+const K_QUIC_ANSWER: u8 = 7;
+/// The most candidate addresses one QUIC offer or answer may carry.
+pub const MAX_QUIC_CANDIDATES: usize = 16;
+
+/// One side's part of a QUIC attempt: the SHA-256 fingerprint of its
+/// self-signed certificate (the peer accepts that certificate and no other)
+/// and the addresses its QUIC endpoint can be reached at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuicParams {
+    /// SHA-256 of the endpoint's certificate (DER).
+    pub pin: [u8; 32],
+    /// Where to dial it (1 to [`MAX_QUIC_CANDIDATES`]).
+    pub candidates: Vec<SocketAddr>,
+}
+
+impl QuicParams {
+    fn to_text(&self) -> String {
+        let mut text = data_encoding::HEXLOWER.encode(&self.pin);
+        for c in &self.candidates {
+            text.push(' ');
+            text.push_str(&c.to_string());
+        }
+        text
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut words = text.split(' ');
+        let pin = data_encoding::HEXLOWER
+            .decode(words.next()?.as_bytes())
+            .ok()?;
+        let pin = <[u8; 32]>::try_from(pin).ok()?;
+        let candidates = words
+            .map(|w| w.parse().ok())
+            .collect::<Option<Vec<SocketAddr>>>()?;
+        if candidates.is_empty() || candidates.len() > MAX_QUIC_CANDIDATES {
+            return None;
+        }
+        Some(Self { pin, candidates })
+    }
+}
 
 /// One direct-path negotiation signal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +117,22 @@ pub enum DirectSignal {
         /// The offer it declines.
         attempt: u32,
     },
+    /// The dialing side starts QUIC attempt `attempt`: the other side admits
+    /// this certificate and answers.
+    QuicOffer {
+        /// The attempt it starts.
+        attempt: u32,
+        /// The offering side's certificate pin and addresses.
+        quic: QuicParams,
+    },
+    /// The other side's answer to a QUIC offer: the dialing side dials these
+    /// addresses and accepts only this certificate.
+    QuicAnswer {
+        /// The attempt it answers.
+        attempt: u32,
+        /// The answering side's certificate pin and addresses.
+        quic: QuicParams,
+    },
 }
 
 /// Why a signal could not be decoded.
@@ -98,17 +160,21 @@ impl DirectSignal {
             | Self::Answer { attempt, .. }
             | Self::Candidate { attempt, .. }
             | Self::Close { attempt }
-            | Self::Decline { attempt } => *attempt,
+            | Self::Decline { attempt }
+            | Self::QuicOffer { attempt, .. }
+            | Self::QuicAnswer { attempt, .. } => *attempt,
         }
     }
 
-    fn parts(&self) -> (u8, &str) {
+    fn parts(&self) -> (u8, Cow<'_, str>) {
         match self {
-            Self::Offer { sdp, .. } => (K_OFFER, sdp),
-            Self::Answer { sdp, .. } => (K_ANSWER, sdp),
-            Self::Candidate { candidate, .. } => (K_CANDIDATE, candidate),
-            Self::Close { .. } => (K_CLOSE, ""),
-            Self::Decline { .. } => (K_DECLINE, ""),
+            Self::Offer { sdp, .. } => (K_OFFER, sdp.into()),
+            Self::Answer { sdp, .. } => (K_ANSWER, sdp.into()),
+            Self::Candidate { candidate, .. } => (K_CANDIDATE, candidate.into()),
+            Self::Close { .. } => (K_CLOSE, "".into()),
+            Self::Decline { .. } => (K_DECLINE, "".into()),
+            Self::QuicOffer { quic, .. } => (K_QUIC_OFFER, quic.to_text().into()),
+            Self::QuicAnswer { quic, .. } => (K_QUIC_ANSWER, quic.to_text().into()),
         }
     }
 
@@ -137,7 +203,21 @@ impl DirectSignal {
         if matches!(kind, K_OFFER..=K_DECLINE) && needs_text == text.is_empty() {
             return Err(DirectSignalError::BadText(kind));
         }
-        let text = text.to_owned();
+        let quic = || QuicParams::parse(text).ok_or(DirectSignalError::BadText(kind));
+        Ok(match kind {
+            K_QUIC_OFFER => Self::QuicOffer {
+                attempt,
+                quic: quic()?,
+            },
+            K_QUIC_ANSWER => Self::QuicAnswer {
+                attempt,
+                quic: quic()?,
+            },
+            _ => Self::with_text(kind, attempt, text.to_owned())?,
+        })
+    }
+
+    fn with_text(kind: u8, attempt: u32, text: String) -> Result<Self, DirectSignalError> {
         Ok(match kind {
             K_OFFER => Self::Offer { attempt, sdp: text },
             K_ANSWER => Self::Answer { attempt, sdp: text },
@@ -173,6 +253,23 @@ mod tests {
             },
             DirectSignal::Close { attempt: 2 },
             DirectSignal::Decline { attempt: 0 },
+            DirectSignal::QuicOffer {
+                attempt: 4,
+                quic: QuicParams {
+                    pin: [0xab; 32],
+                    candidates: vec!["127.0.0.1:4433".parse().unwrap()],
+                },
+            },
+            DirectSignal::QuicAnswer {
+                attempt: 5,
+                quic: QuicParams {
+                    pin: [1; 32],
+                    candidates: vec![
+                        "192.0.2.4:9".parse().unwrap(),
+                        "[2001:db8::1]:443".parse().unwrap(),
+                    ],
+                },
+            },
         ];
         for s in all {
             assert_eq!(DirectSignal::decode(&s.encode()), Ok(s));
@@ -201,6 +298,22 @@ mod tests {
             DirectSignal::decode(&[K_ANSWER, 0, 0, 0, 1, 0xff, 0xfe]),
             Err(DirectSignalError::BadText(K_ANSWER))
         );
+        let pin = "ab".repeat(32);
+        for bad in [
+            String::new(),
+            pin.clone(),
+            format!("{pin} not-an-address"),
+            format!("{} 127.0.0.1:1", "ab".repeat(31)),
+            format!("{pin}{}", " 127.0.0.1:1".repeat(MAX_QUIC_CANDIDATES + 1)),
+        ] {
+            let mut buf = vec![K_QUIC_OFFER, 0, 0, 0, 1];
+            buf.extend_from_slice(bad.as_bytes());
+            assert_eq!(
+                DirectSignal::decode(&buf),
+                Err(DirectSignalError::BadText(K_QUIC_OFFER)),
+                "{bad:?}"
+            );
+        }
         let long = vec![K_OFFER; MAX_PATH_SIGNAL + 1];
         assert_eq!(
             DirectSignal::decode(&long),

@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 use crate::connection::{
     ConnInner, INPUT_QUEUE, Incoming, Input, Route, Waiter, drive, session_config,
 };
-use crate::direct::DirectEnv;
+use crate::direct::{DirectEnv, PathPolicy, QuicNode};
 use crate::link::{Admitted, Ws, dial};
 use crate::node::{Command, Config, NodeEvent};
 use crate::{AcceptError, CloseReason, ConnectError, RequestError, StopError};
@@ -106,6 +106,8 @@ pub(crate) struct Actor {
     link: Option<Link>,
     /// Where direct attempts bind, from the current server link.
     env: watch::Sender<DirectEnv>,
+    /// The node's QUIC endpoint, bound at the first admission.
+    quic: Option<Arc<QuicNode>>,
 }
 
 impl Actor {
@@ -130,6 +132,7 @@ impl Actor {
             peers: HashMap::new(),
             link: None,
             env: watch::Sender::new(DirectEnv::default()),
+            quic: None,
         }
     }
 
@@ -362,8 +365,17 @@ impl Actor {
             ..
         } = admitted;
         let ice_servers = self.cfg.ice_servers.as_ref().unwrap_or(&ice_servers);
-        self.env
-            .send_replace(DirectEnv::for_link(local, ice_servers));
+        let mut env = DirectEnv::for_link(local, ice_servers);
+        if self.cfg.quic && self.cfg.path_policy != PathPolicy::RelayOnly {
+            if self.quic.is_none() {
+                match QuicNode::bind(&env.hosts) {
+                    Ok(node) => self.quic = Some(node),
+                    Err(e) => tracing::warn!("no QUIC path: {e}"),
+                }
+            }
+            env.quic = self.quic.clone();
+        }
+        self.env.send_replace(env);
         let (sink, mut stream) = ws.split();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         let mut writer = tokio::spawn(write_loop(sink, out_rx).in_current_span());

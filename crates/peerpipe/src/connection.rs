@@ -440,6 +440,11 @@ impl ConnInner {
             }
             Action::Up(path, out) => {
                 paths.routes.insert(path, Route::Direct { out });
+                if direct::path_kind(path) == PathKind::Quic {
+                    // Encrypted by QUIC, both certificates pinned through
+                    // this session: no second encryption.
+                    st.session.trust_path(path);
+                }
                 st.session.handle_path_up(now, path);
                 if self.cfg.path_policy == PathPolicy::DirectOnly {
                     paths.relay_forbidden = true;
@@ -672,7 +677,14 @@ pub(crate) async fn drive(
                     DirectEvent::Packet(path, packet) => {
                         st.session.handle_packet(std_now, path, packet);
                     }
-                    event => direct.handle_event(std_now, event, &mut actions),
+                    event => {
+                        direct.handle_event(std_now, event, &mut actions);
+                        // At once: packets after an `Up` in this batch may
+                        // need the path it sets up (a trusted QUIC path).
+                        for action in actions.drain(..) {
+                            inner.act(st, &mut paths, std_now, action);
+                        }
+                    }
                 }
             }
             st.session.handle_timeout(std_now);

@@ -37,6 +37,8 @@ pub(crate) struct Config {
     pub slow_threshold: Duration,
     pub idle_timeout: Duration,
     pub path_policy: PathPolicy,
+    /// Whether direct paths may be QUIC (between native peers).
+    pub quic: bool,
     /// STUN/TURN servers to use instead of the ones the server announces.
     pub ice_servers: Option<Vec<IceServer>>,
 }
@@ -59,6 +61,7 @@ impl Config {
             slow_threshold: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(5),
             path_policy: PathPolicy::Any,
+            quic: true,
             ice_servers: None,
         }
     }
@@ -244,6 +247,7 @@ pub struct NodeBuilder {
     slow_threshold: Duration,
     idle_timeout: Duration,
     path_policy: PathPolicy,
+    quic: bool,
     ice_servers: Option<Vec<IceServer>>,
 }
 
@@ -263,6 +267,7 @@ impl Default for NodeBuilder {
             slow_threshold: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(30),
             path_policy: PathPolicy::Any,
+            quic: true,
             ice_servers: None,
         }
     }
@@ -352,10 +357,18 @@ impl NodeBuilder {
         self
     }
 
-    /// STUN servers to learn this device's public address from, for direct
-    /// paths across NATs; they replace the ones the server announces. Default:
-    /// the server's. (TURN servers in the list are not used: when no direct
-    /// path opens, the server's relay carries the connection.)
+    /// Whether a direct path between two native nodes may be QUIC (default
+    /// yes). QUIC is tried first; WebRTC follows when it fails or the peer has
+    /// it off. With `false`, direct paths are WebRTC data channels only.
+    pub fn quic(mut self, enabled: bool) -> Self {
+        self.quic = enabled;
+        self
+    }
+
+    /// STUN and TURN servers for direct paths across NATs: STUN servers tell a
+    /// device its public address, TURN servers relay the direct path when the
+    /// devices cannot reach each other. They replace the ones the server
+    /// announces. Default: the server's.
     pub fn ice_servers(mut self, servers: Vec<IceServer>) -> Self {
         self.ice_servers = Some(servers);
         self
@@ -389,6 +402,7 @@ impl NodeBuilder {
             slow_threshold: self.slow_threshold,
             idle_timeout: self.idle_timeout,
             path_policy: self.path_policy,
+            quic: self.quic,
             ice_servers: self.ice_servers,
         });
         let id = cfg.identity.device_id();

@@ -21,6 +21,7 @@ async fn nothing_crosses_the_relay_after_the_upgrade() -> Result<()> {
             server
                 .builder("alice", label)
                 .path_policy(PathPolicy::DirectOnly)
+                .quic(false)
                 .idle_timeout(Duration::from_secs(2))
                 .bind()
         };

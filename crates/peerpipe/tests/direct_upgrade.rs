@@ -1,5 +1,5 @@
-//! Two devices on one machine: the connection starts on the relay, moves to a
-//! direct WebRTC data channel, and a stream then flows direct — the server relays
+//! Two devices on one machine with QUIC off: the connection starts on the relay,
+//! moves to a direct WebRTC data channel, and a stream then flows direct — the server relays
 //! only the signaling bytes (handshake, offer, answer, keepalives), not the data.
 
 mod common;
@@ -14,8 +14,9 @@ const LEN: usize = 32 * 1024 * 1024;
 async fn data_moves_direct_once_the_channel_opens() -> Result<()> {
     bounded(async {
         let server = TestServer::start().await?;
-        let a = server.node("alice", "a").await?;
-        let b = server.node("alice", "b").await?;
+        // QUIC off: this is the WebRTC path (native peers would take QUIC).
+        let a = server.builder("alice", "a").quic(false).bind().await?;
+        let b = server.builder("alice", "b").quic(false).bind().await?;
         let (to_b, from_a) = pair(&a, &b).await?;
         assert_eq!(to_b.path(), PathKind::Relay);
         for node in [&a, &b] {

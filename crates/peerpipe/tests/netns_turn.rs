@@ -243,6 +243,7 @@ fn the_direct_path_opens_through_turn_when_host_paths_are_blocked() -> Result<()
         let node = |label: &'static str| {
             let builder = server
                 .builder("alice", label)
+                .quic(false)
                 .ice_servers(vec![turn.clone()]);
             async move { builder.bind().await.context("binding a node") }
         };

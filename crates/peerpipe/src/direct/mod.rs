@@ -18,18 +18,21 @@
 //! milliseconds on a LAN and the session resends whatever was in flight anyway.
 
 mod io;
+mod quic;
+mod quic_path;
 mod webrtc;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peerpipe_proto::direct::DirectSignal;
+use peerpipe_proto::direct::{DirectSignal, QuicParams};
 use peerpipe_proto::session::PathId;
 use peerpipe_proto::signal::IceServer;
 use tokio::sync::{mpsc, watch};
 
 use self::io::{Io, TurnServer, bind_sockets};
+pub(crate) use self::quic::QuicNode;
 pub(crate) use self::webrtc::WebRtc;
 
 /// The largest session packet on any path (fits every data channel's message
@@ -37,6 +40,11 @@ pub(crate) use self::webrtc::WebRtc;
 pub(crate) const MAX_PACKET: usize = 62 * 1024;
 /// Path ids of direct attempts have this bit set; relay path ids never do.
 const DIRECT_PATH_BIT: u64 = 1 << 62;
+/// Direct path ids of QUIC attempts also have this bit set.
+const QUIC_PATH_BIT: u64 = 1 << 61;
+/// QUIC attempts that fail before opening, in a row, before the offering side
+/// turns to WebRTC.
+const QUIC_TRIES: u32 = 2;
 /// Packets queued between the session and a direct path's task.
 const OUT_QUEUE: usize = 4;
 /// Signals queued for a direct path's task.
@@ -77,6 +85,9 @@ pub enum PathKind {
     Relay,
     /// A direct WebRTC data channel between the two devices.
     Direct,
+    /// A direct QUIC connection between two native devices, its certificate
+    /// pinned through the session.
+    Quic,
 }
 
 impl std::fmt::Display for PathKind {
@@ -84,6 +95,7 @@ impl std::fmt::Display for PathKind {
         f.write_str(match self {
             Self::Relay => "relay",
             Self::Direct => "direct",
+            Self::Quic => "quic",
         })
     }
 }
@@ -99,8 +111,10 @@ pub(crate) fn warm_up() {
 pub(crate) fn path_kind(path: PathId) -> PathKind {
     if path.0 & DIRECT_PATH_BIT == 0 {
         PathKind::Relay
-    } else {
+    } else if path.0 & QUIC_PATH_BIT == 0 {
         PathKind::Direct
+    } else {
+        PathKind::Quic
     }
 }
 
@@ -113,6 +127,8 @@ pub(crate) struct DirectEnv {
     pub stun: Vec<String>,
     /// TURN servers to allocate relayed addresses on.
     pub turn: Vec<TurnServer>,
+    /// The node's QUIC endpoint, when QUIC is allowed and it could be bound.
+    pub quic: Option<std::sync::Arc<QuicNode>>,
 }
 
 impl DirectEnv {
@@ -142,7 +158,12 @@ impl DirectEnv {
                 }
             }
         }
-        Self { hosts, stun, turn }
+        Self {
+            hosts,
+            stun,
+            turn,
+            quic: None,
+        }
     }
 }
 
@@ -241,6 +262,8 @@ struct Attempt {
     /// Dropping it stops the attempt's task.
     signals: mpsc::Sender<DirectSignal>,
     up_since: Option<Instant>,
+    /// The peer answered the attempt's offer.
+    answered: bool,
 }
 
 /// A connection's direct-path negotiator (runs inside its driver).
@@ -257,6 +280,18 @@ pub(crate) struct Direct {
     failures: u32,
     /// The peer takes no direct path: stop offering.
     declined: bool,
+    /// QUIC attempts that failed before opening, in a row.
+    quic_failures: u32,
+}
+
+/// How an attempt begins.
+enum Begin {
+    /// This side offers.
+    Offer,
+    /// This side answers a WebRTC offer.
+    Sdp(String),
+    /// This side answers a QUIC offer.
+    Quic(QuicParams),
 }
 
 impl Direct {
@@ -276,6 +311,7 @@ impl Direct {
             retry_at: None,
             failures: 0,
             declined: false,
+            quic_failures: 0,
         };
         (direct, rx)
     }
@@ -299,7 +335,7 @@ impl Direct {
     pub(crate) fn handle_timeout(&mut self, now: Instant, actions: &mut Vec<Action>) {
         if self.retry_at.is_some_and(|at| at <= now) {
             self.retry_at = None;
-            self.start(now, None, actions);
+            self.start(now, None, Begin::Offer, actions);
         }
     }
 
@@ -310,62 +346,65 @@ impl Direct {
             .is_some_and(|a| a.path == path && a.up_since.is_some())
     }
 
-    /// Starts an attempt: ours (`offer` = `None`) or an answer to the peer's.
-    fn start(&mut self, now: Instant, offer: Option<(u32, &str)>, actions: &mut Vec<Action>) {
+    /// Starts an attempt: ours (`attempt` = `None`, QUIC while it has not
+    /// failed [`QUIC_TRIES`] times in a row and the node has an endpoint, else
+    /// WebRTC) or an answer to the peer's offer of `attempt`.
+    fn start(
+        &mut self,
+        now: Instant,
+        attempt: Option<u32>,
+        begin: Begin,
+        actions: &mut Vec<Action>,
+    ) {
         self.stop(actions, false);
-        let id = match offer {
-            Some((id, _)) => id,
-            None => self.attempt.wrapping_add(1),
-        };
+        let id = attempt.unwrap_or_else(|| self.attempt.wrapping_add(1));
         self.attempt = id;
-        let path = PathId(DIRECT_PATH_BIT | u64::from(id));
-        let (hosts, stun, turn) = {
-            let env = self.env.borrow();
-            (env.hosts.clone(), env.stun.clone(), env.turn.clone())
+        let env = self.env.borrow().clone();
+        let quic = match &begin {
+            Begin::Offer if self.quic_failures < QUIC_TRIES => env.quic.clone(),
+            Begin::Quic(_) => env.quic.clone(),
+            _ => None,
         };
+        let kind = if quic.is_some() { QUIC_PATH_BIT } else { 0 };
+        let path = PathId(DIRECT_PATH_BIT | kind | u64::from(id));
         tracing::debug!(
             attempt = id,
-            ?hosts,
-            offerer = offer.is_none(),
+            hosts = ?env.hosts,
+            offerer = matches!(begin, Begin::Offer),
+            quic = quic.is_some(),
             "direct attempt"
         );
         let (signals, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
         let task = Task {
             path,
-            stun,
-            turn,
+            attempt: id,
+            stun: env.stun,
+            turn: env.turn,
             open_by: now + OPEN_TIMEOUT,
             signals: signals_rx,
             events: self.events.clone(),
         };
-        // Sockets and the WebRTC stack are set up in the attempt's own task:
-        // the first `Rtc` of a process takes tens of milliseconds, and the
-        // driver calls this with the connection's state locked.
-        let offer = offer.map(|(_, sdp)| sdp.to_owned());
-        tokio::spawn(async move {
-            let built = bind_sockets(&hosts)
-                .map_err(|e| e.to_string())
-                .and_then(|sockets| {
-                    let locals: Vec<SocketAddr> = sockets.iter().map(|s| s.local).collect();
-                    let transport = match &offer {
-                        None => WebRtc::offer(Instant::now(), id, &locals),
-                        Some(sdp) => WebRtc::answer(Instant::now(), id, &locals, sdp),
-                    };
-                    transport.map(|t| (t, sockets))
-                });
-            match built {
-                Ok((transport, sockets)) => run(transport, sockets, task).await,
-                Err(e) => {
-                    let why = format!("cannot set up: {e}");
-                    let _ = task.events.send(DirectEvent::Down(path, why)).await;
-                }
+        match (quic, begin) {
+            (Some(node), Begin::Offer) => {
+                tokio::spawn(quic_path::run(node, None, task));
             }
-        });
+            (Some(node), Begin::Quic(theirs)) => {
+                tokio::spawn(quic_path::run(node, Some(theirs), task));
+            }
+            (_, begin) => {
+                let offer = match begin {
+                    Begin::Sdp(sdp) => Some(sdp),
+                    _ => None,
+                };
+                tokio::spawn(run_webrtc(env.hosts, offer, task));
+            }
+        }
         self.active = Some(Attempt {
             id,
             path,
             signals,
             up_since: None,
+            answered: false,
         });
     }
 
@@ -400,14 +439,23 @@ impl Direct {
     fn lost(&mut self, now: Instant, why: &str, actions: &mut Vec<Action>) {
         if let Some(attempt) = self.stop(actions, true) {
             tracing::debug!(attempt = attempt.id, "direct path lost: {why}");
-            if attempt
-                .up_since
-                .is_some_and(|at| now.saturating_duration_since(at) >= STABLE_AFTER)
-            {
-                self.failures = 0;
-            }
-            self.failed(now);
+            self.ended(now, &attempt);
         }
+    }
+
+    /// Counts how `attempt` ended: a path that stayed up resets the backoff,
+    /// a QUIC attempt that never opened counts toward falling back to WebRTC.
+    fn ended(&mut self, now: Instant, attempt: &Attempt) {
+        let stable = attempt
+            .up_since
+            .is_some_and(|at| now.saturating_duration_since(at) >= STABLE_AFTER);
+        if stable {
+            self.failures = 0;
+            self.quic_failures = 0;
+        } else if attempt.up_since.is_none() && path_kind(attempt.path) == PathKind::Quic {
+            self.quic_failures = self.quic_failures.saturating_add(1);
+        }
+        self.failed(now);
     }
 
     /// Leaves the current direct path (if any) and negotiates a new one at once.
@@ -442,28 +490,47 @@ impl Direct {
                 } else if self.offerer {
                     tracing::debug!("ignoring an offer: this side offers");
                 } else if attempt > self.attempt || self.active.is_none() {
-                    self.start(now, Some((attempt, &sdp)), actions);
+                    self.start(now, Some(attempt), Begin::Sdp(sdp), actions);
                 }
             }
-            DirectSignal::Answer { .. } | DirectSignal::Candidate { .. } => {
-                if let Some(a) = current
-                    && a.signals.try_send(signal).is_err()
-                {
-                    tracing::debug!(attempt = a.id, "direct attempt not keeping up");
+            DirectSignal::QuicOffer { attempt, quic } => {
+                let fresh = attempt > self.attempt || self.active.is_none();
+                if !self.allowed() {
+                    actions.push(Action::Signal(DirectSignal::Decline { attempt }));
+                } else if self.offerer || !fresh {
+                    tracing::debug!("ignoring a QUIC offer");
+                } else if self.env.borrow().quic.is_none() {
+                    // No QUIC here: the offering side turns to WebRTC.
+                    self.stop(actions, false);
+                    self.attempt = attempt;
+                    actions.push(Action::Signal(DirectSignal::Close { attempt }));
+                } else {
+                    self.start(now, Some(attempt), Begin::Quic(quic), actions);
+                }
+            }
+            DirectSignal::Answer { .. }
+            | DirectSignal::Candidate { .. }
+            | DirectSignal::QuicAnswer { .. } => {
+                let answer = !matches!(signal, DirectSignal::Candidate { .. });
+                if let Some(a) = self.active.as_mut().filter(|a| a.id == signal.attempt()) {
+                    a.answered |= answer;
+                    if a.signals.try_send(signal).is_err() {
+                        tracing::debug!(attempt = a.id, "direct attempt not keeping up");
+                    }
                 }
             }
             DirectSignal::Close { .. } => {
-                if current.is_some() {
-                    if let Some(a) = self.stop(actions, false) {
-                        tracing::debug!(attempt = a.id, "the peer ended the direct attempt");
-                        let stable = a
-                            .up_since
-                            .is_some_and(|at| now.saturating_duration_since(at) >= STABLE_AFTER);
-                        if stable {
-                            self.failures = 0;
-                        }
+                if current.is_some()
+                    && let Some(a) = self.stop(actions, false)
+                {
+                    tracing::debug!(attempt = a.id, "the peer ended the direct attempt");
+                    if self.offerer && path_kind(a.path) == PathKind::Quic && !a.answered {
+                        // Refused unanswered: the peer has no QUIC. WebRTC, now.
+                        self.quic_failures = QUIC_TRIES;
+                        self.retry_at = Some(now);
+                    } else {
+                        self.ended(now, &a);
                     }
-                    self.failed(now);
                 }
             }
             DirectSignal::Decline { .. } => {
@@ -504,6 +571,7 @@ impl Direct {
 /// An attempt task's links to its driver.
 struct Task {
     path: PathId,
+    attempt: u32,
     /// STUN servers to ask for server-reflexive addresses.
     stun: Vec<String>,
     /// TURN servers to allocate relayed addresses on.
@@ -511,6 +579,31 @@ struct Task {
     open_by: Instant,
     signals: mpsc::Receiver<DirectSignal>,
     events: mpsc::Sender<DirectEvent>,
+}
+
+/// Sets up a WebRTC attempt and runs it. Sockets and the WebRTC stack are set
+/// up here, in the attempt's own task: the first `Rtc` of a process takes tens
+/// of milliseconds, and the driver starts attempts with the connection's
+/// state locked.
+async fn run_webrtc(hosts: Vec<IpAddr>, offer: Option<String>, task: Task) {
+    let id = task.attempt;
+    let built = bind_sockets(&hosts)
+        .map_err(|e| e.to_string())
+        .and_then(|sockets| {
+            let locals: Vec<SocketAddr> = sockets.iter().map(|s| s.local).collect();
+            let transport = match &offer {
+                None => WebRtc::offer(Instant::now(), id, &locals),
+                Some(sdp) => WebRtc::answer(Instant::now(), id, &locals, sdp),
+            };
+            transport.map(|t| (t, sockets))
+        });
+    match built {
+        Ok((transport, sockets)) => run(transport, sockets, task).await,
+        Err(e) => {
+            let why = format!("cannot set up: {e}");
+            let _ = task.events.send(DirectEvent::Down(task.path, why)).await;
+        }
+    }
 }
 
 /// Sends the datagrams the transport has ready now; drops anything else.
@@ -643,5 +736,7 @@ mod tests {
     fn path_kinds_follow_the_id() {
         assert_eq!(path_kind(PathId(3)), PathKind::Relay);
         assert_eq!(path_kind(PathId(DIRECT_PATH_BIT | 3)), PathKind::Direct);
+        let quic = PathId(DIRECT_PATH_BIT | QUIC_PATH_BIT | 3);
+        assert_eq!(path_kind(quic), PathKind::Quic);
     }
 }

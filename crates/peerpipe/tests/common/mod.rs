@@ -220,11 +220,11 @@ pub async fn wait_path(node: &Node, conn: &Connection, kind: PathKind) -> Result
     Ok(started.elapsed())
 }
 
-/// Two nodes of user `alice` and a connection between them (dialer end first) that
-/// both have reported on the direct path.
+/// Two nodes of user `alice` with QUIC off and a connection between them
+/// (dialer end first) that both have reported on the direct WebRTC path.
 pub async fn direct_pair(server: &TestServer) -> Result<(Node, Node, Connection, Connection)> {
-    let a = server.node("alice", "a").await?;
-    let b = server.node("alice", "b").await?;
+    let a = server.builder("alice", "a").quic(false).bind().await?;
+    let b = server.builder("alice", "b").quic(false).bind().await?;
     let (to_b, from_a) = pair(&a, &b).await?;
     wait_path(&a, &to_b, PathKind::Direct).await?;
     wait_path(&b, &from_a, PathKind::Direct).await?;
