@@ -192,12 +192,12 @@ async fn main() -> Result<()> {
     let small = env_u64("PEERPIPE_BENCH_MSGS", 200_000).max(1);
     let idle = env_u64("PEERPIPE_BENCH_IDLE", 200);
     if let Ok(kind) = std::env::var(IDLE_CHILD) {
-        let policy = if kind == "relay" {
-            PathPolicy::RelayOnly
-        } else {
-            PathPolicy::Any
+        let (policy, quic) = match kind.as_str() {
+            "relay" => (PathPolicy::RelayOnly, false),
+            "direct" => (PathPolicy::Any, false),
+            _ => (PathPolicy::Any, true),
         };
-        let (server, nodes, _a, _b) = pair(policy).await?;
+        let (server, nodes, _a, _b) = pair(policy, quic).await?;
         println!(
             "{}",
             idle_sessions(&server, &nodes, idle.max(1), &kind).await?
@@ -217,18 +217,25 @@ async fn main() -> Result<()> {
     let idle_report = if idle == 0 {
         "idle connections: skipped (PEERPIPE_BENCH_IDLE=0)".to_string()
     } else {
-        let relay = tokio::task::spawn_blocking(|| idle_in_child("relay")).await??;
-        let direct = tokio::task::spawn_blocking(|| idle_in_child("direct")).await??;
-        format!("{relay}\n{direct}")
+        let mut report = Vec::new();
+        for kind in ["relay", "direct", "quic"] {
+            report.push(tokio::task::spawn_blocking(move || idle_in_child(kind)).await??);
+        }
+        report.join("\n")
     };
-    print_setups(&setups);
+    for (kind, setups) in &setups {
+        print_setups(*kind, setups);
+    }
     print_table(&rows);
     println!("\n{idle_report}");
     Ok(())
 }
 
+/// Setup times of the direct paths, by kind.
+type Setups = Vec<(PathKind, Vec<Duration>)>;
+
 /// Every throughput row, in table order, and the direct-path setup times.
-async fn throughput(bulk_bytes: u64, small: u64) -> Result<(Vec<Row>, Vec<Duration>)> {
+async fn throughput(bulk_bytes: u64, small: u64) -> Result<(Vec<Row>, Setups)> {
     let mut rows = vec![
         bounded("raw TCP", raw_tcp(bulk_bytes)).await?,
         bounded(
@@ -247,7 +254,7 @@ async fn throughput(bulk_bytes: u64, small: u64) -> Result<(Vec<Row>, Vec<Durati
         .await?,
     ];
 
-    let (server, nodes, a, b) = pair(PathPolicy::RelayOnly).await?;
+    let (server, nodes, a, b) = pair(PathPolicy::RelayOnly, false).await?;
     rows.extend(path_rows("relay", &a, &b, bulk_bytes, small, &[1, 2, 4]).await?);
     a.close().await;
     for node in nodes {
@@ -255,15 +262,32 @@ async fn throughput(bulk_bytes: u64, small: u64) -> Result<(Vec<Row>, Vec<Durati
     }
     server.shutdown().await;
 
-    let (server, nodes, a, b) = pair(PathPolicy::Any).await?;
+    let mut setups = Vec::new();
+    for kind in [PathKind::Direct, PathKind::Quic] {
+        let (kind_rows, kind_setups) = direct_rows(kind, bulk_bytes, small).await?;
+        rows.extend(kind_rows);
+        setups.push((kind, kind_setups));
+    }
+    rows.push(bounded("bare quinn", bare_quinn(bulk_bytes)).await?);
+    Ok((rows, setups))
+}
+
+/// The rows of a direct path kind (`Direct`: WebRTC with QUIC off; `Quic`),
+/// and its setup times over a few fresh connections.
+async fn direct_rows(
+    kind: PathKind,
+    bulk_bytes: u64,
+    small: u64,
+) -> Result<(Vec<Row>, Vec<Duration>)> {
+    let (server, nodes, a, b) = pair(PathPolicy::Any, kind == PathKind::Quic).await?;
     let mut setups = Vec::with_capacity(SETUPS);
     for _ in 0..SETUPS {
         let (x, y) = connect_pair(&nodes[0], &nodes[1]).await?;
         let connected = Instant::now();
         bounded("direct setup", async {
             tokio::try_join!(
-                wait_direct(&nodes[0], &x, connected),
-                wait_direct(&nodes[1], &y, connected)
+                wait_direct(&nodes[0], &x, kind, connected),
+                wait_direct(&nodes[1], &y, kind, connected)
             )
         })
         .await?;
@@ -271,13 +295,13 @@ async fn throughput(bulk_bytes: u64, small: u64) -> Result<(Vec<Row>, Vec<Durati
         x.close().await;
     }
     ensure!(
-        a.path() == PathKind::Direct && b.path() == PathKind::Direct,
-        "the benchmark connection did not move to the direct path"
+        a.path() == kind && b.path() == kind,
+        "the benchmark connection did not move to the {kind} path"
     );
-    rows.extend(path_rows("direct", &a, &b, bulk_bytes, small, &[1]).await?);
+    let rows = path_rows(&kind.to_string(), &a, &b, bulk_bytes, small, &[1]).await?;
     ensure!(
-        a.path() == PathKind::Direct,
-        "the connection left the direct path during the run"
+        a.path() == kind,
+        "the connection left the {kind} path during the run"
     );
     a.close().await;
     for node in nodes {
@@ -332,29 +356,32 @@ async fn path_rows(
     Ok(rows)
 }
 
-/// Waits until `node` reports `conn` on the direct path.
-async fn wait_direct(node: &Node, conn: &Connection, since: Instant) -> Result<Duration> {
+/// Waits until `node` reports `conn` on a path of `kind`.
+async fn wait_direct(
+    node: &Node,
+    conn: &Connection,
+    kind: PathKind,
+    since: Instant,
+) -> Result<Duration> {
     let session = conn.session_id();
     loop {
         match node.next_event().await {
             Some(NodeEvent::PathChanged {
-                path: PathKind::Direct,
-                session: s,
-                ..
-            }) if s == session => return Ok(since.elapsed()),
+                path, session: s, ..
+            }) if s == session && path == kind => return Ok(since.elapsed()),
             Some(_) => {}
             None => bail!("the node stopped"),
         }
     }
 }
 
-fn print_setups(setups: &[Duration]) {
+fn print_setups(kind: PathKind, setups: &[Duration]) {
     let mut ms: Vec<f64> = setups.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     ms.sort_by(f64::total_cmp);
     let list: Vec<String> = ms.iter().map(|m| format!("{m:.1}")).collect();
     println!(
-        "\ndirect path setup after the relay session is up (connect returned -> both nodes \
-         on the direct path), {} fresh connections: median {:.1} ms ({} ms)",
+        "\n{kind} path setup after the relay session is up (connect returned -> both nodes \
+         on the {kind} path), {} fresh connections: median {:.1} ms ({} ms)",
         ms.len(),
         ms.get(ms.len() / 2).copied().unwrap_or(f64::NAN),
         list.join(", ")
@@ -405,6 +432,14 @@ fn print_table(rows: &[Row]) {
         ratio("direct, 1 stream", "raw TCP"),
         ratio("direct, 1 stream", "relay, 1 stream"),
         ratio("direct, 64 B messages", "relay, 64 B messages"),
+    );
+    println!(
+        "quic 1 stream / bare quinn: {:.2}x, / raw TCP: {:.2}x, / direct 1 stream: {:.2}x; \
+         quic 64 B messages / relay 64 B messages: {:.2}x",
+        ratio("quic, 1 stream", "bare quinn"),
+        ratio("quic, 1 stream", "raw TCP"),
+        ratio("quic, 1 stream", "direct, 1 stream"),
+        ratio("quic, 64 B messages", "relay, 64 B messages"),
     );
     for n in ["relay, 1 stream", "relay, 2 streams", "relay, 4 streams"] {
         println!(
@@ -460,6 +495,62 @@ async fn raw_tcp(total: u64) -> Result<Row> {
     meter.finish("raw TCP, 256 KiB writes", None, total)
 }
 
+/// One quinn connection on loopback with peerpipe's QUIC settings (4 MiB
+/// socket buffers; 4 MiB stream, 8 MiB connection and send windows; TLS 1.3
+/// with a self-signed certificate) carries `total` bytes on one stream.
+async fn bare_quinn(total: u64) -> Result<Row> {
+    use std::sync::Arc;
+    let made = rcgen::generate_simple_self_signed(vec!["peerpipe".to_owned()])?;
+    let cert = made.cert.der().clone();
+    let key = quinn::rustls::pki_types::PrivatePkcs8KeyDer::from(made.signing_key.serialize_der());
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .stream_receive_window(quinn::VarInt::from_u32(4 << 20))
+        .receive_window(quinn::VarInt::from_u32(8 << 20))
+        .send_window(8 << 20);
+    let transport = Arc::new(transport);
+    let mut server_config = quinn::ServerConfig::with_single_cert(vec![cert.clone()], key.into())?;
+    server_config.transport_config(transport.clone());
+    let mut roots = quinn::rustls::RootCertStore::empty();
+    roots.add(cert)?;
+    let mut client_config = quinn::ClientConfig::with_root_certificates(Arc::new(roots))?;
+    client_config.transport_config(transport);
+    let socket = |server: Option<quinn::ServerConfig>| -> Result<quinn::Endpoint> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_recv_buffer_size(4 << 20)?;
+        s.set_send_buffer_size(4 << 20)?;
+        s.set_nonblocking(true)?;
+        s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let runtime = Arc::new(quinn::TokioRuntime);
+        Ok(quinn::Endpoint::new(
+            Default::default(),
+            server,
+            s.into(),
+            runtime,
+        )?)
+    };
+    let server = socket(Some(server_config))?;
+    let client = socket(None)?;
+    let addr = server.local_addr()?;
+    let reader = tokio::spawn(async move {
+        let incoming = server.accept().await.context("no connection")?;
+        let connection = incoming.await?;
+        let mut recv = connection.accept_uni().await?;
+        let got = read_to_end(&mut recv, total).await?;
+        anyhow::Ok((got, server))
+    });
+    let connection = client
+        .connect_with(client_config, addr, "peerpipe")?
+        .await?;
+    let meter = Meter::start()?;
+    let mut send = connection.open_uni().await?;
+    write_bytes(&mut send, total).await?;
+    let (got, _server) = reader.await??;
+    ensure!(got == total, "bare quinn: read {got} of {total} bytes");
+    meter.finish("bare quinn, 1 stream, 256 KiB writes", None, total)
+}
+
 /// One client streams `count` binary messages to a plain WebSocket sink on loopback.
 async fn raw_ws(name: &'static str, count: u64, size: usize) -> Result<Row> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -497,7 +588,10 @@ async fn raw_ws(name: &'static str, count: u64, size: usize) -> Result<Row> {
 }
 
 /// A server, two nodes of one user (kept alive by the caller) and a connection between them.
-async fn pair(policy: PathPolicy) -> Result<(Server, Vec<Node>, Connection, Connection)> {
+async fn pair(
+    policy: PathPolicy,
+    quic: bool,
+) -> Result<(Server, Vec<Node>, Connection, Connection)> {
     let secret: [u8; 32] = rand::random();
     let mut config = Config::new(secret.to_vec());
     config.listen = "127.0.0.1:0".parse()?;
@@ -518,7 +612,7 @@ async fn pair(policy: PathPolicy) -> Result<(Server, Vec<Node>, Connection, Conn
                 .identity(Identity::from_secret_bytes(rand::random()))
                 .label(label.to_string())
                 .path_policy(policy)
-                .quic(false)
+                .quic(quic)
                 .bind()
                 .await?,
         );
@@ -526,10 +620,15 @@ async fn pair(policy: PathPolicy) -> Result<(Server, Vec<Node>, Connection, Conn
     let started = Instant::now();
     let (a, b) = connect_pair(&nodes[0], &nodes[1]).await?;
     if policy != PathPolicy::RelayOnly {
+        let kind = if quic {
+            PathKind::Quic
+        } else {
+            PathKind::Direct
+        };
         bounded("the direct path", async {
             tokio::try_join!(
-                wait_direct(&nodes[0], &a, started),
-                wait_direct(&nodes[1], &b, started)
+                wait_direct(&nodes[0], &a, kind, started),
+                wait_direct(&nodes[1], &b, kind, started)
             )
         })
         .await?;

@@ -17,7 +17,7 @@
 //! | 3 | [`DirectSignal::Candidate`] | one ICE candidate line |
 //! | 4 | [`DirectSignal::Close`] | empty |
 //! | 5 | [`DirectSignal::Decline`] | empty |
-//! | 6 | [`DirectSignal::QuicOffer`] | [`QuicParams`]: certificate pin (64 hex digits), then candidate addresses, space-separated |
+//! | 6 | [`DirectSignal::QuicOffer`] | [`QuicParams`]: certificate pin (64 hex digits), attempt token (32 hex digits), then candidate addresses, space-separated |
 //! | 7 | [`DirectSignal::QuicAnswer`] | [`QuicParams`], as for 6 |
 //!
 //! ```
@@ -45,12 +45,17 @@ const K_QUIC_ANSWER: u8 = 7;
 pub const MAX_QUIC_CANDIDATES: usize = 16;
 
 /// One side's part of a QUIC attempt: the SHA-256 fingerprint of its
-/// self-signed certificate (the peer accepts that certificate and no other)
-/// and the addresses its QUIC endpoint can be reached at.
+/// self-signed certificate (the peer accepts that certificate and no other),
+/// a token naming the attempt, and the addresses its QUIC endpoint can be
+/// reached at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuicParams {
     /// SHA-256 of the endpoint's certificate (DER).
     pub pin: [u8; 32],
+    /// Names this attempt to the sender's endpoint: the peer dials with it as
+    /// the TLS server name, so that several connections between the same two
+    /// nodes (one certificate each) reach the right sessions.
+    pub token: [u8; 16],
     /// Where to dial it (1 to [`MAX_QUIC_CANDIDATES`]).
     pub candidates: Vec<SocketAddr>,
 }
@@ -58,6 +63,8 @@ pub struct QuicParams {
 impl QuicParams {
     fn to_text(&self) -> String {
         let mut text = data_encoding::HEXLOWER.encode(&self.pin);
+        text.push(' ');
+        text.push_str(&data_encoding::HEXLOWER.encode(&self.token));
         for c in &self.candidates {
             text.push(' ');
             text.push_str(&c.to_string());
@@ -71,13 +78,21 @@ impl QuicParams {
             .decode(words.next()?.as_bytes())
             .ok()?;
         let pin = <[u8; 32]>::try_from(pin).ok()?;
+        let token = data_encoding::HEXLOWER
+            .decode(words.next()?.as_bytes())
+            .ok()?;
+        let token = <[u8; 16]>::try_from(token).ok()?;
         let candidates = words
             .map(|w| w.parse().ok())
             .collect::<Option<Vec<SocketAddr>>>()?;
         if candidates.is_empty() || candidates.len() > MAX_QUIC_CANDIDATES {
             return None;
         }
-        Some(Self { pin, candidates })
+        Some(Self {
+            pin,
+            token,
+            candidates,
+        })
     }
 }
 
@@ -257,6 +272,7 @@ mod tests {
                 attempt: 4,
                 quic: QuicParams {
                     pin: [0xab; 32],
+                    token: [2; 16],
                     candidates: vec!["127.0.0.1:4433".parse().unwrap()],
                 },
             },
@@ -264,6 +280,7 @@ mod tests {
                 attempt: 5,
                 quic: QuicParams {
                     pin: [1; 32],
+                    token: [0xff; 16],
                     candidates: vec![
                         "192.0.2.4:9".parse().unwrap(),
                         "[2001:db8::1]:443".parse().unwrap(),
@@ -298,12 +315,13 @@ mod tests {
             DirectSignal::decode(&[K_ANSWER, 0, 0, 0, 1, 0xff, 0xfe]),
             Err(DirectSignalError::BadText(K_ANSWER))
         );
-        let pin = "ab".repeat(32);
+        let pin = format!("{} {}", "ab".repeat(32), "cd".repeat(16));
         for bad in [
             String::new(),
             pin.clone(),
             format!("{pin} not-an-address"),
-            format!("{} 127.0.0.1:1", "ab".repeat(31)),
+            format!("{} {} 127.0.0.1:1", "ab".repeat(31), "cd".repeat(16)),
+            format!("{} {} 127.0.0.1:1", "ab".repeat(32), "cd".repeat(15)),
             format!("{pin}{}", " 127.0.0.1:1".repeat(MAX_QUIC_CANDIDATES + 1)),
         ] {
             let mut buf = vec![K_QUIC_OFFER, 0, 0, 0, 1];

@@ -4,9 +4,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use anyhow::{Result, ensure};
 use common::{TestServer, bounded, pair, stream_transfer, wait_path};
-use peerpipe::PathKind;
+use peerpipe::{Connection, PathKind};
 
 const LEN: usize = 32 * 1024 * 1024;
 
@@ -30,6 +32,50 @@ async fn native_peers_move_to_quic() -> Result<()> {
         let (sent, received) = tokio::join!(to_b.send_confirmed("on quic"), from_a.recv());
         sent?;
         ensure!(received?.as_deref() == Some(&b"on quic"[..]));
+        Ok(())
+    })
+    .await
+}
+
+/// Several connections between the same two nodes (one certificate each) at
+/// once: every one gets its own QUIC connection, none is crossed with another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_connections_between_two_nodes_each_get_their_own_quic_path() -> Result<()> {
+    const N: usize = 8;
+    bounded(async {
+        let server = TestServer::start().await?;
+        let a = server.node("alice", "a").await?;
+        let b = server.node("alice", "b").await?;
+        let mut conns = Vec::new();
+        for _ in 0..N {
+            conns.push(pair(&a, &b).await?);
+        }
+        // (Node events name one connection each: poll the paths instead.)
+        let all_quic = |conns: &[(Connection, Connection)]| {
+            conns
+                .iter()
+                .all(|(x, y)| x.path() == PathKind::Quic && y.path() == PathKind::Quic)
+        };
+        for _ in 0..500 {
+            if all_quic(&conns) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        ensure!(
+            all_quic(&conns),
+            "not every connection reached the QUIC path"
+        );
+        for (i, (to_b, from_a)) in conns.iter().enumerate() {
+            let text = format!("connection {i}");
+            let (sent, received) = tokio::join!(to_b.send_confirmed(text.clone()), from_a.recv());
+            sent?;
+            ensure!(
+                received?.as_deref() == Some(text.as_bytes()),
+                "connection {i} crossed"
+            );
+            ensure!(to_b.path() == PathKind::Quic && from_a.path() == PathKind::Quic);
+        }
         Ok(())
     })
     .await

@@ -45,6 +45,36 @@ use tokio::sync::oneshot;
 
 /// The SHA-256 fingerprint of a certificate's DER.
 pub(crate) type Pin = [u8; 32];
+/// Names one attempt to the accepting endpoint (as the TLS server name).
+pub(crate) type Token = [u8; 16];
+
+/// The TLS server name that carries an attempt token (a DNS label).
+fn server_name(token: Token) -> String {
+    let mut name = String::from("a");
+    for b in token {
+        name.push_str(&format!("{b:02x}"));
+    }
+    name
+}
+
+fn parse_server_name(name: &str) -> Option<Token> {
+    let hex = name.strip_prefix('a')?;
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut token = [0u8; 16];
+    for (i, b) in token.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(token)
+}
+
+/// An incoming connection, completed.
+struct Admitted {
+    pin: Pin,
+    token: Token,
+    accepted: Accepted,
+}
 
 /// What the accepting side sends first on the path's stream.
 pub(crate) const HELLO: u8 = 0x50;
@@ -315,17 +345,19 @@ impl QuicEndpoint {
         }
     }
 
-    /// Dials `addr`, accepting only the certificate with pin `peer`; returns
-    /// once the accepting side's hello arrived, with the path's stream.
+    /// Dials `addr` for the attempt the peer named `token`, accepting only
+    /// the certificate with pin `peer`; returns once the accepting side's
+    /// hello arrived, with the path's stream.
     pub(crate) async fn connect(
         &self,
         addr: SocketAddr,
         peer: Pin,
+        token: Token,
     ) -> Result<(quinn::Connection, quinn::SendStream, quinn::RecvStream), QuicError> {
         let config = self.client_config(peer)?;
         let connection = self
             .endpoint
-            .connect_with(config, addr, "peerpipe")?
+            .connect_with(config, addr, &server_name(token))?
             .await?;
         let hello = async {
             let (send, mut recv) = connection.accept_bi().await?;
@@ -343,23 +375,31 @@ impl QuicEndpoint {
         }
     }
 
-    /// Completes an incoming connection from an expected peer: its pin and
-    /// the path's stream (the hello already sent).
-    async fn admit(
-        &self,
-        incoming: quinn::Incoming,
-    ) -> Result<(Pin, quinn::Connection, quinn::SendStream, quinn::RecvStream), QuicError> {
+    /// Completes an incoming connection from an expected peer: its pin, the
+    /// attempt token it dialed with, and the path's stream (the hello already
+    /// sent).
+    async fn admit(&self, incoming: quinn::Incoming) -> Result<Admitted, QuicError> {
         let connection = incoming.await?;
         let pin = connection
             .peer_identity()
             .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
             .and_then(|certs| certs.first().map(fingerprint))
             .ok_or(QuicError::PinMismatch)?;
+        let token = connection
+            .handshake_data()
+            .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+            .and_then(|d| d.server_name)
+            .and_then(|name| parse_server_name(&name))
+            .ok_or_else(|| QuicError::Stream("no attempt token".into()))?;
         let (mut send, recv) = connection.open_bi().await?;
         send.write_all(&[HELLO])
             .await
             .map_err(|e| QuicError::Stream(e.to_string()))?;
-        Ok((pin, connection, send, recv))
+        Ok(Admitted {
+            pin,
+            token,
+            accepted: (connection, send, recv),
+        })
     }
 
     fn client_config(&self, peer: Pin) -> Result<quinn::ClientConfig, QuicError> {
@@ -454,7 +494,8 @@ pub(crate) type Accepted = (quinn::Connection, quinn::SendStream, quinn::RecvStr
 pub(crate) struct QuicNode {
     endpoint: QuicEndpoint,
     candidates: Vec<SocketAddr>,
-    waiting: Mutex<HashMap<Pin, oneshot::Sender<Accepted>>>,
+    /// Attempts waiting for their connection, by token, with the pin it must carry.
+    waiting: Mutex<HashMap<Token, (Pin, oneshot::Sender<Accepted>)>>,
 }
 
 impl std::fmt::Debug for QuicNode {
@@ -516,29 +557,30 @@ impl QuicNode {
     }
 
     /// Admits the peer with certificate pin `pin` and waits for its connection.
-    pub(crate) fn wait_for(&self, pin: Pin) -> Waiter {
+    pub(crate) fn wait_for(&self, pin: Pin, token: Token) -> Waiter {
         let (tx, rx) = oneshot::channel();
         let admitted = self.endpoint.expect(pin);
         self.waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(pin, tx);
+            .insert(token, (pin, tx));
         Waiter {
             rx,
             _admitted: admitted,
         }
     }
 
-    /// Dials every one of `addrs` at once, accepting only pin `peer`; the
-    /// first connection made wins.
+    /// Dials every one of `addrs` at once for the attempt the peer named
+    /// `token`, accepting only pin `peer`; the first connection made wins.
     pub(crate) async fn connect(
         &self,
         addrs: &[SocketAddr],
         peer: Pin,
+        token: Token,
     ) -> Result<Accepted, QuicError> {
         let mut pending: Vec<_> = addrs
             .iter()
-            .map(|a| Box::pin(self.endpoint.connect(*a, peer)))
+            .map(|a| Box::pin(self.endpoint.connect(*a, peer, token)))
             .collect();
         let mut last = QuicError::Timeout;
         while !pending.is_empty() {
@@ -566,19 +608,23 @@ async fn accept_loop(node: std::sync::Weak<QuicNode>) {
         let Some(node) = node.upgrade() else { return };
         tokio::spawn(async move {
             match node.endpoint.admit(incoming).await {
-                Ok((pin, connection, send, recv)) => {
-                    let waiter = node
-                        .waiting
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .remove(&pin);
-                    match waiter {
-                        Some(tx) => {
-                            if let Err((connection, ..)) = tx.send((connection, send, recv)) {
-                                connection.close(0u32.into(), b"no attempt");
+                Ok(admitted) => {
+                    let waiter = {
+                        let mut waiting =
+                            node.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                        match waiting.get(&admitted.token) {
+                            Some((pin, _)) if *pin == admitted.pin => {
+                                waiting.remove(&admitted.token)
                             }
+                            _ => None,
                         }
-                        None => connection.close(0u32.into(), b"not expected"),
+                    };
+                    let unwanted = match waiter {
+                        Some((_, tx)) => tx.send(admitted.accepted).err(),
+                        None => Some(admitted.accepted),
+                    };
+                    if let Some((connection, ..)) = unwanted {
+                        connection.close(0u32.into(), b"no such attempt");
                     }
                 }
                 Err(e) => tracing::debug!("incoming QUIC connection: {e}"),
@@ -635,8 +681,22 @@ mod tests {
         ) -> Option<Result<(Pin, quinn::Connection, quinn::SendStream, quinn::RecvStream), QuicError>>
         {
             let incoming = self.endpoint.accept().await?;
-            Some(self.admit(incoming).await)
+            Some(self.admit(incoming).await.map(|a| {
+                assert_eq!(a.token, [9; 16]);
+                let (c, s, r) = a.accepted;
+                (a.pin, c, s, r)
+            }))
         }
+    }
+
+    #[test]
+    fn tokens_travel_as_server_names() {
+        let token = [0xa5; 16];
+        let name = server_name(token);
+        assert!(ServerName::try_from(name.as_str()).is_ok(), "{name}");
+        assert_eq!(parse_server_name(&name), Some(token));
+        assert_eq!(parse_server_name("peerpipe"), None);
+        assert_eq!(parse_server_name(&name[..20]), None);
     }
 
     /// The pinned peers connect and exchange framed packets both ways.
@@ -645,7 +705,7 @@ mod tests {
         let (a, b) = (endpoint(), endpoint());
         let _admit = b.expect(a.pin());
         let b_addr = b.local_addr().unwrap();
-        let (dialed, accepted) = tokio::join!(a.connect(b_addr, b.pin()), b.accept());
+        let (dialed, accepted) = tokio::join!(a.connect(b_addr, b.pin(), [9; 16]), b.accept());
         let (_conn_a, mut a_send, mut a_recv) = dialed.unwrap();
         let (pin, _conn_b, mut b_send, mut b_recv) = accepted.unwrap().unwrap();
         assert_eq!(pin, a.pin());
@@ -670,7 +730,8 @@ mod tests {
         let (a, b, stranger) = (endpoint(), endpoint(), endpoint());
         let _admit = b.expect(a.pin());
         let b_addr = b.local_addr().unwrap();
-        let (dialed, accepted) = tokio::join!(a.connect(b_addr, stranger.pin()), b.accept());
+        let (dialed, accepted) =
+            tokio::join!(a.connect(b_addr, stranger.pin(), [9; 16]), b.accept());
         assert!(matches!(dialed, Err(QuicError::PinMismatch)), "{dialed:?}");
         assert!(matches!(accepted, Some(Err(QuicError::PinMismatch))));
     }
@@ -682,12 +743,13 @@ mod tests {
         let (a, b, stranger) = (endpoint(), endpoint(), endpoint());
         let admit = b.expect(stranger.pin());
         let b_addr = b.local_addr().unwrap();
-        let (dialed, accepted) = tokio::join!(a.connect(b_addr, b.pin()), b.accept());
+        let (dialed, accepted) = tokio::join!(a.connect(b_addr, b.pin(), [9; 16]), b.accept());
         assert!(matches!(dialed, Err(QuicError::PinMismatch)), "{dialed:?}");
         assert!(matches!(accepted, Some(Err(QuicError::PinMismatch))));
         // Once nobody is expected, not even the stranger gets in.
         drop(admit);
-        let (dialed, accepted) = tokio::join!(stranger.connect(b_addr, b.pin()), b.accept());
+        let (dialed, accepted) =
+            tokio::join!(stranger.connect(b_addr, b.pin(), [9; 16]), b.accept());
         assert!(matches!(dialed, Err(QuicError::PinMismatch)), "{dialed:?}");
         assert!(matches!(accepted, Some(Err(QuicError::PinMismatch))));
     }

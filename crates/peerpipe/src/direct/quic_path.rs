@@ -49,6 +49,7 @@ async fn connect(
 ) -> Result<Option<Accepted>, String> {
     let ours = QuicParams {
         pin: node.pin(),
+        token: rand::random(),
         candidates: node.candidates().to_vec(),
     };
     let attempt = task.attempt;
@@ -68,11 +69,13 @@ async fn connect(
                     None => return Ok(None),
                 }
             };
-            let made = node.connect(&answer.candidates, answer.pin).await;
+            let made = node
+                .connect(&answer.candidates, answer.pin, answer.token)
+                .await;
             made.map(Some).map_err(|e| e.to_string())
         }
         Some(theirs) => {
-            let waiter = node.wait_for(theirs.pin);
+            let waiter = node.wait_for(theirs.pin, ours.token);
             let answer = DirectSignal::QuicAnswer {
                 attempt,
                 quic: ours,
@@ -88,7 +91,7 @@ async fn connect(
                 .collect();
             let punch = async {
                 if !remote.is_empty() {
-                    let _ = node.connect(&remote, theirs.pin).await;
+                    let _ = node.connect(&remote, theirs.pin, theirs.token).await;
                 }
                 std::future::pending::<()>().await;
             };
