@@ -1,4 +1,4 @@
-//! A direct path that goes silent mid-transfer (every UDP datagram dropped by
+//! A direct path (WebRTC, then QUIC) that goes silent mid-transfer (every UDP datagram dropped by
 //! iptables, nothing closed, nobody told): within the path time-out both sides
 //! move back to the relay, the stream completes byte-identical, and once UDP
 //! flows again a new direct path takes over.
@@ -12,11 +12,10 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{TestServer, block_on_bounded, direct_pair, rerun_in_netns, run, wait_path};
+use common::{TestServer, block_on_bounded, direct_pair, pair, rerun_in_netns, run, wait_path};
 use peerpipe::PathKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-const TEST: &str = "a_silent_direct_path_falls_back_to_the_relay_and_recovers";
 const LEN: u64 = 64 * 1024 * 1024;
 const CHUNK: usize = 64 * 1024;
 
@@ -33,15 +32,34 @@ fn block_udp(block: bool) -> Result<()> {
 #[test]
 #[ignore = "needs unshare and iptables: its own step of .ci/run"]
 fn a_silent_direct_path_falls_back_to_the_relay_and_recovers() -> Result<()> {
-    if rerun_in_netns(TEST)? {
+    if rerun_in_netns("a_silent_direct_path_falls_back_to_the_relay_and_recovers")? {
         return Ok(());
     }
-    block_on_bounded(Duration::from_secs(120), inside())
+    block_on_bounded(Duration::from_secs(120), inside(PathKind::Direct))
 }
 
-async fn inside() -> Result<()> {
+#[test]
+#[ignore = "needs unshare and iptables: its own step of .ci/run"]
+fn a_silent_quic_path_falls_back_to_the_relay_and_recovers() -> Result<()> {
+    if rerun_in_netns("a_silent_quic_path_falls_back_to_the_relay_and_recovers")? {
+        return Ok(());
+    }
+    block_on_bounded(Duration::from_secs(120), inside(PathKind::Quic))
+}
+
+/// The scenario on a direct path of `kind` (WebRTC or QUIC).
+async fn inside(kind: PathKind) -> Result<()> {
     let server = TestServer::start().await?;
-    let (a, _b, to_b, from_a) = direct_pair(&server).await?;
+    let (a, _b, to_b, from_a) = if kind == PathKind::Quic {
+        let a = server.node("alice", "a").await?;
+        let b = server.node("alice", "b").await?;
+        let (to_b, from_a) = pair(&a, &b).await?;
+        wait_path(&a, &to_b, kind).await?;
+        wait_path(&b, &from_a, kind).await?;
+        (a, b, to_b, from_a)
+    } else {
+        direct_pair(&server).await?
+    };
 
     let mut out = to_b.open_stream().await?;
     let writer = tokio::spawn(async move {
@@ -98,7 +116,7 @@ async fn inside() -> Result<()> {
     );
     assert_eq!(from_a.path(), PathKind::Relay);
     block_udp(false)?;
-    let back_after = wait_path(&a, &to_b, PathKind::Direct).await?;
+    let back_after = wait_path(&a, &to_b, kind).await?;
     tracing::info!(?back_after, "back on a direct path");
     // The connection still works, on the new direct path.
     let (sent, received) = tokio::join!(to_b.send_confirmed("after"), from_a.recv());
