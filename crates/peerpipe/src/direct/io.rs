@@ -157,7 +157,7 @@ impl Bindings {
 }
 
 /// The addresses of a `HOST:PORT` server (none when it cannot be resolved in time).
-async fn resolve(server: &str) -> Vec<SocketAddr> {
+pub(super) async fn resolve(server: &str) -> Vec<SocketAddr> {
     match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(server)).await {
         Ok(Ok(addrs)) => addrs.collect(),
         Ok(Err(e)) => {
@@ -173,7 +173,7 @@ async fn resolve(server: &str) -> Vec<SocketAddr> {
 
 /// Whether a socket bound to `local` can reach `server`: same address family,
 /// and a loopback socket only a loopback server (and the other way round).
-fn reachable(local: SocketAddr, server: SocketAddr) -> bool {
+pub(super) fn reachable(local: SocketAddr, server: SocketAddr) -> bool {
     server.is_ipv4() == local.is_ipv4() && server.ip().is_loopback() == local.ip().is_loopback()
 }
 

@@ -20,6 +20,7 @@
 mod io;
 mod quic;
 mod quic_path;
+mod quic_socket;
 mod webrtc;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
+use peerpipe_proto::direct::MAX_QUIC_CANDIDATES;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -42,6 +43,9 @@ use quinn::rustls::{
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
+
+use super::io::{reachable, resolve};
+use super::quic_socket::StunSocket;
 
 /// The SHA-256 fingerprint of a certificate's DER.
 pub(crate) type Pin = [u8; 32];
@@ -87,6 +91,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Silence after which a QUIC connection is dead (keepalives go every 5 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE: Duration = Duration::from_secs(5);
+/// How long an attempt waits for its server-reflexive addresses.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(1);
 /// UDP socket buffers: the kernel's default drops datagrams at full speed.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
@@ -290,6 +296,8 @@ impl Drop for Expectation {
 /// A node's QUIC endpoint. See the [module docs](self).
 pub(crate) struct QuicEndpoint {
     endpoint: quinn::Endpoint,
+    /// The endpoint's socket, for STUN binding requests.
+    socket: Arc<StunSocket>,
     pin: Pin,
     cert: CertificateDer<'static>,
     key: PrivatePkcs8KeyDer<'static>,
@@ -307,15 +315,20 @@ impl QuicEndpoint {
         let expected = Expected::default();
         let transport = Arc::new(transport_config()?);
         let server = server_config(&cert, &key, &expected, &transport)?;
-        let endpoint = quinn::Endpoint::new(
+        let runtime = Arc::new(quinn::TokioRuntime);
+        let inner = quinn::Runtime::wrap_udp_socket(&*runtime, udp_socket(addr).map_err(setup)?)
+            .map_err(setup)?;
+        let socket = StunSocket::new(inner);
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
             quinn::EndpointConfig::default(),
             Some(server),
-            udp_socket(addr).map_err(setup)?,
-            Arc::new(quinn::TokioRuntime),
+            socket.clone(),
+            runtime,
         )
         .map_err(setup)?;
         Ok(Self {
             endpoint,
+            socket,
             pin: fingerprint(&cert),
             cert,
             key,
@@ -551,9 +564,34 @@ impl QuicNode {
         self.endpoint.pin()
     }
 
-    /// Where peers can dial this node.
-    pub(crate) fn candidates(&self) -> &[SocketAddr] {
-        &self.candidates
+    /// Where peers can dial this node: its host addresses, and the addresses
+    /// the STUN servers (`HOST:PORT`) see its socket at (asked now: the
+    /// request also refreshes the NAT mapping), within [`GATHER_TIMEOUT`].
+    pub(crate) async fn candidates(&self, stun: &[String]) -> Vec<SocketAddr> {
+        let mut candidates = self.candidates.clone();
+        let Ok(local) = self.endpoint.local_addr() else {
+            return candidates;
+        };
+        let mut servers = Vec::new();
+        for server in stun {
+            servers.extend(
+                resolve(server)
+                    .await
+                    .into_iter()
+                    .find(|a| reachable(local, *a)),
+            );
+        }
+        let asks = servers
+            .into_iter()
+            .map(|server| self.endpoint.socket.server_reflexive(server));
+        let found = tokio::time::timeout(GATHER_TIMEOUT, futures_util::future::join_all(asks));
+        for mapped in found.await.unwrap_or_default().into_iter().flatten() {
+            if !candidates.contains(&mapped) {
+                candidates.push(mapped);
+            }
+        }
+        candidates.truncate(MAX_QUIC_CANDIDATES);
+        candidates
     }
 
     /// Admits the peer with certificate pin `pin` and waits for its connection.
@@ -752,5 +790,33 @@ mod tests {
             tokio::join!(stranger.connect(b_addr, b.pin(), [9; 16]), b.accept());
         assert!(matches!(dialed, Err(QuicError::PinMismatch)), "{dialed:?}");
         assert!(matches!(accepted, Some(Err(QuicError::PinMismatch))));
+    }
+
+    /// A STUN binding request goes out of the QUIC socket and its answer is
+    /// taken before quinn sees it; QUIC works on the same socket before and after.
+    #[tokio::test]
+    async fn stun_shares_the_quic_socket() {
+        let mut config = peerpipe_server::Config::new(vec![7; 32]);
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.stun_listen = Some("127.0.0.1:0".parse().unwrap());
+        let server = peerpipe_server::Server::bind(config).await.unwrap();
+        let stun_addr = server.stun_addr().unwrap();
+        let (a, b) = (endpoint(), endpoint());
+        let _admit = b.expect(a.pin());
+        let b_addr = b.local_addr().unwrap();
+        let mapped = b.socket.server_reflexive(stun_addr).await;
+        assert_eq!(mapped, Some(b_addr));
+        let (dialed, accepted) = tokio::join!(a.connect(b_addr, b.pin(), [9; 16]), b.accept());
+        let (_conn, mut send, _recv) = dialed.unwrap();
+        let (_, _conn_b, _send_b, mut recv) = accepted.unwrap().unwrap();
+        // STUN in the middle of QUIC traffic.
+        let (mapped, _) = tokio::join!(
+            b.socket.server_reflexive(stun_addr),
+            write_packet(&mut send, Bytes::from_static(b"during"))
+        );
+        assert_eq!(mapped, Some(b_addr));
+        let got = read_packet(&mut recv, 100).await.unwrap();
+        assert_eq!(got.as_deref(), Some(&b"during"[..]));
+        server.shutdown().await;
     }
 }

@@ -50,7 +50,7 @@ async fn connect(
     let ours = QuicParams {
         pin: node.pin(),
         token: rand::random(),
-        candidates: node.candidates().to_vec(),
+        candidates: node.candidates(&task.stun).await,
     };
     let attempt = task.attempt;
     match theirs {
