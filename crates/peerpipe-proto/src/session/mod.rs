@@ -302,8 +302,9 @@ enum State {
 /// A packet kept until acknowledged.
 struct SentPacket {
     pn: u64,
-    /// Its frames, unencrypted: each transmission wraps them for its path.
-    frames: Bytes,
+    /// The packet in its unencrypted `PLAIN` form (header, then frames): a
+    /// trusted path sends it as it is, any other gets the frames sealed.
+    packet: Bytes,
     sent: Instant,
     /// Stream offsets it completes, for streams in one-chunk mode.
     stream_ends: Vec<(StreamId, u64)>,
@@ -929,7 +930,7 @@ impl Session {
                 break;
             };
             acked += 1;
-            self.unacked_bytes -= packet_cost(&p.frames);
+            self.unacked_bytes -= packet_cost(&p.packet);
             for (id, end) in &p.stream_ends {
                 if let Some(s) = self.streams.get_mut(id) {
                     s.send.acked = s.send.acked.max(*end);
@@ -1322,12 +1323,12 @@ impl Session {
         }
         if let Some(p) = self.unacked.get(self.resend_cursor) {
             self.resend_cursor += 1;
-            let payload = self.wrap(path, p.pn, &p.frames)?;
+            let payload = self.wrap(path, p.pn, &p.packet)?;
             return Some(Transmit { path, payload });
         }
         self.grant_credit(now);
-        let (pn, frames) = self.build_packet(now)?;
-        let payload = self.wrap(path, pn, &frames)?;
+        let (pn, packet) = self.build_packet(now)?;
+        let payload = self.wrap(path, pn, &packet)?;
         Some(Transmit { path, payload })
     }
 
@@ -1354,14 +1355,17 @@ impl Session {
         }
     }
 
-    /// The next packet's number and frames.
+    /// The next packet's number, and the packet in its `PLAIN` form.
     fn build_packet(&mut self, now: Instant) -> Option<(u64, Bytes)> {
         if !self.is_connected() {
             return None;
         }
-        let budget =
-            (self.config.max_frame_payload + PACKET_SLACK).min(MAX_CIPHERTEXT_LEN - TAG_LEN);
+        // The header goes first and is filled in once the number is known;
+        // the budget counts it.
+        let budget = DATA_HEADER_LEN
+            + (self.config.max_frame_payload + PACKET_SLACK).min(MAX_CIPHERTEXT_LEN - TAG_LEN);
         let mut plain = Vec::with_capacity(budget);
+        plain.resize(DATA_HEADER_LEN, 0);
         let mut reliable = false;
         let mut stream_ends = Vec::new();
         while let Some(f) = self.control.front() {
@@ -1432,16 +1436,19 @@ impl Session {
         } else {
             self.next_unreliable | UNRELIABLE_BIT
         };
-        let frames = Bytes::from(plain);
+        plain[0] = packet::VERSION;
+        plain[1] = packet::T_PLAIN;
+        plain[2..DATA_HEADER_LEN].copy_from_slice(&pn.to_be_bytes());
+        let packet = Bytes::from(plain);
         if reliable {
             self.next_pn += 1;
             if self.unacked.is_empty() {
                 self.last_progress = now;
             }
-            self.unacked_bytes += packet_cost(&frames);
+            self.unacked_bytes += packet_cost(&packet);
             self.unacked.push_back(SentPacket {
                 pn,
-                frames: frames.clone(),
+                packet: packet.clone(),
                 sent: now,
                 stream_ends,
             });
@@ -1451,21 +1458,17 @@ impl Session {
             self.next_unreliable += 1;
         }
         self.arm_path_check();
-        Some((pn, frames))
+        Some((pn, packet))
     }
 
-    /// Packet `pn` carrying `frames`, as it goes out on `path`: in the clear on
-    /// a trusted path, else encrypted.
-    fn wrap(&self, path: PathId, pn: u64, frames: &[u8]) -> Option<Bytes> {
-        if !self.trusted_paths.contains(&path) {
-            return self.seal(pn, frames);
+    /// Packet `pn` (in its `PLAIN` form) as it goes out on `path`: as it is on
+    /// a trusted path (no copy), else with its frames encrypted.
+    fn wrap(&self, path: PathId, pn: u64, packet: &Bytes) -> Option<Bytes> {
+        if self.trusted_paths.contains(&path) {
+            Some(packet.clone())
+        } else {
+            self.seal(pn, packet.get(DATA_HEADER_LEN..)?)
         }
-        let mut out = BytesMut::with_capacity(DATA_HEADER_LEN + frames.len());
-        out.put_u8(packet::VERSION);
-        out.put_u8(packet::T_PLAIN);
-        out.put_u64(pn);
-        out.put_slice(frames);
-        Some(out.freeze())
     }
 
     /// Encrypts `plain` as packet `pn`.
@@ -1572,10 +1575,10 @@ impl Session {
     }
 }
 
-/// The bytes an unacknowledged packet counts for in the send buffer (its
-/// encrypted size, whichever path it goes on).
-fn packet_cost(frames: &Bytes) -> u64 {
-    (DATA_HEADER_LEN + frames.len() + TAG_LEN) as u64
+/// The bytes an unacknowledged packet (in its `PLAIN` form) counts for in the
+/// send buffer: its encrypted size, whichever path it goes on.
+fn packet_cost(packet: &Bytes) -> u64 {
+    (packet.len() + TAG_LEN) as u64
 }
 
 fn encode_packet(p: &Packet) -> Bytes {
