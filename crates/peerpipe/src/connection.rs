@@ -674,8 +674,14 @@ pub(crate) async fn drive(
                     break;
                 };
                 match event {
+                    // Late packets of a path already gone (its task had them
+                    // queued) are dropped: the peer resends what they carried,
+                    // and a QUIC path's unencrypted packets are no longer
+                    // trusted once it is down.
                     DirectEvent::Packet(path, packet) => {
-                        st.session.handle_packet(std_now, path, packet);
+                        if paths.routes.contains_key(&path) {
+                            st.session.handle_packet(std_now, path, packet);
+                        }
                     }
                     event => {
                         direct.handle_event(std_now, event, &mut actions);

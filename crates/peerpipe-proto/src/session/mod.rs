@@ -636,7 +636,11 @@ impl Session {
             self.start_handshake();
         }
         self.current_heard = now;
-        if let Some(path) = self.current_path() {
+        // A closed session moves nothing any more: paths that go down as the
+        // two sides let go are no news.
+        if let Some(path) = self.current_path()
+            && self.close_reason.is_none()
+        {
             self.events.push_back(Event::PathChanged(path));
         }
         self.arm_path_check();
