@@ -27,7 +27,7 @@ pub async fn run(size: u64) -> Result<()> {
 async fn run_in(dir: &Path, size: u64) -> Result<()> {
     let source = dir.join("source.bin");
     let target = dir.join("received.bin");
-    eprintln!("[1/4] generating a {} file of random bytes", human(size));
+    say!("[1/4] generating a {} file of random bytes", human(size));
     generate(&source, size)?;
 
     let secret: [u8; 32] = rand::random();
@@ -36,7 +36,7 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
     let server = Server::bind(config)
         .await
         .context("starting the embedded server")?;
-    eprintln!("[2/4] embedded server on {}", server.url());
+    say!("[2/4] embedded server on {}", server.url());
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let token = peerpipe_proto::token::mint(&secret, "demo", now + 3600)?;
@@ -50,7 +50,7 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
     };
     let receiver = node("receiver").await.context("receiver joining")?;
     let sender = node("sender").await.context("sender joining")?;
-    eprintln!(
+    say!(
         "      devices of user \"demo\": sender {} and receiver {}",
         sender.id().short(),
         receiver.id().short()
@@ -65,7 +65,7 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
         .connect(receiver.id())
         .await
         .context("sender connecting to receiver")?;
-    eprintln!(
+    say!(
         "[3/4] connected and end-to-end encrypted in {:.1} ms, path: relay (through the server); \
          sending while the direct path is negotiated",
         started.elapsed().as_secs_f64() * 1e3
@@ -97,22 +97,22 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
     }
     let elapsed = started.elapsed();
     progress(sent, size, started);
-    eprintln!();
+    say!();
     let received = receive.await.context("receiver task")??;
 
-    eprintln!("[4/4] verifying");
+    say!("[4/4] verifying");
     if received != size || !same_contents(&source, &target)? {
         bail!("the received file differs from the source ({received} of {size} bytes)");
     }
     let stats = server.stats();
     let secs = elapsed.as_secs_f64().max(1e-9);
-    eprintln!(
+    say!(
         "moved {} in {secs:.2} s: {:.1} MB/s, byte-identical, last path: {}",
         human(size),
         size as f64 / secs / 1e6,
         conn.path()
     );
-    eprintln!(
+    say!(
         "the server relayed {} of it (handshake, path negotiation, and the data sent \
          before the direct path opened)",
         human(stats.relay_bytes.saturating_sub(relayed_at_start)),
@@ -186,7 +186,7 @@ fn same_contents(a: &Path, b: &Path) -> Result<bool> {
 async fn report_paths(node: Node, sent: Arc<AtomicU64>, started: Instant) {
     while let Some(event) = node.next_event().await {
         if let NodeEvent::PathChanged { path, rtt, .. } = event {
-            eprintln!(
+            say!(
                 "\r      path: {path} after {:.1} ms, {} sent by then (rtt {rtt:.1?})",
                 started.elapsed().as_secs_f64() * 1e3,
                 human(sent.load(Ordering::Relaxed)),
@@ -197,7 +197,9 @@ async fn report_paths(node: Node, sent: Arc<AtomicU64>, started: Instant) {
 
 fn progress(done: u64, total: u64, started: Instant) {
     let secs = started.elapsed().as_secs_f64().max(1e-9);
-    eprint!(
+    // Like `eprint!`, without failing when stderr is closed.
+    let _ = write!(
+        std::io::stderr(),
         "\r      {} / {}  {:.1} MB/s   ",
         human(done),
         human(total),

@@ -3,6 +3,15 @@
 //! Run `peerpipe --help` for the commands. Machine-readable output (ids, tokens,
 //! received data) goes to stdout; progress and diagnostics go to stderr.
 
+/// Writes a line of chatter to stderr, like `eprintln!`, but a closed stderr
+/// (a log pipe whose reader went away) is no reason to stop: the line is dropped.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod client;
 mod demo;
 mod identity;
@@ -217,14 +226,14 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            say!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            say!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -254,6 +263,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed stderr (a log pipe whose reader went away) must not take
+        // the process down: log lines are dropped, quietly.
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     // Timestamps help when debugging; for everyday chatter they are noise.

@@ -15,9 +15,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (secret, created) = load_or_create_secret(&secret_file)
         .with_context(|| format!("secret file {}", secret_file.display()))?;
     if created {
-        eprintln!("created a new token secret: {}", secret_file.display());
+        say!("created a new token secret: {}", secret_file.display());
     }
-    eprintln!(
+    say!(
         "mint tokens with: peerpipe token --secret-file {} --user NAME",
         secret_file.display()
     );
@@ -56,14 +56,14 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let server = Server::bind(config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!(
+    say!(
         "peerpipe server listening on {} (health: http://{}/health, metrics: http://{}/metrics)",
         server.url(),
         server.local_addr(),
         server.local_addr()
     );
     peerpipe_server::serve_until_signal(server).await;
-    eprintln!("server stopped");
+    say!("server stopped");
     Ok(())
 }
 
