@@ -127,7 +127,9 @@ struct ServeArgs {
     turn: Vec<IceServer>,
     /// Also answer STUN binding requests on this UDP address (e.g. 0.0.0.0:3478),
     /// so devices behind NATs learn their public address; announce it to them
-    /// with --stun PUBLIC_HOST:3478.
+    /// with --stun PUBLIC_HOST:3478. On a host with several addresses, bind the
+    /// announced one: answers leave from the address the routing table picks,
+    /// and a NAT drops answers from an address it did not send to.
     #[arg(long, value_name = "ADDR")]
     stun_listen: Option<SocketAddr>,
 }

@@ -53,6 +53,7 @@ async fn connect(
         candidates: node.candidates(&task.stun).await,
     };
     let attempt = task.attempt;
+    tracing::debug!(attempt, candidates = ?ours.candidates, "QUIC candidates");
     match theirs {
         None => {
             let offer = DirectSignal::QuicOffer {
@@ -69,6 +70,7 @@ async fn connect(
                     None => return Ok(None),
                 }
             };
+            tracing::debug!(attempt, candidates = ?answer.candidates, "dialing over QUIC");
             let made = node
                 .connect(&answer.candidates, answer.pin, answer.token)
                 .await;
