@@ -11,9 +11,10 @@
 //! took the message) and any number of byte [`Stream`]s (tokio `AsyncRead` +
 //! `AsyncWrite`), each with credit flow control: a slow reader slows its writer,
 //! with bounded memory on both devices, and does not hold up other streams.
-//! A connection starts on the server's relay and moves to a direct WebRTC data
-//! channel between the devices as soon as one opens (negotiated inside the
-//! encrypted session), back to the relay when it fails
+//! A connection starts on the server's relay and moves to a direct path between
+//! the devices as soon as one opens — QUIC between native nodes, a WebRTC data
+//! channel otherwise, both negotiated inside the encrypted session and pinned
+//! to the keys it delivered — and back to the relay when it fails
 //! ([`NodeEvent::PathChanged`], [`PathPolicy`]). Connections survive the loss
 //! of any path: when the server restarts or a link drops, the nodes route them
 //! again and nothing is lost or repeated.

@@ -1,10 +1,12 @@
 //! The direct path: negotiated inside the encrypted session, run beside the relay.
 //!
 //! A connection's driver owns one [`Direct`] negotiator. After the session
-//! handshake the dialing side offers an *attempt*: it binds UDP sockets on its
-//! host addresses, builds a [`Transport`] (today [`WebRtc`], a str0m data
-//! channel) and sends the offer as a session path signal; the other side answers
-//! the same way. Each attempt runs in its own task ([`run`]) that owns the
+//! handshake the dialing side offers an *attempt*, QUIC first (the node's one
+//! QUIC endpoint, certificates pinned through the session: [`quic_path`]), or a
+//! WebRTC data channel after QUIC failed twice or when the peer has no QUIC: it
+//! binds UDP sockets on its host addresses, builds a [`Transport`] ([`WebRtc`],
+//! on str0m) and sends the offer as a session path signal; the other side
+//! answers the same way. Each attempt runs in its own task ([`run`]) that owns the
 //! sockets and the transport. When the channel opens, the task hands the driver a
 //! bounded packet queue and the session moves its traffic there; the relay stays
 //! as a standby. When the attempt fails (the transport says so, or the session
