@@ -1541,17 +1541,32 @@ impl Session {
         self.round_robin = id.0 + 1;
         let s = self.streams.get_mut(&id)?;
         let send = &mut s.send;
-        let mut data = BytesMut::new();
-        while data.len() < max {
-            let Some(front) = send.pending.front_mut() else {
-                break;
-            };
-            let take = (max - data.len()).min(front.len());
-            data.extend_from_slice(&front.split_to(take));
-            if front.is_empty() {
-                send.pending.pop_front();
+        let alone = send.pending.len() == 1;
+        let data = match send.pending.front_mut() {
+            // The first buffered write fills the frame (or is all there is):
+            // a slice of it, no copy.
+            Some(front) if front.len() >= max || alone => {
+                let data = front.split_to(max.min(front.len()));
+                if front.is_empty() {
+                    send.pending.pop_front();
+                }
+                data
             }
-        }
+            _ => {
+                let mut data = BytesMut::new();
+                while data.len() < max {
+                    let Some(front) = send.pending.front_mut() else {
+                        break;
+                    };
+                    let take = (max - data.len()).min(front.len());
+                    data.extend_from_slice(&front.split_to(take));
+                    if front.is_empty() {
+                        send.pending.pop_front();
+                    }
+                }
+                data.freeze()
+            }
+        };
         let offset = send.sent;
         send.sent += data.len() as u64;
         self.send_buffered -= data.len() as u64;
@@ -1562,7 +1577,7 @@ impl Session {
             id: id.0,
             offset,
             fin,
-            data: data.freeze(),
+            data,
         };
         self.forget_if_done(id);
         Some((frame, end))
