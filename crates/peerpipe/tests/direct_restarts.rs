@@ -7,24 +7,13 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use common::{TestServer, direct_pair};
+use common::{TestServer, direct_pair, fill_pattern, spawn_pattern_writer};
 use peerpipe::PathKind;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 
 const LEN: u64 = 500 * 1024 * 1024;
 const RESTARTS: usize = 4;
 const CHUNK: usize = 256 * 1024;
-
-/// Byte `i` of the stream.
-fn byte(i: u64) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
-
-fn fill(buf: &mut [u8], at: u64) {
-    for (k, b) in buf.iter_mut().enumerate() {
-        *b = byte(at + k as u64);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "500 MiB: runs in release as its own step of .ci/run"]
@@ -34,19 +23,8 @@ async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
         let server = TestServer::start().await?;
         let (_a, _b, to_b, from_a) = direct_pair(&server).await?;
 
-        let mut out = to_b.open_stream().await?;
-        let writer = tokio::spawn(async move {
-            let mut buf = vec![0; CHUNK];
-            let mut at = 0;
-            while at < LEN {
-                let n = CHUNK.min((LEN - at) as usize);
-                fill(&mut buf[..n], at);
-                out.write_all(&buf[..n]).await?;
-                at += n as u64;
-            }
-            out.shutdown().await?;
-            anyhow::Ok(())
-        });
+        let out = to_b.open_stream().await?;
+        let writer = spawn_pattern_writer(out, LEN, CHUNK);
         let mut stream = from_a.accept_stream().await?;
         let mut buf = vec![0; CHUNK];
         let mut expected = vec![0; CHUNK];
@@ -58,7 +36,7 @@ async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
             if n == 0 {
                 break;
             }
-            fill(&mut expected[..n], got);
+            fill_pattern(&mut expected[..n], got);
             ensure!(
                 buf[..n] == expected[..n],
                 "bytes differ in {got}..{}",

@@ -12,7 +12,9 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{TestServer, block_on_bounded, direct_pair, pair, rerun_in_netns, run, wait_path};
+use common::{
+    TestServer, block_on_bounded, direct_pair, quic_pair, rerun_in_netns, run, wait_path,
+};
 use peerpipe::PathKind;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -51,12 +53,7 @@ fn a_silent_quic_path_falls_back_to_the_relay_and_recovers() -> Result<()> {
 async fn inside(kind: PathKind) -> Result<()> {
     let server = TestServer::start().await?;
     let (a, _b, to_b, from_a) = if kind == PathKind::Quic {
-        let a = server.node("alice", "a").await?;
-        let b = server.node("alice", "b").await?;
-        let (to_b, from_a) = pair(&a, &b).await?;
-        wait_path(&a, &to_b, kind).await?;
-        wait_path(&b, &from_a, kind).await?;
-        (a, b, to_b, from_a)
+        quic_pair(&server).await?
     } else {
         direct_pair(&server).await?
     };

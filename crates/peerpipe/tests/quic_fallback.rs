@@ -8,9 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{TestServer, pair, wait_path};
+use common::{TestServer, fill_pattern, quic_pair, spawn_pattern_writer};
 use peerpipe::{Connection, Node, NodeEvent, PathKind, SessionId};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -22,18 +22,6 @@ const LIMIT: Duration = Duration::from_secs(300);
 const READ_LIMIT: Duration = Duration::from_secs(30);
 /// How long after the stream ended the last new QUIC path may take.
 const SETTLE_LIMIT: Duration = Duration::from_secs(20);
-
-/// Byte `i` of the stream: depends on the position, so a lost, repeated or
-/// reordered chunk shows.
-fn byte(i: u64) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
-
-fn fill(buf: &mut [u8], at: u64) {
-    for (k, b) in buf.iter_mut().enumerate() {
-        *b = byte(at + k as u64);
-    }
-}
 
 /// The path moves one node reports for one connection, as they come.
 struct Side {
@@ -184,29 +172,14 @@ async fn a_quic_path_killed_mid_stream_falls_back_and_completes() -> Result<()> 
 
 async fn scenario() -> Result<()> {
     let server = TestServer::start().await?;
-    let a = server.node("alice", "a").await?;
-    let b = server.node("alice", "b").await?;
-    let (to_b, from_a) = pair(&a, &b).await?;
-    wait_path(&a, &to_b, PathKind::Quic).await?;
-    wait_path(&b, &from_a, PathKind::Quic).await?;
+    let (a, b, to_b, from_a) = quic_pair(&server).await?;
     let mut dialer = Side::watch("dialer", &a, &to_b);
     let mut accepter = Side::watch("accepter", &b, &from_a);
 
     let started = Instant::now();
     let relayed_start = server.server.stats().relay_bytes;
-    let mut out = to_b.open_stream().await?;
-    let writer = tokio::spawn(async move {
-        let mut buf = vec![0; CHUNK];
-        let mut at = 0;
-        while at < LEN {
-            let n = CHUNK.min((LEN - at) as usize);
-            fill(&mut buf[..n], at);
-            out.write_all(&buf[..n]).await?;
-            at += n as u64;
-        }
-        out.shutdown().await?;
-        anyhow::Ok(())
-    });
+    let out = to_b.open_stream().await?;
+    let writer = spawn_pattern_writer(out, LEN, CHUNK);
     let mut stream = from_a.accept_stream().await?;
     let mut buf = vec![0; CHUNK];
     let mut expected = vec![0; CHUNK];
@@ -239,7 +212,7 @@ async fn scenario() -> Result<()> {
         if n == 0 {
             break;
         }
-        fill(&mut expected[..n], got);
+        fill_pattern(&mut expected[..n], got);
         if buf[..n] != expected[..n] {
             let k = (0..n).find(|&k| buf[k] != expected[k]).unwrap_or(0);
             bail!("byte {} differs", got + k as u64);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use common::{TestServer, bounded, pair, stream_transfer, wait_path};
+use common::{TestServer, bounded, pair, quic_pair, stream_transfer};
 use peerpipe::{Connection, PathKind};
 
 const LEN: usize = 32 * 1024 * 1024;
@@ -16,11 +16,7 @@ const LEN: usize = 32 * 1024 * 1024;
 async fn native_peers_move_to_quic() -> Result<()> {
     bounded(async {
         let server = TestServer::start().await?;
-        let a = server.node("alice", "a").await?;
-        let b = server.node("alice", "b").await?;
-        let (to_b, from_a) = pair(&a, &b).await?;
-        wait_path(&a, &to_b, PathKind::Quic).await?;
-        wait_path(&b, &from_a, PathKind::Quic).await?;
+        let (_a, _b, to_b, from_a) = quic_pair(&server).await?;
         assert_eq!(to_b.path(), PathKind::Quic);
         assert_eq!(from_a.path(), PathKind::Quic);
 

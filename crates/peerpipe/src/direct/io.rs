@@ -431,11 +431,7 @@ mod tests {
     /// socket learns the address the server saw it from.
     #[tokio::test]
     async fn the_servers_stun_responder_tells_a_socket_its_address() {
-        let mut config = peerpipe_server::Config::new(vec![7; 32]);
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.stun_listen = Some("127.0.0.1:0".parse().unwrap());
-        let server = peerpipe_server::Server::bind(config).await.unwrap();
-        let stun_addr = server.stun_addr().unwrap();
+        let (server, stun_addr) = super::super::tests::stun_responder().await;
         let sockets = vec![bind_udp("127.0.0.1:0".parse().unwrap()).unwrap()];
         let local = sockets[0].local;
         let mut bindings = Bindings::new(&[stun_addr.to_string()], &sockets).await;

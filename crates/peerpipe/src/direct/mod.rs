@@ -724,6 +724,16 @@ async fn run<T: Transport>(mut transport: T, sockets: Vec<io::Socket>, mut task:
 mod tests {
     use super::*;
 
+    /// A real server on loopback with its STUN responder, and where that answers.
+    pub(super) async fn stun_responder() -> (peerpipe_server::Server, SocketAddr) {
+        let mut config = peerpipe_server::Config::new(vec![7; 32]);
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.stun_listen = Some("127.0.0.1:0".parse().unwrap());
+        let server = peerpipe_server::Server::bind(config).await.unwrap();
+        let stun_addr = server.stun_addr().unwrap();
+        (server, stun_addr)
+    }
+
     #[test]
     fn stun_urls_become_host_and_port() {
         let stun = |url: &str| IceServer::stun(url).unwrap();

@@ -764,11 +764,7 @@ mod tests {
     /// taken before quinn sees it; QUIC works on the same socket before and after.
     #[tokio::test]
     async fn stun_shares_the_quic_socket() {
-        let mut config = peerpipe_server::Config::new(vec![7; 32]);
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.stun_listen = Some("127.0.0.1:0".parse().unwrap());
-        let server = peerpipe_server::Server::bind(config).await.unwrap();
-        let stun_addr = server.stun_addr().unwrap();
+        let (server, stun_addr) = super::super::tests::stun_responder().await;
         let (a, b) = (endpoint(), endpoint());
         let _admit = b.expect(a.pin());
         let b_addr = b.local_addr().unwrap();

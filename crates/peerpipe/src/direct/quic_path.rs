@@ -102,16 +102,15 @@ async fn connect(
                     arrived.map(Some).ok_or_else(|| "the QUIC endpoint closed".to_owned())
                 }
                 () = punch => Ok(None),
-                signal = wait_dropped(task) => Ok(signal),
+                () = wait_dropped(task) => Ok(None),
             }
         }
     }
 }
 
 /// Waits until the driver drops the attempt (other signals are ignored).
-async fn wait_dropped(task: &mut Task) -> Option<Accepted> {
+async fn wait_dropped(task: &mut Task) {
     while task.signals.recv().await.is_some() {}
-    None
 }
 
 async fn send_signal(task: &Task, signal: DirectSignal) -> bool {

@@ -231,6 +231,46 @@ pub async fn direct_pair(server: &TestServer) -> Result<(Node, Node, Connection,
     Ok((a, b, to_b, from_a))
 }
 
+/// Two nodes of user `alice` and a connection between them (dialer end first) that
+/// both have reported on the QUIC path.
+pub async fn quic_pair(server: &TestServer) -> Result<(Node, Node, Connection, Connection)> {
+    let a = server.node("alice", "a").await?;
+    let b = server.node("alice", "b").await?;
+    let (to_b, from_a) = pair(&a, &b).await?;
+    wait_path(&a, &to_b, PathKind::Quic).await?;
+    wait_path(&b, &from_a, PathKind::Quic).await?;
+    Ok((a, b, to_b, from_a))
+}
+
+/// Fills `buf` with the bytes at `at..` of a long test stream: each byte
+/// depends on its position, so a lost, repeated or reordered chunk shows.
+pub fn fill_pattern(buf: &mut [u8], at: u64) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        *b = ((at + k as u64).wrapping_mul(2_654_435_761) >> 13) as u8;
+    }
+}
+
+/// Writes `len` bytes of [`fill_pattern`] to `out` in `chunk`-byte writes, then
+/// ends the stream.
+pub fn spawn_pattern_writer(
+    mut out: peerpipe::Stream,
+    len: u64,
+    chunk: usize,
+) -> tokio::task::JoinHandle<Result<()>> {
+    tokio::spawn(async move {
+        let mut buf = vec![0; chunk];
+        let mut at = 0;
+        while at < len {
+            let n = chunk.min((len - at) as usize);
+            fill_pattern(&mut buf[..n], at);
+            out.write_all(&buf[..n]).await?;
+            at += n as u64;
+        }
+        out.shutdown().await?;
+        Ok(())
+    })
+}
+
 /// Set in the environment of a test re-run inside its own network namespace.
 const IN_NETNS: &str = "PEERPIPE_TEST_IN_NETNS";
 
