@@ -1,0 +1,702 @@
+//! The multi-peer download scheduler, sans-IO.
+//!
+//! [`Fetch`] decides which peer to ask for which global groups; the caller does
+//! the asking and tells it what arrived. It
+//!
+//! - asks every peer that holds something still missing, keeping requests in
+//!   flight per peer in proportion to the throughput measured from it (about
+//!   [`Config::target_latency`] worth of data, within bounds);
+//! - asks peers that hold less first, for the rarest groups they hold (fewest
+//!   known holders), starting from a cursor
+//!   the caller chooses, so downloaders that start at different places fetch
+//!   different groups from a seed and then trade among themselves — a hub
+//!   feeding N workers uploads close to one copy;
+//! - drops a peer that sends a group that fails verification, or that makes no
+//!   progress on a request for [`Config::stall_timeout`], and gives its ranges to
+//!   others;
+//! - ends with an endgame: once every missing group is in flight and few are
+//!   left, idle peers are asked for groups already requested elsewhere, and the
+//!   first copy wins.
+//!
+//! Requests are answered in order, group by group ([`Fetch::received`]); a
+//! request that ends early returns the rest of its range ([`Fetch::finished`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use crate::bitmap::Bitmap;
+use crate::collection::Layout;
+use crate::hash::GROUP_SIZE;
+
+/// Tuning of a [`Fetch`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How much data, in time at its measured rate, to keep requested from each peer.
+    pub target_latency: Duration,
+    /// In-flight bytes per peer before its rate is known, and the least ever.
+    pub min_in_flight: u64,
+    /// The most bytes requested from one peer at a time.
+    pub max_in_flight: u64,
+    /// The smallest request, in groups (unless fewer are missing).
+    pub min_request: u64,
+    /// The largest request, in groups.
+    pub max_request: u64,
+    /// A peer that delivers nothing on a request for this long is dropped.
+    pub stall_timeout: Duration,
+    /// The endgame starts when at most this many groups are missing, all in flight.
+    pub endgame_groups: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            target_latency: Duration::from_millis(250),
+            min_in_flight: 2 * 1024 * 1024,
+            max_in_flight: 32 * 1024 * 1024,
+            min_request: 16,
+            max_request: 256,
+            stall_timeout: Duration::from_secs(10),
+            endgame_groups: 256,
+        }
+    }
+}
+
+/// A request the caller should send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request<P> {
+    /// Names the request in later calls.
+    pub id: u64,
+    /// The peer to ask.
+    pub peer: P,
+    /// First global group.
+    pub start: u64,
+    /// One past the last global group.
+    pub end: u64,
+}
+
+/// What a received group meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received<P> {
+    /// A group that was missing: write it.
+    Fresh,
+    /// A group that had arrived already (endgame): drop it.
+    Duplicate,
+    /// The group failed verification: `peer` is dropped; stop the requests `cancel`.
+    Corrupt {
+        /// The offending peer.
+        peer: P,
+        /// All of that peer's requests, now void.
+        cancel: Vec<u64>,
+    },
+    /// Not the group the request expects next, or an unknown request: the peer
+    /// is dropped as for a corrupt group.
+    Unexpected {
+        /// The offending peer.
+        peer: P,
+        /// All of that peer's requests, now void.
+        cancel: Vec<u64>,
+    },
+}
+
+#[derive(Debug)]
+struct Peer {
+    have: Bitmap,
+    in_flight: u64,
+    rate: f64,
+    window_start: Option<Instant>,
+    window_bytes: u64,
+    requests: BTreeSet<u64>,
+    received: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Req<P> {
+    peer: P,
+    next: u64,
+    end: u64,
+    last_progress: Instant,
+}
+
+/// Download state of one collection; see the module docs.
+#[derive(Debug)]
+pub struct Fetch<P> {
+    layout: Layout,
+    config: Config,
+    done: Bitmap,
+    /// Live requests covering each group's next delivery.
+    in_flight: Vec<u8>,
+    /// Known holders of each group among the peers in use.
+    holders: Vec<u16>,
+    peers: BTreeMap<P, Peer>,
+    dropped: BTreeSet<P>,
+    requests: BTreeMap<u64, Req<P>>,
+    next_id: u64,
+    cursor: u64,
+}
+
+impl<P: Copy + Ord + Debug> Fetch<P> {
+    /// A download of `layout` that already holds `done` (verified from disk), whose
+    /// first choice among equally rare groups is at `cursor` or after it.
+    pub fn new(layout: Layout, done: Bitmap, cursor: u64, config: Config) -> Self {
+        let groups = layout.groups();
+        assert_eq!(done.len(), groups, "the done-bitmap must cover the layout");
+        Self {
+            in_flight: vec![0; groups as usize],
+            holders: vec![0; groups as usize],
+            layout,
+            config,
+            done,
+            peers: BTreeMap::new(),
+            dropped: BTreeSet::new(),
+            requests: BTreeMap::new(),
+            next_id: 0,
+            cursor: if groups == 0 { 0 } else { cursor % groups },
+        }
+    }
+
+    /// The verified groups.
+    pub fn done(&self) -> &Bitmap {
+        &self.done
+    }
+
+    /// Whether every group is verified.
+    pub fn is_complete(&self) -> bool {
+        self.done.is_full()
+    }
+
+    /// Bytes still missing.
+    pub fn missing_bytes(&self) -> u64 {
+        (0..self.layout.groups())
+            .filter(|&g| !self.done.get(g))
+            .map(|g| self.layout.group_len(g))
+            .sum()
+    }
+
+    /// Bytes received (verified and fresh) from `peer` so far.
+    pub fn received_from(&self, peer: P) -> u64 {
+        self.peers.get(&peer).map_or(0, |p| p.received)
+    }
+
+    /// The measured rate from `peer`, bytes per second.
+    pub fn rate(&self, peer: P) -> f64 {
+        self.peers.get(&peer).map_or(0.0, |p| p.rate)
+    }
+
+    /// Whether `peer` was dropped (corrupt data or a stall); it is not used again.
+    pub fn is_dropped(&self, peer: P) -> bool {
+        self.dropped.contains(&peer)
+    }
+
+    /// The peers in use.
+    pub fn peers(&self) -> impl Iterator<Item = P> + '_ {
+        self.peers.keys().copied()
+    }
+
+    /// Starts using `peer` (it holds nothing until [`Fetch::set_have`]). A dropped
+    /// peer stays dropped.
+    pub fn add_peer(&mut self, peer: P) {
+        if self.dropped.contains(&peer) || self.peers.contains_key(&peer) {
+            return;
+        }
+        self.peers.insert(
+            peer,
+            Peer {
+                have: Bitmap::new(self.layout.groups()),
+                in_flight: 0,
+                rate: 0.0,
+                window_start: None,
+                window_bytes: 0,
+                requests: BTreeSet::new(),
+                received: 0,
+            },
+        );
+    }
+
+    /// Records what `peer` holds now (a peer only gains groups; bits it lost are
+    /// ignored). Ignored for unknown or dropped peers and bitmaps of the wrong size.
+    pub fn set_have(&mut self, peer: P, have: &Bitmap) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if have.len() != p.have.len() {
+            return;
+        }
+        for g in have.ones() {
+            if p.have.set(g) {
+                self.holders[g as usize] += 1;
+            }
+        }
+    }
+
+    /// Whether `peer` holds any group still missing here.
+    pub fn is_useful(&self, peer: P) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.have.ones().any(|g| !self.done.get(g)))
+    }
+
+    /// Stops using `peer` for good; returns its requests, which the caller stops.
+    pub fn drop_peer(&mut self, peer: P) -> Vec<u64> {
+        self.dropped.insert(peer);
+        let Some(p) = self.peers.remove(&peer) else {
+            return Vec::new();
+        };
+        for g in p.have.ones() {
+            self.holders[g as usize] -= 1;
+        }
+        let ids: Vec<u64> = p.requests.into_iter().collect();
+        for &id in &ids {
+            if let Some(req) = self.requests.remove(&id) {
+                self.release(req.next..req.end);
+            }
+        }
+        ids
+    }
+
+    /// Removes `peer` (it went away) without holding it against it: it may be added again.
+    pub fn remove_peer(&mut self, peer: P) -> Vec<u64> {
+        let ids = self.drop_peer(peer);
+        self.dropped.remove(&peer);
+        ids
+    }
+
+    fn release(&mut self, range: std::ops::Range<u64>) {
+        for g in range {
+            let n = &mut self.in_flight[g as usize];
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// The next request to send, if any peer has room and holds something useful.
+    /// Call until `None` after every change.
+    pub fn next_request(&mut self, now: Instant) -> Option<Request<P>> {
+        if self.done.is_full() {
+            return None;
+        }
+        // Peers holding less first: a seed is asked for what only it holds, while
+        // peers that hold part of the collection serve what they can.
+        let mut peers: Vec<(u64, P)> = self
+            .peers
+            .iter()
+            .map(|(&k, p)| (p.have.count(), k))
+            .collect();
+        peers.sort_unstable();
+        let endgame = self.in_endgame();
+        for (_, peer) in peers {
+            let budget = self.budget(peer);
+            if budget == 0 {
+                continue;
+            }
+            let max_groups =
+                (budget / GROUP_SIZE).clamp(self.config.min_request, self.config.max_request);
+            let run = self.rarest_run(peer, max_groups).or_else(|| {
+                endgame
+                    .then(|| self.endgame_run(peer, max_groups))
+                    .flatten()
+            });
+            if let Some((start, end)) = run {
+                return Some(self.issue(peer, start, end, now));
+            }
+        }
+        None
+    }
+
+    /// Bytes `peer` may be asked for now.
+    fn budget(&self, peer: P) -> u64 {
+        let Some(p) = self.peers.get(&peer) else {
+            return 0;
+        };
+        let target = ((p.rate * self.config.target_latency.as_secs_f64()) as u64)
+            .clamp(self.config.min_in_flight, self.config.max_in_flight);
+        target.saturating_sub(p.in_flight)
+    }
+
+    fn in_endgame(&self) -> bool {
+        let mut missing = 0;
+        for g in 0..self.layout.groups() {
+            if !self.done.get(g) {
+                if self.in_flight[g as usize] == 0 {
+                    return false;
+                }
+                missing += 1;
+                if missing > self.config.endgame_groups {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The rarest missing, unrequested groups `peer` holds: a run from the cursor.
+    fn rarest_run(&self, peer: P, max_groups: u64) -> Option<(u64, u64)> {
+        let p = self.peers.get(&peer)?;
+        let candidate =
+            |g: u64| !self.done.get(g) && self.in_flight[g as usize] == 0 && p.have.get(g);
+        let groups = self.layout.groups();
+        let rarest = (0..groups)
+            .filter(|&g| candidate(g))
+            .map(|g| self.holders[g as usize])
+            .min()?;
+        let start = (0..groups)
+            .map(|i| (self.cursor + i) % groups)
+            .find(|&g| candidate(g) && self.holders[g as usize] == rarest)?;
+        let mut end = start + 1;
+        while end < groups
+            && end - start < max_groups
+            && candidate(end)
+            && self.holders[end as usize] <= rarest
+        {
+            end += 1;
+        }
+        Some((start, end))
+    }
+
+    /// In the endgame: groups in flight elsewhere that `peer` holds and was not asked for.
+    fn endgame_run(&self, peer: P, max_groups: u64) -> Option<(u64, u64)> {
+        let p = self.peers.get(&peer)?;
+        let asked = |g: u64| {
+            p.requests
+                .iter()
+                .filter_map(|id| self.requests.get(id))
+                .any(|r| (r.next..r.end).contains(&g))
+        };
+        let candidate = |g: u64| {
+            !self.done.get(g) && self.in_flight[g as usize] == 1 && p.have.get(g) && !asked(g)
+        };
+        let start = (0..self.layout.groups()).find(|&g| candidate(g))?;
+        let mut end = start + 1;
+        while end < self.layout.groups() && end - start < max_groups && candidate(end) {
+            end += 1;
+        }
+        Some((start, end))
+    }
+
+    fn issue(&mut self, peer: P, start: u64, end: u64, now: Instant) -> Request<P> {
+        let id = self.next_id;
+        self.next_id += 1;
+        for g in start..end {
+            self.in_flight[g as usize] += 1;
+        }
+        let bytes = self.layout.range_len(start..end);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.in_flight += bytes;
+            p.requests.insert(id);
+        }
+        self.requests.insert(
+            id,
+            Req {
+                peer,
+                next: start,
+                end,
+                last_progress: now,
+            },
+        );
+        self.cursor = end % self.layout.groups().max(1);
+        Request {
+            id,
+            peer,
+            start,
+            end,
+        }
+    }
+
+    /// Group `group` arrived on request `id`; `verified` is whether it matched its
+    /// hash. The caller writes it only for [`Received::Fresh`].
+    pub fn received(&mut self, id: u64, group: u64, verified: bool, now: Instant) -> Received<P> {
+        let Some(req) = self.requests.get_mut(&id) else {
+            return Received::Duplicate;
+        };
+        let peer = req.peer;
+        if group != req.next || group >= req.end {
+            let cancel = self.drop_peer(peer);
+            return Received::Unexpected { peer, cancel };
+        }
+        if !verified {
+            let cancel = self.drop_peer(peer);
+            return Received::Corrupt { peer, cancel };
+        }
+        req.next += 1;
+        req.last_progress = now;
+        let finished = req.next == req.end;
+        self.in_flight[group as usize] -= 1;
+        let len = self.layout.group_len(group);
+        let fresh = self.done.set(group);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.in_flight = p.in_flight.saturating_sub(len);
+            if fresh {
+                p.received += len;
+            }
+            p.window_bytes += len;
+            let start = *p.window_start.get_or_insert(now);
+            let elapsed = now.saturating_duration_since(start);
+            if elapsed >= Duration::from_millis(100) {
+                let sample = p.window_bytes as f64 / elapsed.as_secs_f64();
+                p.rate = if p.rate == 0.0 {
+                    sample
+                } else {
+                    0.7 * p.rate + 0.3 * sample
+                };
+                p.window_start = Some(now);
+                p.window_bytes = 0;
+            }
+            if finished {
+                p.requests.remove(&id);
+            }
+        }
+        if finished {
+            self.requests.remove(&id);
+        }
+        if fresh {
+            Received::Fresh
+        } else {
+            Received::Duplicate
+        }
+    }
+
+    /// Request `id` ended (answered in full, refused, cut off or cancelled): what
+    /// it did not deliver goes back to the pool.
+    pub fn finished(&mut self, id: u64) {
+        let Some(req) = self.requests.remove(&id) else {
+            return;
+        };
+        let bytes = self.layout.range_len(req.next..req.end);
+        if let Some(p) = self.peers.get_mut(&req.peer) {
+            p.in_flight = p.in_flight.saturating_sub(bytes);
+            p.requests.remove(&id);
+        }
+        self.release(req.next..req.end);
+    }
+
+    /// Whether request `id` still has a group to deliver that is missing here
+    /// (in the endgame another peer may have been faster).
+    pub fn is_wanted(&self, id: u64) -> bool {
+        self.requests
+            .get(&id)
+            .is_some_and(|r| (r.next..r.end).any(|g| !self.done.get(g)))
+    }
+
+    /// Peers that delivered nothing on some request for the stall time-out; they
+    /// are dropped, and the caller stops the returned requests.
+    pub fn drop_stalled(&mut self, now: Instant) -> Vec<(P, Vec<u64>)> {
+        let stalled: BTreeSet<P> = self
+            .requests
+            .values()
+            .filter(|r| now.saturating_duration_since(r.last_progress) >= self.config.stall_timeout)
+            .map(|r| r.peer)
+            .collect();
+        stalled
+            .into_iter()
+            .map(|peer| (peer, self.drop_peer(peer)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collection::{Collection, Entry};
+    use crate::hash::Hash;
+
+    fn layout(groups: u64) -> Layout {
+        let c = Collection::new(vec![Entry {
+            path: "f".into(),
+            size: groups * GROUP_SIZE,
+            mode: 0o644,
+            hash: Hash::from_bytes([1; 32]),
+        }])
+        .unwrap();
+        Layout::new(&c)
+    }
+
+    fn small() -> Config {
+        Config {
+            min_in_flight: 4 * GROUP_SIZE,
+            max_in_flight: 8 * GROUP_SIZE,
+            min_request: 2,
+            max_request: 4,
+            endgame_groups: 4,
+            ..Config::default()
+        }
+    }
+
+    /// Delivers every request it is given from `peer`, verified, until done.
+    fn drain(fetch: &mut Fetch<u8>, now: Instant) -> Vec<Request<u8>> {
+        let mut issued = Vec::new();
+        for _ in 0..10_000 {
+            let Some(r) = fetch.next_request(now) else {
+                break;
+            };
+            issued.push(r);
+            for g in r.start..r.end {
+                fetch.received(r.id, g, true, now);
+            }
+        }
+        issued
+    }
+
+    #[test]
+    fn one_peer_fetches_everything_once() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(40), Bitmap::new(40), 0, small());
+        fetch.add_peer(1u8);
+        assert_eq!(fetch.next_request(now), None, "nothing known held yet");
+        fetch.set_have(1, &Bitmap::full(40));
+        let issued = drain(&mut fetch, now);
+        assert!(fetch.is_complete());
+        let total: u64 = issued.iter().map(|r| r.end - r.start).sum();
+        assert_eq!(total, 40, "no group asked twice");
+        assert!(issued.iter().all(|r| r.end - r.start <= 4));
+        assert_eq!(fetch.received_from(1), 40 * GROUP_SIZE);
+    }
+
+    #[test]
+    fn in_flight_is_bounded_per_peer() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(100), Bitmap::new(100), 0, small());
+        fetch.add_peer(1u8);
+        fetch.set_have(1, &Bitmap::full(100));
+        let mut groups = 0;
+        while let Some(r) = fetch.next_request(now) {
+            groups += r.end - r.start;
+        }
+        assert!((4..=8).contains(&groups), "{groups} groups in flight");
+    }
+
+    #[test]
+    fn resumed_downloads_ask_only_for_what_is_missing() {
+        let now = Instant::now();
+        let mut done = Bitmap::new(30);
+        done.set_range(0..10);
+        done.set_range(20..25);
+        let mut fetch = Fetch::new(layout(30), done, 0, small());
+        fetch.add_peer(1u8);
+        fetch.set_have(1, &Bitmap::full(30));
+        let issued = drain(&mut fetch, now);
+        let asked: Vec<u64> = issued.iter().flat_map(|r| r.start..r.end).collect();
+        let expected: Vec<u64> = (10..20).chain(25..30).collect();
+        assert_eq!(asked, expected);
+    }
+
+    #[test]
+    fn a_corrupt_peer_is_dropped_and_its_range_goes_elsewhere() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
+        fetch.add_peer(1u8);
+        fetch.add_peer(2u8);
+        fetch.set_have(1, &Bitmap::full(8));
+        let bad = fetch.next_request(now).unwrap();
+        assert_eq!(bad.peer, 1);
+        fetch.received(bad.id, bad.start, true, now);
+        let verdict = fetch.received(bad.id, bad.start + 1, false, now);
+        assert!(
+            matches!(verdict, Received::Corrupt { peer: 1, ref cancel } if cancel.contains(&bad.id))
+        );
+        assert!(fetch.is_dropped(1));
+        fetch.add_peer(1);
+        fetch.set_have(1, &Bitmap::full(8));
+        assert!(
+            fetch.peers().all(|p| p == 2),
+            "a dropped peer is not taken back"
+        );
+        fetch.set_have(2, &Bitmap::full(8));
+        let issued = drain(&mut fetch, now);
+        assert!(issued.iter().all(|r| r.peer == 2));
+        assert!(fetch.is_complete());
+        assert_eq!(fetch.received_from(2), 7 * GROUP_SIZE);
+    }
+
+    #[test]
+    fn an_out_of_order_group_drops_the_peer() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
+        fetch.add_peer(1u8);
+        fetch.set_have(1, &Bitmap::full(8));
+        let r = fetch.next_request(now).unwrap();
+        assert!(matches!(
+            fetch.received(r.id, r.start + 1, true, now),
+            Received::Unexpected { peer: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn a_stalled_peer_is_dropped() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
+        fetch.add_peer(1u8);
+        fetch.add_peer(2u8);
+        fetch.set_have(1, &Bitmap::full(8));
+        let r = fetch.next_request(now).unwrap();
+        assert!(fetch.drop_stalled(now + Duration::from_secs(1)).is_empty());
+        let stalled = fetch.drop_stalled(now + Duration::from_secs(11));
+        assert_eq!(stalled, vec![(1, vec![r.id])]);
+        fetch.set_have(2, &Bitmap::full(8));
+        let asked: Vec<u64> = drain(&mut fetch, now)
+            .iter()
+            .flat_map(|r| r.start..r.end)
+            .collect();
+        assert!(
+            (r.start..r.end).all(|g| asked.contains(&g)),
+            "the range is free again"
+        );
+        assert!(fetch.is_complete());
+    }
+
+    #[test]
+    fn rarest_first_keeps_the_seed_for_what_only_it_has() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(16), Bitmap::new(16), 0, small());
+        fetch.add_peer(0u8); // the seed
+        fetch.add_peer(1u8); // a worker holding the first half
+        fetch.set_have(0, &Bitmap::full(16));
+        let mut half = Bitmap::new(16);
+        half.set_range(0..8);
+        fetch.set_have(1, &half);
+        let issued = drain(&mut fetch, now);
+        assert!(fetch.is_complete());
+        for r in issued {
+            if r.peer == 0 {
+                assert!(
+                    r.start >= 8,
+                    "the seed was asked for {r:?}, which a worker has"
+                );
+            }
+        }
+        assert_eq!(fetch.received_from(0), 8 * GROUP_SIZE);
+    }
+
+    #[test]
+    fn the_endgame_asks_a_second_peer_and_the_first_copy_wins() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(4), Bitmap::new(4), 0, small());
+        fetch.add_peer(1u8);
+        fetch.set_have(1, &Bitmap::full(4));
+        let slow = fetch.next_request(now).unwrap();
+        assert_eq!((slow.start, slow.end), (0, 4));
+        fetch.add_peer(2u8);
+        fetch.set_have(2, &Bitmap::full(4));
+        let dup = fetch.next_request(now).unwrap();
+        assert_eq!((dup.peer, dup.start, dup.end), (2, 0, 4));
+        assert_eq!(fetch.next_request(now), None, "at most two copies");
+        for g in 0..4 {
+            assert_eq!(fetch.received(dup.id, g, true, now), Received::Fresh);
+        }
+        assert!(fetch.is_complete());
+        assert!(!fetch.is_wanted(slow.id), "the slow copy can be cancelled");
+        assert_eq!(fetch.received(slow.id, 0, true, now), Received::Duplicate);
+        fetch.finished(slow.id);
+    }
+
+    #[test]
+    fn different_cursors_start_at_different_places() {
+        let now = Instant::now();
+        let mut a = Fetch::new(layout(64), Bitmap::new(64), 0, small());
+        let mut b = Fetch::new(layout(64), Bitmap::new(64), 32, small());
+        for f in [&mut a, &mut b] {
+            f.add_peer(0u8);
+            f.set_have(0, &Bitmap::full(64));
+        }
+        assert_eq!(a.next_request(now).unwrap().start, 0);
+        assert_eq!(b.next_request(now).unwrap().start, 32);
+    }
+}
