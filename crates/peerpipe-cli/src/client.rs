@@ -6,7 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use peerpipe::{DeviceId, Node, NodeEvent, PathPolicy, StreamError};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::{ClientArgs, ConnectArgs, IdentityArgs, identity};
+use crate::{ClientArgs, ConnectArgs, IdentityArgs, NetArgs, identity};
 
 /// Bytes moved per read between a stream and stdin/stdout.
 const COPY_CHUNK: usize = 256 * 1024;
@@ -38,7 +38,11 @@ pub async fn listen(args: &ClientArgs) -> Result<()> {
     tracing::info!("listening as {id}; on another device run: peerpipe connect {id}");
     let incoming = loop {
         match node.next_event().await {
-            Some(NodeEvent::IncomingConnection(incoming)) => break incoming,
+            Some(NodeEvent::IncomingConnection(incoming)) if incoming.service().is_none() => {
+                break incoming;
+            }
+            // A `get` looking for shared files, say: not for us.
+            Some(NodeEvent::IncomingConnection(incoming)) => incoming.reject().await,
             Some(NodeEvent::Stopped { error }) => {
                 return Err(anyhow::Error::new(error).context("the server link stopped"));
             }
@@ -139,6 +143,12 @@ fn load_identity(args: &IdentityArgs) -> Result<peerpipe::Identity> {
 
 /// Binds a node with the command line's server, token, identity and label.
 async fn bind(args: &ClientArgs) -> Result<Node> {
+    bind_net(&args.net, Some(&args.token)).await
+}
+
+/// Binds a node with the command line's server, identity and label; without a
+/// token the device joins anonymously (it may only use one-time codes).
+pub async fn bind_net(args: &NetArgs, token: Option<&str>) -> Result<Node> {
     let identity = load_identity(&args.identity)?;
     let label = args.label.clone().unwrap_or_else(host_name);
     let url = server_url(&args.server);
@@ -154,9 +164,11 @@ async fn bind(args: &ClientArgs) -> Result<Node> {
         let servers = args.stun.iter().chain(&args.turn).cloned().collect();
         builder = builder.ice_servers(servers);
     }
+    if let Some(token) = token {
+        builder = builder.token(token);
+    }
     builder
         .server(url.clone())
-        .token(args.token.clone())
         .identity(identity)
         .label(label)
         .connect_timeout(args.timeout)

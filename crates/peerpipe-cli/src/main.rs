@@ -16,6 +16,7 @@ mod client;
 mod demo;
 mod identity;
 mod serve;
+mod transfer;
 mod units;
 
 use std::io::IsTerminal as _;
@@ -80,6 +81,94 @@ enum Command {
     Connect(ConnectArgs),
     /// Run an embedded server and two devices, move a generated file between them.
     Demo(DemoArgs),
+    /// Send files or directories to anyone: prints a one-time code (on stdout)
+    /// and waits until the receiver has verified everything.
+    ///
+    /// The code (like 7-amber-falcon) works across users and without a token:
+    /// its words feed a password-authenticated key exchange through the server,
+    /// so neither the server nor someone guessing can read or alter the transfer,
+    /// and a wrong guess burns the code. Give it to the receiver by voice or chat.
+    Send(SendArgs),
+    /// Receive what `peerpipe send` offers under CODE, verified, into a directory.
+    ///
+    /// An interrupted receive resumes when run again with the same -o directory
+    /// and a new code: what is already verified there is not fetched again.
+    Receive(ReceiveArgs),
+    /// Share files or directories with this user's devices: prints a ticket (on
+    /// stdout) and serves until Ctrl-C.
+    Share(ShareArgs),
+    /// Fetch a ticket's files from every online device of this user that holds
+    /// them (verified, resumable); devices fetching the same ticket trade parts.
+    Get(GetArgs),
+}
+
+/// Options of `send` and `receive`.
+#[derive(Args, Clone)]
+struct CodeNetArgs {
+    /// Admission token (from `peerpipe token`); without one the device joins
+    /// anonymously, which the server allows for codes unless it was told not to.
+    #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Write `--json` event lines on stdout instead of progress bars.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Files and directories to send (directories with everything below them).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    code: CodeNetArgs,
+}
+
+#[derive(Args)]
+struct ReceiveArgs {
+    /// The code `peerpipe send` printed, e.g. 7-amber-falcon.
+    code: String,
+    /// Directory to write into (created if absent).
+    #[arg(short, long, default_value = ".")]
+    out: PathBuf,
+    /// Replace existing files that differ from the incoming ones.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    net: CodeNetArgs,
+}
+
+#[derive(Args)]
+struct ShareArgs {
+    /// Files and directories to share.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Write `--json` event lines on stdout.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Args)]
+struct GetArgs {
+    /// The ticket `peerpipe share` printed.
+    ticket: String,
+    /// Directory to write into (created if absent).
+    #[arg(short, long, default_value = ".")]
+    out: PathBuf,
+    /// Replace existing files that differ from the incoming ones.
+    #[arg(long)]
+    force: bool,
+    /// Keep serving the files to this user's devices after the download (until Ctrl-C).
+    #[arg(long)]
+    seed: bool,
+    /// Write `--json` event lines on stdout instead of progress bars.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Args)]
@@ -132,6 +221,23 @@ struct ServeArgs {
     /// and a NAT drops answers from an address it did not send to.
     #[arg(long, value_name = "ADDR")]
     stun_listen: Option<SocketAddr>,
+    /// Refuse devices without a token. By default anonymous devices are admitted,
+    /// but may only use one-time codes (`peerpipe send`/`receive`).
+    #[arg(long)]
+    no_anonymous: bool,
+    /// Refuse one-time codes altogether (and with them anonymous devices).
+    #[arg(long)]
+    no_codes: bool,
+    /// How long a code waits for its receiver (e.g. 10m).
+    #[arg(long, value_parser = units::parse_duration)]
+    code_ttl: Option<Duration>,
+    /// Code operations (a send or a receive each) per minute from one IP address
+    /// for anonymous devices, sustained (default 20).
+    #[arg(long, value_name = "N")]
+    code_rate_per_ip: Option<u32>,
+    /// Code operations in a burst from one IP address for anonymous devices (default 5).
+    #[arg(long, value_name = "N")]
+    code_burst_per_ip: Option<u32>,
 }
 
 fn parse_stun(s: &str) -> Result<IceServer, String> {
@@ -165,12 +271,19 @@ struct IdentityArgs {
 
 #[derive(Args, Clone)]
 struct ClientArgs {
-    /// Signaling server: a ws:// URL, or HOST:PORT.
-    #[arg(long, env = "PEERPIPE_SERVER", default_value = DEFAULT_SERVER)]
-    server: String,
     /// Admission token (from `peerpipe token`).
     #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true)]
     token: String,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// How a device reaches the server and its peers (shared by all client commands).
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// Signaling server: a ws:// URL, or HOST:PORT.
+    #[arg(long, env = "PEERPIPE_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
     #[command(flatten)]
     identity: IdentityArgs,
     /// A name the user's other devices see for this one. Default: the host name.
@@ -232,7 +345,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    match runtime.block_on(run(cli.command, cli.quiet)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say!("error: {e:#}");
@@ -241,7 +354,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command, quiet: bool) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve::run(args).await,
         Command::Token(args) => serve::token(args),
@@ -250,6 +363,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Listen(args) => client::listen(&args).await,
         Command::Connect(args) => client::connect(&args).await,
         Command::Demo(args) => demo::run(args.size).await,
+        Command::Send(args) => transfer::send(&args, quiet).await,
+        Command::Receive(args) => transfer::receive(&args, quiet).await,
+        Command::Share(args) => transfer::share(&args, quiet).await,
+        Command::Get(args) => transfer::get(&args, quiet).await,
     }
 }
 

@@ -48,6 +48,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if let Some(v) = args.slow_consumer_timeout {
         config.slow_consumer_timeout = v;
     }
+    config.allow_anonymous = !args.no_anonymous;
+    config.allow_codes = !args.no_codes;
+    if let Some(v) = args.code_ttl {
+        config.code_ttl = v;
+    }
+    if let Some(v) = args.code_rate_per_ip {
+        config.code_rate_per_ip = v;
+    }
+    if let Some(v) = args.code_burst_per_ip {
+        config.code_burst_per_ip = v;
+    }
     config.ice_servers = args.stun.into_iter().chain(args.turn).collect();
     config.stun_listen = args.stun_listen;
     if config.ice_servers.len() > MAX_ICE_SERVERS {

@@ -6,6 +6,8 @@
 //! - [`id`]: device identities (Ed25519) and device ids in text form;
 //! - [`token`]: admission tokens bound to a user, signed with HMAC-SHA256;
 //! - [`signal`]: the versioned JSON signaling messages between device and server;
+//! - [`code`]: one-time codes (`7-amber-falcon`) and the SPAKE2 exchange that
+//!   turns one into a session key between devices of different users;
 //! - [`relay`]: the binary relay frame header the server forwards by;
 //! - [`session`]: the end-to-end encrypted, reliable session over replaceable
 //!   paths, with multiplexed streams and credit flow control (driven by the
@@ -30,6 +32,7 @@
 //! ```
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod code;
 pub mod direct;
 pub mod id;
 pub mod relay;

@@ -10,6 +10,17 @@
 //! 4. Then requests carry a `req` number that the answer repeats; events
 //!    (presence, incoming connections, closes) are pushed at any time.
 //!
+//! A hello with an empty token admits an *anonymous* device (if the server
+//! allows them): it belongs to no user, sees no peers and nobody sees it; it can
+//! only use one-time codes.
+//!
+//! One-time codes let two devices of different users (or anonymous ones) meet:
+//! one allocates a nameplate ([`ClientMessage::CodeAllocate`]), the other claims
+//! it ([`ClientMessage::CodeClaim`]; a nameplate can be claimed once), then the
+//! two exchange a few small opaque messages through the server
+//! ([`ClientMessage::CodeMessage`]: the PAKE of [`crate::code`]) and may connect
+//! to each other while the code is live.
+//!
 //! Relayed session data travels in binary frames, see [`crate::relay`].
 
 use std::fmt;
@@ -29,6 +40,47 @@ pub const MAX_LABEL_LEN: usize = 64;
 pub const MAX_REASON_LEN: usize = 256;
 /// Length of the server's challenge nonce in bytes.
 pub const NONCE_LEN: usize = 32;
+/// The most bytes a service label ([`ClientMessage::Connect`]) may have.
+pub const MAX_SERVICE_LEN: usize = 32;
+/// The most bytes a code message body carries (decoded).
+pub const MAX_CODE_BODY: usize = 512;
+/// The most code messages each of the two devices of a code may send.
+pub const MAX_CODE_MESSAGES: u8 = 4;
+
+/// Whether `service` is a valid service label: 1 to [`MAX_SERVICE_LEN`] bytes of
+/// `a-z`, `0-9` and `-`.
+pub fn valid_service(service: &str) -> bool {
+    !service.is_empty()
+        && service.len() <= MAX_SERVICE_LEN
+        && service
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+}
+
+/// The text form of a code message body: unpadded base64url.
+pub fn encode_code_body(body: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(body)
+}
+
+/// The bytes of a code message body; at most [`MAX_CODE_BODY`] of them.
+pub fn decode_code_body(text: &str) -> Result<Vec<u8>, DecodeError> {
+    use base64::Engine as _;
+    if text.len() > MAX_CODE_BODY.div_ceil(3) * 4 {
+        return Err(DecodeError::Invalid(format!(
+            "a code message body has at most {MAX_CODE_BODY} bytes"
+        )));
+    }
+    let body = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| DecodeError::Invalid("a code message body is unpadded base64url".into()))?;
+    if body.len() > MAX_CODE_BODY {
+        return Err(DecodeError::Invalid(format!(
+            "a code message body has at most {MAX_CODE_BODY} bytes"
+        )));
+    }
+    Ok(body)
+}
 
 const HELLO_DOMAIN: &[u8] = b"peerpipe-hello-v1\0";
 
@@ -391,7 +443,9 @@ impl fmt::Display for CloseReason {
 pub enum ClientMessage {
     /// Answer to the challenge: who this device is and on whose behalf it connects.
     Hello {
-        /// The admission token (see [`crate::token`]).
+        /// The admission token (see [`crate::token`]); empty (or absent) for an
+        /// anonymous device.
+        #[serde(default)]
         token: String,
         /// The device id, which must match the signing key.
         device: DeviceId,
@@ -419,6 +473,11 @@ pub enum ClientMessage {
         /// routing hint only, the session's own keys authenticate what flows.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<SessionId>,
+        /// What the connection is for (like ALPN): 1 to [`MAX_SERVICE_LEN`] bytes
+        /// of `a-z0-9-` (see [`valid_service`]); passed through to the target in
+        /// [`ServerMessage::Incoming`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
     },
     /// Accept an incoming session; answered by [`ServerMessage::Accepted`] or an error.
     Accept {
@@ -437,6 +496,35 @@ pub enum ClientMessage {
         /// The session to end.
         session: SessionId,
     },
+    /// Allocate a one-time code's nameplate; answered by
+    /// [`ServerMessage::CodeAllocated`] or an error.
+    CodeAllocate {
+        /// Request number, repeated in the answer.
+        req: u64,
+    },
+    /// Claim a nameplate another device allocated; answered by
+    /// [`ServerMessage::CodeJoined`] or an error (`not_found` for a nameplate that
+    /// does not exist, expired or was already claimed: a nameplate is claimed once).
+    CodeClaim {
+        /// Request number, repeated in the answer.
+        req: u64,
+        /// The nameplate (the number of the code).
+        nameplate: u32,
+    },
+    /// An opaque message for the other device of a claimed code. No answer.
+    CodeMessage {
+        /// The nameplate.
+        nameplate: u32,
+        /// Unpadded base64url of at most [`MAX_CODE_BODY`] bytes.
+        body: String,
+    },
+    /// Give a nameplate up (either device of it): the other device hears
+    /// [`ServerMessage::CodeClosed`], and the two may no longer connect because of
+    /// it. No answer.
+    CodeRelease {
+        /// The nameplate.
+        nameplate: u32,
+    },
 }
 
 /// A frame from the server to a device.
@@ -453,7 +541,8 @@ pub enum ServerMessage {
     Welcome {
         /// The device id, as admitted.
         device: DeviceId,
-        /// The user the token admitted.
+        /// The user the token admitted; empty for an anonymous device (one
+        /// admitted without a token).
         user: String,
         /// The user's other devices that are online now.
         peers: Vec<PeerInfo>,
@@ -490,6 +579,9 @@ pub enum ServerMessage {
         /// [`ClientMessage::Connect`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume: Option<SessionId>,
+        /// The service the initiator asked for, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        service: Option<String>,
     },
     /// The target accepted a connect request: relay frames may flow.
     Connected {
@@ -515,6 +607,46 @@ pub enum ServerMessage {
         session: SessionId,
         /// Why.
         reason: CloseReason,
+    },
+    /// A nameplate was allocated for this device.
+    CodeAllocated {
+        /// The request this answers.
+        req: u64,
+        /// The nameplate: the smallest number from 1 not in use.
+        nameplate: u32,
+        /// How long the nameplate stays valid unclaimed (and the two devices may
+        /// connect after a claim), in milliseconds.
+        #[serde(default)]
+        ttl_ms: u64,
+    },
+    /// Another device claimed this device's nameplate.
+    CodeClaimed {
+        /// The nameplate.
+        nameplate: u32,
+        /// The device that claimed it.
+        peer: PeerInfo,
+    },
+    /// The claim went through.
+    CodeJoined {
+        /// The request this answers.
+        req: u64,
+        /// The nameplate.
+        nameplate: u32,
+        /// The device that allocated it.
+        peer: PeerInfo,
+    },
+    /// A message from the other device of a code.
+    CodeMessage {
+        /// The nameplate.
+        nameplate: u32,
+        /// Unpadded base64url of at most [`MAX_CODE_BODY`] bytes.
+        body: String,
+    },
+    /// A nameplate ended: it expired, or the other device released it or went
+    /// offline.
+    CodeClosed {
+        /// The nameplate.
+        nameplate: u32,
     },
     /// Something went wrong. Fatal codes (see [`ErrorCode::is_fatal`]) are followed by a close.
     Error {
@@ -596,13 +728,22 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
+fn check_nameplate(nameplate: u32) -> Result<(), DecodeError> {
+    if nameplate == 0 {
+        return Err(DecodeError::Invalid("nameplates start at 1".into()));
+    }
+    Ok(())
+}
+
 impl ClientMessage {
     /// The request number an answer must repeat, for messages that have one.
     pub fn req(&self) -> Option<u64> {
         match self {
-            Self::ListPeers { req } | Self::Connect { req, .. } | Self::Accept { req, .. } => {
-                Some(*req)
-            }
+            Self::ListPeers { req }
+            | Self::Connect { req, .. }
+            | Self::Accept { req, .. }
+            | Self::CodeAllocate { req }
+            | Self::CodeClaim { req, .. } => Some(*req),
             _ => None,
         }
     }
@@ -613,18 +754,29 @@ impl ClientMessage {
     }
 
     /// Decodes and validates a text frame (size, version, schema, field limits).
+    ///
+    /// A connect's service label is checked by the server (it answers the request
+    /// with `bad_request`), not here.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
         let msg: Self = decode(text)?;
-        if let Self::Hello {
-            token,
-            label,
-            signature,
-            ..
-        } = &msg
-        {
-            check_text("token", token, crate::token::MAX_TOKEN_LEN)?;
-            check_text("label", label, MAX_LABEL_LEN)?;
-            check_text("signature", signature, 128)?;
+        match &msg {
+            Self::Hello {
+                token,
+                label,
+                signature,
+                ..
+            } => {
+                check_text("token", token, crate::token::MAX_TOKEN_LEN)?;
+                check_text("label", label, MAX_LABEL_LEN)?;
+                check_text("signature", signature, 128)?;
+            }
+            Self::CodeClaim { nameplate, .. }
+            | Self::CodeMessage { nameplate, .. }
+            | Self::CodeRelease { nameplate } => check_nameplate(*nameplate)?,
+            _ => {}
+        }
+        if let Self::CodeMessage { body, .. } = &msg {
+            decode_code_body(body)?;
         }
         Ok(msg)
     }
@@ -639,6 +791,25 @@ impl ServerMessage {
     /// Decodes a text frame from the server.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
         let msg: Self = decode(text)?;
+        match &msg {
+            Self::Incoming {
+                service: Some(service),
+                ..
+            } if !valid_service(service) => {
+                return Err(DecodeError::Invalid(format!(
+                    "a service label is 1 to {MAX_SERVICE_LEN} bytes of a-z, 0-9 and -"
+                )));
+            }
+            Self::CodeAllocated { nameplate, .. }
+            | Self::CodeClaimed { nameplate, .. }
+            | Self::CodeJoined { nameplate, .. }
+            | Self::CodeClosed { nameplate } => check_nameplate(*nameplate)?,
+            Self::CodeMessage { nameplate, body } => {
+                check_nameplate(*nameplate)?;
+                decode_code_body(body)?;
+            }
+            _ => {}
+        }
         if let Self::Welcome { ice_servers, .. } = &msg {
             if ice_servers.len() > MAX_ICE_SERVERS {
                 return Err(DecodeError::Invalid(format!(
@@ -701,11 +872,13 @@ mod tests {
                 req: 2,
                 to: dev(2),
                 resume: None,
+                service: None,
             },
             ClientMessage::Connect {
                 req: 4,
                 to: dev(3),
                 resume: Some(SessionId(0xab)),
+                service: Some("code".into()),
             },
             ClientMessage::Accept {
                 req: 3,
@@ -717,9 +890,34 @@ mod tests {
             ClientMessage::Close {
                 session: SessionId(6),
             },
+            ClientMessage::CodeAllocate { req: 7 },
+            ClientMessage::CodeClaim {
+                req: 8,
+                nameplate: 3,
+            },
+            ClientMessage::CodeMessage {
+                nameplate: 3,
+                body: encode_code_body(&[1, 2, 3]),
+            },
+            ClientMessage::CodeRelease { nameplate: 3 },
         ];
         let reqs: Vec<_> = msgs.iter().map(ClientMessage::req).collect();
-        assert_eq!(reqs, [None, Some(1), Some(2), Some(4), Some(3), None, None]);
+        assert_eq!(
+            reqs,
+            [
+                None,
+                Some(1),
+                Some(2),
+                Some(4),
+                Some(3),
+                None,
+                None,
+                Some(7),
+                Some(8),
+                None,
+                None
+            ]
+        );
         for m in msgs {
             let text = m.encode();
             assert!(text.contains("\"v\":1"), "{text}");
@@ -754,6 +952,40 @@ mod tests {
                 reason: CloseReason::PeerClosed,
             },
             ServerMessage::error(ErrorCode::NotFound, "no"),
+            ServerMessage::Incoming {
+                session: SessionId(2),
+                from: PeerInfo {
+                    id: dev(2),
+                    label: String::new(),
+                },
+                resume: None,
+                service: Some("code".into()),
+            },
+            ServerMessage::CodeAllocated {
+                req: 1,
+                nameplate: 7,
+                ttl_ms: 600_000,
+            },
+            ServerMessage::CodeClaimed {
+                nameplate: 7,
+                peer: PeerInfo {
+                    id: dev(3),
+                    label: "x".into(),
+                },
+            },
+            ServerMessage::CodeJoined {
+                req: 2,
+                nameplate: 7,
+                peer: PeerInfo {
+                    id: dev(4),
+                    label: String::new(),
+                },
+            },
+            ServerMessage::CodeMessage {
+                nameplate: 7,
+                body: encode_code_body(&[0; MAX_CODE_BODY]),
+            },
+            ServerMessage::CodeClosed { nameplate: 7 },
         ];
         for m in msgs {
             assert_eq!(ServerMessage::decode(&m.encode()).unwrap(), m);
@@ -873,6 +1105,73 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn anonymous_hello_may_omit_the_token() {
+        let sig = "s".repeat(10);
+        let text = format!(
+            r#"{{"v":1,"type":"hello","device":"{}","signature":"{sig}"}}"#,
+            dev(1)
+        );
+        let Ok(ClientMessage::Hello { token, .. }) = ClientMessage::decode(&text) else {
+            panic!("hello without a token must decode");
+        };
+        assert!(token.is_empty());
+    }
+
+    #[test]
+    fn code_messages_are_decoded_strictly() {
+        let ok = |t: &str| ClientMessage::decode(t).is_ok();
+        assert!(ok(r#"{"v":1,"type":"code_claim","req":1,"nameplate":5}"#));
+        assert!(!ok(r#"{"v":1,"type":"code_claim","req":1,"nameplate":0}"#));
+        assert!(!ok(r#"{"v":1,"type":"code_claim","req":1,"nameplate":-1}"#));
+        assert!(!ok(
+            r#"{"v":1,"type":"code_claim","req":1,"nameplate":4294967296}"#
+        ));
+        assert!(!ok(r#"{"v":1,"type":"code_claim","req":1}"#));
+        assert!(!ok(r#"{"v":1,"type":"code_allocate","req":1,"x":1}"#));
+        assert!(!ok(r#"{"v":1,"type":"code_release","nameplate":0}"#));
+        let body =
+            |b: &str| format!(r#"{{"v":1,"type":"code_message","nameplate":1,"body":"{b}"}}"#);
+        assert!(ok(&body("AAEC")));
+        assert!(ok(&body("")));
+        assert!(!ok(&body("AAEC=")), "padding");
+        assert!(!ok(&body("AA+/")), "standard alphabet");
+        assert!(ok(&body(&encode_code_body(&[7; MAX_CODE_BODY]))));
+        assert!(!ok(&body(&encode_code_body(&[7; MAX_CODE_BODY + 1]))));
+        let server = |t: &str| ServerMessage::decode(t).is_ok();
+        assert!(!server(
+            r#"{"v":1,"type":"code_message","nameplate":1,"body":"*"}"#
+        ));
+        assert!(!server(r#"{"v":1,"type":"code_closed","nameplate":0}"#));
+        let incoming = |svc: &str| {
+            format!(
+                r#"{{"v":1,"type":"incoming","session":"0000000000000001","from":{{"id":"{}"}},"service":"{svc}"}}"#,
+                dev(1)
+            )
+        };
+        assert!(server(&incoming("code")));
+        assert!(!server(&incoming("Code")));
+        assert!(!server(&incoming("")));
+        assert!(!server(&incoming(&"a".repeat(MAX_SERVICE_LEN + 1))));
+    }
+
+    #[test]
+    fn service_labels_are_validated() {
+        assert!(valid_service("code"));
+        assert!(valid_service("my-app-2"));
+        assert!(valid_service(&"a".repeat(MAX_SERVICE_LEN)));
+        for bad in [
+            "",
+            "Code",
+            "a b",
+            "a_b",
+            "ä",
+            &"a".repeat(MAX_SERVICE_LEN + 1),
+        ] {
+            assert!(!valid_service(bad), "{bad}");
+        }
     }
 
     #[test]

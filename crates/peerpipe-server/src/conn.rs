@@ -2,6 +2,7 @@
 //! relay forwarding with backpressure, rate limits, idle time-out) and a writer task
 //! that drains the control queue before the data queue and sends the pings.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,15 +51,24 @@ pub(crate) async fn run(
     socket: WebSocket,
     shutdown: watch::Receiver<bool>,
     idle: Arc<tokio::sync::Notify>,
+    ip: IpAddr,
 ) {
     let conn = hub.next_conn.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("conn", id = conn, device = tracing::field::Empty);
     hub.metrics.connection_opened();
     let _guard = ConnGuard(hub.clone(), idle);
-    serve(hub, conn, socket, shutdown).instrument(span).await;
+    serve(hub, conn, socket, shutdown, ip)
+        .instrument(span)
+        .await;
 }
 
-async fn serve(hub: Arc<Hub>, conn: u64, socket: WebSocket, shutdown: watch::Receiver<bool>) {
+async fn serve(
+    hub: Arc<Hub>,
+    conn: u64,
+    socket: WebSocket,
+    shutdown: watch::Receiver<bool>,
+    ip: IpAddr,
+) {
     let (sink, mut stream) = socket.split();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
     let (data_tx, data_rx) = mpsc::channel(hub.config.outbound_queue.max(1));
@@ -79,7 +89,7 @@ async fn serve(hub: Arc<Hub>, conn: u64, socket: WebSocket, shutdown: watch::Rec
         shutdown,
     };
 
-    let end = match handshake(&hub, &handle, &mut stream, &mut stop).await {
+    let end = match handshake(&hub, &handle, &mut stream, &mut stop, ip).await {
         Ok(me) => {
             let end = read_loop(&hub, &me, &mut stream, &mut stop).await;
             hub.unregister(&me);
@@ -148,6 +158,7 @@ async fn handshake(
     handle: &Handle,
     stream: &mut SplitStream<WebSocket>,
     stop: &mut Stop,
+    ip: IpAddr,
 ) -> Result<Member, Option<Fatal>> {
     let cfg = &hub.config;
     let nonce: [u8; NONCE_LEN] = rand::random();
@@ -195,13 +206,27 @@ async fn handshake(
         }
         Err(e) => return Err(Some(Fatal::new(e.code(), e.to_string()))),
     };
-    let claims = token::verify(&cfg.secret, &token, unix_now()).map_err(|e| {
-        let code = match e {
-            TokenError::Expired { .. } => ErrorCode::TokenExpired,
-            _ => ErrorCode::BadToken,
-        };
-        Some(Fatal::new(code, e.to_string()))
-    })?;
+    let anonymous = token.is_empty();
+    if anonymous && !(cfg.allow_anonymous && cfg.allow_codes) {
+        return Err(Some(Fatal::new(
+            ErrorCode::Forbidden,
+            "this server admits no anonymous devices: connect with a token",
+        )));
+    }
+    let user: Arc<str> = if anonymous {
+        // Control characters cannot appear in a token's user: no collision, and
+        // a user of its own isolates the device from every other one.
+        format!("\0anonymous\0{device}").into()
+    } else {
+        let claims = token::verify(&cfg.secret, &token, unix_now()).map_err(|e| {
+            let code = match e {
+                TokenError::Expired { .. } => ErrorCode::TokenExpired,
+                _ => ErrorCode::BadToken,
+            };
+            Some(Fatal::new(code, e.to_string()))
+        })?;
+        claims.user.into()
+    };
     let bad_signature = || {
         Some(Fatal::new(
             ErrorCode::BadSignature,
@@ -220,7 +245,9 @@ async fn handshake(
     tracing::Span::current().record("device", device.short().as_str());
     let me = Member {
         device,
-        user: claims.user.into(),
+        user,
+        anonymous,
+        ip,
         label,
         handle: handle.clone(),
     };
@@ -232,13 +259,22 @@ async fn handshake(
     };
     hub.register(&me, |peers| ServerMessage::Welcome {
         device,
-        user: me.user.to_string(),
+        // Anonymous devices have no user: the welcome says "".
+        user: if anonymous {
+            String::new()
+        } else {
+            me.user.to_string()
+        },
         peers,
         limits,
         ice_servers: hub.config.ice_servers.clone(),
     })
     .map_err(Some)?;
-    tracing::info!(user = %me.user, label = %me.label, "device online");
+    if anonymous {
+        tracing::info!(label = %me.label, %ip, "anonymous device online");
+    } else {
+        tracing::info!(user = %me.user, label = %me.label, "device online");
+    }
     Ok(me)
 }
 

@@ -9,6 +9,13 @@
 //! slows its sender down through TCP, and is disconnected as a slow consumer if it
 //! stays stuck), and never lets a device learn about another user's devices.
 //!
+//! Devices of different users (or anonymous devices, admitted without a token
+//! when [`Config::allow_anonymous`] is on) meet through one-time codes: one
+//! allocates a nameplate, the other claims it, the two run a PAKE through the
+//! server, and while the code is live exactly these two devices may connect to
+//! each other. Code operations are rate-limited per source IP (anonymous
+//! devices) and per user (devices with a token).
+//!
 //! `/health` answers `ok`, and `/metrics` serves Prometheus text.
 //!
 //! State is in memory: one process serves one site.
@@ -44,8 +51,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -105,6 +112,28 @@ pub struct Config {
     /// their public address for direct paths (announce it with
     /// [`Config::ice_servers`]). Default none.
     pub stun_listen: Option<SocketAddr>,
+    /// Whether devices without a token are admitted. An anonymous device belongs
+    /// to no user: it sees no devices, no device sees it, and it can only use
+    /// one-time codes (so it is refused too when [`Config::allow_codes`] is off).
+    /// Default on.
+    pub allow_anonymous: bool,
+    /// Whether devices may use one-time codes at all. Default on.
+    pub allow_codes: bool,
+    /// How long an allocated nameplate waits for its claim, and how long the two
+    /// devices of a claimed code may connect to each other. Default 10 min.
+    pub code_ttl: Duration,
+    /// Code operations (allocate and claim) per minute from one source IP, for
+    /// anonymous devices, sustained. Default 20. (Behind a reverse proxy every
+    /// device has the proxy's address.)
+    pub code_rate_per_ip: u32,
+    /// Code operations in a burst from one source IP, for anonymous devices.
+    /// Default 5.
+    pub code_burst_per_ip: u32,
+    /// Code operations per minute of one user's devices (with a token), sustained.
+    /// Default 60.
+    pub code_rate_per_user: u32,
+    /// Code operations in a burst of one user's devices. Default 10.
+    pub code_burst_per_user: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -124,6 +153,13 @@ impl std::fmt::Debug for Config {
             .field("outbound_queue", &self.outbound_queue)
             .field("slow_consumer_timeout", &self.slow_consumer_timeout)
             .field("stun_listen", &self.stun_listen)
+            .field("allow_anonymous", &self.allow_anonymous)
+            .field("allow_codes", &self.allow_codes)
+            .field("code_ttl", &self.code_ttl)
+            .field("code_rate_per_ip", &self.code_rate_per_ip)
+            .field("code_burst_per_ip", &self.code_burst_per_ip)
+            .field("code_rate_per_user", &self.code_rate_per_user)
+            .field("code_burst_per_user", &self.code_burst_per_user)
             .field(
                 "ice_servers",
                 &self.ice_servers.iter().map(|s| &s.url).collect::<Vec<_>>(),
@@ -151,7 +187,46 @@ impl Config {
             slow_consumer_timeout: Duration::from_secs(30),
             ice_servers: Vec::new(),
             stun_listen: None,
+            allow_anonymous: true,
+            allow_codes: true,
+            code_ttl: Duration::from_secs(600),
+            code_rate_per_ip: 20,
+            code_burst_per_ip: 5,
+            code_rate_per_user: 60,
+            code_burst_per_user: 10,
         }
+    }
+
+    /// Sets [`Config::allow_anonymous`].
+    pub fn allow_anonymous(mut self, allow: bool) -> Self {
+        self.allow_anonymous = allow;
+        self
+    }
+
+    /// Sets [`Config::allow_codes`].
+    pub fn allow_codes(mut self, allow: bool) -> Self {
+        self.allow_codes = allow;
+        self
+    }
+
+    /// Sets [`Config::code_ttl`].
+    pub fn code_ttl(mut self, ttl: Duration) -> Self {
+        self.code_ttl = ttl;
+        self
+    }
+
+    /// Sets [`Config::code_rate_per_ip`] and [`Config::code_burst_per_ip`].
+    pub fn code_rate_per_ip(mut self, per_minute: u32, burst: u32) -> Self {
+        self.code_rate_per_ip = per_minute;
+        self.code_burst_per_ip = burst;
+        self
+    }
+
+    /// Sets [`Config::code_rate_per_user`] and [`Config::code_burst_per_user`].
+    pub fn code_rate_per_user(mut self, per_minute: u32, burst: u32) -> Self {
+        self.code_rate_per_user = per_minute;
+        self.code_burst_per_user = burst;
+        self
     }
 
     fn validate(&self) -> io::Result<()> {
@@ -167,6 +242,9 @@ impl Config {
                 "max_frame must exceed the {}-byte relay header",
                 peerpipe_proto::relay::HEADER_LEN
             ));
+        }
+        if self.code_ttl.is_zero() {
+            return invalid("code_ttl must not be zero".into());
         }
         if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
             return invalid("ping_interval and idle_timeout must not be zero".into());
@@ -241,7 +319,8 @@ impl Server {
                 tracing::debug!("cannot set TCP_NODELAY: {e}");
             }
         });
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         });
         let accept = tokio::spawn(async move {
@@ -327,7 +406,11 @@ impl Drop for Server {
     }
 }
 
-async fn signal(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
+async fn signal(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
     if *app.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
@@ -339,7 +422,7 @@ async fn signal(State(app): State<App>, ws: WebSocketUpgrade) -> Response {
         .saturating_mul(4);
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| conn::run(app.hub, socket, app.shutdown, app.idle))
+        .on_upgrade(move |socket| conn::run(app.hub, socket, app.shutdown, app.idle, peer.ip()))
 }
 
 async fn metrics_text(State(app): State<App>) -> Response {

@@ -24,6 +24,24 @@ impl TokenBucket {
         }
     }
 
+    /// A bucket of `per_minute` tokens a minute, at most `burst` saved up.
+    pub(crate) fn per_minute(per_minute: u32, burst: u32, now: Instant) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate: f64::from(per_minute.max(1)) / 60.0,
+            burst,
+            tokens: burst,
+            last: now,
+        }
+    }
+
+    /// Whether the bucket has refilled completely by `now` (forgetting it loses
+    /// nothing).
+    pub(crate) fn is_idle(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.burst
+    }
+
     fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
@@ -82,6 +100,17 @@ mod tests {
         assert!((wait.as_secs_f64() - 0.1).abs() < 1e-9);
         let wait = b.take_shaped(t0).unwrap();
         assert!((wait.as_secs_f64() - 0.2).abs() < 1e-9);
+    }
+
+    #[test]
+    fn per_minute_buckets_refill_slowly() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::per_minute(6, 2, t0);
+        assert!(b.try_take(t0) && b.try_take(t0));
+        assert!(!b.try_take(t0 + Duration::from_secs(9)));
+        assert!(b.try_take(t0 + Duration::from_secs(10)));
+        assert!(!b.is_idle(t0 + Duration::from_secs(11)));
+        assert!(b.is_idle(t0 + Duration::from_secs(40)));
     }
 
     #[test]

@@ -58,6 +58,7 @@ async fn connect_to_other_users_device_is_not_found_like_a_random_id() -> Result
                     req,
                     to,
                     resume: None,
+                    service: None,
                 })
                 .await?;
             let m = b.client.recv().await?;
@@ -84,6 +85,7 @@ async fn connect_to_other_users_device_is_not_found_like_a_random_id() -> Result
                 req: 9,
                 to: gone_id,
                 resume: None,
+                service: None,
             })
             .await?;
         a1.client.expect_error(ErrorCode::PeerOffline).await?;

@@ -132,6 +132,7 @@ async fn unanswered_connect_requests_are_capped_per_connection() -> Result<()> {
                     req,
                     to: b.id,
                     resume: None,
+                    service: None,
                 })
                 .await?;
         }

@@ -26,6 +26,7 @@ async fn health_and_metrics() -> Result<()> {
                 req: 2,
                 to: identity().device_id(),
                 resume: None,
+                service: None,
             })
             .await?;
         a.client.expect_error(ErrorCode::NotFound).await?;

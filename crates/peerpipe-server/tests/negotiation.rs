@@ -46,6 +46,7 @@ async fn resume_id_passes_through_to_the_target() -> Result<()> {
                 req: 1,
                 to: b.id,
                 resume,
+                service: None,
             })
             .await?;
         let ServerMessage::Incoming {
@@ -73,6 +74,7 @@ async fn reject_reaches_the_initiator() -> Result<()> {
                 req: 3,
                 to: b.id,
                 resume: None,
+                service: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
@@ -107,6 +109,7 @@ async fn offline_and_self_are_refused() -> Result<()> {
                 req: 1,
                 to: b_id,
                 resume: None,
+                service: None,
             })
             .await?;
         let m = a.client.expect_error(ErrorCode::PeerOffline).await?;
@@ -116,6 +119,7 @@ async fn offline_and_self_are_refused() -> Result<()> {
                 req: 2,
                 to: a.id,
                 resume: None,
+                service: None,
             })
             .await?;
         let m = a.client.expect_error(ErrorCode::Forbidden).await?;
@@ -137,6 +141,7 @@ async fn unanswered_connect_times_out() -> Result<()> {
                 req: 5,
                 to: b.id,
                 resume: None,
+                service: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
@@ -192,6 +197,7 @@ async fn close_reaches_the_other_party() -> Result<()> {
                 req: 2,
                 to: b.id,
                 resume: None,
+                service: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
@@ -225,6 +231,7 @@ async fn disconnect_ends_sessions() -> Result<()> {
                 req: 2,
                 to: b.id,
                 resume: None,
+                service: None,
             })
             .await?;
         let ServerMessage::Incoming {
@@ -265,6 +272,7 @@ async fn disconnect_ends_sessions() -> Result<()> {
                 req: 3,
                 to: b.id,
                 resume: None,
+                service: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {

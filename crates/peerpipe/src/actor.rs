@@ -13,6 +13,7 @@ use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use peerpipe_proto::id::DeviceId;
 use peerpipe_proto::relay::RelayHeader;
+use peerpipe_proto::session::handshake::Psk;
 use peerpipe_proto::session::{PathId, Session};
 use peerpipe_proto::signal::{
     self, ClientMessage, ErrorCode, Limits, PeerInfo, ServerMessage, SessionId,
@@ -25,13 +26,14 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument as _;
 
+use crate::code::{CODE_QUEUE, CODE_SERVICE, CodeSignal, CodeSlot};
 use crate::connection::{
     ConnInner, INPUT_QUEUE, Incoming, Input, Route, Waiter, drive, session_config,
 };
 use crate::direct::{DirectEnv, PathPolicy, QuicNode};
 use crate::link::{Admitted, Ws, dial};
 use crate::node::{Command, Config, NodeEvent};
-use crate::{AcceptError, CloseReason, ConnectError, RequestError, StopError};
+use crate::{AcceptError, CloseReason, CodeError, ConnectError, RequestError, StopError};
 
 /// Outgoing WebSocket messages queued per link before senders wait.
 const OUT_QUEUE: usize = 64;
@@ -42,7 +44,15 @@ const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 enum Pending {
     ListPeers(oneshot::Sender<Result<Vec<PeerInfo>, RequestError>>),
-    Connect(oneshot::Sender<Result<crate::Connection, ConnectError>>),
+    Connect {
+        reply: oneshot::Sender<Result<crate::Connection, ConnectError>>,
+        service: Option<String>,
+        psk: Option<Psk>,
+    },
+    /// Allocating a nameplate.
+    CodeAllocate(oneshot::Sender<Result<CodeSlot, CodeError>>),
+    /// Claiming a nameplate.
+    CodeClaim(oneshot::Sender<Result<CodeSlot, CodeError>>),
     /// The application's accept of a new connection.
     Accept(SessionId),
     /// Routing connection `id` again (this side dialed it).
@@ -55,7 +65,8 @@ impl Pending {
     fn abandoned(&self) -> bool {
         match self {
             Self::ListPeers(r) => r.is_closed(),
-            Self::Connect(r) => r.is_closed(),
+            Self::Connect { reply, .. } => reply.is_closed(),
+            Self::CodeAllocate(r) | Self::CodeClaim(r) => r.is_closed(),
             Self::Accept(_) | Self::Resume(_) | Self::ResumeAccept(_) => false,
         }
     }
@@ -70,6 +81,13 @@ struct Conn {
     route: Option<(SessionId, PathId)>,
     /// A request to route it again is out.
     resuming: bool,
+}
+
+/// Where what arrives for a nameplate of this node goes.
+struct CodeRoute {
+    tx: mpsc::Sender<CodeSignal>,
+    /// The other device, once known.
+    peer: Option<DeviceId>,
 }
 
 /// The live link's writer side and sizes.
@@ -103,6 +121,8 @@ pub(crate) struct Actor {
     /// Server session → the connection routed on it.
     routes: HashMap<SessionId, SessionId>,
     peers: HashMap<DeviceId, PeerInfo>,
+    /// Nameplates this node allocated or claimed on the current link.
+    codes: HashMap<u32, CodeRoute>,
     link: Option<Link>,
     /// Where direct attempts bind, from the current server link.
     env: watch::Sender<DirectEnv>,
@@ -130,6 +150,7 @@ impl Actor {
             conns: HashMap::new(),
             routes: HashMap::new(),
             peers: HashMap::new(),
+            codes: HashMap::new(),
             link: None,
             env: watch::Sender::new(DirectEnv::default()),
             quic: None,
@@ -282,7 +303,13 @@ impl Actor {
             Command::Accept { reply, .. } => {
                 let _ = reply.send(Err(AcceptError::NotConnected));
             }
-            Command::Reject { .. } => {}
+            Command::CodeAllocate { reply } | Command::CodeClaim { reply, .. } => {
+                let _ = reply.send(Err(CodeError::NotConnected));
+            }
+            Command::CodeRelease { nameplate } => {
+                self.codes.remove(&nameplate);
+            }
+            Command::Reject { .. } | Command::CodeSend { .. } => {}
             Command::Forget {
                 id,
                 reason,
@@ -299,6 +326,9 @@ impl Actor {
     fn drop_link_state(&mut self, stopped: bool) {
         self.link = None;
         self.routes.clear();
+        // The server forgets a device's codes with its link: their owners hear
+        // of it as their channel closes.
+        self.codes.clear();
         for conn in self.conns.values_mut() {
             conn.resuming = false;
             if let Some((_, path)) = conn.route.take() {
@@ -314,11 +344,18 @@ impl Actor {
                         RequestError::NotConnected
                     }));
                 }
-                Pending::Connect(reply) => {
+                Pending::Connect { reply, .. } => {
                     let _ = reply.send(Err(if stopped {
                         ConnectError::Stopped
                     } else {
                         ConnectError::NotConnected
+                    }));
+                }
+                Pending::CodeAllocate(reply) | Pending::CodeClaim(reply) => {
+                    let _ = reply.send(Err(if stopped {
+                        CodeError::Stopped
+                    } else {
+                        CodeError::NotConnected
                     }));
                 }
                 Pending::Accept(id) => {
@@ -455,19 +492,58 @@ impl Actor {
                 self.pending.insert(req, Pending::ListPeers(reply));
                 self.send_signal(ClientMessage::ListPeers { req }).await;
             }
-            Command::Connect { to, reply } => {
+            Command::Connect {
+                to,
+                service,
+                psk,
+                reply,
+            } => {
                 let req = self.request_id();
-                self.pending.insert(req, Pending::Connect(reply));
+                self.pending.insert(
+                    req,
+                    Pending::Connect {
+                        reply,
+                        service: service.clone(),
+                        psk,
+                    },
+                );
                 self.send_signal(ClientMessage::Connect {
                     req,
                     to,
                     resume: None,
+                    service,
                 })
                 .await;
+            }
+            Command::CodeAllocate { reply } => {
+                let req = self.request_id();
+                self.pending.insert(req, Pending::CodeAllocate(reply));
+                self.send_signal(ClientMessage::CodeAllocate { req }).await;
+            }
+            Command::CodeClaim { nameplate, reply } => {
+                let req = self.request_id();
+                self.pending.insert(req, Pending::CodeClaim(reply));
+                self.send_signal(ClientMessage::CodeClaim { req, nameplate })
+                    .await;
+            }
+            Command::CodeSend { nameplate, body } => {
+                if self.codes.contains_key(&nameplate) {
+                    let body = signal::encode_code_body(&body);
+                    self.send_signal(ClientMessage::CodeMessage { nameplate, body })
+                        .await;
+                }
+            }
+            Command::CodeRelease { nameplate } => {
+                if self.codes.remove(&nameplate).is_some() {
+                    self.send_signal(ClientMessage::CodeRelease { nameplate })
+                        .await;
+                }
             }
             Command::Accept {
                 session,
                 peer,
+                service,
+                psk,
                 reply,
             } => {
                 let req = self.request_id();
@@ -480,7 +556,8 @@ impl Actor {
                 // route exists before this task reads the next relay frame.
                 self.send_signal(ClientMessage::Accept { req, session })
                     .await;
-                if self.start_conn(session, peer, false, Waiter::Accept(reply)) {
+                let waiter = Waiter::Accept(reply);
+                if self.start_conn(session, peer, false, service, psk.as_ref(), waiter) {
                     self.pending.insert(req, Pending::Accept(session));
                 }
             }
@@ -528,6 +605,8 @@ impl Actor {
         route: SessionId,
         peer: PeerInfo,
         dialer: bool,
+        service: Option<String>,
+        psk: Option<&Psk>,
         waiter: Waiter,
     ) -> bool {
         let Some(link) = &self.link else {
@@ -536,7 +615,8 @@ impl Actor {
         };
         let config = session_config(&self.cfg, link.max_frame);
         let now = Instant::now().into_std();
-        let session = match Session::new(now, config, &self.cfg.identity, peer.id, rand::random()) {
+        let identity = &self.cfg.identity;
+        let session = match Session::with_psk(now, config, identity, peer.id, rand::random(), psk) {
             Ok(s) => s,
             Err(e) => {
                 // Only possible for a connection to this device itself, which the
@@ -549,6 +629,7 @@ impl Actor {
             route,
             peer,
             dialer,
+            service,
             session,
             waiter,
             self.cfg.clone(),
@@ -615,12 +696,14 @@ impl Actor {
         };
         conn.resuming = true;
         let to = conn.inner.peer.id;
+        let service = conn.inner.service.clone();
         tracing::debug!(session = %id, "routing the connection again");
         self.pending.insert(req, Pending::Resume(id));
         self.send_signal(ClientMessage::Connect {
             req,
             to,
             resume: Some(id),
+            service,
         })
         .await;
     }
@@ -656,20 +739,118 @@ impl Actor {
                 session,
                 from,
                 resume: None,
+                service,
             } => {
-                tracing::debug!(%session, from = %from.id.short(), "incoming connection");
-                let incoming = Incoming::new(session, from, self.cfg.clone(), self.cmd_tx.clone());
-                self.emit(NodeEvent::IncomingConnection(incoming));
+                tracing::debug!(%session, from = %from.id.short(), ?service, "incoming connection");
+                // The connection of a code goes to the code's owner.
+                let code = (service.as_deref() == Some(CODE_SERVICE))
+                    .then(|| {
+                        self.codes
+                            .values()
+                            .find(|c| c.peer == Some(from.id))
+                            .map(|c| c.tx.clone())
+                    })
+                    .flatten();
+                let incoming = Incoming::new(
+                    session,
+                    from,
+                    service,
+                    self.cfg.clone(),
+                    self.cmd_tx.clone(),
+                );
+                match code {
+                    Some(tx) => {
+                        // Dropped (so rejected) if the owner is gone.
+                        let _ = tx.try_send(CodeSignal::Incoming(incoming));
+                    }
+                    None => self.emit(NodeEvent::IncomingConnection(incoming)),
+                }
             }
             ServerMessage::Incoming {
                 session,
                 from,
                 resume: Some(id),
+                ..
             } => self.incoming_resume(session, from, id).await,
+            ServerMessage::CodeAllocated {
+                req,
+                nameplate,
+                ttl_ms,
+            } => match self.pending.remove(&req) {
+                Some(Pending::CodeAllocate(reply)) if !reply.is_closed() => {
+                    let (tx, rx) = mpsc::channel(CODE_QUEUE);
+                    self.codes.insert(nameplate, CodeRoute { tx, peer: None });
+                    let slot = CodeSlot {
+                        nameplate,
+                        ttl: Duration::from_millis(ttl_ms),
+                        peer: None,
+                        rx,
+                    };
+                    if reply.send(Ok(slot)).is_err() {
+                        self.release_code(nameplate).await;
+                    }
+                }
+                _ => {
+                    tracing::debug!(nameplate, "code allocated after the caller gave up");
+                    self.send_signal(ClientMessage::CodeRelease { nameplate })
+                        .await;
+                }
+            },
+            ServerMessage::CodeJoined {
+                req,
+                nameplate,
+                peer,
+            } => match self.pending.remove(&req) {
+                Some(Pending::CodeClaim(reply)) if !reply.is_closed() => {
+                    let (tx, rx) = mpsc::channel(CODE_QUEUE);
+                    let route = CodeRoute {
+                        tx,
+                        peer: Some(peer.id),
+                    };
+                    self.codes.insert(nameplate, route);
+                    let slot = CodeSlot {
+                        nameplate,
+                        ttl: Duration::ZERO,
+                        peer: Some(peer),
+                        rx,
+                    };
+                    if reply.send(Ok(slot)).is_err() {
+                        self.release_code(nameplate).await;
+                    }
+                }
+                _ => {
+                    tracing::debug!(nameplate, "code claimed after the caller gave up");
+                    self.send_signal(ClientMessage::CodeRelease { nameplate })
+                        .await;
+                }
+            },
+            ServerMessage::CodeClaimed { nameplate, peer } => {
+                let peer_id = peer.id;
+                if let Some(route) = self.codes.get_mut(&nameplate) {
+                    route.peer = Some(peer_id);
+                }
+                self.code_signal(nameplate, CodeSignal::Claimed(peer)).await;
+            }
+            ServerMessage::CodeMessage { nameplate, body } => {
+                match signal::decode_code_body(&body) {
+                    Ok(body) => self.code_signal(nameplate, CodeSignal::Message(body)).await,
+                    Err(e) => tracing::warn!(nameplate, "bad code message: {e}"),
+                }
+            }
+            ServerMessage::CodeClosed { nameplate } => {
+                if let Some(route) = self.codes.remove(&nameplate) {
+                    let _ = route.tx.try_send(CodeSignal::Closed);
+                }
+            }
             ServerMessage::Connected { req, session, peer } => match self.pending.remove(&req) {
-                Some(Pending::Connect(reply)) if !reply.is_closed() => {
+                Some(Pending::Connect {
+                    reply,
+                    service,
+                    psk,
+                }) if !reply.is_closed() => {
                     tracing::debug!(%session, "connected; handshake");
-                    self.start_conn(session, peer, true, Waiter::Connect(reply));
+                    let waiter = Waiter::Connect(reply);
+                    self.start_conn(session, peer, true, service, psk.as_ref(), waiter);
                 }
                 Some(Pending::Resume(id)) => {
                     let link_ok = self.link.is_some();
@@ -739,6 +920,28 @@ impl Actor {
         None
     }
 
+    /// Hands `signal` to the owner of `nameplate`; a gone owner releases it.
+    async fn code_signal(&mut self, nameplate: u32, signal: CodeSignal) {
+        let Some(route) = self.codes.get(&nameplate) else {
+            return;
+        };
+        match route.tx.try_send(signal) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                tracing::warn!(nameplate, "code signals not read: dropping one");
+            }
+            Err(TrySendError::Closed(_)) => self.release_code(nameplate).await,
+        }
+    }
+
+    /// Forgets `nameplate` and gives it up at the server.
+    async fn release_code(&mut self, nameplate: u32) {
+        if self.codes.remove(&nameplate).is_some() {
+            self.send_signal(ClientMessage::CodeRelease { nameplate })
+                .await;
+        }
+    }
+
     /// The peer routes connection `id` again on server session `route`.
     async fn incoming_resume(&mut self, route: SessionId, from: PeerInfo, id: SessionId) {
         let known = self
@@ -772,8 +975,11 @@ impl Actor {
             Some(Pending::ListPeers(reply)) => {
                 let _ = reply.send(Err(RequestError::Server { code, message }));
             }
-            Some(Pending::Connect(reply)) => {
+            Some(Pending::Connect { reply, .. }) => {
                 let _ = reply.send(Err(connect_error(code, message, self.cfg.connect_timeout)));
+            }
+            Some(Pending::CodeAllocate(reply) | Pending::CodeClaim(reply)) => {
+                let _ = reply.send(Err(code_error(code, message)));
             }
             Some(Pending::Accept(id)) => {
                 tracing::debug!(session = %id, %code, "accept refused: {message}");
@@ -875,6 +1081,15 @@ fn connect_error(code: ErrorCode, message: String, limit: Duration) -> ConnectEr
         ErrorCode::Rejected => ConnectError::Rejected,
         ErrorCode::Timeout => ConnectError::TimedOut(limit),
         code => ConnectError::Server { code, message },
+    }
+}
+
+fn code_error(code: ErrorCode, message: String) -> CodeError {
+    match code {
+        ErrorCode::NotFound => CodeError::NotFound,
+        ErrorCode::Forbidden => CodeError::Forbidden(message),
+        ErrorCode::RateLimited => CodeError::RateLimited,
+        code => CodeError::Server { code, message },
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use peerpipe_proto::relay::{HEADER_LEN, RelayHeader};
+use peerpipe_proto::session::handshake::Psk;
 use peerpipe_proto::session::{
     self, CLOSE_INTEGRITY, CLOSE_PROTOCOL, Event, MessageId, PathId, ProtocolError,
     SendMessageError, Session, StreamId,
@@ -185,6 +186,8 @@ pub(crate) struct ConnInner {
     pub peer: PeerInfo,
     /// This side asked for the connection (and routes it again after a loss).
     pub dialer: bool,
+    /// The service label the connection was asked for with.
+    pub service: Option<String>,
     cfg: Arc<Config>,
     cmd: mpsc::Sender<Command>,
     state: Mutex<State>,
@@ -195,10 +198,13 @@ pub(crate) struct ConnInner {
 }
 
 impl ConnInner {
+    // Crate-private: one call site, in the actor.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         id: SessionId,
         peer: PeerInfo,
         dialer: bool,
+        service: Option<String>,
         session: Session,
         waiter: Waiter,
         cfg: Arc<Config>,
@@ -208,6 +214,7 @@ impl ConnInner {
             id,
             peer,
             dialer,
+            service,
             cfg,
             cmd,
             state: Mutex::new(State {
@@ -824,7 +831,8 @@ impl Drop for Handle {
     }
 }
 
-/// An end-to-end encrypted connection to another device of this user.
+/// An end-to-end encrypted connection to another device of this user (or to
+/// any device met through a one-time code: see [`Node::offer_code`](crate::Node::offer_code)).
 ///
 /// It starts on the relay path through the server and survives the loss of that
 /// path (a server restart, a dropped link): both nodes route it again when they
@@ -868,6 +876,13 @@ impl Connection {
     /// connection for good, also after it was routed again.
     pub fn session_id(&self) -> SessionId {
         self.inner().id
+    }
+
+    /// The service label the connection was opened with
+    /// ([`Node::connect_service`](crate::Node::connect_service)); `"code"` for
+    /// connections made by a one-time code, `None` for [`Node::connect`](crate::Node::connect).
+    pub fn service(&self) -> Option<&str> {
+        self.inner().service.as_deref()
     }
 
     /// Why the connection ended, or `None` while it is open.
@@ -948,6 +963,9 @@ impl Connection {
 pub struct Incoming {
     session: SessionId,
     peer: PeerInfo,
+    service: Option<String>,
+    /// The key a code exchange agreed on with this peer.
+    psk: Option<Psk>,
     cfg: Arc<Config>,
     cmd: mpsc::Sender<Command>,
     answered: bool,
@@ -958,6 +976,7 @@ impl fmt::Debug for Incoming {
         f.debug_struct("Incoming")
             .field("session", &self.session)
             .field("peer", &self.peer)
+            .field("service", &self.service)
             .finish_non_exhaustive()
     }
 }
@@ -966,12 +985,15 @@ impl Incoming {
     pub(crate) fn new(
         session: SessionId,
         peer: PeerInfo,
+        service: Option<String>,
         cfg: Arc<Config>,
         cmd: mpsc::Sender<Command>,
     ) -> Self {
         Self {
             session,
             peer,
+            service,
+            psk: None,
             cfg,
             cmd,
             answered: false,
@@ -989,6 +1011,21 @@ impl Incoming {
         self.session
     }
 
+    /// What the other device asked the connection for
+    /// ([`Node::connect_service`](crate::Node::connect_service)), if it said.
+    /// Connections of one-time codes are consumed by their
+    /// [`CodeOffer`](crate::CodeOffer); one that shows up here with `"code"`
+    /// comes from another device of this user.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// Binds the handshake to the key of a code exchange.
+    pub(crate) fn with_psk(mut self, psk: Psk) -> Self {
+        self.psk = Some(psk);
+        self
+    }
+
     /// Accepts the connection and runs the end-to-end handshake; both must finish
     /// within the request time-out.
     pub async fn accept(mut self) -> Result<Connection, AcceptError> {
@@ -997,6 +1034,8 @@ impl Incoming {
         let command = Command::Accept {
             session: self.session,
             peer: self.peer.clone(),
+            service: self.service.clone(),
+            psk: self.psk.take(),
             reply,
         };
         self.cmd

@@ -4,6 +4,7 @@ use std::fmt;
 use std::io;
 use std::time::Duration;
 
+use peerpipe_proto::code::CodeParseError;
 use peerpipe_proto::signal::ErrorCode;
 
 /// Why a connection ended. Carried by [`NodeEvent::ConnectionClosed`](crate::NodeEvent::ConnectionClosed),
@@ -93,6 +94,10 @@ pub enum BindError {
     /// The server speaks another protocol version: upgrade this program or the server.
     #[error("the server does not support this protocol version")]
     UnsupportedVersion,
+    /// The node has no token and the server admits no anonymous devices: get a
+    /// token for this server.
+    #[error("the server admits no anonymous devices: {0}")]
+    AnonymousRefused(String),
     /// The server refused admission with another code: see the message.
     #[error("the server refused admission: {code}: {message}")]
     Refused {
@@ -118,6 +123,7 @@ impl BindError {
         matches!(
             self,
             Self::Config(_)
+                | Self::AnonymousRefused(_)
                 | Self::BadToken
                 | Self::TokenExpired
                 | Self::BadSignature
@@ -125,8 +131,9 @@ impl BindError {
         )
     }
 
-    pub(crate) fn from_code(code: ErrorCode, message: String) -> Self {
+    pub(crate) fn from_code(code: ErrorCode, message: String, anonymous: bool) -> Self {
         match code {
+            ErrorCode::Forbidden if anonymous => Self::AnonymousRefused(message),
             ErrorCode::BadToken => Self::BadToken,
             ErrorCode::TokenExpired => Self::TokenExpired,
             ErrorCode::BadSignature => Self::BadSignature,
@@ -189,6 +196,9 @@ pub enum ConnectError {
     /// The server does not allow this connection (for example to this device itself).
     #[error("the server does not allow this connection")]
     Forbidden,
+    /// The service label is not 1 to 32 bytes of `a-z`, `0-9` and `-`: fix the program.
+    #[error("invalid service label {0:?}: use 1 to 32 bytes of a-z, 0-9 and -")]
+    InvalidService(String),
     /// The other device rejected the connection.
     #[error("the device rejected the connection")]
     Rejected,
@@ -207,6 +217,67 @@ pub enum ConnectError {
     Handshake(CloseReason),
     /// The server answered with another error.
     #[error("the server refused the connection: {code}: {message}")]
+    Server {
+        /// The server's error code.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+    },
+    /// The node has stopped: bind a new one.
+    #[error("the node has stopped")]
+    Stopped,
+}
+
+/// Why a one-time code exchange failed: [`Node::offer_code`](crate::Node::offer_code),
+/// [`CodeOffer::accept`](crate::CodeOffer::accept) or
+/// [`Node::claim_code`](crate::Node::claim_code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodeError {
+    /// The text is not a code (`7-amber-falcon`): check what was typed.
+    #[error("not a valid code: {0}")]
+    Malformed(#[from] CodeParseError),
+    /// No such code at the server, or it was used already (a code can be tried
+    /// once: a wrong guess uses it up), or it expired: ask for a new code.
+    #[error("no such code, or it was used already: ask the sender for a new code")]
+    NotFound,
+    /// The two devices used different codes (a typo, or someone else guessed
+    /// the number first): the code is used up; ask the sender for a new one.
+    #[error("the codes do not match: ask the sender for a new code")]
+    WrongCode,
+    /// Nobody claimed the code while it was valid: offer a new one.
+    #[error("the code expired before anyone used it")]
+    Expired,
+    /// The other device left (went offline or gave up) before the exchange finished.
+    #[error("the other device left before the exchange finished")]
+    PeerGone,
+    /// The server does not allow codes for this device (codes are off, or this
+    /// device cannot use them): see the message.
+    #[error("the server does not allow one-time codes here: {0}")]
+    Forbidden(String),
+    /// Too many code operations from this address or user: wait a minute.
+    #[error("too many code operations: wait a minute and try again")]
+    RateLimited,
+    /// A step of the exchange did not finish within this time: try again with a
+    /// new code.
+    #[error("the code exchange did not finish within {0:?}")]
+    TimedOut(Duration),
+    /// The other device sent something that is not a code exchange message (a
+    /// bug or an incompatible version).
+    #[error("code exchange protocol error: {0}")]
+    Protocol(String),
+    /// The link to the server is down, or dropped during the exchange (the code
+    /// is gone with it): try again with a new code once reconnected.
+    #[error("not connected to the server (reconnecting)")]
+    NotConnected,
+    /// The codes matched but connecting failed.
+    #[error("connecting after the code exchange failed: {0}")]
+    Connect(#[source] ConnectError),
+    /// The codes matched but accepting the other device's connection failed.
+    #[error("accepting the connection after the code exchange failed: {0}")]
+    Accept(#[source] AcceptError),
+    /// The server answered with another error.
+    #[error("the server refused the code request: {code}: {message}")]
     Server {
         /// The server's error code.
         code: ErrorCode,

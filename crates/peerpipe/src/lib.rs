@@ -65,6 +65,14 @@
 //! # }
 //! ```
 //!
+//! Devices of different users (or anonymous ones, bound without a token) meet
+//! through one-time codes: [`Node::offer_code`] shows a short code such as
+//! `7-amber-falcon`, [`Node::claim_code`] on the other device takes it; a PAKE
+//! (SPAKE2) through the server turns it into a key that authenticates the
+//! connection's end-to-end handshake, so the server learns nothing it could
+//! test a guess against, and a wrong code fails on both sides
+//! ([`CodeError::WrongCode`]).
+//!
 //! Everything that can fail has its own error type ([`BindError`], [`ConnectError`],
 //! [`SendError`], [`StreamError`], ...) whose variants say what to do; [`NodeEvent`]s report what
 //! happens in the background (incoming connections, presence, reconnects, slow
@@ -72,18 +80,21 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod actor;
+mod code;
 mod connection;
 mod direct;
 mod error;
 mod link;
 mod node;
+pub mod share;
 mod stream;
 
+pub use code::{CODE_SERVICE, CodeOffer};
 pub use connection::{Connection, Incoming};
 pub use direct::{PathKind, PathPolicy};
 pub use error::{
-    AcceptError, BindError, CloseReason, ConnectError, RecvError, RequestError, SendError,
-    StopError, StreamError,
+    AcceptError, BindError, CloseReason, CodeError, ConnectError, RecvError, RequestError,
+    SendError, StopError, StreamError,
 };
 pub use node::{EVENT_QUEUE, Node, NodeBuilder, NodeEvent, Operation};
 pub use peerpipe_proto::id::{DeviceId, Identity};

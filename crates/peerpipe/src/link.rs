@@ -52,7 +52,7 @@ async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
     let nonce = match next_message(&mut ws).await? {
         ServerMessage::Challenge { nonce } => nonce,
         ServerMessage::Error { code, message, .. } => {
-            return Err(BindError::from_code(code, message));
+            return Err(BindError::from_code(code, message, cfg.token.is_empty()));
         }
         other => {
             return Err(BindError::Protocol(format!(
@@ -102,7 +102,9 @@ async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
                 ice_servers,
             })
         }
-        ServerMessage::Error { code, message, .. } => Err(BindError::from_code(code, message)),
+        ServerMessage::Error { code, message, .. } => {
+            Err(BindError::from_code(code, message, cfg.token.is_empty()))
+        }
         other => Err(BindError::Protocol(format!(
             "expected a welcome, got {other:?}"
         ))),

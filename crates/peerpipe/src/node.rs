@@ -5,17 +5,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerpipe_proto::id::{DeviceId, Identity};
-use peerpipe_proto::signal::{IceServer, MAX_LABEL_LEN, PeerInfo, SessionId, truncate_utf8};
+use peerpipe_proto::session::handshake::Psk;
+use peerpipe_proto::signal::{
+    IceServer, MAX_LABEL_LEN, PeerInfo, SessionId, truncate_utf8, valid_service,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::actor::Actor;
+use crate::code::{CodeOffer, CodeSlot};
 use crate::connection::{Connection, Incoming};
 use crate::direct::{PathKind, PathPolicy};
 use crate::link::dial;
-use crate::{AcceptError, BindError, CloseReason, ConnectError, RequestError, StopError};
+use crate::{
+    AcceptError, BindError, CloseReason, CodeError, ConnectError, RequestError, StopError,
+};
 
 /// Events the node keeps before it drops new ones (see [`Node::next_event`]).
 pub const EVENT_QUEUE: usize = 1024;
@@ -25,6 +31,7 @@ const COMMAND_QUEUE: usize = 256;
 #[derive(Debug)]
 pub(crate) struct Config {
     pub server: String,
+    /// Empty: the node is anonymous.
     pub token: String,
     pub identity: Identity,
     pub label: String,
@@ -92,6 +99,12 @@ pub enum Operation {
         /// The device at the other end.
         peer: DeviceId,
     },
+    /// A one-time code exchange ([`Node::offer_code`], [`CodeOffer::accept`],
+    /// [`Node::claim_code`]) waiting for the server or the other device.
+    Code {
+        /// The code's number.
+        nameplate: u32,
+    },
     /// Data sent on a connection (messages or streams) that the peer has not
     /// acknowledged for the slow threshold: the path is stalled or being routed
     /// again. The connection keeps trying until its idle time-out.
@@ -113,6 +126,7 @@ impl std::fmt::Display for Operation {
                 write!(f, "waiting for {} to take a message", peer.short())
             }
             Self::Transfer { peer, .. } => write!(f, "sending to {}", peer.short()),
+            Self::Code { nameplate } => write!(f, "exchanging code {nameplate}"),
         }
     }
 }
@@ -122,6 +136,7 @@ impl std::fmt::Display for Operation {
 #[non_exhaustive]
 pub enum NodeEvent {
     /// Another device of this user asks to connect: accept or reject it.
+    /// (Connections made by a one-time code go to their [`CodeOffer`] instead.)
     IncomingConnection(Incoming),
     /// Another device of this user came online. After [`NodeEvent::Reconnected`],
     /// this is emitted again for every device online at that moment.
@@ -182,12 +197,34 @@ pub(crate) enum Command {
     },
     Connect {
         to: DeviceId,
+        service: Option<String>,
+        psk: Option<Psk>,
         reply: oneshot::Sender<Result<Connection, ConnectError>>,
     },
     Accept {
         session: SessionId,
         peer: PeerInfo,
+        service: Option<String>,
+        psk: Option<Psk>,
         reply: oneshot::Sender<Result<Connection, AcceptError>>,
+    },
+    /// Allocate a nameplate.
+    CodeAllocate {
+        reply: oneshot::Sender<Result<CodeSlot, CodeError>>,
+    },
+    /// Claim a nameplate.
+    CodeClaim {
+        nameplate: u32,
+        reply: oneshot::Sender<Result<CodeSlot, CodeError>>,
+    },
+    /// Send a code message to the other device of a nameplate.
+    CodeSend {
+        nameplate: u32,
+        body: Vec<u8>,
+    },
+    /// Forget a nameplate, and give it up at the server.
+    CodeRelease {
+        nameplate: u32,
     },
     Reject {
         session: SessionId,
@@ -230,7 +267,8 @@ pub(crate) async fn wait_op<T>(
     }
 }
 
-/// Builds a [`Node`]: server URL and token are required.
+/// Builds a [`Node`]: the server URL is required; without a token the node is
+/// anonymous ([`NodeBuilder::token`]).
 #[derive(Debug)]
 #[must_use = "call bind() to start the node"]
 pub struct NodeBuilder {
@@ -280,7 +318,10 @@ impl NodeBuilder {
         self
     }
 
-    /// The admission token for this user. Required.
+    /// The admission token for this user. Without one the node binds as an
+    /// *anonymous* device (if the server admits them): it belongs to no user,
+    /// sees no devices and no device sees it; it can only meet other devices
+    /// through one-time codes ([`Node::claim_code`], [`Node::offer_code`]).
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
@@ -374,15 +415,15 @@ impl NodeBuilder {
         self
     }
 
-    /// Connects to the server and is admitted; then the node runs until
+    /// Connects to the server and is admitted (anonymously without a token: a
+    /// server that admits no anonymous devices answers
+    /// [`BindError::AnonymousRefused`]); then the node runs until
     /// [`Node::shutdown`] or until its last handle is dropped, reconnecting as needed.
     pub async fn bind(self) -> Result<Node, BindError> {
         let server = self
             .server
             .ok_or(BindError::Config("the server URL is not set"))?;
-        let token = self
-            .token
-            .ok_or(BindError::Config("the token is not set"))?;
+        let token = self.token.unwrap_or_default();
         let identity = self
             .identity
             .unwrap_or_else(|| Identity::from_secret_bytes(rand::random()));
@@ -496,10 +537,40 @@ impl Node {
     /// end-to-end handshake (which proves it holds the key of `peer`) must finish,
     /// within the connect time-out.
     pub async fn connect(&self, peer: DeviceId) -> Result<Connection, ConnectError> {
+        self.connect_with(peer, None, None).await
+    }
+
+    /// Like [`Node::connect`], telling the other device what the connection is
+    /// for ([`Incoming::service`], like ALPN): 1 to 32 bytes of `a-z`, `0-9` and
+    /// `-`. `"code"` is what one-time code connections use.
+    pub async fn connect_service(
+        &self,
+        peer: DeviceId,
+        service: &str,
+    ) -> Result<Connection, ConnectError> {
+        if !valid_service(service) {
+            return Err(ConnectError::InvalidService(service.to_owned()));
+        }
+        self.connect_with(peer, Some(service.to_owned()), None)
+            .await
+    }
+
+    pub(crate) async fn connect_with(
+        &self,
+        peer: DeviceId,
+        service: Option<String>,
+        psk: Option<Psk>,
+    ) -> Result<Connection, ConnectError> {
         let (reply, rx) = oneshot::channel();
+        let command = Command::Connect {
+            to: peer,
+            service,
+            psk,
+            reply,
+        };
         self.inner
             .cmd
-            .send(Command::Connect { to: peer, reply })
+            .send(command)
             .await
             .map_err(|_| ConnectError::Stopped)?;
         let limit = self.inner.connect_timeout;
@@ -509,6 +580,71 @@ impl Node {
             Ok(None) => Err(ConnectError::Stopped),
             Err(()) => Err(ConnectError::TimedOut(limit)),
         }
+    }
+
+    /// Offers a one-time code: allocates a number at the server and picks two
+    /// secret words. Show [`CodeOffer::code`] to the person at the other device
+    /// (of any user, or anonymous), who passes it to [`Node::claim_code`]; then
+    /// [`CodeOffer::accept`] waits for that and returns the connection.
+    ///
+    /// Fails with [`CodeError::Forbidden`] when the server does not allow codes,
+    /// [`CodeError::RateLimited`] after too many code operations.
+    pub async fn offer_code(&self) -> Result<CodeOffer, CodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_code_command(Command::CodeAllocate { reply })
+            .await?;
+        let slot = self.wait_code_request(0, rx).await?;
+        Ok(CodeOffer::new(self.clone(), slot))
+    }
+
+    /// Connects to the device that offered `code` (`7-amber-falcon`, see
+    /// [`Node::offer_code`]): claims the code (a code can be claimed once), runs
+    /// the password-authenticated key exchange with the other device through
+    /// the server, checks that both used the same code, and connects with the
+    /// agreed key bound into the end-to-end handshake. The connection's
+    /// [service](Connection::service) is `"code"`.
+    ///
+    /// Fails with [`CodeError::Malformed`] for text that is not a code,
+    /// [`CodeError::NotFound`] for a code that does not exist (any more),
+    /// [`CodeError::WrongCode`] when the words do not match (the code is used up
+    /// then), and the errors of [`Node::offer_code`].
+    pub async fn claim_code(&self, code: &str) -> Result<Connection, CodeError> {
+        crate::code::claim(self, code).await
+    }
+
+    pub(crate) async fn send_code_command(&self, command: Command) -> Result<(), CodeError> {
+        self.inner
+            .cmd
+            .send(command)
+            .await
+            .map_err(|_| CodeError::Stopped)
+    }
+
+    /// Waits for the server's answer to a code request, within the request time-out.
+    pub(crate) async fn wait_code_request(
+        &self,
+        nameplate: u32,
+        rx: oneshot::Receiver<Result<CodeSlot, CodeError>>,
+    ) -> Result<CodeSlot, CodeError> {
+        let limit = self.inner.request_timeout;
+        let op = Operation::Code { nameplate };
+        match wait_op(&self.inner.cmd, op, limit, self.inner.slow_threshold, rx).await {
+            Ok(Some(result)) => result,
+            Ok(None) => Err(CodeError::Stopped),
+            Err(()) => Err(CodeError::TimedOut(limit)),
+        }
+    }
+
+    pub(crate) fn command_sender(&self) -> &mpsc::Sender<Command> {
+        &self.inner.cmd
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
     }
 
     /// The next event; `None` once the node has stopped and all events are read.

@@ -72,7 +72,12 @@ pub struct ServeProcess {
 impl ServeProcess {
     /// Starts a server on a free port with a fresh secret file in `dir`.
     pub fn start(dir: &Path) -> Self {
-        Self::spawn("127.0.0.1:0", &dir.join("secret"))
+        Self::start_with(dir, &[])
+    }
+
+    /// Like [`ServeProcess::start`], with extra `peerpipe serve` flags.
+    pub fn start_with(dir: &Path, extra: &[&str]) -> Self {
+        Self::spawn("127.0.0.1:0", &dir.join("secret"), extra)
             .unwrap_or_else(|e| panic!("peerpipe serve did not start: {e}"))
     }
 
@@ -82,7 +87,7 @@ impl ServeProcess {
     pub fn start_on(addr: &str, secret_file: &Path, bound: Duration) -> Self {
         let deadline = Instant::now() + bound;
         loop {
-            match Self::spawn(addr, secret_file) {
+            match Self::spawn(addr, secret_file, &[]) {
                 Ok(server) => return server,
                 Err(e) if Instant::now() > deadline => {
                     panic!("peerpipe serve did not start on {addr} within {bound:?}: {e}")
@@ -94,10 +99,11 @@ impl ServeProcess {
 
     /// Spawns `peerpipe serve` and waits (bounded: 20 s) until it says where it
     /// listens; `Err` with its stderr if it exits first.
-    fn spawn(listen: &str, secret_file: &Path) -> Result<Self, String> {
+    fn spawn(listen: &str, secret_file: &Path, extra: &[&str]) -> Result<Self, String> {
         let mut child = bin()
             .args(["serve", "--listen", listen, "--secret-file"])
             .arg(secret_file)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -267,4 +273,56 @@ pub fn spawn_connect(server: &ServeProcess, token: &str, identity: &Path, peer: 
         .stdin(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// `peerpipe send PATHS` as an anonymous device (no token), stdout and stderr piped.
+pub fn spawn_send(server: &ServeProcess, identity: &Path, paths: &[&Path]) -> KillOnDrop {
+    let mut command = bin();
+    command
+        .arg("send")
+        .args(paths)
+        .args(["--server", &server.url, "--identity"])
+        .arg(identity)
+        .env_remove("PEERPIPE_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    KillOnDrop(command.spawn().unwrap())
+}
+
+/// `peerpipe receive CODE -o OUT [EXTRA]` as an anonymous device; its output.
+pub fn receive(
+    server: &ServeProcess,
+    identity: &Path,
+    code: &str,
+    out: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    bin()
+        .args(["receive", code, "--server", &server.url, "--identity"])
+        .arg(identity)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .env_remove("PEERPIPE_TOKEN")
+        .output()
+        .unwrap()
+}
+
+/// Whether two files have the same bytes, compared in 1 MiB pieces.
+pub fn same_bytes(a: &Path, b: &Path) -> bool {
+    use std::io::Read as _;
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fa.read(&mut ba).unwrap();
+        if na == 0 {
+            return fb.read(&mut bb).unwrap() == 0;
+        }
+        if fb.read_exact(&mut bb[..na]).is_err() || ba[..na] != bb[..na] {
+            return false;
+        }
+    }
 }

@@ -7,6 +7,12 @@
 //! as its encrypted payload. The prologue binds the protocol name, its version and
 //! both device ids.
 //!
+//! With a pre-shared key ([`Psk`], from a one-time code: see [`crate::code`]) the
+//! pattern is `Noise_KKpsk2_25519_ChaChaPoly_BLAKE2s`: the responder's `reply`
+//! then also proves it holds the key, and both sides must hold the same one, or
+//! the handshake fails with [`HandshakeError::Authentication`]. A side with a key
+//! and a side without one never agree either.
+//!
 //! The states are typed and consume themselves (rustls style):
 //! [`InitiatorStart`] → [`AwaitReply`] → [`Keys`], [`AwaitHello`] → [`Keys`].
 
@@ -21,6 +27,18 @@ use super::packet::VERSION;
 use crate::id::{DeviceId, Identity};
 
 const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
+const NOISE_PARAMS_PSK: &str = "Noise_KKpsk2_25519_ChaChaPoly_BLAKE2s";
+
+/// A 32-byte pre-shared key that a session's handshake must also prove.
+/// Its `Debug` form does not show the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Psk(pub [u8; 32]);
+
+impl std::fmt::Debug for Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Psk(<redacted>)")
+    }
+}
 const PROLOGUE_LABEL: &[u8] = b"peerpipe-session";
 /// The most bytes a handshake message takes (two ephemeral/static keys, tags, params).
 pub const MAX_HANDSHAKE_LEN: usize = 256;
@@ -131,6 +149,17 @@ pub fn start(
     params: TransportParams,
     seed: [u8; 32],
 ) -> Result<Start, HandshakeError> {
+    start_with_psk(identity, remote, params, seed, None)
+}
+
+/// Like [`start`], with a pre-shared key the peer must hold too when `psk` is set.
+pub fn start_with_psk(
+    identity: &Identity,
+    remote: &DeviceId,
+    params: TransportParams,
+    seed: [u8; 32],
+    psk: Option<&Psk>,
+) -> Result<Start, HandshakeError> {
     let local = identity.device_id();
     let role = Role::of(&local, remote)?;
     let secret = SigningKey::from_bytes(&identity.secret_bytes()).to_scalar_bytes();
@@ -148,14 +177,23 @@ pub fn start(
     prologue.extend_from_slice(first.as_bytes());
     prologue.extend_from_slice(second.as_bytes());
 
-    let noise_params = NOISE_PARAMS
-        .parse()
-        .map_err(|_| HandshakeError::Malformed)?;
-    let builder = snow::Builder::with_resolver(noise_params, Box::new(SeededResolver(seed)))
+    let noise_params = if psk.is_some() {
+        NOISE_PARAMS_PSK
+    } else {
+        NOISE_PARAMS
+    }
+    .parse()
+    .map_err(|_| HandshakeError::Malformed)?;
+    let mut builder = snow::Builder::with_resolver(noise_params, Box::new(SeededResolver(seed)))
         .local_private_key(&secret)
         .and_then(|b| b.remote_public_key(&remote_public))
         .and_then(|b| b.prologue(&prologue))
         .map_err(|_| HandshakeError::RemoteKey)?;
+    if let Some(psk) = psk {
+        builder = builder
+            .psk(2, &psk.0)
+            .map_err(|_| HandshakeError::Malformed)?;
+    }
     Ok(match role {
         Role::Initiator => Start::Initiator(InitiatorStart(
             builder
@@ -336,6 +374,65 @@ mod tests {
         let Ok(Start::Responder(r)) = start(&impostor, &a.device_id(), PARAMS, [0; 32]) else {
             panic!("responder")
         };
+        let (_, hello) = i.write_hello().unwrap();
+        assert_eq!(
+            r.read_hello(&hello).err(),
+            Some(HandshakeError::Authentication)
+        );
+    }
+
+    fn psk_pair(a: Option<&Psk>, b: Option<&Psk>) -> (InitiatorStart, AwaitHello) {
+        let x = Identity::from_secret_bytes([1; 32]);
+        let y = Identity::from_secret_bytes([2; 32]);
+        let (x, y) = if x.device_id() < y.device_id() {
+            (x, y)
+        } else {
+            (y, x)
+        };
+        let Ok(Start::Initiator(i)) = start_with_psk(&x, &y.device_id(), PARAMS, [1; 32], a) else {
+            panic!("initiator")
+        };
+        let Ok(Start::Responder(r)) = start_with_psk(&y, &x.device_id(), PARAMS, [2; 32], b) else {
+            panic!("responder")
+        };
+        (i, r)
+    }
+
+    #[test]
+    fn matching_psks_complete_the_handshake() {
+        let psk = Psk([9; 32]);
+        let (i, r) = psk_pair(Some(&psk), Some(&psk));
+        let (i, hello) = i.write_hello().unwrap();
+        let (rk, reply) = r.read_hello(&hello).unwrap();
+        let ik = i.read_reply(&reply).unwrap();
+        let mut ct = [0; 64];
+        let n = ik.transport.write_message(1, b"hi", &mut ct).unwrap();
+        let mut pt = [0; 64];
+        let m = rk.transport.read_message(1, &ct[..n], &mut pt).unwrap();
+        assert_eq!(&pt[..m], b"hi");
+        assert_eq!(format!("{psk:?}"), "Psk(<redacted>)");
+    }
+
+    #[test]
+    fn mismatched_psks_fail_authentication() {
+        let (i, r) = psk_pair(Some(&Psk([9; 32])), Some(&Psk([8; 32])));
+        let (i, hello) = i.write_hello().unwrap();
+        let (_, reply) = r.read_hello(&hello).unwrap();
+        assert_eq!(
+            i.read_reply(&reply).err(),
+            Some(HandshakeError::Authentication)
+        );
+    }
+
+    #[test]
+    fn psk_against_no_psk_fails_either_way() {
+        let (i, r) = psk_pair(Some(&Psk([9; 32])), None);
+        let (_, hello) = i.write_hello().unwrap();
+        assert_eq!(
+            r.read_hello(&hello).err(),
+            Some(HandshakeError::Authentication)
+        );
+        let (i, r) = psk_pair(None, Some(&Psk([9; 32])));
         let (_, hello) = i.write_hello().unwrap();
         assert_eq!(
             r.read_hello(&hello).err(),

@@ -426,6 +426,19 @@ impl Session {
         remote: DeviceId,
         seed: [u8; 32],
     ) -> Result<Self, HandshakeError> {
+        Self::with_psk(now, config, identity, remote, seed, None)
+    }
+
+    /// Like [`Session::new`], with a pre-shared key (from a one-time code) that
+    /// the peer's handshake must prove too; see [`handshake`].
+    pub fn with_psk(
+        now: Instant,
+        config: Config,
+        identity: &Identity,
+        remote: DeviceId,
+        seed: [u8; 32],
+        psk: Option<&handshake::Psk>,
+    ) -> Result<Self, HandshakeError> {
         let mut config = config;
         config.max_frame_payload = config.max_frame_payload.clamp(1, frame::MAX_FRAME_PAYLOAD);
         let params = TransportParams {
@@ -434,7 +447,7 @@ impl Session {
             max_streams: config.max_streams,
             max_message: config.max_message_size,
         };
-        let start = handshake::start(identity, &remote, params, seed)?;
+        let start = handshake::start_with_psk(identity, &remote, params, seed, psk)?;
         let role = Role::of(&identity.device_id(), &remote)?;
         let (next_local_stream, next_remote_stream) = match role {
             Role::Initiator => (0, 1),

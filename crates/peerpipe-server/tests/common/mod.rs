@@ -74,10 +74,20 @@ impl TestServer {
         self.device_with(&identity(), user, label).await
     }
 
+    /// Connects a fresh anonymous device (no token) and completes the handshake.
+    pub async fn anonymous(&self, label: &str) -> Result<Device> {
+        self.admit(&identity(), "", label).await
+    }
+
     /// Connects the device `id` of `user` and completes the handshake.
     pub async fn device_with(&self, id: &Identity, user: &str, label: &str) -> Result<Device> {
+        self.admit(id, &self.token(user), label).await
+    }
+
+    /// Connects the device `id` with `token` and completes the handshake.
+    pub async fn admit(&self, id: &Identity, token: &str, label: &str) -> Result<Device> {
         let mut client = Client::connect(&self.server.url()).await?;
-        let welcome = client.hello(&self.token(user), id, label).await?;
+        let welcome = client.hello(token, id, label).await?;
         let ServerMessage::Welcome { peers, .. } = welcome else {
             bail!("expected a welcome, got {welcome:?}");
         };
@@ -247,6 +257,7 @@ impl Device {
                 req,
                 to: target.id,
                 resume: None,
+                service: None,
             })
             .await?;
         let ServerMessage::Incoming { session, from, .. } = target.client.recv().await? else {

@@ -72,6 +72,39 @@ impl TestServer {
         }
     }
 
+    /// Starts a server on 127.0.0.1 port 0 with a fresh random secret, after
+    /// `tweak` adjusted its config.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Result<Self> {
+        let secret: [u8; 32] = rand::random();
+        let mut config = server_config(&secret, "127.0.0.1:0".parse()?);
+        tweak(&mut config);
+        let server = Server::bind(config).await.context("binding the server")?;
+        Ok(Self {
+            server,
+            secret: secret.to_vec(),
+        })
+    }
+
+    /// A builder for an anonymous node (no token) with short time-outs.
+    pub fn anonymous_builder(&self, label: &str) -> NodeBuilder {
+        Node::builder()
+            .server(self.url())
+            .identity(Identity::from_secret_bytes(rand::random()))
+            .label(label)
+            .connect_timeout(Duration::from_secs(5))
+            .request_timeout(Duration::from_secs(5))
+            .confirm_timeout(Duration::from_secs(10))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(400))
+    }
+
+    /// A bound anonymous node.
+    pub async fn anonymous(&self, label: &str) -> Result<Node> {
+        self.anonymous_builder(label)
+            .bind()
+            .await
+            .with_context(|| format!("binding anonymous node {label}"))
+    }
+
     /// The signaling URL.
     pub fn url(&self) -> String {
         self.server.url()

@@ -1,0 +1,486 @@
+//! The transfer commands: `send`/`receive` with a one-time code, and
+//! `share`/`get` with a ticket among one user's devices.
+//!
+//! Machine-readable output (the code, the ticket, `--json` lines) goes to stdout;
+//! progress bars and chatter go to stderr.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use bytes::Bytes;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use peerpipe::share::{self, Content, Download, DownloadOptions, Hash, Library, Report};
+use peerpipe::{Node, NodeEvent};
+use serde_json::json;
+
+use crate::client::bind_net;
+use crate::{GetArgs, ReceiveArgs, SendArgs, ShareArgs};
+
+/// First byte of the message in which a sender names its collection.
+const ANNOUNCE: u8 = 1;
+/// The message a receiver sends once every file is verified and in place.
+const DONE: &[u8] = b"peerpipe-share-done";
+/// The start of the message a receiver sends when it gives up, before the reason.
+const FAILED: &[u8] = b"peerpipe-share-failed: ";
+/// Ticket prefix: version 1, then the collection hash in base32.
+const TICKET_PREFIX: &str = "pp1";
+
+/// Where output goes, as the flags say.
+#[derive(Clone, Copy)]
+struct Out {
+    json: bool,
+    quiet: bool,
+}
+
+impl Out {
+    /// The one machine-readable line of a command (a code, a ticket).
+    fn result(&self, key: &str, value: &str) {
+        if self.json {
+            println!("{}", json!({ "event": key, key: value }));
+        } else {
+            println!("{value}");
+        }
+    }
+
+    /// A `--json` event line (nothing without `--json`).
+    fn event(&self, value: serde_json::Value) {
+        if self.json {
+            println!("{value}");
+        }
+    }
+
+    fn say(&self, text: impl std::fmt::Display) {
+        if !self.quiet {
+            say!("{text}");
+        }
+    }
+
+    fn bars(&self) -> MultiProgress {
+        if self.quiet || self.json {
+            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+        } else {
+            MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8))
+        }
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+fn bytes_bar(total: u64, label: &str) -> ProgressBar {
+    ProgressBar::new(total)
+        .with_style(style(
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+        ))
+        .with_prefix(label.to_owned())
+}
+
+/// Hashes the paths into a collection, with a spinner.
+async fn hash_paths(paths: &[PathBuf], out: Out) -> Result<Arc<Content>> {
+    let spinner = out
+        .bars()
+        .add(ProgressBar::new_spinner().with_message("hashing"));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let owned = paths.to_vec();
+    let content = tokio::task::spawn_blocking(move || Content::from_paths(&owned))
+        .await
+        .context("hashing")??;
+    spinner.finish_and_clear();
+    let collection = content.collection();
+    out.say(format_args!(
+        "{} file(s), {} in all",
+        collection.entries().len(),
+        crate::demo::human(collection.total_size())
+    ));
+    out.event(json!({
+        "event": "collection",
+        "hash": content.hash().to_hex(),
+        "files": collection.entries().len(),
+        "bytes": collection.total_size(),
+    }));
+    Ok(Arc::new(content))
+}
+
+pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
+    let out = Out {
+        json: args.code.json,
+        quiet,
+    };
+    let content = hash_paths(&args.paths, out).await?;
+    let library = Library::new();
+    library.add(content.clone());
+    let node = bind_net(&args.code.net, args.code.token.as_deref()).await?;
+    let offer = node
+        .offer_code()
+        .await
+        .context("getting a code from the server")?;
+    out.result("code", offer.code());
+    out.say(format_args!(
+        "on the other device run: peerpipe receive {}",
+        offer.code()
+    ));
+    let conn = offer.accept().await.context("waiting for the receiver")?;
+    out.say(format_args!("sending to {}", conn.peer().id.short()));
+    let mut announce = vec![ANNOUNCE];
+    announce.extend_from_slice(content.hash().as_bytes());
+    conn.send(Bytes::from(announce))
+        .await
+        .context("naming the files")?;
+    tokio::spawn(share::serve(conn.clone(), library));
+    let started = Instant::now();
+    let bar = out
+        .bars()
+        .add(bytes_bar(content.collection().total_size(), "sending"));
+    let ticker = {
+        let (bar, content) = (bar.clone(), content.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(content.uploaded());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let finished = loop {
+        match conn.recv().await {
+            Ok(Some(message)) if message.as_ref() == DONE => break Ok(()),
+            Ok(Some(message)) if message.starts_with(FAILED) => {
+                let why = String::from_utf8_lossy(&message[FAILED.len()..]).into_owned();
+                break Err(anyhow!("the receiver stopped: {why}"));
+            }
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                break Err(anyhow!(
+                    "the receiver closed the connection before it had everything"
+                ));
+            }
+            Err(e) => break Err(anyhow::Error::new(e).context("waiting for the receiver")),
+        }
+    };
+    ticker.abort();
+    bar.finish_and_clear();
+    if finished.is_err() {
+        conn.close().await;
+    }
+    finished?;
+    let secs = started.elapsed().as_secs_f64();
+    out.say(format_args!(
+        "sent {} in {secs:.1} s; the receiver verified everything",
+        crate::demo::human(content.collection().total_size())
+    ));
+    out.event(json!({ "event": "done", "uploaded": content.uploaded(), "seconds": secs }));
+    conn.close().await;
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
+    let out = Out {
+        json: args.net.json,
+        quiet,
+    };
+    let node = bind_net(&args.net.net, args.net.token.as_deref()).await?;
+    let conn = node
+        .claim_code(&args.code)
+        .await
+        .context("using the code")?;
+    let message = tokio::time::timeout(args.net.net.timeout, conn.recv())
+        .await
+        .context("waiting for the sender to name the files")?
+        .context("waiting for the sender to name the files")?
+        .ok_or_else(|| anyhow!("the sender closed the connection"))?;
+    let hash = match message.split_first() {
+        Some((&ANNOUNCE, rest)) if rest.len() == 32 => {
+            let mut bytes = [0u8; 32];
+            bytes.copy_from_slice(rest);
+            Hash::from_bytes(bytes)
+        }
+        _ => bail!("the sender is not sending files (unexpected first message)"),
+    };
+    let mut options = DownloadOptions::new(args.out.clone());
+    options.force = args.force;
+    options.cursor = Some(0);
+    let download = Download::start(hash, options, Library::new());
+    download.add_source(conn.clone());
+    let report = match follow(&download, out).await {
+        Ok(report) => report,
+        Err(e) => {
+            // Tell the sender why, so it does not wait for a receiver that is gone.
+            let mut why = FAILED.to_vec();
+            why.extend_from_slice(format!("{e:#}").as_bytes());
+            let _ = conn.send(Bytes::from(why)).await;
+            conn.close().await;
+            return Err(e);
+        }
+    };
+    conn.send_confirmed(Bytes::from_static(DONE))
+        .await
+        .context("telling the sender")?;
+    conn.close().await;
+    node.shutdown().await;
+    finish_report(&report, out);
+    Ok(())
+}
+
+pub async fn share(args: &ShareArgs, quiet: bool) -> Result<()> {
+    let out = Out {
+        json: args.json,
+        quiet,
+    };
+    let content = hash_paths(&args.paths, out).await?;
+    let library = Library::new();
+    library.add(content.clone());
+    let node = bind_net(&args.client.net, Some(&args.client.token)).await?;
+    out.result("ticket", &ticket(&content.hash()));
+    out.say(
+        "sharing with this user's devices; on one of them run: peerpipe get TICKET (Ctrl-C stops)",
+    );
+    let serving = tokio::spawn(accept_share(node.clone(), library, None));
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = serving => {}
+    }
+    out.say(format_args!(
+        "stopped; uploaded {}",
+        crate::demo::human(content.uploaded())
+    ));
+    node.shutdown().await;
+    Ok(())
+}
+
+pub async fn get(args: &GetArgs, quiet: bool) -> Result<()> {
+    let out = Out {
+        json: args.json,
+        quiet,
+    };
+    let hash = parse_ticket(&args.ticket)?;
+    let node = bind_net(&args.client.net, Some(&args.client.token)).await?;
+    let library = Library::new();
+    let mut options = DownloadOptions::new(args.out.clone());
+    options.force = args.force;
+    let download = Arc::new(Download::start(hash, options, library.clone()));
+    let accepting = tokio::spawn(accept_share(
+        node.clone(),
+        library.clone(),
+        Some(download.clone()),
+    ));
+    let peers = node
+        .online_peers()
+        .await
+        .context("listing this user's devices")?;
+    if peers.is_empty() {
+        out.say("no other device of this user is online yet; waiting");
+    }
+    for peer in peers {
+        tokio::spawn(dial(
+            node.clone(),
+            peer.id,
+            library.clone(),
+            download.clone(),
+        ));
+    }
+    let report = follow(&download, out).await?;
+    finish_report(&report, out);
+    if args.seed {
+        out.say("seeding to this user's devices (Ctrl-C stops)");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    accepting.abort();
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Connects to `peer` for sharing: serves it and fetches from it.
+async fn dial(node: Node, peer: peerpipe::DeviceId, library: Library, download: Arc<Download>) {
+    match node.connect_service(peer, share::SERVICE).await {
+        Ok(conn) => {
+            tokio::spawn(share::serve(conn.clone(), library));
+            download.add_source(conn);
+        }
+        Err(e) => tracing::debug!("connecting to {} for sharing: {e}", peer.short()),
+    }
+}
+
+/// Accepts share connections from the user's devices (and dials devices that
+/// come online when downloading): each is served, and fetched from.
+async fn accept_share(node: Node, library: Library, download: Option<Arc<Download>>) {
+    while let Some(event) = node.next_event().await {
+        match event {
+            NodeEvent::IncomingConnection(incoming)
+                if incoming.service() == Some(share::SERVICE) =>
+            {
+                match incoming.accept().await {
+                    Ok(conn) => {
+                        tokio::spawn(share::serve(conn.clone(), library.clone()));
+                        if let Some(d) = &download {
+                            d.add_source(conn);
+                        }
+                    }
+                    Err(e) => tracing::debug!("accepting a share connection: {e}"),
+                }
+            }
+            NodeEvent::IncomingConnection(incoming) => incoming.reject().await,
+            NodeEvent::PeerOnline(peer) => {
+                if let Some(d) = &download {
+                    tokio::spawn(dial(node.clone(), peer.id, library.clone(), d.clone()));
+                }
+            }
+            NodeEvent::Stopped { error } => {
+                tracing::error!("the server link stopped: {error}");
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Shows a download's progress (bars, or `--json` lines) until it ends.
+async fn follow(download: &Download, out: Out) -> Result<Report> {
+    let bars = out.bars();
+    let started = Instant::now();
+    let mut total_bar: Option<ProgressBar> = None;
+    let mut file_bars: Vec<Option<ProgressBar>> = Vec::new();
+    let mut last_json = Instant::now() - Duration::from_secs(1);
+    let mut announced = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if let Some((done, total)) = download.progress() {
+            let files = download.files();
+            if !announced {
+                announced = true;
+                out.event(json!({ "event": "collection", "files": files.len(), "bytes": total }));
+                total_bar = Some(bars.add(bytes_bar(total, "total")));
+                file_bars = files.iter().map(|_| None).collect();
+            }
+            if let Some(bar) = &total_bar {
+                bar.set_position(done);
+            }
+            if files.len() > 1 {
+                for (slot, file) in file_bars.iter_mut().zip(&files) {
+                    let complete = file.done == file.size;
+                    match slot {
+                        None if file.done > 0 && !complete => {
+                            let bar = bars.add(bytes_bar(file.size, &short_name(&file.path)));
+                            bar.set_position(file.done);
+                            *slot = Some(bar);
+                        }
+                        Some(bar) => {
+                            bar.set_position(file.done);
+                            if complete {
+                                bar.finish_and_clear();
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            }
+            if last_json.elapsed() >= Duration::from_millis(500) {
+                last_json = Instant::now();
+                let secs = started.elapsed().as_secs_f64();
+                out.event(json!({
+                    "event": "progress",
+                    "done": done,
+                    "total": total,
+                    "seconds": secs,
+                }));
+            }
+        }
+        if download.is_finished() {
+            break;
+        }
+    }
+    let result = download.finish().await;
+    for bar in file_bars.into_iter().flatten() {
+        bar.finish_and_clear();
+    }
+    if let Some(bar) = total_bar {
+        bar.finish_and_clear();
+    }
+    let report = result?;
+    let secs = started.elapsed().as_secs_f64();
+    out.event(json!({
+        "event": "done",
+        "bytes": report.total_bytes,
+        "seconds": secs,
+        "reused_groups": report.reused_groups,
+        "missing_groups": report.missing_groups,
+        "requested_groups": report.requested_groups,
+        "fetched_bytes": report.fetched_bytes,
+        "dropped_peers": report.dropped_peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "files": report.files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    }));
+    Ok(report)
+}
+
+fn finish_report(report: &Report, out: Out) {
+    if report.reused_groups > 0 {
+        out.say(format_args!(
+            "resumed: {} group(s) were verified on disk, {} fetched",
+            report.reused_groups, report.missing_groups
+        ));
+    }
+    for peer in &report.dropped_peers {
+        out.say(format_args!(
+            "dropped {} (bad or stalled data)",
+            peer.short()
+        ));
+    }
+    out.say(format_args!(
+        "received {} in {} file(s), verified",
+        crate::demo::human(report.total_bytes),
+        report.files.len()
+    ));
+}
+
+fn short_name(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    if name.chars().count() > 12 {
+        name.chars().take(11).chain(std::iter::once('…')).collect()
+    } else {
+        name.to_owned()
+    }
+}
+
+/// The ticket naming a collection: `pp1` and the hash in lowercase base32.
+fn ticket(hash: &Hash) -> String {
+    format!(
+        "{TICKET_PREFIX}{}",
+        data_encoding::BASE32_NOPAD
+            .encode(hash.as_bytes())
+            .to_ascii_lowercase()
+    )
+}
+
+fn parse_ticket(text: &str) -> Result<Hash> {
+    let body = text
+        .trim()
+        .strip_prefix(TICKET_PREFIX)
+        .ok_or_else(|| anyhow!("not a peerpipe ticket (it starts with {TICKET_PREFIX})"))?;
+    let bytes = data_encoding::BASE32_NOPAD
+        .decode(body.to_ascii_uppercase().as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| anyhow!("the ticket is damaged (copy it whole)"))?;
+    Ok(Hash::from_bytes(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tickets_read_back_and_damage_is_refused() {
+        let hash = Hash::of(b"photos");
+        let t = ticket(&hash);
+        assert!(t.starts_with("pp1"));
+        assert_eq!(parse_ticket(&t).unwrap(), hash);
+        assert_eq!(parse_ticket(&format!(" {t}\n")).unwrap(), hash);
+        assert!(parse_ticket(&t[..t.len() - 2]).is_err());
+        assert!(parse_ticket("xx1abc").is_err());
+    }
+}

@@ -1,0 +1,285 @@
+//! One-time codes: the offering side ([`CodeOffer`]) and the claiming side
+//! ([`Node::claim_code`]), on top of the sans-IO exchange in
+//! [`peerpipe_proto::code`].
+//!
+//! Both sides talk to the server through the node's actor, which hands them
+//! what arrives for their nameplate ([`CodeSignal`]) on a channel of their own;
+//! the incoming connection of a code reaches its offer that way too, never
+//! [`Node::next_event`].
+
+use std::time::Duration;
+
+use peerpipe_proto::code::{Code, CodeFrame, PAKE_MSG_LEN, Pake, Psk, Side};
+use peerpipe_proto::signal::PeerInfo;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout_at};
+
+use crate::node::Command;
+use crate::{CodeError, Connection, Incoming, Node};
+
+/// The service label of connections made by a one-time code.
+pub const CODE_SERVICE: &str = "code";
+/// Signals queued per code before the actor drops further ones (the server
+/// forwards at most a few messages per code).
+pub(crate) const CODE_QUEUE: usize = 16;
+
+/// What the actor hands a code's owner.
+#[derive(Debug)]
+pub(crate) enum CodeSignal {
+    /// A device claimed the offered nameplate.
+    Claimed(PeerInfo),
+    /// A code message from the other device.
+    Message(Vec<u8>),
+    /// The nameplate ended at the server (expired, released, the other device left).
+    Closed,
+    /// The other device connects with service `"code"`.
+    Incoming(Incoming),
+}
+
+/// A nameplate the server gave this node (allocated or claimed).
+#[derive(Debug)]
+pub(crate) struct CodeSlot {
+    pub nameplate: u32,
+    /// How long the server keeps the nameplate.
+    pub ttl: Duration,
+    /// The allocating device, for a claim.
+    pub peer: Option<PeerInfo>,
+    pub rx: mpsc::Receiver<CodeSignal>,
+}
+
+/// Gives the nameplate up (at the server too) when dropped.
+struct Release {
+    cmd: mpsc::Sender<Command>,
+    nameplate: u32,
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = self.cmd.try_send(Command::CodeRelease {
+            nameplate: self.nameplate,
+        });
+    }
+}
+
+/// A one-time code this node offers, from [`Node::offer_code`].
+///
+/// Show [`CodeOffer::code`] to the person at the other device and call
+/// [`CodeOffer::accept`]. Dropping the offer withdraws the code.
+#[must_use = "a code offer does nothing until accept() is awaited"]
+pub struct CodeOffer {
+    node: Node,
+    code: Code,
+    text: String,
+    ttl: Duration,
+    rx: mpsc::Receiver<CodeSignal>,
+    _release: Release,
+}
+
+impl std::fmt::Debug for CodeOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeOffer")
+            .field("nameplate", &self.code.nameplate())
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CodeOffer {
+    pub(crate) fn new(node: Node, slot: CodeSlot) -> Self {
+        let words: [u8; 2] = rand::random();
+        // The server never hands out nameplate 0 (its messages are decoded strictly).
+        let code = Code::new(slot.nameplate, words)
+            .unwrap_or_else(|| unreachable!("nameplates start at 1"));
+        Self {
+            _release: Release {
+                cmd: node.command_sender().clone(),
+                nameplate: slot.nameplate,
+            },
+            node,
+            text: code.to_string(),
+            code,
+            ttl: slot.ttl,
+            rx: slot.rx,
+        }
+    }
+
+    /// The code to show, like `7-amber-falcon`: its number and two secret words.
+    pub fn code(&self) -> &str {
+        &self.text
+    }
+
+    /// The code's number (the part the server knows).
+    pub fn nameplate(&self) -> u32 {
+        self.code.nameplate()
+    }
+
+    /// How long the code stays valid unclaimed, counted from when the server
+    /// allocated it.
+    pub fn valid_for(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Waits until another device claims the code (at most as long as the code
+    /// is valid: then [`CodeError::Expired`]), runs the key exchange with it
+    /// (within the request time-out), and accepts its connection (within the
+    /// connect time-out), bound to the agreed key. The connection's
+    /// [service](Connection::service) is `"code"`; it is an ordinary
+    /// [`Connection`] (relay at once, direct when ready) whose later events
+    /// ([`NodeEvent::PathChanged`](crate::NodeEvent::PathChanged),
+    /// [`NodeEvent::ConnectionClosed`](crate::NodeEvent::ConnectionClosed)) are
+    /// reported like any other's.
+    ///
+    /// A device that claims with the wrong words makes both sides fail with
+    /// [`CodeError::WrongCode`]; the code is used up then.
+    pub async fn accept(mut self) -> Result<Connection, CodeError> {
+        let nameplate = self.code.nameplate();
+        // The server ends the code at its time-out; this is a bound in case it
+        // does not say so.
+        let deadline = Instant::now() + self.ttl + self.node.request_timeout();
+        let peer = loop {
+            match timeout_at(deadline, self.rx.recv()).await {
+                Err(_) | Ok(Some(CodeSignal::Closed)) => return Err(CodeError::Expired),
+                Ok(None) => return Err(link_gone(&self.node)),
+                Ok(Some(CodeSignal::Claimed(peer))) => break peer,
+                // Nothing else can come before a claim.
+                Ok(Some(CodeSignal::Message(_) | CodeSignal::Incoming(_))) => {}
+            }
+        };
+        tracing::debug!(nameplate, peer = %peer.id.short(), "code claimed; exchanging keys");
+        let mut exchange = Exchange {
+            node: &self.node,
+            rx: &mut self.rx,
+            nameplate,
+            peer: &peer,
+            early: None,
+        };
+        let psk = exchange.run(&self.code, Side::Allocator).await?;
+        let incoming = match exchange.early.take() {
+            Some(incoming) => incoming,
+            None => {
+                let deadline = Instant::now() + self.node.connect_timeout();
+                loop {
+                    match timeout_at(deadline, self.rx.recv()).await {
+                        Err(_) => return Err(CodeError::TimedOut(self.node.connect_timeout())),
+                        Ok(None) => return Err(link_gone(&self.node)),
+                        Ok(Some(CodeSignal::Closed)) => return Err(CodeError::PeerGone),
+                        Ok(Some(CodeSignal::Incoming(i))) if i.peer().id == peer.id => break i,
+                        Ok(Some(_)) => {}
+                    }
+                }
+            }
+        };
+        incoming
+            .with_psk(psk)
+            .accept()
+            .await
+            .map_err(CodeError::Accept)
+    }
+}
+
+/// Claims `text` and connects to its offerer: [`Node::claim_code`].
+pub(crate) async fn claim(node: &Node, text: &str) -> Result<Connection, CodeError> {
+    let code: Code = text.parse()?;
+    let nameplate = code.nameplate();
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    node.send_code_command(Command::CodeClaim { nameplate, reply })
+        .await?;
+    let mut slot = node.wait_code_request(nameplate, rx).await?;
+    let _release = Release {
+        cmd: node.command_sender().clone(),
+        nameplate,
+    };
+    let peer = slot
+        .peer
+        .take()
+        .ok_or_else(|| CodeError::Protocol("the server did not say who offered the code".into()))?;
+    tracing::debug!(nameplate, peer = %peer.id.short(), "code joined; exchanging keys");
+    let psk = Exchange {
+        node,
+        rx: &mut slot.rx,
+        nameplate,
+        peer: &peer,
+        early: None,
+    }
+    .run(&code, Side::Claimer)
+    .await?;
+    node.connect_with(peer.id, Some(CODE_SERVICE.to_owned()), Some(psk))
+        .await
+        .map_err(CodeError::Connect)
+}
+
+/// The error for a code channel the actor closed: the link dropped (the code is
+/// gone at the server with it) or the node stopped.
+fn link_gone(node: &Node) -> CodeError {
+    if node.command_sender().is_closed() {
+        CodeError::Stopped
+    } else {
+        CodeError::NotConnected
+    }
+}
+
+/// The SPAKE2 exchange and key confirmation with the other device of a code.
+struct Exchange<'a> {
+    node: &'a Node,
+    rx: &'a mut mpsc::Receiver<CodeSignal>,
+    nameplate: u32,
+    peer: &'a PeerInfo,
+    /// The other device's connection, if it came before the exchange ended.
+    early: Option<Incoming>,
+}
+
+impl Exchange<'_> {
+    /// Runs the exchange within the request time-out; returns the session key.
+    async fn run(&mut self, code: &Code, side: Side) -> Result<Psk, CodeError> {
+        let limit = self.node.request_timeout();
+        let deadline = Instant::now() + limit;
+        let (pake, frame) = Pake::start(code, side, rand::random());
+        self.send(frame).await?;
+        let CodeFrame::Pake(peer_msg) = self.next(deadline, limit).await? else {
+            return Err(CodeError::Protocol(
+                "expected the key exchange message first".into(),
+            ));
+        };
+        let peer_msg: &[u8; PAKE_MSG_LEN] = &peer_msg;
+        let (confirm, frame) = pake
+            .finish(peer_msg, &self.node.id())
+            .map_err(|e| CodeError::Protocol(e.to_string()))?;
+        self.send(frame).await?;
+        let CodeFrame::Confirm(theirs) = self.next(deadline, limit).await? else {
+            return Err(CodeError::Protocol(
+                "expected the key confirmation second".into(),
+            ));
+        };
+        confirm.verify(&theirs, &self.peer.id).map_err(|_| {
+            tracing::info!(nameplate = self.nameplate, "the codes do not match");
+            CodeError::WrongCode
+        })
+    }
+
+    async fn send(&self, frame: CodeFrame) -> Result<(), CodeError> {
+        self.node
+            .send_code_command(Command::CodeSend {
+                nameplate: self.nameplate,
+                body: frame.encode(),
+            })
+            .await
+    }
+
+    async fn next(&mut self, deadline: Instant, limit: Duration) -> Result<CodeFrame, CodeError> {
+        loop {
+            match timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => return Err(CodeError::TimedOut(limit)),
+                Ok(None) => return Err(link_gone(self.node)),
+                Ok(Some(CodeSignal::Closed)) => return Err(CodeError::PeerGone),
+                Ok(Some(CodeSignal::Message(body))) => {
+                    return CodeFrame::decode(&body)
+                        .map_err(|e| CodeError::Protocol(e.to_string()));
+                }
+                Ok(Some(CodeSignal::Incoming(i))) if i.peer().id == self.peer.id => {
+                    self.early = Some(i);
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+}

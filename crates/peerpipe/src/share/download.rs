@@ -1,0 +1,841 @@
+//! Fetching a collection from every peer that has it, verified, to disk.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peerpipe_share::bitmap::Bitmap;
+use peerpipe_share::collection::{Collection, Layout, MAX_ENCODED};
+use peerpipe_share::fetch::{self, Fetch, Received};
+use peerpipe_share::hash::{GROUP_SIZE, Hash, Outboard, group_range};
+use peerpipe_share::wire::{Request, Status};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::AbortHandle;
+
+use super::ShareError;
+use super::content::{Content, IO_CHUNK, Library, hash_file};
+use crate::Connection;
+
+/// How a download behaves.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// The directory the collection's files land in.
+    pub out: PathBuf,
+    /// Replace existing files that differ (otherwise the download is refused).
+    pub force: bool,
+    /// Where among equally rare groups to start; `None` picks a random place, so
+    /// that several downloaders fetch different parts from a seed.
+    pub cursor: Option<u64>,
+    /// Scheduler tuning.
+    pub fetch: fetch::Config,
+    /// How often to ask peers that are still downloading what they hold.
+    pub have_interval: Duration,
+    /// Time limit of one metadata request (collection, outboards, have).
+    pub request_timeout: Duration,
+    /// Give up when no peer is left for this long while data is missing.
+    pub no_source_timeout: Duration,
+}
+
+impl DownloadOptions {
+    /// Defaults for a download into `out`.
+    pub fn new(out: impl Into<PathBuf>) -> Self {
+        Self {
+            out: out.into(),
+            force: false,
+            cursor: None,
+            fetch: fetch::Config::default(),
+            have_interval: Duration::from_millis(250),
+            request_timeout: Duration::from_secs(30),
+            no_source_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a finished download did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Bytes of the collection.
+    pub total_bytes: u64,
+    /// Groups found verified on disk at the start (a resumed download).
+    pub reused_groups: u64,
+    /// Groups missing at the start.
+    pub missing_groups: u64,
+    /// Groups asked from peers, counting endgame copies.
+    pub requested_groups: u64,
+    /// Fresh bytes received (verified, not counting endgame copies).
+    pub fetched_bytes: u64,
+    /// Peers dropped for data that failed verification or for stalling.
+    pub dropped_peers: Vec<crate::DeviceId>,
+    /// Where the files are.
+    pub files: Vec<PathBuf>,
+}
+
+/// Progress of one file of the collection.
+#[derive(Debug, Clone)]
+pub struct FileProgress {
+    /// The path inside the collection.
+    pub path: String,
+    /// Verified bytes.
+    pub done: u64,
+    /// Its size.
+    pub size: u64,
+}
+
+struct Source {
+    conn: Connection,
+}
+
+struct Shared {
+    fetch: Mutex<Option<Fetch<u64>>>,
+    content: Mutex<Option<Arc<Content>>>,
+    tasks: Mutex<HashMap<u64, AbortHandle>>,
+    notify: Notify,
+    requested: std::sync::atomic::AtomicU64,
+}
+
+/// A running download; add sources with [`Download::add_source`], wait with
+/// [`Download::finish`].
+pub struct Download {
+    hash: Hash,
+    sources: mpsc::UnboundedSender<Connection>,
+    shared: Arc<Shared>,
+    task: Mutex<Option<tokio::task::JoinHandle<Result<Report, ShareError>>>>,
+}
+
+impl Download {
+    /// Starts fetching the collection `hash` into `options.out`. While it runs
+    /// (and after), `library` serves what it holds to other peers.
+    pub fn start(hash: Hash, options: DownloadOptions, library: Library) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            fetch: Mutex::new(None),
+            content: Mutex::new(None),
+            tasks: Mutex::new(HashMap::new()),
+            notify: Notify::new(),
+            requested: 0.into(),
+        });
+        let task = tokio::spawn(run(hash, options, library, rx, shared.clone()));
+        Self {
+            hash,
+            sources: tx,
+            shared,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    /// The collection being fetched.
+    pub fn hash(&self) -> Hash {
+        self.hash
+    }
+
+    /// Fetches from `conn`'s peer too (if it has the collection).
+    pub fn add_source(&self, conn: Connection) {
+        let _ = self.sources.send(conn);
+    }
+
+    /// The collection, once it was fetched and verified.
+    pub fn content(&self) -> Option<Arc<Content>> {
+        self.shared.content.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Verified and total bytes, once the collection is known.
+    pub fn progress(&self) -> Option<(u64, u64)> {
+        let content = self.content()?;
+        let have = content.have();
+        let layout = content.layout();
+        let done = have.ones().map(|g| layout.group_len(g)).sum();
+        Some((done, layout.range_len(0..layout.groups())))
+    }
+
+    /// Per-file progress, once the collection is known.
+    pub fn files(&self) -> Vec<FileProgress> {
+        let Some(content) = self.content() else {
+            return Vec::new();
+        };
+        let have = content.have();
+        let layout = content.layout();
+        let mut per_blob = vec![0u64; layout.blobs().len()];
+        let mut blob = 0;
+        for g in have.ones() {
+            while layout.blobs()[blob].first_group + layout.blobs()[blob].groups() <= g {
+                blob += 1;
+            }
+            per_blob[blob] += layout.group_len(g);
+        }
+        let index: HashMap<Hash, usize> = layout
+            .blobs()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.hash, i))
+            .collect();
+        content
+            .collection()
+            .entries()
+            .iter()
+            .map(|e| FileProgress {
+                path: e.path.clone(),
+                done: index.get(&e.hash).map_or(0, |&i| per_blob[i]),
+                size: e.size,
+            })
+            .collect()
+    }
+
+    /// Whether the download ended (complete or failed): [`Download::finish`]
+    /// then returns at once.
+    pub fn is_finished(&self) -> bool {
+        self.task
+            .lock()
+            .ok()
+            .is_none_or(|t| t.as_ref().is_none_or(|t| t.is_finished()))
+    }
+
+    /// Waits until every file is verified and in place. Only the first call
+    /// gets the report; later ones get [`ShareError::Protocol`].
+    pub async fn finish(&self) -> Result<Report, ShareError> {
+        let task = self.task.lock().ok().and_then(|mut t| t.take());
+        match task {
+            Some(task) => task
+                .await
+                .unwrap_or(Err(ShareError::Protocol("the download task failed"))),
+            None => Err(ShareError::Protocol("the download was already waited for")),
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Ok(tasks) = self.tasks.lock() {
+            for t in tasks.values() {
+                t.abort();
+            }
+        }
+    }
+}
+
+async fn run(
+    hash: Hash,
+    options: DownloadOptions,
+    library: Library,
+    mut incoming: mpsc::UnboundedReceiver<Connection>,
+    shared: Arc<Shared>,
+) -> Result<Report, ShareError> {
+    let mut sources: HashMap<u64, Source> = HashMap::new();
+    // 1. The collection and its outboards, from the first source that has them;
+    // the others stay: they may fetch the collection themselves and reshare.
+    let (collection, outboards) = loop {
+        let conn = tokio::time::timeout(options.no_source_timeout, incoming.recv())
+            .await
+            .map_err(|_| ShareError::NoSource)?
+            .ok_or(ShareError::NoSource)?;
+        let found = metadata(&conn, hash, options.request_timeout).await;
+        let key = sources.len() as u64;
+        match found {
+            Ok(found) => {
+                sources.insert(key, Source { conn });
+                break found;
+            }
+            Err(ShareError::NotFound) => {
+                sources.insert(key, Source { conn });
+            }
+            Err(e) => tracing::info!("{} cannot provide {hash}: {e}", conn.peer().id),
+        }
+    };
+    let mut next_key = sources.len() as u64;
+    let layout = Layout::new(&collection);
+    // 2. Targets and what is on disk already.
+    let targets = plan_targets(&options, &collection)?;
+    let force = options.force;
+    let partial = options
+        .out
+        .join(format!(".peerpipe-{}.partial", &hash.to_hex()[..16]));
+    let (files, done) = {
+        let (collection, outboards, targets, partial) = (
+            collection.clone(),
+            outboards.clone(),
+            targets.clone(),
+            partial.clone(),
+        );
+        let layout = layout.clone();
+        tokio::task::spawn_blocking(move || {
+            prepare(&collection, &layout, &outboards, &targets, &partial, force)
+        })
+        .await
+        .map_err(|_| ShareError::Protocol("preparing the download failed"))??
+    };
+    let reused = done.count();
+    let missing = layout.groups() - reused;
+    let reused_bytes: u64 = done.ones().map(|g| layout.group_len(g)).sum();
+    let content = Arc::new(Content::new(
+        collection.clone(),
+        outboards,
+        files,
+        done.clone(),
+    ));
+    library.add(content.clone());
+    if let Ok(mut c) = shared.content.lock() {
+        *c = Some(content.clone());
+    }
+    let cursor = options.cursor.unwrap_or_else(rand::random);
+    if let Ok(mut f) = shared.fetch.lock() {
+        let mut fetch = Fetch::new(layout.clone(), done, cursor, options.fetch.clone());
+        for &key in sources.keys() {
+            fetch.add_peer(key);
+        }
+        *f = Some(fetch);
+    }
+    for (&key, source) in &sources {
+        spawn_have_poll(key, source.conn.clone(), hash, &options, &shared);
+    }
+    // 3. Schedule until complete.
+    let mut dropped = Vec::new();
+    let mut last_source = Instant::now();
+    loop {
+        let mut to_start = Vec::new();
+        let (complete, peers, stalled) = {
+            let mut guard = shared
+                .fetch
+                .lock()
+                .map_err(|_| ShareError::Protocol("lock"))?;
+            let fetch = guard.as_mut().ok_or(ShareError::Protocol("no scheduler"))?;
+            let now = Instant::now();
+            let stalled = fetch.drop_stalled(now);
+            while let Some(r) = fetch.next_request(now) {
+                to_start.push(r);
+            }
+            (fetch.is_complete(), fetch.peers().count(), stalled)
+        };
+        for (peer, ids) in stalled {
+            tracing::warn!("dropping a share source that stalled");
+            abort(&shared, &ids);
+            if let Some(s) = sources.get(&peer) {
+                dropped.push(s.conn.peer().id);
+            }
+        }
+        for r in to_start {
+            if let Some(source) = sources.get(&r.peer) {
+                shared
+                    .requested
+                    .fetch_add(r.end - r.start, std::sync::atomic::Ordering::Relaxed);
+                let task = tokio::spawn(fetch_range(
+                    source.conn.clone(),
+                    hash,
+                    r,
+                    content.clone(),
+                    shared.clone(),
+                ));
+                if let Ok(mut tasks) = shared.tasks.lock() {
+                    tasks.insert(r.id, task.abort_handle());
+                }
+            }
+        }
+        if complete {
+            break;
+        }
+        if peers > 0 {
+            last_source = Instant::now();
+        } else if last_source.elapsed() > options.no_source_timeout {
+            return Err(ShareError::NoSource);
+        }
+        tokio::select! {
+            conn = incoming.recv() => {
+                let Some(conn) = conn else { continue };
+                let key = next_key;
+                next_key += 1;
+                if let Ok(mut f) = shared.fetch.lock() && let Some(fetch) = f.as_mut() {
+                    fetch.add_peer(key);
+                }
+                spawn_have_poll(key, conn.clone(), hash, &options, &shared);
+                sources.insert(key, Source { conn });
+            }
+            () = shared.notify.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        collect_dropped(&shared, &sources, &mut dropped);
+    }
+    collect_dropped(&shared, &sources, &mut dropped);
+    // 4. Files into place.
+    let placed = {
+        let content = content.clone();
+        let targets = targets.clone();
+        tokio::task::spawn_blocking(move || finalize(&content, &targets, &partial))
+            .await
+            .map_err(|_| ShareError::Protocol("finishing the download failed"))??
+    };
+    Ok(Report {
+        total_bytes: collection.total_size(),
+        reused_groups: reused,
+        missing_groups: missing,
+        requested_groups: shared.requested.load(std::sync::atomic::Ordering::Relaxed),
+        fetched_bytes: layout.range_len(0..layout.groups()) - reused_bytes,
+        dropped_peers: dropped,
+        files: placed,
+    })
+}
+
+fn collect_dropped(
+    shared: &Shared,
+    sources: &HashMap<u64, Source>,
+    dropped: &mut Vec<crate::DeviceId>,
+) {
+    let Ok(guard) = shared.fetch.lock() else {
+        return;
+    };
+    let Some(fetch) = guard.as_ref() else { return };
+    for (&key, s) in sources {
+        let id = s.conn.peer().id;
+        if fetch.is_dropped(key) && !dropped.contains(&id) {
+            dropped.push(id);
+        }
+    }
+}
+
+fn abort(shared: &Shared, ids: &[u64]) {
+    if let Ok(mut tasks) = shared.tasks.lock() {
+        for id in ids {
+            if let Some(t) = tasks.remove(id) {
+                t.abort();
+            }
+        }
+    }
+}
+
+/// Opens a stream, sends `request`, and reads the status byte.
+async fn ask(conn: &Connection, request: Request) -> Result<crate::Stream, ShareError> {
+    let mut stream = conn.open_stream().await?;
+    stream.write_all(&request.encode()).await?;
+    stream.finish()?;
+    let status = stream.read_u8().await?;
+    match Status::from_byte(status) {
+        Some(Status::Ok) => Ok(stream),
+        Some(Status::NotFound) => Err(ShareError::NotFound),
+        Some(Status::NotHeld) => Err(ShareError::NotHeld),
+        None => Err(ShareError::Protocol("unknown status")),
+    }
+}
+
+/// The verified collection and outboards from `conn`'s peer.
+async fn metadata(
+    conn: &Connection,
+    hash: Hash,
+    limit: Duration,
+) -> Result<(Collection, Vec<Outboard>), ShareError> {
+    let work = async {
+        let mut stream = ask(conn, Request::Collection(hash)).await?;
+        let len = stream.read_u64().await?;
+        if len > MAX_ENCODED {
+            return Err(ShareError::Protocol("collection too large"));
+        }
+        let mut encoded = vec![0u8; len as usize];
+        stream.read_exact(&mut encoded).await?;
+        if Hash::of(&encoded) != hash {
+            return Err(ShareError::Corrupt);
+        }
+        let collection = Collection::decode(&encoded)?;
+        let layout = Layout::new(&collection);
+        let mut stream = ask(conn, Request::Outboards(hash)).await?;
+        let mut outboards = Vec::with_capacity(layout.blobs().len());
+        for blob in layout.blobs() {
+            let mut raw = vec![0u8; blob.groups() as usize * 32];
+            stream.read_exact(&mut raw).await?;
+            let groups = raw
+                .chunks_exact(32)
+                .map(|c| c.try_into().unwrap_or([0; 32]))
+                .collect();
+            let outboard =
+                Outboard::from_parts(blob.size, groups).map_err(|_| ShareError::Corrupt)?;
+            outboard
+                .verify(blob.hash)
+                .map_err(|_| ShareError::Corrupt)?;
+            outboards.push(outboard);
+        }
+        Ok((collection, outboards))
+    };
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| ShareError::Timeout("the collection's metadata"))?
+}
+
+fn spawn_have_poll(
+    key: u64,
+    conn: Connection,
+    hash: Hash,
+    options: &DownloadOptions,
+    shared: &Arc<Shared>,
+) {
+    let shared = shared.clone();
+    let interval = options.have_interval;
+    let limit = options.request_timeout;
+    tokio::spawn(async move {
+        loop {
+            let groups = match shared.fetch.lock() {
+                Ok(f) => match f.as_ref() {
+                    Some(fetch) if !fetch.is_complete() && !fetch.is_dropped(key) => {
+                        fetch.done().len()
+                    }
+                    _ => return,
+                },
+                Err(_) => return,
+            };
+            let have = tokio::time::timeout(limit, async {
+                let mut stream = ask(&conn, Request::Have(hash)).await?;
+                let mut raw = vec![0u8; groups.div_ceil(8) as usize];
+                stream.read_exact(&mut raw).await?;
+                Bitmap::decode(groups, &raw).map_err(|_| ShareError::Protocol("bad have-bitmap"))
+            })
+            .await;
+            match have {
+                Ok(Ok(have)) => {
+                    let full = have.is_full();
+                    if let Ok(mut f) = shared.fetch.lock()
+                        && let Some(fetch) = f.as_mut()
+                    {
+                        fetch.set_have(key, &have);
+                    }
+                    shared.notify.notify_one();
+                    if full {
+                        return;
+                    }
+                }
+                Ok(Err(ShareError::NotFound)) => {
+                    // Not (yet) a holder: it may start fetching the collection itself.
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("asking {} what it holds: {e}", conn.peer().id);
+                    if let Ok(mut f) = shared.fetch.lock()
+                        && let Some(fetch) = f.as_mut()
+                    {
+                        let ids = fetch.remove_peer(key);
+                        abort(&shared, &ids);
+                    }
+                    shared.notify.notify_one();
+                    return;
+                }
+                Err(_) => {}
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
+
+/// Fetches the groups of request `r` from `conn`, verifying and writing each;
+/// disk work of one chunk overlaps the network read of the next.
+async fn fetch_range(
+    conn: Connection,
+    hash: Hash,
+    r: fetch::Request<u64>,
+    content: Arc<Content>,
+    shared: Arc<Shared>,
+) {
+    let result = async {
+        let mut stream = ask(
+            &conn,
+            Request::Get {
+                collection: hash,
+                start: r.start,
+                end: r.end,
+            },
+        )
+        .await?;
+        let per_chunk = IO_CHUNK / GROUP_SIZE;
+        let mut g = r.start;
+        let mut pending: Option<tokio::task::JoinHandle<(u64, u64, Option<u64>)>> = None;
+        loop {
+            let buf = if g < r.end && wanted(&shared, r.id) {
+                let last = (g + per_chunk).min(r.end);
+                let mut buf = vec![0u8; content.layout().range_len(g..last) as usize];
+                stream.read_exact(&mut buf).await?;
+                Some((g, last, buf))
+            } else {
+                None
+            };
+            if let Some(p) = pending.take() {
+                let (first, ok_end, bad) = p
+                    .await
+                    .map_err(|_| ShareError::Protocol("disk writer failed"))?;
+                if !record(&shared, &content, r.id, first, ok_end, bad) {
+                    return Ok(());
+                }
+            }
+            let Some((first, last, buf)) = buf else { break };
+            let content = content.clone();
+            pending = Some(tokio::task::spawn_blocking(move || {
+                verify_and_write(&content, first, last, &buf)
+            }));
+            g = last;
+        }
+        if g < r.end {
+            stream.stop(0);
+        }
+        Ok::<(), ShareError>(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!("range {}..{} from {}: {e}", r.start, r.end, conn.peer().id);
+    }
+    if let Ok(mut f) = shared.fetch.lock()
+        && let Some(fetch) = f.as_mut()
+    {
+        fetch.finished(r.id);
+    }
+    if let Ok(mut tasks) = shared.tasks.lock() {
+        tasks.remove(&r.id);
+    }
+    shared.notify.notify_one();
+}
+
+fn wanted(shared: &Shared, id: u64) -> bool {
+    shared
+        .fetch
+        .lock()
+        .ok()
+        .and_then(|f| f.as_ref().map(|f| f.is_wanted(id)))
+        .unwrap_or(false)
+}
+
+/// Tells the scheduler about groups `first..ok_end` (verified, written) and the
+/// failed group `bad`; false when the request is void (its peer was dropped).
+fn record(
+    shared: &Shared,
+    content: &Content,
+    id: u64,
+    first: u64,
+    ok_end: u64,
+    bad: Option<u64>,
+) -> bool {
+    let now = Instant::now();
+    let mut fresh = Vec::new();
+    let mut cancel = Vec::new();
+    let mut alive = true;
+    if let Ok(mut f) = shared.fetch.lock()
+        && let Some(fetch) = f.as_mut()
+    {
+        for g in first..ok_end {
+            match fetch.received(id, g, true, now) {
+                Received::Fresh => fresh.push(g),
+                Received::Duplicate => {}
+                Received::Corrupt { cancel: c, .. } | Received::Unexpected { cancel: c, .. } => {
+                    cancel = c;
+                    alive = false;
+                    break;
+                }
+            }
+        }
+        if let (true, Some(bad)) = (alive, bad) {
+            if let Received::Corrupt { cancel: c, .. } | Received::Unexpected { cancel: c, .. } =
+                fetch.received(id, bad, false, now)
+            {
+                tracing::warn!("a share source sent data that failed verification; dropping it");
+                cancel = c;
+            }
+            alive = false;
+        }
+    }
+    content.mark(fresh.into_iter());
+    abort_others(shared, id, &cancel);
+    shared.notify.notify_one();
+    alive
+}
+
+fn abort_others(shared: &Shared, me: u64, ids: &[u64]) {
+    let others: Vec<u64> = ids.iter().copied().filter(|&i| i != me).collect();
+    abort(shared, &others);
+}
+
+/// Verifies groups `first..last` in `buf` and writes the good ones; returns the
+/// end of the verified run and the first group that failed, if any.
+fn verify_and_write(
+    content: &Content,
+    first: u64,
+    last: u64,
+    buf: &[u8],
+) -> (u64, u64, Option<u64>) {
+    let layout = content.layout();
+    let mut at = 0usize;
+    let mut g = first;
+    while g < last {
+        let Some((blob, local)) = layout.locate(g) else {
+            return (first, g, Some(g));
+        };
+        let slot = layout.blobs()[blob];
+        let range = group_range(slot.size, local);
+        let len = (range.end - range.start) as usize;
+        let data = &buf[at..at + len];
+        if !content.outboards()[blob].verify_group(local, data) {
+            return (first, g, Some(g));
+        }
+        let written = content.file_of(blob).and_then(|path| {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.write_all_at(data, range.start))
+                .map_err(|e| tracing::error!("writing {}: {e}", path.display()))
+                .ok()
+        });
+        if written.is_none() {
+            return (first, g, None);
+        }
+        at += len;
+        g += 1;
+    }
+    (first, g, None)
+}
+
+/// Where each entry of `collection` goes, refusing unsafe or occupied targets.
+fn plan_targets(
+    options: &DownloadOptions,
+    collection: &Collection,
+) -> Result<Vec<PathBuf>, ShareError> {
+    collection
+        .entries()
+        .iter()
+        .map(|e| {
+            let target = safe_target(&options.out, &e.path)?;
+            match fs::symlink_metadata(&target) {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(target),
+                Err(err) => Err(ShareError::io(&target, err)),
+                Ok(meta) if options.force && !meta.is_dir() => Ok(target),
+                Ok(meta) if meta.is_file() && meta.len() == e.size => Ok(target),
+                Ok(_) => Err(ShareError::Exists(target)),
+            }
+        })
+        .collect()
+}
+
+/// `out/rel`, refused if an existing directory on the way is a link (which
+/// could lead the write outside `out`) or not a directory.
+pub(crate) fn safe_target(out: &Path, rel: &str) -> Result<PathBuf, ShareError> {
+    peerpipe_share::collection::validate_path(rel)?;
+    let mut at = out.to_path_buf();
+    let mut parts = rel.split('/').peekable();
+    while let Some(part) = parts.next() {
+        at.push(part);
+        if parts.peek().is_none() {
+            break;
+        }
+        match fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(ShareError::UnsafeTarget(at, "a symbolic link on the way"));
+            }
+            Ok(meta) if !meta.is_dir() => {
+                return Err(ShareError::UnsafeTarget(at, "not a directory"));
+            }
+            _ => {}
+        }
+    }
+    Ok(at)
+}
+
+/// Sets up the partial directory and finds what is verified on disk: groups of
+/// partial files from an earlier attempt, and blobs an existing target already
+/// holds (then that file serves as the blob). An existing target of the right
+/// size but other contents is refused unless `force`.
+fn prepare(
+    collection: &Collection,
+    layout: &Layout,
+    outboards: &[Outboard],
+    targets: &[PathBuf],
+    partial: &Path,
+    force: bool,
+) -> Result<(Vec<PathBuf>, Bitmap), ShareError> {
+    let mut identical = vec![false; targets.len()];
+    for ((entry, target), same) in collection.entries().iter().zip(targets).zip(&mut identical) {
+        if fs::symlink_metadata(target).is_ok_and(|m| m.is_file() && m.len() == entry.size) {
+            *same = hash_file(target, entry.size)?.root() == entry.hash;
+            if !*same && !force {
+                return Err(ShareError::Exists(target.clone()));
+            }
+        }
+    }
+    fs::create_dir_all(partial).map_err(|e| ShareError::io(partial, e))?;
+    let mut done = Bitmap::new(layout.groups());
+    let mut files = Vec::with_capacity(layout.blobs().len());
+    for (blob, slot) in layout.blobs().iter().enumerate() {
+        let existing = collection
+            .entries()
+            .iter()
+            .zip(targets)
+            .zip(&identical)
+            .find(|((e, _), same)| e.hash == slot.hash && **same)
+            .map(|((_, t), _)| t);
+        if let Some(target) = existing {
+            done.set_range(slot.first_group..slot.first_group + slot.groups());
+            files.push(target.clone());
+            continue;
+        }
+        let path = partial.join(slot.hash.to_hex());
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| ShareError::io(&path, e))?;
+        let len = file.metadata().map_err(|e| ShareError::io(&path, e))?.len();
+        let mut buf = vec![0u8; GROUP_SIZE as usize];
+        for local in 0..slot.groups() {
+            let range = group_range(slot.size, local);
+            if range.end > len {
+                break;
+            }
+            let data = &mut buf[..(range.end - range.start) as usize];
+            if file.read_exact_at(data, range.start).is_ok()
+                && outboards[blob].verify_group(local, data)
+            {
+                done.set(slot.first_group + local);
+            }
+        }
+        files.push(path);
+    }
+    Ok((files, done))
+}
+
+/// Moves every verified blob to its targets, with its mode, and removes the
+/// partial directory.
+fn finalize(
+    content: &Content,
+    targets: &[PathBuf],
+    partial: &Path,
+) -> Result<Vec<PathBuf>, ShareError> {
+    let layout = content.layout();
+    let mut placed: HashMap<Hash, PathBuf> = HashMap::new();
+    for (entry, target) in content.collection().entries().iter().zip(targets) {
+        let blob = layout
+            .blobs()
+            .iter()
+            .position(|b| b.hash == entry.hash)
+            .ok_or(ShareError::Protocol("entry without blob"))?;
+        let source = content
+            .file_of(blob)
+            .ok_or(ShareError::Protocol("blob without file"))?;
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(|e| ShareError::io(parent, e))?;
+        }
+        if source != *target {
+            match placed.get(&entry.hash) {
+                Some(first) => {
+                    fs::copy(first, target).map_err(|e| ShareError::io(target, e))?;
+                }
+                None if source.starts_with(partial) => {
+                    fs::rename(&source, target).map_err(|e| ShareError::io(target, e))?;
+                    content.set_file(blob, target.clone());
+                }
+                None => {
+                    fs::copy(&source, target).map_err(|e| ShareError::io(target, e))?;
+                }
+            }
+        }
+        File::open(target)
+            .and_then(|f| {
+                f.set_permissions(fs::Permissions::from_mode(entry.mode))?;
+                f.sync_all()
+            })
+            .map_err(|e| ShareError::io(target, e))?;
+        placed.entry(entry.hash).or_insert_with(|| target.clone());
+    }
+    let _ = fs::remove_dir_all(partial);
+    Ok(targets.to_vec())
+}
