@@ -115,6 +115,14 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
     let library = Library::new();
     library.add(content.clone());
     let node = bind_net(&args.code.net, args.code.token.as_deref()).await?;
+    let result = send_on(&node, content, library, out).await;
+    // A clean stop sends what is still queued for the server (such as the key
+    // confirmation the receiver needs to tell a wrong code from a lost sender).
+    node.shutdown().await;
+    result
+}
+
+async fn send_on(node: &Node, content: Arc<Content>, library: Library, out: Out) -> Result<()> {
     let offer = node
         .offer_code()
         .await
@@ -174,7 +182,6 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
     ));
     out.event(json!({ "event": "done", "uploaded": content.uploaded(), "seconds": secs }));
     conn.close().await;
-    node.shutdown().await;
     Ok(())
 }
 
@@ -184,6 +191,12 @@ pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
         quiet,
     };
     let node = bind_net(&args.net.net, args.net.token.as_deref()).await?;
+    let result = receive_on(&node, args, out).await;
+    node.shutdown().await;
+    result
+}
+
+async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
     let conn = node
         .claim_code(&args.code)
         .await
@@ -221,7 +234,6 @@ pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
         .await
         .context("telling the sender")?;
     conn.close().await;
-    node.shutdown().await;
     finish_report(&report, out);
     Ok(())
 }

@@ -986,6 +986,7 @@ impl Hub {
             return;
         }
         code.sent[side] += 1;
+        tracing::trace!(nameplate, side, "code message forwarded");
         self.deliver(&to, &ServerMessage::CodeMessage { nameplate, body });
     }
 

@@ -474,6 +474,12 @@ impl Actor {
             }
         };
         if matches!(end, LinkEnd::Stop) {
+            // What the application asked for before it stopped the node still goes
+            // out (a code's key confirmation, say, which the other device needs to
+            // tell a wrong code from a device that left).
+            while let Ok(cmd) = self.cmd_rx.try_recv() {
+                self.command(cmd).await;
+            }
             // Let the connections say goodbye on the link, then close it.
             self.end_connections().await;
             let _ = out_tx.try_send(Message::Close(None));
