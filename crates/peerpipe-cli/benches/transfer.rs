@@ -23,7 +23,8 @@
 //! - `peerpipe`: `peerpipe serve` on 127.0.0.1, `peerpipe send FILE --server URL
 //!   --identity A` prints a code (its only stdout line), `peerpipe receive CODE
 //!   --server URL --identity B -o DIR` writes `DIR/<file name>`. A build without a
-//!   `send` command skips the row.
+//!   `send` command skips the row. The sender runs with `-v`: its log names the
+//!   paths it sends on (relay first, then QUIC once the direct path is open).
 //!
 //! Every sender and receiver runs in a fresh empty working directory (sendme
 //! keeps its blob store there). A row is timed from the sender's start (so a
@@ -31,7 +32,8 @@
 //! file on disk; the receiver starts as soon as the sender has printed its code
 //! or ticket. The received file is compared with the sent one byte for byte: a
 //! difference fails the benchmark. MB/s is 10^6 bytes of the file per second of
-//! that wall time.
+//! that wall time; `code after` is the part of it before the code or ticket was
+//! printed (sendme hashes the whole file first).
 //!
 //! Peak RSS: the `VmHWM` of each process in `/proc/PID/status`, polled every
 //! 10 ms while it runs, summed over the process and its descendants (none of the
@@ -53,6 +55,7 @@
 //! `peerpipe`'s MB/s relative to each other tool (above 1× is faster).
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read, Write as _};
 use std::path::{Path, PathBuf};
@@ -63,7 +66,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use anyhow::{Context as _, Result, bail, ensure};
 
 const MIB: u64 = 1024 * 1024;
 /// No transfer step may take longer than this.
@@ -103,6 +106,8 @@ struct Row {
     /// How the bytes went, as far as the tool tells.
     path: String,
     took: Duration,
+    /// From the sender's start until it printed its code or ticket.
+    code_after: Option<Duration>,
     sender_kib: u64,
     receiver_kib: u64,
     servers_kib: Option<u64>,
@@ -132,7 +137,10 @@ fn bench(dir: &Path, mib: u64) -> Result<()> {
         )?,
         Err(reason) => report.skip("sendme", reason),
     }
-    for (name, relay) in [("wormhole direct", false), ("wormhole relay", true)] {
+    for (name, relay) in [
+        ("magic-wormhole direct", false),
+        ("magic-wormhole relay", true),
+    ] {
         match &tools.wormhole {
             Ok(bin) => report.compare(
                 name,
@@ -186,16 +194,18 @@ impl Report {
             .map(|r| rate(len, r.took));
         println!();
         println!(
-            "| tool | path | seconds | MB/s | × nc | sender peak RSS MiB | receiver peak RSS MiB | servers peak RSS MiB |"
+            "| tool | path | seconds | code after s | MB/s | × nc | sender peak RSS MiB | receiver peak RSS MiB | servers peak RSS MiB |"
         );
-        println!("|---|---|--:|--:|--:|--:|--:|--:|");
+        println!("|---|---|--:|--:|--:|--:|--:|--:|--:|");
         for row in rows {
             let mbs = rate(len, row.took);
             println!(
-                "| {} | {} | {:.2} | {:.1} | {} | {} | {} | {} |",
+                "| {} | {} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
                 row.tool,
                 row.path,
                 row.took.as_secs_f64(),
+                row.code_after
+                    .map_or("–".into(), |d| format!("{:.2}", d.as_secs_f64())),
                 mbs,
                 nc.map_or("–".into(), |nc| format!("{:.2}×", mbs / nc)),
                 mib(row.sender_kib),
@@ -358,7 +368,7 @@ fn run_nc(dir: &Path, input: &Path) -> Result<(Row, PathBuf)> {
     )?;
     let receiver_rss = PeakRss::watch(receiver.id());
     // A probe connection would be taken for the transfer: wait for LISTEN.
-    wait_listening(port, &mut receiver, "nc -l")?;
+    wait_listening(port, &mut receiver)?;
     let started = Instant::now();
     let mut sender = Guard::spawn(
         Command::new("nc")
@@ -367,13 +377,14 @@ fn run_nc(dir: &Path, input: &Path) -> Result<(Row, PathBuf)> {
         "nc -N",
     )?;
     let sender_rss = PeakRss::watch(sender.id());
-    receiver.wait_ok(LIMIT, "nc -l")?;
+    receiver.wait_ok(LIMIT)?;
     let took = started.elapsed();
-    sender.wait_ok(LIMIT, "nc -N")?;
+    sender.wait_ok(LIMIT)?;
     let row = Row {
         tool: "nc".into(),
         path: "TCP 127.0.0.1".into(),
         took,
+        code_after: None,
         sender_kib: sender_rss.finish(),
         receiver_kib: receiver_rss.finish(),
         servers_kib: None,
@@ -411,6 +422,7 @@ fn run_sendme(dir: &Path, input: &Path, sendme: &Path) -> Result<(Row, PathBuf)>
         tool,
         path: "QUIC (iroh, relay disabled)".into(),
         took: run.took,
+        code_after: Some(run.code_after),
         sender_kib: run.sender_kib,
         receiver_kib: run.receiver_kib,
         servers_kib: None,
@@ -446,8 +458,8 @@ fn run_wormhole(dir: &Path, input: &Path, bin: &Path, relay: bool) -> Result<(Ro
         "twist transitrelay",
     )?;
     let servers_rss = PeakRss::watch_all(&[mailbox.id(), transit.id()]);
-    wait_listening(mailbox_port, &mut mailbox, "the mailbox server")?;
-    wait_listening(transit_port, &mut transit, "the transit relay")?;
+    wait_listening(mailbox_port, &mut mailbox)?;
+    wait_listening(transit_port, &mut transit)?;
     let client = || {
         let mut c = Command::new(&wormhole);
         c.arg("--relay-url")
@@ -498,6 +510,7 @@ fn run_wormhole(dir: &Path, input: &Path, bin: &Path, relay: bool) -> Result<(Ro
         tool: format!("{tool} {}", if relay { "relay" } else { "direct" }),
         path,
         took: run.took,
+        code_after: Some(run.code_after),
         sender_kib: run.sender_kib,
         receiver_kib: run.receiver_kib,
         servers_kib: Some(servers_rss.finish()),
@@ -508,23 +521,23 @@ fn run_wormhole(dir: &Path, input: &Path, bin: &Path, relay: bool) -> Result<(Ro
 fn run_peerpipe(dir: &Path, input: &Path) -> Result<(Row, PathBuf)> {
     let (server, url) = serve(dir)?;
     let servers_rss = PeakRss::watch(server.id());
-    let client = |cmd: &str, identity: &str| {
+    // `peerpipe send FILE …` / `peerpipe receive CODE …`.
+    let client = |flags: &[&str], cmd: &str, what: &OsStr, identity: &str| {
         let mut c = peerpipe();
-        c.arg(cmd)
+        c.args(flags)
+            .arg(cmd)
+            .arg(what)
             .args(["--server", &url, "--identity"])
             .arg(dir.join(identity));
         c
     };
-    let sender = || {
-        let mut c = client("send", "a.key");
-        c.arg(input);
-        c
-    };
+    // -v: the sender logs the paths it sends on (a few lines per transfer).
+    let sender = || client(&["-v"], "send", input.as_os_str(), "a.key");
     let out_dir = dir.join("out");
     std::fs::create_dir_all(&out_dir)?;
     let receiver = |code: &str| {
-        let mut c = client("receive", "b.key");
-        c.arg(code).arg("-o").arg(&out_dir);
+        let mut c = client(&[], "receive", code.as_ref(), "b.key");
+        c.arg("-o").arg(&out_dir);
         c
     };
     // The code is the only line on stdout.
@@ -535,19 +548,26 @@ fn run_peerpipe(dir: &Path, input: &Path) -> Result<(Row, PathBuf)> {
     // Whether the sender exits by itself or serves until interrupted, both are fine.
     let end = SenderEnd::ExitsOrInterrupt(Duration::from_secs(5));
     let run = transfer(dir, "peerpipe", &sender, code, &receiver, end)?;
-    let paths: Vec<&str> = [&run.sender_log, &run.receiver_log]
-        .into_iter()
-        .flat_map(|log| log.lines())
-        .filter_map(|l| l.split("path to ").nth(1))
-        .collect();
+    // "… sending on the quic path session=…", at every switch of path.
+    let mut paths: Vec<&str> = Vec::new();
+    for line in run.sender_log.lines() {
+        let path = line
+            .split("sending on the ")
+            .nth(1)
+            .and_then(|rest| rest.split(" path").next());
+        if let Some(path) = path.filter(|p| paths.last() != Some(p)) {
+            paths.push(path);
+        }
+    }
     let row = Row {
         tool: "peerpipe send/receive".into(),
         path: if paths.is_empty() {
             "?".into()
         } else {
-            paths.join("; ")
+            paths.join(" → ")
         },
         took: run.took,
+        code_after: Some(run.code_after),
         sender_kib: run.sender_kib,
         receiver_kib: run.receiver_kib,
         servers_kib: Some(servers_rss.finish()),
@@ -566,7 +586,7 @@ fn serve(dir: &Path) -> Result<(Guard, String)> {
             .stderr(Stdio::piped()),
         "peerpipe serve",
     )?;
-    let mut log = Lines::of(&mut server.0);
+    let mut log = Lines::of(&mut server.child);
     let url = log
         .find(START_LIMIT, |_, line| {
             let rest = line.split("listening on ").nth(1)?;
@@ -594,6 +614,7 @@ enum SenderEnd {
 /// What [`transfer`] measured.
 struct Run {
     took: Duration,
+    code_after: Duration,
     sender_kib: u64,
     receiver_kib: u64,
     sender_log: String,
@@ -614,7 +635,6 @@ fn transfer(
     let (send_dir, recv_dir) = (dir.join("send"), dir.join("recv"));
     std::fs::create_dir_all(&send_dir)?;
     std::fs::create_dir_all(&recv_dir)?;
-    let (what_sender, what_receiver) = (format!("{tool} sender"), format!("{tool} receiver"));
     let mut command = sender();
     let started = Instant::now();
     let mut send = Guard::spawn(
@@ -623,13 +643,14 @@ fn transfer(
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
-        &what_sender,
+        &format!("{tool} sender"),
     )?;
     let sender_rss = PeakRss::watch(send.id());
-    let mut send_log = Lines::of(&mut send.0);
+    let mut send_log = Lines::of(&mut send.child);
     let code = send_log
         .find(LIMIT, code)
-        .with_context(|| format!("{what_sender}: no code"))?;
+        .with_context(|| format!("{}: no code", send.what))?;
+    let code_after = started.elapsed();
     let mut command = receiver(&code);
     let mut recv = Guard::spawn(
         command
@@ -637,26 +658,31 @@ fn transfer(
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped()),
-        &what_receiver,
+        &format!("{tool} receiver"),
     )?;
     let receiver_rss = PeakRss::watch(recv.id());
-    let mut recv_log = Lines::of(&mut recv.0);
-    let received = recv.wait_ok(LIMIT, &what_receiver);
+    let recv_log = Lines::of(&mut recv.child);
+    let received = recv.wait_ok(LIMIT);
     let took = started.elapsed();
     let receiver_log = recv_log.rest();
-    received.with_context(|| format!("output:\n{}", tail(&receiver_log)))?;
+    if let Err(e) = received {
+        bail!("{e:#}; its output:\n{}", tail(&receiver_log));
+    }
     let ended = match end {
-        SenderEnd::Exits => send.wait_ok(LIMIT, &what_sender),
+        SenderEnd::Exits => send.wait_ok(LIMIT),
         SenderEnd::Interrupt => send.interrupt(),
         SenderEnd::ExitsOrInterrupt(grace) => match send.wait(grace)? {
-            Some(status) => ensure_success(status, &what_sender),
+            Some(status) => ensure_success(status, &send.what),
             None => send.interrupt(),
         },
     };
     let sender_log = send_log.rest();
-    ended.with_context(|| format!("output:\n{}", tail(&sender_log)))?;
+    if let Err(e) = ended {
+        bail!("{e:#}; its output:\n{}", tail(&sender_log));
+    }
     Ok(Run {
         took,
+        code_after,
         sender_kib: sender_rss.finish(),
         receiver_kib: receiver_rss.finish(),
         sender_log,
@@ -677,27 +703,37 @@ fn ensure_success(status: ExitStatus, what: &str) -> Result<()> {
 
 // --- Processes ---------------------------------------------------------------
 
-/// A child that is killed if the benchmark stops early.
-struct Guard(Child);
+/// A child that is killed, with its descendants, if the benchmark stops early.
+///
+/// Descendants are found in `/proc` at that moment: ones already orphaned (their
+/// parent exited) are out of reach. A Ctrl-C on the terminal reaches them all
+/// (one process group).
+struct Guard {
+    child: Child,
+    /// What it is, for messages.
+    what: String,
+}
 
 impl Guard {
     fn spawn(command: &mut Command, what: &str) -> Result<Self> {
-        Ok(Self(
-            command
-                .spawn()
-                .with_context(|| format!("starting {what}"))?,
-        ))
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {what}"))?;
+        Ok(Self {
+            child,
+            what: what.to_owned(),
+        })
     }
 
     fn id(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 
     /// Waits up to `limit` for the child to exit; `None` if it is still running.
     fn wait(&mut self, limit: Duration) -> Result<Option<ExitStatus>> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.0.try_wait()? {
+            if let Some(status) = self.child.try_wait()? {
                 return Ok(Some(status));
             }
             if Instant::now() >= deadline {
@@ -708,39 +744,54 @@ impl Guard {
     }
 
     /// Waits up to `limit` for the child to exit successfully.
-    fn wait_ok(&mut self, limit: Duration, what: &str) -> Result<()> {
+    fn wait_ok(&mut self, limit: Duration) -> Result<()> {
         match self.wait(limit)? {
-            Some(status) => ensure_success(status, what),
-            None => bail!("{what} did not finish in {limit:?}"),
+            Some(status) => ensure_success(status, &self.what),
+            None => bail!("{} did not finish in {limit:?}", self.what),
         }
     }
 
-    /// SIGINT (what Ctrl-C sends: tools clean up on it), then waits for the
-    /// exit; its status does not matter.
+    /// SIGINT to the child and its descendants (what Ctrl-C does: tools clean up
+    /// on it), then waits for the child's exit; its status does not matter.
     fn interrupt(&mut self) -> Result<()> {
-        if self.0.try_wait()?.is_some() {
+        if self.child.try_wait()?.is_some() {
             return Ok(());
         }
-        let status = Command::new("kill")
-            .args(["-INT", &self.id().to_string()])
-            .status()
-            .context("running kill")?;
-        ensure!(status.success(), "kill -INT {}: {status}", self.id());
+        signal(&self.tree(), "INT")?;
         match self.wait(STOP_LIMIT)? {
             Some(_) => Ok(()),
-            None => Err(anyhow!(
-                "pid {} ignored SIGINT for {STOP_LIMIT:?}",
-                self.id()
-            )),
+            None => bail!("{} ignored SIGINT for {STOP_LIMIT:?}", self.what),
         }
+    }
+
+    /// The child's pid after its descendants'.
+    fn tree(&self) -> Vec<u32> {
+        let mut pids = descendants(&[self.id()]);
+        pids.push(self.id());
+        pids
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Ok(None) = self.child.try_wait() {
+            let _ = signal(&self.tree(), "KILL");
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
+}
+
+/// `kill -SIGNAL PIDS`.
+fn signal(pids: &[u32], signal: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status()
+        .context("running kill")?;
+    ensure!(status.success(), "kill -{signal} {pids:?}: {status}");
+    Ok(())
 }
 
 /// Which of a child's output streams a line came from.
@@ -845,7 +896,7 @@ impl PeakRss {
             let mut tree: HashSet<u32> = roots.iter().copied().collect();
             while !stopped.load(Ordering::Relaxed) {
                 // Finding descendants scans all of /proc: only every 10th tick.
-                if tick % 10 == 0 {
+                if tick.is_multiple_of(10) {
                     tree.extend(descendants(&roots));
                 }
                 tick += 1;
@@ -922,14 +973,15 @@ fn free_port() -> Result<u16> {
 
 /// Waits until something listens on 127.0.0.1:`port` (from `/proc/net/tcp`,
 /// without connecting), as long as `child` runs.
-fn wait_listening(port: u16, child: &mut Guard, what: &str) -> Result<()> {
+fn wait_listening(port: u16, child: &mut Guard) -> Result<()> {
+    let what = &child.what;
     let listening = format!(":{port:04X} 00000000:0000 0A");
     let deadline = Instant::now() + START_LIMIT;
     loop {
         if std::fs::read_to_string("/proc/net/tcp")?.contains(&listening) {
             return Ok(());
         }
-        if let Some(status) = child.0.try_wait()? {
+        if let Some(status) = child.child.try_wait()? {
             bail!("{what} exited before listening on port {port}: {status}");
         }
         ensure!(

@@ -23,6 +23,10 @@ pub const MAX_ENTRIES: usize = 1 << 20;
 pub const MAX_PATH: usize = 4096;
 /// The largest encoded collection accepted from a peer.
 pub const MAX_ENCODED: u64 = 64 * 1024 * 1024;
+/// The most chunk groups a collection may have (256 GiB of content): what a
+/// downloader holds per group (32 bytes of outboard, a few bytes of state) stays
+/// bounded whatever sizes a peer claims.
+pub const MAX_GROUPS: u64 = 1 << 24;
 
 /// One file of a collection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +65,8 @@ pub enum CollectionError {
     /// A mode has bits beyond the permission bits.
     #[error("mode {0:o} of a collection entry is not a permission mode")]
     Mode(u32),
-    /// Too many entries or a size that overflows.
-    #[error("collection too large")]
+    /// Too many entries, more than [`MAX_GROUPS`] groups, or a size that overflows.
+    #[error("collection too large (at most {MAX_ENTRIES} files and 256 GiB)")]
     TooLarge,
 }
 
@@ -128,6 +132,7 @@ impl Collection {
         }
         let mut dirs = HashSet::new();
         let mut total: u64 = 0;
+        let mut groups: u64 = 0;
         for (i, entry) in self.entries.iter().enumerate() {
             validate_path(&entry.path)?;
             if entry.mode > 0o777 {
@@ -136,6 +141,10 @@ impl Collection {
             total = total
                 .checked_add(entry.size)
                 .ok_or(CollectionError::TooLarge)?;
+            groups += group_count(entry.size);
+            if groups > MAX_GROUPS {
+                return Err(CollectionError::TooLarge);
+            }
             if let Some(prev) = i.checked_sub(1).map(|p| &self.entries[p]) {
                 match prev.path.cmp(&entry.path) {
                     std::cmp::Ordering::Less => {}
@@ -401,6 +410,11 @@ mod tests {
             Err(CollectionError::Malformed(_))
         ));
         assert!(Collection::decode(b"junk").is_err());
+        assert_eq!(
+            Collection::new(vec![entry("huge", MAX_GROUPS * GROUP_SIZE + 1, 1)]),
+            Err(CollectionError::TooLarge),
+            "sizes a downloader could not keep state for"
+        );
         let mut bad_mode = entry("x", 1, 1);
         bad_mode.mode = 0o4755;
         assert_eq!(

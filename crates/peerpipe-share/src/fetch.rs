@@ -282,7 +282,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             .map(|(&k, p)| (p.have.count(), k))
             .collect();
         peers.sort_unstable();
-        let endgame = self.in_endgame();
+        let mut endgame = None;
         for (_, peer) in peers {
             let budget = self.budget(peer);
             if budget == 0 {
@@ -290,11 +290,10 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             }
             let max_groups =
                 (budget / GROUP_SIZE).clamp(self.config.min_request, self.config.max_request);
-            let run = self.rarest_run(peer, max_groups).or_else(|| {
-                endgame
-                    .then(|| self.endgame_run(peer, max_groups))
-                    .flatten()
-            });
+            let mut run = self.rarest_run(peer, max_groups);
+            if run.is_none() && *endgame.get_or_insert_with(|| self.in_endgame()) {
+                run = self.endgame_run(peer, max_groups);
+            }
             if let Some((start, end)) = run {
                 return Some(self.issue(peer, start, end, now));
             }
@@ -334,13 +333,22 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         let candidate =
             |g: u64| !self.done.get(g) && self.in_flight[g as usize] == 0 && p.have.get(g);
         let groups = self.layout.groups();
-        let rarest = (0..groups)
-            .filter(|&g| candidate(g))
-            .map(|g| self.holders[g as usize])
-            .min()?;
-        let start = (0..groups)
-            .map(|i| (self.cursor + i) % groups)
-            .find(|&g| candidate(g) && self.holders[g as usize] == rarest)?;
+        // The first candidate from the cursor among the rarest; a group only this
+        // peer holds cannot be beaten, so the scan stops at the first one.
+        let mut best: Option<(u16, u64)> = None;
+        for g in (0..groups).map(|i| (self.cursor + i) % groups) {
+            if !candidate(g) {
+                continue;
+            }
+            let holders = self.holders[g as usize];
+            if best.is_none_or(|(h, _)| holders < h) {
+                best = Some((holders, g));
+                if holders <= 1 {
+                    break;
+                }
+            }
+        }
+        let (rarest, start) = best?;
         let mut end = start + 1;
         while end < groups
             && end - start < max_groups

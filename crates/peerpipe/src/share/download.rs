@@ -1,7 +1,7 @@
 //! Fetching a collection from every peer that has it, verified, to disk.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -417,6 +417,18 @@ async fn ask(conn: &Connection, request: Request) -> Result<crate::Stream, Share
     }
 }
 
+/// Exactly `len` bytes from `stream`. Memory grows only as the peer sends (not
+/// zeroed ahead, and not sized by what a peer claimed).
+async fn read_len(stream: &mut crate::Stream, len: u64) -> Result<Vec<u8>, ShareError> {
+    let mut buf = Vec::with_capacity(len.min(IO_CHUNK) as usize);
+    stream.take(len).read_to_end(&mut buf).await?;
+    if buf.len() as u64 == len {
+        Ok(buf)
+    } else {
+        Err(ShareError::Protocol("the peer ended its answer early"))
+    }
+}
+
 /// The verified collection and outboards from `conn`'s peer.
 async fn metadata(
     conn: &Connection,
@@ -429,8 +441,7 @@ async fn metadata(
         if len > MAX_ENCODED {
             return Err(ShareError::Protocol("collection too large"));
         }
-        let mut encoded = vec![0u8; len as usize];
-        stream.read_exact(&mut encoded).await?;
+        let encoded = read_len(&mut stream, len).await?;
         if Hash::of(&encoded) != hash {
             return Err(ShareError::Corrupt);
         }
@@ -439,8 +450,7 @@ async fn metadata(
         let mut stream = ask(conn, Request::Outboards(hash)).await?;
         let mut outboards = Vec::with_capacity(layout.blobs().len());
         for blob in layout.blobs() {
-            let mut raw = vec![0u8; blob.groups() as usize * 32];
-            stream.read_exact(&mut raw).await?;
+            let raw = read_len(&mut stream, blob.groups() * 32).await?;
             let groups = raw
                 .chunks_exact(32)
                 .map(|c| c.try_into().unwrap_or([0; 32]))
@@ -546,8 +556,7 @@ async fn fetch_range(
         loop {
             let buf = if g < r.end && wanted(&shared, r.id) {
                 let last = (g + per_chunk).min(r.end);
-                let mut buf = vec![0u8; content.layout().range_len(g..last) as usize];
-                stream.read_exact(&mut buf).await?;
+                let buf = read_len(&mut stream, content.layout().range_len(g..last)).await?;
                 Some((g, last, buf))
             } else {
                 None
@@ -645,8 +654,9 @@ fn abort_others(shared: &Shared, me: u64, ids: &[u64]) {
     abort(shared, &others);
 }
 
-/// Verifies groups `first..last` in `buf` and writes the good ones; returns the
-/// end of the verified run and the first group that failed, if any.
+/// Verifies groups `first..last` in `buf` and writes the good ones (one write
+/// per blob the chunk touches); returns the end of the verified, written run and
+/// the first group that failed verification, if any.
 fn verify_and_write(
     content: &Content,
     first: u64,
@@ -656,22 +666,36 @@ fn verify_and_write(
     let layout = content.layout();
     let mut at = 0usize;
     let mut g = first;
+    let mut bad = None;
     while g < last {
         let Some((blob, local)) = layout.locate(g) else {
-            return (first, g, Some(g));
+            bad = Some(g);
+            break;
+        };
+        let len = layout.group_len(g) as usize;
+        if !content.outboards()[blob].verify_group(local, &buf[at..at + len]) {
+            bad = Some(g);
+            break;
+        }
+        at += len;
+        g += 1;
+    }
+    // Write the verified run, blob by blob.
+    let verified_end = g;
+    let mut g = first;
+    let mut at = 0usize;
+    while g < verified_end {
+        let Some((blob, local)) = layout.locate(g) else {
+            break;
         };
         let slot = layout.blobs()[blob];
-        let range = group_range(slot.size, local);
-        let len = (range.end - range.start) as usize;
-        let data = &buf[at..at + len];
-        if !content.outboards()[blob].verify_group(local, data) {
-            return (first, g, Some(g));
-        }
+        let run_end = verified_end.min(slot.first_group + slot.groups());
+        let len = layout.range_len(g..run_end) as usize;
         let written = content.file_of(blob).and_then(|path| {
             OpenOptions::new()
                 .write(true)
                 .open(&path)
-                .and_then(|f| f.write_all_at(data, range.start))
+                .and_then(|f| f.write_all_at(&buf[at..at + len], local * GROUP_SIZE))
                 .map_err(|e| tracing::error!("writing {}: {e}", path.display()))
                 .ok()
         });
@@ -679,9 +703,9 @@ fn verify_and_write(
             return (first, g, None);
         }
         at += len;
-        g += 1;
+        g = run_end;
     }
-    (first, g, None)
+    (first, verified_end, bad)
 }
 
 /// Where each entry of `collection` goes, refusing unsafe or occupied targets.
@@ -828,11 +852,7 @@ fn finalize(
                 }
             }
         }
-        File::open(target)
-            .and_then(|f| {
-                f.set_permissions(fs::Permissions::from_mode(entry.mode))?;
-                f.sync_all()
-            })
+        fs::set_permissions(target, fs::Permissions::from_mode(entry.mode))
             .map_err(|e| ShareError::io(target, e))?;
         placed.entry(entry.hash).or_insert_with(|| target.clone());
     }
