@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p peerpipe-cli --bench transfer` writes a file of
 //! `PEERPIPE_BENCH_TRANSFER_MIB` MiB (default 1024) of pseudo-random bytes, then
-//! moves it once with each tool:
+//! moves it with each tool in turn, `PEERPIPE_BENCH_TRANSFER_ROUNDS` times
+//! (default 1; the table shows each tool's median run):
 //!
 //! - `nc` (the raw anchor): `nc -l 127.0.0.1 PORT > out`, then
 //!   `nc -N 127.0.0.1 PORT < in`.
@@ -87,15 +88,20 @@ fn peerpipe() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peerpipe"))
 }
 
-fn main() -> Result<()> {
-    let mib = std::env::var("PEERPIPE_BENCH_TRANSFER_MIB")
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1024u64)
-        .max(1);
+        .unwrap_or(default)
+        .max(1)
+}
+
+fn main() -> Result<()> {
+    let mib = env_u64("PEERPIPE_BENCH_TRANSFER_MIB", 1024);
+    let rounds = env_u64("PEERPIPE_BENCH_TRANSFER_ROUNDS", 1);
     let dir = std::env::temp_dir().join(format!("peerpipe-transfer-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = bench(&dir, mib);
+    let result = bench(&dir, mib, rounds);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -113,13 +119,13 @@ struct Row {
     servers_kib: Option<u64>,
 }
 
-fn bench(dir: &Path, mib: u64) -> Result<()> {
+fn bench(dir: &Path, mib: u64, rounds: u64) -> Result<()> {
     let len = mib * MIB;
     let input = dir.join(FILE_NAME);
     write_input(&input, len)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{mib} MiB file to file on 127.0.0.1, load average {}",
+        "{mib} MiB file to file on 127.0.0.1, {rounds} round(s), load average {}",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -127,6 +133,21 @@ fn bench(dir: &Path, mib: u64) -> Result<()> {
     );
     let tools = Tools::find();
     let mut report = Report::default();
+    // Rounds take every tool in turn, so a busy moment of the machine does not
+    // fall on one tool's runs only.
+    for round in 1..=rounds {
+        if rounds > 1 {
+            println!("round {round} of {rounds}");
+        }
+        run_round(dir, &input, &tools, &mut report)?;
+    }
+    report.print(len);
+    Ok(())
+}
+
+/// One transfer with each tool.
+fn run_round(dir: &Path, input: &Path, tools: &Tools, report: &mut Report) -> Result<()> {
+    let input = input.to_path_buf();
     report.rows.push(checked(dir, "nc", &input, run_nc)?);
     match &tools.sendme {
         Ok(sendme) => report.compare(
@@ -158,7 +179,6 @@ fn bench(dir: &Path, mib: u64) -> Result<()> {
     } else {
         report.skip("peerpipe", "no send command in this build");
     }
-    report.print(len);
     Ok(())
 }
 
@@ -172,7 +192,31 @@ struct Report {
 impl Report {
     fn skip(&mut self, tool: &str, reason: &str) {
         println!("{tool}: skipped ({reason})");
-        self.skipped.push(format!("{tool}: {reason}"));
+        let line = format!("{tool}: {reason}");
+        if !self.skipped.contains(&line) {
+            self.skipped.push(line);
+        }
+    }
+
+    /// Each tool's median run (by wall time), with the fastest and slowest
+    /// times, in the order the tools first ran.
+    fn medians(&self) -> Vec<(&Row, usize, f64, f64)> {
+        let mut tools: Vec<&str> = Vec::new();
+        for row in &self.rows {
+            if !tools.contains(&row.tool.as_str()) {
+                tools.push(&row.tool);
+            }
+        }
+        tools
+            .into_iter()
+            .filter_map(|tool| {
+                let mut runs: Vec<&Row> = self.rows.iter().filter(|r| r.tool == tool).collect();
+                runs.sort_by_key(|r| r.took);
+                let (first, last) = (runs.first()?, runs.last()?);
+                let (min, max) = (first.took.as_secs_f64(), last.took.as_secs_f64());
+                Some((runs[runs.len() / 2], runs.len(), min, max))
+            })
+            .collect()
     }
 
     /// A comparison tool's row; its failure skips it, unless its file differs.
@@ -187,20 +231,21 @@ impl Report {
 
     fn print(&self, len: u64) {
         let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
-        let rows = &self.rows;
+        let medians = self.medians();
+        let rows: Vec<&Row> = medians.iter().map(|m| m.0).collect();
         let nc = rows
             .iter()
             .find(|r| r.tool == "nc")
             .map(|r| rate(len, r.took));
         println!();
         println!(
-            "| tool | path | seconds | code after s | MB/s | × nc | sender peak RSS MiB | receiver peak RSS MiB | servers peak RSS MiB |"
+            "| tool | path | seconds (median) | runs: min–max s | code after s | MB/s | × nc | sender peak RSS MiB | receiver peak RSS MiB | servers peak RSS MiB |"
         );
-        println!("|---|---|--:|--:|--:|--:|--:|--:|--:|");
-        for row in rows {
+        println!("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+        for &(row, runs, min, max) in &medians {
             let mbs = rate(len, row.took);
             println!(
-                "| {} | {} | {:.2} | {} | {:.1} | {} | {} | {} | {} |",
+                "| {} | {} | {:.2} | {runs}: {min:.2}–{max:.2} | {} | {:.1} | {} | {} | {} | {} |",
                 row.tool,
                 row.path,
                 row.took.as_secs_f64(),
