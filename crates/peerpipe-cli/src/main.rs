@@ -47,7 +47,10 @@ const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
         peerpipe serve &                                   # prints where its secret lives\n  \
         export PEERPIPE_TOKEN=$(peerpipe token --secret-file ~/.config/peerpipe/server-secret --user me)\n  \
         peerpipe listen --identity /tmp/a > out.bin &      # prints its device id on stderr\n  \
-        peerpipe connect DEVICE_ID --identity /tmp/b < in.bin"
+        peerpipe connect DEVICE_ID --identity /tmp/b < in.bin\n\n\
+        Files to anyone, with a one-time code (no token needed):\n  \
+        peerpipe send ./photos                             # prints a code like 7-amber-falcon\n  \
+        peerpipe receive 7-amber-falcon -o ./inbox         # on the other device"
 )]
 struct Cli {
     /// More diagnostics on stderr (-v: debug, -vv: trace).
@@ -109,7 +112,7 @@ struct CodeNetArgs {
     /// anonymously, which the server allows for codes unless it was told not to.
     #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Write `--json` event lines on stdout instead of progress bars.
+    /// Write JSON event lines on stdout (collection, progress, done) instead of progress bars.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -144,7 +147,7 @@ struct ShareArgs {
     /// Files and directories to share.
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Write `--json` event lines on stdout.
+    /// Write JSON event lines on stdout (the ticket, the collection).
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -164,7 +167,7 @@ struct GetArgs {
     /// Keep serving the files to this user's devices after the download (until Ctrl-C).
     #[arg(long)]
     seed: bool,
-    /// Write `--json` event lines on stdout instead of progress bars.
+    /// Write JSON event lines on stdout (collection, progress, done) instead of progress bars.
     #[arg(long)]
     json: bool,
     #[command(flatten)]

@@ -29,6 +29,10 @@ use crate::bitmap::Bitmap;
 use crate::collection::Layout;
 use crate::hash::GROUP_SIZE;
 
+/// How long a downloader with nothing in flight waits for groups other peers
+/// hold or fetch before it asks a seed for them.
+const SEED_GRACE: Duration = Duration::from_secs(1);
+
 /// Tuning of a [`Fetch`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -44,7 +48,9 @@ pub struct Config {
     pub max_request: u64,
     /// A peer that delivers nothing on a request for this long is dropped.
     pub stall_timeout: Duration,
-    /// The endgame starts when at most this many groups are missing, all in flight.
+    /// The endgame starts when at most this many groups (and at most a
+    /// sixty-fourth of the collection) are missing, all in flight. Seeds are
+    /// not asked for copies while other peers deliver.
     pub endgame_groups: u64,
 }
 
@@ -102,6 +108,8 @@ pub enum Received<P> {
 #[derive(Debug)]
 struct Peer {
     have: Bitmap,
+    /// Groups the peer is fetching itself (as it last said).
+    fetching: Bitmap,
     in_flight: u64,
     rate: f64,
     window_start: Option<Instant>,
@@ -133,6 +141,8 @@ pub struct Fetch<P> {
     requests: BTreeMap<u64, Req<P>>,
     next_id: u64,
     cursor: u64,
+    /// When the last request was issued or the last group arrived.
+    last_activity: Option<Instant>,
 }
 
 impl<P: Copy + Ord + Debug> Fetch<P> {
@@ -152,12 +162,25 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             requests: BTreeMap::new(),
             next_id: 0,
             cursor: if groups == 0 { 0 } else { cursor % groups },
+            last_activity: None,
         }
     }
 
     /// The verified groups.
     pub fn done(&self) -> &Bitmap {
         &self.done
+    }
+
+    /// The groups requested and not yet delivered: what this downloader tells
+    /// others it is fetching.
+    pub fn fetching(&self) -> Bitmap {
+        let mut map = Bitmap::new(self.layout.groups());
+        for (g, &n) in self.in_flight.iter().enumerate() {
+            if n > 0 {
+                map.set(g as u64);
+            }
+        }
+        map
     }
 
     /// Whether every group is verified.
@@ -203,6 +226,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             peer,
             Peer {
                 have: Bitmap::new(self.layout.groups()),
+                fetching: Bitmap::new(self.layout.groups()),
                 in_flight: 0,
                 rate: 0.0,
                 window_start: None,
@@ -213,13 +237,14 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         );
     }
 
-    /// Records what `peer` holds now (a peer only gains groups; bits it lost are
-    /// ignored). Ignored for unknown or dropped peers and bitmaps of the wrong size.
-    pub fn set_have(&mut self, peer: P, have: &Bitmap) {
+    /// Records what `peer` holds now, and what it is fetching itself (a peer only
+    /// gains groups; bits it lost are ignored). Ignored for unknown or dropped
+    /// peers and bitmaps of the wrong size.
+    pub fn set_have(&mut self, peer: P, have: &Bitmap, fetching: &Bitmap) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
-        if have.len() != p.have.len() {
+        if have.len() != p.have.len() || fetching.len() != p.have.len() {
             return;
         }
         for g in have.ones() {
@@ -227,6 +252,15 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
                 self.holders[g as usize] += 1;
             }
         }
+        p.fetching = fetching.clone();
+    }
+
+    /// Whether a peer other than `seed` that is not a seed itself holds or
+    /// fetches group `g`: then a seed is better left alone for it.
+    fn traded_elsewhere(&self, seed: P, g: u64) -> bool {
+        self.peers
+            .iter()
+            .any(|(&k, p)| k != seed && !p.have.is_full() && (p.have.get(g) || p.fetching.get(g)))
     }
 
     /// Whether `peer` holds any group still missing here.
@@ -283,15 +317,26 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             .collect();
         peers.sort_unstable();
         let mut endgame = None;
-        for (_, peer) in peers {
+        let traders = self.peers.values().any(|p| !p.have.is_full());
+        // Seeds are spared groups other peers hold or fetch, unless nothing has
+        // been on its way for a while: then any holder is asked.
+        let spare_seeds = !self.requests.is_empty()
+            || self
+                .last_activity
+                .is_some_and(|t| now.saturating_duration_since(t) < SEED_GRACE);
+        for &(_, peer) in &peers {
             let budget = self.budget(peer);
             if budget == 0 {
                 continue;
             }
             let max_groups =
                 (budget / GROUP_SIZE).clamp(self.config.min_request, self.config.max_request);
-            let mut run = self.rarest_run(peer, max_groups);
-            if run.is_none() && *endgame.get_or_insert_with(|| self.in_endgame()) {
+            let mut run = self.rarest_run(peer, max_groups, spare_seeds);
+            let seed = self.peers.get(&peer).is_some_and(|p| p.have.is_full());
+            if run.is_none()
+                && !(spare_seeds && seed && traders)
+                && *endgame.get_or_insert_with(|| self.in_endgame())
+            {
                 run = self.endgame_run(peer, max_groups);
             }
             if let Some((start, end)) = run {
@@ -312,6 +357,11 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
     }
 
     fn in_endgame(&self) -> bool {
+        // At most a sixty-fourth of the collection is fetched twice.
+        let limit = self
+            .config
+            .endgame_groups
+            .min((self.layout.groups() / 64).max(4));
         let mut missing = 0;
         for g in 0..self.layout.groups() {
             if !self.done.get(g) {
@@ -319,7 +369,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
                     return false;
                 }
                 missing += 1;
-                if missing > self.config.endgame_groups {
+                if missing > limit {
                     return false;
                 }
             }
@@ -328,10 +378,18 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
     }
 
     /// The rarest missing, unrequested groups `peer` holds: a run from the cursor.
-    fn rarest_run(&self, peer: P, max_groups: u64) -> Option<(u64, u64)> {
+    /// A seed (a peer holding everything) is asked only for groups no other
+    /// downloading peer holds or fetches, when `spare_seeds`: a hub feeding many
+    /// downloaders then uploads about one copy, and they trade the rest.
+    fn rarest_run(&self, peer: P, max_groups: u64, spare_seeds: bool) -> Option<(u64, u64)> {
         let p = self.peers.get(&peer)?;
-        let candidate =
-            |g: u64| !self.done.get(g) && self.in_flight[g as usize] == 0 && p.have.get(g);
+        let seed = spare_seeds && p.have.is_full();
+        let candidate = |g: u64| {
+            !self.done.get(g)
+                && self.in_flight[g as usize] == 0
+                && p.have.get(g)
+                && !(seed && self.traded_elsewhere(peer, g))
+        };
         let groups = self.layout.groups();
         // The first candidate from the cursor among the rarest; a group only this
         // peer holds cannot be beaten, so the scan stops at the first one.
@@ -381,6 +439,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
     }
 
     fn issue(&mut self, peer: P, start: u64, end: u64, now: Instant) -> Request<P> {
+        self.last_activity = Some(now);
         let id = self.next_id;
         self.next_id += 1;
         for g in start..end {
@@ -426,6 +485,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         }
         req.next += 1;
         req.last_progress = now;
+        self.last_activity = Some(now);
         let finished = req.next == req.end;
         self.in_flight[group as usize] -= 1;
         let len = self.layout.group_len(group);
@@ -549,7 +609,7 @@ mod tests {
         let mut fetch = Fetch::new(layout(40), Bitmap::new(40), 0, small());
         fetch.add_peer(1u8);
         assert_eq!(fetch.next_request(now), None, "nothing known held yet");
-        fetch.set_have(1, &Bitmap::full(40));
+        fetch.set_have(1, &Bitmap::full(40), &Bitmap::new(40));
         let issued = drain(&mut fetch, now);
         assert!(fetch.is_complete());
         let total: u64 = issued.iter().map(|r| r.end - r.start).sum();
@@ -563,7 +623,7 @@ mod tests {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(100), Bitmap::new(100), 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(100));
+        fetch.set_have(1, &Bitmap::full(100), &Bitmap::new(100));
         let mut groups = 0;
         while let Some(r) = fetch.next_request(now) {
             groups += r.end - r.start;
@@ -579,7 +639,7 @@ mod tests {
         done.set_range(20..25);
         let mut fetch = Fetch::new(layout(30), done, 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(30));
+        fetch.set_have(1, &Bitmap::full(30), &Bitmap::new(30));
         let issued = drain(&mut fetch, now);
         let asked: Vec<u64> = issued.iter().flat_map(|r| r.start..r.end).collect();
         let expected: Vec<u64> = (10..20).chain(25..30).collect();
@@ -592,7 +652,7 @@ mod tests {
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
         fetch.add_peer(2u8);
-        fetch.set_have(1, &Bitmap::full(8));
+        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
         let bad = fetch.next_request(now).unwrap();
         assert_eq!(bad.peer, 1);
         fetch.received(bad.id, bad.start, true, now);
@@ -602,12 +662,12 @@ mod tests {
         );
         assert!(fetch.is_dropped(1));
         fetch.add_peer(1);
-        fetch.set_have(1, &Bitmap::full(8));
+        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
         assert!(
             fetch.peers().all(|p| p == 2),
             "a dropped peer is not taken back"
         );
-        fetch.set_have(2, &Bitmap::full(8));
+        fetch.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
         let issued = drain(&mut fetch, now);
         assert!(issued.iter().all(|r| r.peer == 2));
         assert!(fetch.is_complete());
@@ -619,7 +679,7 @@ mod tests {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(8));
+        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
         let r = fetch.next_request(now).unwrap();
         assert!(matches!(
             fetch.received(r.id, r.start + 1, true, now),
@@ -633,12 +693,12 @@ mod tests {
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
         fetch.add_peer(2u8);
-        fetch.set_have(1, &Bitmap::full(8));
+        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
         let r = fetch.next_request(now).unwrap();
         assert!(fetch.drop_stalled(now + Duration::from_secs(1)).is_empty());
         let stalled = fetch.drop_stalled(now + Duration::from_secs(11));
         assert_eq!(stalled, vec![(1, vec![r.id])]);
-        fetch.set_have(2, &Bitmap::full(8));
+        fetch.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
         let asked: Vec<u64> = drain(&mut fetch, now)
             .iter()
             .flat_map(|r| r.start..r.end)
@@ -656,10 +716,10 @@ mod tests {
         let mut fetch = Fetch::new(layout(16), Bitmap::new(16), 0, small());
         fetch.add_peer(0u8); // the seed
         fetch.add_peer(1u8); // a worker holding the first half
-        fetch.set_have(0, &Bitmap::full(16));
+        fetch.set_have(0, &Bitmap::full(16), &Bitmap::new(16));
         let mut half = Bitmap::new(16);
         half.set_range(0..8);
-        fetch.set_have(1, &half);
+        fetch.set_have(1, &half, &Bitmap::new(16));
         let issued = drain(&mut fetch, now);
         assert!(fetch.is_complete());
         for r in issued {
@@ -674,15 +734,69 @@ mod tests {
     }
 
     #[test]
+    fn a_seed_is_spared_what_other_downloaders_hold_or_fetch() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(16), Bitmap::new(16), 0, small());
+        fetch.add_peer(0u8); // the hub
+        fetch.add_peer(1u8); // a worker that holds 0..4 and is fetching 4..8
+        fetch.set_have(0, &Bitmap::full(16), &Bitmap::new(16));
+        let mut held = Bitmap::new(16);
+        held.set_range(0..4);
+        let mut fetching = Bitmap::new(16);
+        fetching.set_range(4..8);
+        fetch.set_have(1, &held, &fetching);
+        let first = fetch.next_request(now).unwrap();
+        assert_eq!((first.peer, first.start), (1, 0), "the worker first");
+        let mut asked_hub = Vec::new();
+        while let Some(r) = fetch.next_request(now) {
+            if r.peer == 0 {
+                asked_hub.extend(r.start..r.end);
+            }
+        }
+        assert!(
+            asked_hub.iter().all(|&g| g >= 8),
+            "the hub was asked for {asked_hub:?}, which the worker holds or fetches"
+        );
+        assert!(!asked_hub.is_empty(), "the hub serves what nobody else has");
+    }
+
+    #[test]
+    fn a_seed_is_asked_anyway_when_nothing_else_is_coming() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
+        fetch.add_peer(0u8);
+        fetch.add_peer(1u8);
+        fetch.set_have(0, &Bitmap::full(8), &Bitmap::new(8));
+        // The worker says it fetches everything, but nothing is on its way here.
+        fetch.set_have(1, &Bitmap::new(8), &Bitmap::full(8));
+        let r = fetch.next_request(now).expect("the seed is asked");
+        assert_eq!(r.peer, 0);
+        for g in r.start..r.end {
+            fetch.received(r.id, g, true, now);
+        }
+        assert_eq!(
+            fetch.next_request(now),
+            None,
+            "right after a delivery the seed is spared what the worker fetches"
+        );
+        let later = now + SEED_GRACE;
+        assert_eq!(
+            fetch.next_request(later).map(|r| r.peer),
+            Some(0),
+            "but not for long"
+        );
+    }
+
+    #[test]
     fn the_endgame_asks_a_second_peer_and_the_first_copy_wins() {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(4), Bitmap::new(4), 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(4));
+        fetch.set_have(1, &Bitmap::full(4), &Bitmap::new(4));
         let slow = fetch.next_request(now).unwrap();
         assert_eq!((slow.start, slow.end), (0, 4));
         fetch.add_peer(2u8);
-        fetch.set_have(2, &Bitmap::full(4));
+        fetch.set_have(2, &Bitmap::full(4), &Bitmap::new(4));
         let dup = fetch.next_request(now).unwrap();
         assert_eq!((dup.peer, dup.start, dup.end), (2, 0, 4));
         assert_eq!(fetch.next_request(now), None, "at most two copies");
@@ -702,7 +816,7 @@ mod tests {
         let mut b = Fetch::new(layout(64), Bitmap::new(64), 32, small());
         for f in [&mut a, &mut b] {
             f.add_peer(0u8);
-            f.set_have(0, &Bitmap::full(64));
+            f.set_have(0, &Bitmap::full(64), &Bitmap::new(64));
         }
         assert_eq!(a.next_request(now).unwrap().start, 0);
         assert_eq!(b.next_request(now).unwrap().start, 32);

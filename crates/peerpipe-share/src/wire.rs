@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`Request::Collection`] | `u64` length, then the encoded collection |
 //! | [`Request::Outboards`] | the group hashes of every distinct blob, in layout order, 32 bytes each |
-//! | [`Request::Have`] | the server's have-bitmap over the layout's groups ([`crate::bitmap::Bitmap::encode`]) |
+//! | [`Request::Have`] | the server's have-bitmap over the layout's groups ([`crate::bitmap::Bitmap::encode`]), then the bitmap of the groups it is fetching itself (all clear for a seed) |
 //! | [`Request::Get`] | the bytes of the global groups `start..end`, in order |
 //!
 //! A request names the collection by hash; all integers are big-endian. The
@@ -28,7 +28,7 @@ pub enum Request {
     Collection(Hash),
     /// The group hashes of all blobs of the collection.
     Outboards(Hash),
-    /// Which global groups the server holds.
+    /// Which global groups the server holds, and which it is fetching.
     Have(Hash),
     /// The bytes of global groups `start..end`.
     Get {

@@ -18,7 +18,6 @@ pub(crate) const IO_CHUNK: u64 = 64 * GROUP_SIZE;
 
 /// One shared collection: its encoding, outboards, the files that hold each
 /// distinct blob, and which groups of it this node holds (verified).
-#[derive(Debug)]
 pub struct Content {
     hash: Hash,
     encoded: Arc<[u8]>,
@@ -27,8 +26,23 @@ pub struct Content {
     outboards: Vec<Outboard>,
     files: RwLock<Vec<PathBuf>>,
     have: RwLock<Bitmap>,
+    /// While this node downloads the content: what it is fetching.
+    fetching: Mutex<Option<FetchingFn>>,
     uploaded: AtomicU64,
 }
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Content")
+            .field("hash", &self.hash)
+            .field("files", &self.collection.entries().len())
+            .field("bytes", &self.collection.total_size())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Tells which groups a running download is fetching.
+pub(crate) type FetchingFn = Box<dyn Fn() -> Option<Bitmap> + Send + Sync>;
 
 impl Content {
     pub(crate) fn new(
@@ -47,6 +61,7 @@ impl Content {
             outboards,
             files: RwLock::new(files),
             have: RwLock::new(have),
+            fetching: Mutex::new(None),
             uploaded: AtomicU64::new(0),
         }
     }
@@ -136,6 +151,21 @@ impl Content {
             .read()
             .map(|h| h.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// The groups this node is fetching (none once it holds everything).
+    pub(crate) fn fetching(&self) -> Bitmap {
+        self.fetching
+            .lock()
+            .ok()
+            .and_then(|f| f.as_ref().and_then(|f| f()))
+            .unwrap_or_else(|| Bitmap::new(self.layout.groups()))
+    }
+
+    pub(crate) fn set_fetching(&self, source: FetchingFn) {
+        if let Ok(mut f) = self.fetching.lock() {
+            *f = Some(source);
+        }
     }
 
     pub(crate) fn holds(&self, range: std::ops::Range<u64>) -> bool {

@@ -48,7 +48,7 @@ impl DownloadOptions {
             force: false,
             cursor: None,
             fetch: fetch::Config::default(),
-            have_interval: Duration::from_millis(250),
+            have_interval: Duration::from_millis(100),
             request_timeout: Duration::from_secs(30),
             no_source_timeout: Duration::from_secs(30),
         }
@@ -241,6 +241,8 @@ async fn run(
             Err(ShareError::NotFound) => {
                 sources.insert(key, Source { conn });
             }
+            // The collection matched its hash: it is unsafe whoever serves it.
+            Err(e @ ShareError::Collection(_)) => return Err(e),
             Err(e) => tracing::info!("{} cannot provide {hash}: {e}", conn.peer().id),
         }
     };
@@ -275,6 +277,12 @@ async fn run(
         files,
         done.clone(),
     ));
+    let weak = Arc::downgrade(&shared);
+    content.set_fetching(Box::new(move || {
+        let shared = weak.upgrade()?;
+        let fetch = shared.fetch.lock().ok()?;
+        fetch.as_ref().map(Fetch::fetching)
+    }));
     library.add(content.clone());
     if let Ok(mut c) = shared.content.lock() {
         *c = Some(content.clone());
@@ -492,18 +500,24 @@ fn spawn_have_poll(
             };
             let have = tokio::time::timeout(limit, async {
                 let mut stream = ask(&conn, Request::Have(hash)).await?;
-                let mut raw = vec![0u8; groups.div_ceil(8) as usize];
+                let bytes = groups.div_ceil(8) as usize;
+                let mut raw = vec![0u8; 2 * bytes];
                 stream.read_exact(&mut raw).await?;
-                Bitmap::decode(groups, &raw).map_err(|_| ShareError::Protocol("bad have-bitmap"))
+                let bad = |_| ShareError::Protocol("bad have-bitmap");
+                let (have, fetching) = raw.split_at(bytes);
+                Ok((
+                    Bitmap::decode(groups, have).map_err(bad)?,
+                    Bitmap::decode(groups, fetching).map_err(bad)?,
+                ))
             })
             .await;
             match have {
-                Ok(Ok(have)) => {
+                Ok(Ok((have, fetching))) => {
                     let full = have.is_full();
                     if let Ok(mut f) = shared.fetch.lock()
                         && let Some(fetch) = f.as_mut()
                     {
-                        fetch.set_have(key, &have);
+                        fetch.set_have(key, &have, &fetching);
                     }
                     shared.notify.notify_one();
                     if full {

@@ -61,6 +61,7 @@ async fn answer(mut stream: Stream, library: &Library) -> Result<(), ShareError>
         Request::Have(_) => {
             let mut body = vec![Status::Ok as u8];
             body.extend_from_slice(&content.have().encode());
+            body.extend_from_slice(&content.fetching().encode());
             stream.write_all(&body).await?;
         }
         Request::Get { start, end, .. } => {

@@ -353,3 +353,111 @@ pub fn block_on_bounded<F: Future<Output = Result<()>>>(limit: Duration, body: F
                 .context("the test timed out")?
         })
 }
+
+/// A fresh directory under the system temp dir, removed with everything in it
+/// when dropped (also when a test fails or times out).
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates `peerpipe-<tag>-<random>` in the temp dir.
+    pub fn new(tag: &str) -> Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("peerpipe-{tag}-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `len` pseudo-random bytes (splitmix64 from `seed`): incompressible test content.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Every entry below `dir`, by `/`-separated relative path, without following
+/// links: `true` for a regular file, `false` for anything else that is not a
+/// directory (directories are descended into and not listed).
+pub fn list_tree(dir: &std::path::Path) -> Result<std::collections::BTreeMap<String, bool>> {
+    fn walk(
+        dir: &std::path::Path,
+        prefix: &str,
+        out: &mut std::collections::BTreeMap<String, bool>,
+    ) -> Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(&entry.path(), &rel, out)?;
+            } else {
+                out.insert(rel, kind.is_file());
+            }
+        }
+        Ok(())
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, "", &mut out)?;
+    Ok(out)
+}
+
+/// Reads `node`'s events until it stops: accepts every incoming connection for
+/// [`peerpipe::share::SERVICE`] (rejects others), answers its share requests
+/// from `library` and hands it to `on_conn`. Runs in a span named `name`.
+pub fn spawn_share_acceptor(
+    node: Node,
+    library: peerpipe::share::Library,
+    name: &str,
+    on_conn: impl Fn(Connection) + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use tracing::Instrument as _;
+    let on_conn = std::sync::Arc::new(on_conn);
+    let run = async move {
+        while let Some(event) = node.next_event().await {
+            let NodeEvent::IncomingConnection(incoming) = event else {
+                continue;
+            };
+            if incoming.service() != Some(peerpipe::share::SERVICE) {
+                tracing::warn!("rejecting a connection for {:?}", incoming.service());
+                incoming.reject().await;
+                continue;
+            }
+            let (library, on_conn) = (library.clone(), on_conn.clone());
+            let accept = async move {
+                match incoming.accept().await {
+                    Ok(conn) => {
+                        tokio::spawn(peerpipe::share::serve(conn.clone(), library));
+                        on_conn(conn);
+                    }
+                    Err(e) => tracing::warn!("accepting a share connection: {e}"),
+                }
+            };
+            tokio::spawn(accept.in_current_span());
+        }
+    };
+    tokio::spawn(run.instrument(tracing::info_span!("peer", peer = name)))
+}
