@@ -57,8 +57,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
+mod common;
+
 use std::fs::File;
-use std::io::{BufRead as _, BufReader, Read, Write as _};
+use std::io::{BufRead as _, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -68,6 +70,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
+use common::{same_files, write_input};
 
 const MIB: u64 = 1024 * 1024;
 /// No transfer step may take longer than this.
@@ -1034,41 +1037,5 @@ fn wait_listening(port: u16, child: &mut Guard) -> Result<()> {
             "{what} did not listen on port {port} within {START_LIMIT:?}"
         );
         std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-// --- Files --------------------------------------------------------------------
-
-fn write_input(path: &Path, len: u64) -> Result<()> {
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for chunk in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        out.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    out.flush()?;
-    Ok(())
-}
-
-fn same_files(a: &Path, b: &Path) -> Result<bool> {
-    let (mut a, mut b) = (File::open(a)?, File::open(b)?);
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = a.read(&mut x)?;
-        if n == 0 {
-            return Ok(b.read(&mut y)? == 0);
-        }
-        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
-            return Ok(false);
-        }
     }
 }

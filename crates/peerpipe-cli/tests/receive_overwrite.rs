@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::time::Duration;
 
 use common::{ServeProcess, TempDir, receive, spawn_send, wait_timeout};
@@ -20,15 +20,15 @@ fn transfer(
     extra: &[&str],
 ) -> (std::process::Output, bool) {
     let mut sender = spawn_send(server, &dir.path("a"), &[file]);
-    let code = BufReader::new(sender.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let received = receive(server, &dir.path("b"), &code, out, extra);
-    let Some(status) = wait_timeout(&mut sender, Duration::from_secs(30)) else {
+    let received = receive(server, &dir.path("b"), &sender.code, out, extra);
+    let Some(status) = wait_timeout(&mut sender.child, Duration::from_secs(30)) else {
         let mut stderr = String::new();
-        let _ = sender.stderr.take().unwrap().read_to_string(&mut stderr);
+        let _ = sender
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr);
         panic!(
             "the sender did not finish within 30 s; its stderr: {stderr}\nthe receiver's: {}",
             String::from_utf8_lossy(&received.stderr)

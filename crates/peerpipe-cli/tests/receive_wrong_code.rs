@@ -5,7 +5,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::Read as _;
 use std::time::Duration;
 
 use common::{ServeProcess, TempDir, receive, spawn_send, wait_bounded};
@@ -17,11 +17,7 @@ fn a_wrong_guess_fails_both_sides_and_burns_the_code() {
     let file = dir.path("secret.txt");
     fs::write(&file, b"not for guessers").unwrap();
     let mut sender = spawn_send(&server, &dir.path("a"), &[&file]);
-    let code = BufReader::new(sender.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let code = sender.code.clone();
     let (number, words) = code.split_once('-').unwrap();
     let guess = if words == "amber-falcon" {
         format!("{number}-falcon-amber")
@@ -34,9 +30,10 @@ fn a_wrong_guess_fails_both_sides_and_burns_the_code() {
     let stderr = String::from_utf8_lossy(&wrong.stderr);
     assert!(!wrong.status.success());
     assert!(stderr.contains("codes do not match"), "receiver: {stderr}");
-    let status = wait_bounded(&mut sender, Duration::from_secs(20));
+    let status = wait_bounded(&mut sender.child, Duration::from_secs(20));
     let mut sender_err = String::new();
     sender
+        .child
         .stderr
         .take()
         .unwrap()

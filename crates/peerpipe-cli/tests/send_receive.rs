@@ -5,7 +5,6 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
@@ -45,8 +44,7 @@ fn a_tree_and_a_file_arrive_identical() {
     fs::write(&single, pseudo_random(100_000, 3)).unwrap();
 
     let mut sender = spawn_send(&server, &dir.path("a"), &[&tree, &single]);
-    let mut lines = BufReader::new(sender.stdout.take().unwrap()).lines();
-    let code = lines.next().unwrap().unwrap();
+    let code = sender.code.clone();
     assert!(
         code.split('-').count() == 3 && code.split('-').next().unwrap().parse::<u32>().is_ok(),
         "the code line is N-word-word: {code:?}"
@@ -58,10 +56,10 @@ fn a_tree_and_a_file_arrive_identical() {
         "receive failed: {}",
         String::from_utf8_lossy(&receiver.stderr)
     );
-    let status = wait_bounded(&mut sender, Duration::from_secs(30));
+    let status = wait_bounded(&mut sender.child, Duration::from_secs(30));
     assert!(status.success(), "send failed");
     assert!(
-        lines.next().is_none(),
+        sender.rest.next().is_none(),
         "the code is the only line on stdout"
     );
 

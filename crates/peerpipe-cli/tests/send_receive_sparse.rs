@@ -6,7 +6,6 @@
 mod common;
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::FileExt as _;
 use std::time::{Duration, Instant};
 
@@ -41,11 +40,7 @@ fn a_sparse_multi_gib_file_arrives_identical() {
 
     let started = Instant::now();
     let mut sender = spawn_send(&server, &dir.path("a"), &[&file]);
-    let code = BufReader::new(sender.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let code = sender.code.clone();
     let out = dir.path("out");
     let received = receive(&server, &dir.path("b"), &code, &out, &[]);
     assert!(
@@ -53,7 +48,7 @@ fn a_sparse_multi_gib_file_arrives_identical() {
         "{}",
         String::from_utf8_lossy(&received.stderr)
     );
-    assert!(wait_bounded(&mut sender, Duration::from_secs(60)).success());
+    assert!(wait_bounded(&mut sender.child, Duration::from_secs(60)).success());
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{size} bytes in {secs:.1} s ({:.0} MB/s)",

@@ -275,8 +275,17 @@ pub fn spawn_connect(server: &ServeProcess, token: &str, identity: &Path, peer: 
         .unwrap()
 }
 
-/// `peerpipe send PATHS` as an anonymous device (no token), stdout and stderr piped.
-pub fn spawn_send(server: &ServeProcess, identity: &Path, paths: &[&Path]) -> KillOnDrop {
+/// A running `peerpipe send` and the code it printed.
+pub struct Sender {
+    pub child: KillOnDrop,
+    pub code: String,
+    /// The rest of its stdout (the code is the only line it prints).
+    pub rest: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+/// `peerpipe send PATHS` as an anonymous device (no token), stdout and stderr
+/// piped; waits for its code line.
+pub fn spawn_send(server: &ServeProcess, identity: &Path, paths: &[&Path]) -> Sender {
     let mut command = bin();
     command
         .arg("send")
@@ -286,7 +295,10 @@ pub fn spawn_send(server: &ServeProcess, identity: &Path, paths: &[&Path]) -> Ki
         .env_remove("PEERPIPE_TOKEN")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    KillOnDrop(command.spawn().unwrap())
+    let mut child = KillOnDrop(command.spawn().unwrap());
+    let mut rest = BufReader::new(child.stdout.take().unwrap()).lines();
+    let code = rest.next().expect("peerpipe send printed a code").unwrap();
+    Sender { child, code, rest }
 }
 
 /// `peerpipe receive CODE -o OUT [EXTRA]` as an anonymous device; its output.
