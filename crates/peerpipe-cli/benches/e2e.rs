@@ -23,7 +23,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{same_files, write_input};
+use common::{free_port, output_of, same_files, write_input};
 
 const MIB: u64 = 1024 * 1024;
 /// No step may take longer than this.
@@ -57,12 +57,6 @@ fn wait(child: &mut Child, what: &str) -> Result<()> {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn run_nc(input: &Path, output: &Path) -> Result<Duration> {
@@ -120,17 +114,6 @@ fn serve(dir: &Path) -> Result<(Guard, String)> {
         }
     }
     bail!("peerpipe serve did not start")
-}
-
-fn output_of(command: &mut Command) -> Result<String> {
-    let out = command.output()?;
-    ensure!(
-        out.status.success(),
-        "{command:?}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 fn run_peerpipe(dir: &Path, input: &Path, output: &Path) -> Result<(Duration, String)> {

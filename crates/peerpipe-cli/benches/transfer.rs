@@ -70,7 +70,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{same_files, write_input};
+use common::{free_port, output_of, same_files, write_input};
 
 const MIB: u64 = 1024 * 1024;
 /// No transfer step may take longer than this.
@@ -1000,23 +1000,6 @@ fn descendants(roots: &[u32]) -> Vec<u32> {
         }
     }
     found
-}
-
-fn output_of(command: &mut Command) -> Result<String> {
-    let out = command.output()?;
-    ensure!(
-        out.status.success(),
-        "{command:?}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// Waits until something listens on 127.0.0.1:`port` (from `/proc/net/tcp`,

@@ -1,10 +1,31 @@
-//! Helpers shared by the bench binaries: the input file and the comparison.
+//! Helpers shared by the bench binaries: the input file and the comparison,
+//! ports and commands.
 
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::path::Path;
+use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Runs `command` to the end; its trimmed stdout, or an error with its stderr.
+pub fn output_of(command: &mut Command) -> Result<String> {
+    let out = command.output()?;
+    ensure!(
+        out.status.success(),
+        "{command:?}: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
+}
 
 /// Writes `len` pseudo-random bytes (xorshift, the same for every run) to `path`.
 pub fn write_input(path: &Path, len: u64) -> Result<()> {
