@@ -271,6 +271,12 @@ pub async fn get(args: &GetArgs, quiet: bool) -> Result<()> {
     };
     let hash = parse_ticket(&args.ticket)?;
     let node = bind_net(&args.client.net, Some(&args.client.token)).await?;
+    let result = get_on(&node, hash, args, out).await;
+    node.shutdown().await;
+    result
+}
+
+async fn get_on(node: &Node, hash: Hash, args: &GetArgs, out: Out) -> Result<()> {
     let library = Library::new();
     let mut options = DownloadOptions::new(args.out.clone());
     options.force = args.force;
@@ -302,7 +308,6 @@ pub async fn get(args: &GetArgs, quiet: bool) -> Result<()> {
         let _ = tokio::signal::ctrl_c().await;
     }
     accepting.abort();
-    node.shutdown().await;
     Ok(())
 }
 
