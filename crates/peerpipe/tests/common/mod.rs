@@ -87,14 +87,7 @@ impl TestServer {
 
     /// A builder for an anonymous node (no token) with short time-outs.
     pub fn anonymous_builder(&self, label: &str) -> NodeBuilder {
-        Node::builder()
-            .server(self.url())
-            .identity(Identity::from_secret_bytes(rand::random()))
-            .label(label)
-            .connect_timeout(Duration::from_secs(5))
-            .request_timeout(Duration::from_secs(5))
-            .confirm_timeout(Duration::from_secs(10))
-            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(400))
+        quick_builder(&self.url(), label)
     }
 
     /// A bound anonymous node.
@@ -144,9 +137,13 @@ pub fn token_with(secret: &[u8], user: &str, expires_at: u64) -> String {
 
 /// A node builder with a random identity and short time-outs.
 pub fn builder(url: &str, token: &str, label: &str) -> NodeBuilder {
+    quick_builder(url, label).token(token)
+}
+
+/// A fresh identity on `url` with short time-outs, without a token.
+fn quick_builder(url: &str, label: &str) -> NodeBuilder {
     Node::builder()
         .server(url)
-        .token(token)
         .identity(Identity::from_secret_bytes(rand::random()))
         .label(label)
         .connect_timeout(Duration::from_secs(5))
