@@ -12,6 +12,7 @@ use peerpipe_share::collection::{Collection, Entry, Layout};
 use peerpipe_share::hash::{GROUP_SIZE, Hash, Outboard, group_count, group_hash};
 
 use super::ShareError;
+use super::disk::{Chunk, Pool, Writer};
 
 /// Bytes read from or written to disk at a time.
 pub(crate) const IO_CHUNK: u64 = 64 * GROUP_SIZE;
@@ -29,6 +30,9 @@ pub struct Content {
     /// While this node downloads the content: what it is fetching.
     fetching: Mutex<Option<FetchingFn>>,
     uploaded: AtomicU64,
+    /// Chunk buffers for reading and receiving.
+    pool: Pool,
+    writer: Writer,
 }
 
 impl std::fmt::Debug for Content {
@@ -63,6 +67,8 @@ impl Content {
             have: RwLock::new(have),
             fetching: Mutex::new(None),
             uploaded: AtomicU64::new(0),
+            pool: Pool::default(),
+            writer: Writer::default(),
         }
     }
 
@@ -195,30 +201,46 @@ impl Content {
         }
     }
 
-    /// Reads global groups `start..end` (at most [`IO_CHUNK`] bytes) from disk.
-    /// Blocking.
-    pub(crate) fn read_groups(&self, start: u64, end: u64) -> Result<Vec<u8>, ShareError> {
-        let mut out = Vec::with_capacity(self.layout.range_len(start..end) as usize);
+    /// Reads global groups `start..end` (at most [`IO_CHUNK`] bytes) from disk
+    /// into a pooled buffer (hand it back with [`Content::recycle`]). Blocking.
+    pub(crate) fn read_groups(&self, start: u64, end: u64) -> Result<Chunk, ShareError> {
+        let mut chunk = self.chunk(self.layout.range_len(start..end));
+        let out = chunk.bytes_mut();
+        let mut at = 0;
         let mut g = start;
-        while g < end {
+        while g < end && at < out.len() {
             let Some((blob, local)) = self.layout.locate(g) else {
                 break;
             };
             let slot = self.layout.blobs()[blob];
             let run = (end - g).min(slot.groups() - local);
             let offset = local * GROUP_SIZE;
-            let len = (slot.size - offset).min(run * GROUP_SIZE) as usize;
+            let len = ((slot.size - offset).min(run * GROUP_SIZE) as usize).min(out.len() - at);
             let path = self
                 .file_of(blob)
                 .ok_or_else(|| ShareError::Input("no file for a blob".into()))?;
             let file = File::open(&path).map_err(|e| ShareError::io(&path, e))?;
-            let at = out.len();
-            out.resize(at + len, 0);
-            file.read_exact_at(&mut out[at..], offset)
+            file.read_exact_at(&mut out[at..at + len], offset)
                 .map_err(|e| ShareError::io(&path, e))?;
+            at += len;
             g += run;
         }
-        Ok(out)
+        Ok(chunk)
+    }
+
+    /// A buffer of `len` bytes (at most [`IO_CHUNK`]) from this content's pool.
+    pub(crate) fn chunk(&self, len: u64) -> Chunk {
+        self.pool.take(len.min(IO_CHUNK) as usize)
+    }
+
+    /// Hands a buffer back to the pool.
+    pub(crate) fn recycle(&self, chunk: Chunk) {
+        self.pool.give(chunk);
+    }
+
+    /// Writes `data` at `offset` of `path`, past the page cache where possible.
+    pub(crate) fn write_at(&self, path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
+        self.writer.write_at(path, data, offset)
     }
 }
 

@@ -437,6 +437,16 @@ async fn read_len(stream: &mut crate::Stream, len: u64) -> Result<Vec<u8>, Share
     }
 }
 
+/// A read of a known length that failed: the peer ending early is a protocol
+/// error, anything else a stream error.
+fn early_end(e: std::io::Error) -> ShareError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        ShareError::Protocol("the peer ended its answer early")
+    } else {
+        e.into()
+    }
+}
+
 /// The verified collection and outboards from `conn`'s peer.
 async fn metadata(
     conn: &Connection,
@@ -570,7 +580,11 @@ async fn fetch_range(
         loop {
             let buf = if g < r.end && wanted(&shared, r.id) {
                 let last = (g + per_chunk).min(r.end);
-                let buf = read_len(&mut stream, content.layout().range_len(g..last)).await?;
+                let mut buf = content.chunk(content.layout().range_len(g..last));
+                stream
+                    .read_exact(buf.bytes_mut())
+                    .await
+                    .map_err(early_end)?;
                 Some((g, last, buf))
             } else {
                 None
@@ -586,7 +600,9 @@ async fn fetch_range(
             let Some((first, last, buf)) = buf else { break };
             let content = content.clone();
             pending = Some(tokio::task::spawn_blocking(move || {
-                verify_and_write(&content, first, last, &buf)
+                let done = verify_and_write(&content, first, last, buf.bytes());
+                content.recycle(buf);
+                done
             }));
             g = last;
         }
@@ -706,10 +722,8 @@ fn verify_and_write(
         let run_end = verified_end.min(slot.first_group + slot.groups());
         let len = layout.range_len(g..run_end) as usize;
         let written = content.file_of(blob).and_then(|path| {
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.write_all_at(&buf[at..at + len], local * GROUP_SIZE))
+            content
+                .write_at(&path, &buf[at..at + len], local * GROUP_SIZE)
                 .map_err(|e| tracing::error!("writing {}: {e}", path.display()))
                 .ok()
         });

@@ -11,6 +11,7 @@
 //! to other peers while it runs, so downloaders reshare.
 
 mod content;
+mod disk;
 mod download;
 mod serve;
 

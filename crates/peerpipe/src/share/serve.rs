@@ -100,8 +100,11 @@ async fn send_groups(
         if g < end {
             next = Some(read(g));
         }
-        stream.write_all(&data).await?;
-        content.add_uploaded(data.len() as u64);
+        let sent = stream.write_all(data.bytes()).await;
+        let len = data.bytes().len() as u64;
+        content.recycle(data);
+        sent?;
+        content.add_uploaded(len);
     }
     Ok(())
 }
