@@ -20,9 +20,12 @@ use crate::{GetArgs, ReceiveArgs, SendArgs, ShareArgs};
 
 /// First byte of the message in which a sender names its collection.
 const ANNOUNCE: u8 = 1;
+/// The message a sender sends when the receiver arrives before hashing is done:
+/// the names follow when it is (however long that takes).
+const PREPARING: &[u8] = &[2];
 /// The message a receiver sends once every file is verified and in place.
 const DONE: &[u8] = b"peerpipe-share-done";
-/// The start of the message a receiver sends when it gives up, before the reason.
+/// The start of the message either side sends when it gives up, before the reason.
 const FAILED: &[u8] = b"peerpipe-share-failed: ";
 /// Ticket prefix: version 1, then the collection hash in base32.
 const TICKET_PREFIX: &str = "pp1";
@@ -81,13 +84,12 @@ fn bytes_bar(total: u64, label: &str) -> ProgressBar {
 }
 
 /// Hashes the paths into a collection, with a spinner.
-async fn hash_paths(paths: &[PathBuf], out: Out) -> Result<Arc<Content>> {
+async fn hash_paths(paths: Vec<PathBuf>, out: Out) -> Result<Arc<Content>> {
     let spinner = out
         .bars()
         .add(ProgressBar::new_spinner().with_message("hashing"));
     spinner.enable_steady_tick(Duration::from_millis(120));
-    let owned = paths.to_vec();
-    let content = tokio::task::spawn_blocking(move || Content::from_paths(&owned))
+    let content = tokio::task::spawn_blocking(move || Content::from_paths(&paths))
         .await
         .context("hashing")??;
     spinner.finish_and_clear();
@@ -111,18 +113,24 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
         json: args.code.json,
         quiet,
     };
-    let content = hash_paths(&args.paths, out).await?;
-    let library = Library::new();
-    library.add(content.clone());
+    for path in &args.paths {
+        std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    }
+    // Hashing runs while the code is fetched and the receiver arrives.
+    let hashing = tokio::spawn(hash_paths(args.paths.clone(), out));
     let node = bind_net(&args.code.net, args.code.token.as_deref()).await?;
-    let result = send_on(&node, content, library, out).await;
+    let result = send_on(&node, hashing, out).await;
     // A clean stop sends what is still queued for the server (such as the key
     // confirmation the receiver needs to tell a wrong code from a lost sender).
     node.shutdown().await;
     result
 }
 
-async fn send_on(node: &Node, content: Arc<Content>, library: Library, out: Out) -> Result<()> {
+async fn send_on(
+    node: &Node,
+    hashing: tokio::task::JoinHandle<Result<Arc<Content>>>,
+    out: Out,
+) -> Result<()> {
     let offer = node
         .offer_code()
         .await
@@ -132,8 +140,40 @@ async fn send_on(node: &Node, content: Arc<Content>, library: Library, out: Out)
         "on the other device run: peerpipe receive {}",
         offer.code()
     ));
-    let conn = offer.accept().await.context("waiting for the receiver")?;
+    // A hashing failure ends the command at once, receiver or not.
+    let mut hashing = hashing;
+    let mut hashed = None;
+    let accept = offer.accept();
+    tokio::pin!(accept);
+    let conn = loop {
+        tokio::select! {
+            conn = &mut accept => break conn.context("waiting for the receiver")?,
+            done = &mut hashing, if hashed.is_none() => {
+                hashed = Some(done.context("hashing")??);
+            }
+        }
+    };
     out.say(format_args!("sending to {}", conn.peer().id.short()));
+    let content = match hashed {
+        Some(content) => content,
+        None => {
+            conn.send(Bytes::from_static(PREPARING))
+                .await
+                .context("telling the receiver to wait for hashing")?;
+            match hashing.await.context("hashing") {
+                Ok(Ok(content)) => content,
+                Ok(Err(e)) | Err(e) => {
+                    let mut why = FAILED.to_vec();
+                    why.extend_from_slice(format!("{e:#}").as_bytes());
+                    let _ = conn.send(Bytes::from(why)).await;
+                    conn.close().await;
+                    return Err(e);
+                }
+            }
+        }
+    };
+    let library = Library::new();
+    library.add(content.clone());
     let mut announce = vec![ANNOUNCE];
     announce.extend_from_slice(content.hash().as_bytes());
     conn.send(Bytes::from(announce))
@@ -201,19 +241,7 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
         .claim_code(&args.code)
         .await
         .context("using the code")?;
-    let message = tokio::time::timeout(args.net.net.timeout, conn.recv())
-        .await
-        .context("waiting for the sender to name the files")?
-        .context("waiting for the sender to name the files")?
-        .ok_or_else(|| anyhow!("the sender closed the connection"))?;
-    let hash = match message.split_first() {
-        Some((&ANNOUNCE, rest)) if rest.len() == 32 => {
-            let mut bytes = [0u8; 32];
-            bytes.copy_from_slice(rest);
-            Hash::from_bytes(bytes)
-        }
-        _ => bail!("the sender is not sending files (unexpected first message)"),
-    };
+    let hash = announced(&conn, args.net.net.timeout, out).await?;
     let mut options = DownloadOptions::new(args.out.clone());
     options.force = args.force;
     options.cursor = Some(0);
@@ -238,12 +266,53 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
     Ok(())
 }
 
+/// Waits for the sender to name its collection: within `limit`, or for as long
+/// as it says it is still hashing.
+async fn announced(conn: &peerpipe::Connection, limit: Duration, out: Out) -> Result<Hash> {
+    let mut spinner: Option<ProgressBar> = None;
+    loop {
+        let next = conn.recv();
+        let message = if spinner.is_some() {
+            next.await
+        } else {
+            tokio::time::timeout(limit, next)
+                .await
+                .context("waiting for the sender to name the files")?
+        }
+        .context("waiting for the sender to name the files")?
+        .ok_or_else(|| anyhow!("the sender closed the connection"))?;
+        match message.split_first() {
+            Some((&ANNOUNCE, rest)) if rest.len() == 32 => {
+                if let Some(bar) = spinner {
+                    bar.finish_and_clear();
+                }
+                let mut bytes = [0u8; 32];
+                bytes.copy_from_slice(rest);
+                return Ok(Hash::from_bytes(bytes));
+            }
+            _ if message.as_ref() == PREPARING && spinner.is_none() => {
+                let bar = out.bars().add(
+                    ProgressBar::new_spinner().with_message("the sender is hashing its files"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(120));
+                spinner = Some(bar);
+                out.event(json!({ "event": "sender_hashing" }));
+            }
+            _ if message.starts_with(FAILED) => {
+                let why = String::from_utf8_lossy(&message[FAILED.len()..]).into_owned();
+                bail!("the sender stopped: {why}");
+            }
+            _ => bail!("the sender is not sending files (unexpected message)"),
+        }
+    }
+}
+
 pub async fn share(args: &ShareArgs, quiet: bool) -> Result<()> {
     let out = Out {
         json: args.json,
         quiet,
     };
-    let content = hash_paths(&args.paths, out).await?;
+    let content = hash_paths(args.paths.clone(), out).await?;
     let library = Library::new();
     library.add(content.clone());
     let node = bind_net(&args.client.net, Some(&args.client.token)).await?;

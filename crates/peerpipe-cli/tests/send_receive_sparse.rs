@@ -1,5 +1,6 @@
 //! A multi-GiB sparse file (holes with islands of data, an odd size) through
-//! `peerpipe send` / `peerpipe receive` arrives byte-identical. Release build,
+//! `peerpipe send` / `peerpipe receive` arrives byte-identical; the receiver,
+//! arriving while the sender still hashes, waits for the names. Release build,
 //! own `.ci/run` step: `cargo test --release -p peerpipe-cli --test
 //! send_receive_sparse -- --ignored`.
 
@@ -42,13 +43,22 @@ fn a_sparse_multi_gib_file_arrives_identical() {
     let mut sender = spawn_send(&server, &dir.path("a"), &[&file]);
     let code = sender.code.clone();
     let out = dir.path("out");
-    let received = receive(&server, &dir.path("b"), &code, &out, &[]);
+    let received = receive(&server, &dir.path("b"), &code, &out, &["--json"]);
     assert!(
         received.status.success(),
         "{}",
         String::from_utf8_lossy(&received.stderr)
     );
     assert!(wait_bounded(&mut sender.child, Duration::from_secs(60)).success());
+    // The code comes before hashing 3 GiB ends, so the receiver arrives early
+    // and is told to wait for the names.
+    let events = String::from_utf8_lossy(&received.stdout);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains(r#""event":"sender_hashing""#)),
+        "{events}"
+    );
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "{size} bytes in {secs:.1} s ({:.0} MB/s)",
