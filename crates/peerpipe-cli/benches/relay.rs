@@ -496,8 +496,9 @@ async fn raw_tcp(total: u64) -> Result<Row> {
 }
 
 /// One quinn connection on loopback with peerpipe's QUIC settings (4 MiB
-/// socket buffers; 4 MiB stream, 8 MiB connection and send windows; TLS 1.3
-/// with a self-signed certificate) carries `total` bytes on one stream.
+/// socket buffers; 4 MiB stream, 8 MiB connection and send windows; MTU
+/// discovery up to 6500 bytes; TLS 1.3 with a self-signed certificate) carries
+/// `total` bytes on one stream.
 async fn bare_quinn(total: u64) -> Result<Row> {
     use std::sync::Arc;
     let made = rcgen::generate_simple_self_signed(vec!["peerpipe".to_owned()])?;
@@ -508,6 +509,9 @@ async fn bare_quinn(total: u64) -> Result<Row> {
         .stream_receive_window(quinn::VarInt::from_u32(4 << 20))
         .receive_window(quinn::VarInt::from_u32(8 << 20))
         .send_window(8 << 20);
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(6500);
+    transport.mtu_discovery_config(Some(mtu));
     let transport = Arc::new(transport);
     let mut server_config = quinn::ServerConfig::with_single_cert(vec![cert.clone()], key.into())?;
     server_config.transport_config(transport.clone());
@@ -523,8 +527,10 @@ async fn bare_quinn(total: u64) -> Result<Row> {
         s.set_nonblocking(true)?;
         s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
         let runtime = Arc::new(quinn::TokioRuntime);
+        let mut endpoint_config = quinn::EndpointConfig::default();
+        endpoint_config.max_udp_payload_size(6500)?;
         Ok(quinn::Endpoint::new(
-            Default::default(),
+            endpoint_config,
             server,
             s.into(),
             runtime,
