@@ -103,6 +103,11 @@ fn the_quic_path_is_hole_punched_through_two_nats() {
                 &stun,
                 "--stun",
                 &stun,
+                // At most ~30 MB/s on the relay: the transfer outlasts a QUIC
+                // dial whose first Initial the peer's NAT dropped (quinn sends
+                // it again after about a second).
+                "--relay-rate",
+                "500",
             ])
             .arg("--secret-file")
             .arg(&secret)
@@ -135,7 +140,7 @@ fn the_quic_path_is_hole_punched_through_two_nats() {
         c
     };
 
-    // 64 MiB, slow enough on the relay that the QUIC path opens meanwhile.
+    // 64 MiB: over 2 s on the rate-limited relay, so the QUIC path opens meanwhile.
     let data: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
     let input = dir.path("input");
     std::fs::write(&input, &data).unwrap();
