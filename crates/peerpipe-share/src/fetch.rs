@@ -33,6 +33,9 @@ use crate::hash::GROUP_SIZE;
 /// hold or fetch before it asks a seed for them.
 const SEED_GRACE: Duration = Duration::from_secs(1);
 
+/// The most groups one request asks of a seed while other downloaders trade.
+const SEED_REQUEST: u64 = 64;
+
 /// Tuning of a [`Fetch`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -141,6 +144,9 @@ pub struct Fetch<P> {
     requests: BTreeMap<u64, Req<P>>,
     next_id: u64,
     cursor: u64,
+    /// Where in a stretch of free groups this downloader lands when another
+    /// took the place it was at (fixed per download, from the first cursor).
+    salt: u64,
     /// When the last request was issued or the last group arrived.
     last_activity: Option<Instant>,
 }
@@ -162,6 +168,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             requests: BTreeMap::new(),
             next_id: 0,
             cursor: if groups == 0 { 0 } else { cursor % groups },
+            salt: cursor.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 16,
             last_activity: None,
         }
     }
@@ -319,11 +326,11 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         let mut endgame = None;
         let traders = self.peers.values().any(|p| !p.have.is_full());
         // Seeds are spared groups other peers hold or fetch, unless nothing has
-        // been on its way for a while: then any holder is asked.
-        let spare_seeds = !self.requests.is_empty()
-            || self
-                .last_activity
-                .is_some_and(|t| now.saturating_duration_since(t) < SEED_GRACE);
+        // been on its way for a while (counted from the first call): then any
+        // holder is asked.
+        let since = *self.last_activity.get_or_insert(now);
+        let spare_seeds =
+            !self.requests.is_empty() || now.saturating_duration_since(since) < SEED_GRACE;
         for &(_, peer) in &peers {
             let budget = self.budget(peer);
             if budget == 0 {
@@ -331,8 +338,15 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             }
             let max_groups =
                 (budget / GROUP_SIZE).clamp(self.config.min_request, self.config.max_request);
-            let mut run = self.rarest_run(peer, max_groups, spare_seeds);
             let seed = self.peers.get(&peer).is_some_and(|p| p.have.is_full());
+            // A seed gets small requests while others trade: each commits less
+            // before the others hear of it.
+            let max_groups = if seed && traders {
+                max_groups.min(SEED_REQUEST)
+            } else {
+                max_groups
+            };
+            let mut run = self.rarest_run(peer, max_groups, spare_seeds && traders);
             if run.is_none()
                 && !(spare_seeds && seed && traders)
                 && *endgame.get_or_insert_with(|| self.in_endgame())
@@ -391,6 +405,9 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
                 && !(seed && self.traded_elsewhere(peer, g))
         };
         let groups = self.layout.groups();
+        if seed {
+            return self.seed_run(max_groups, candidate);
+        }
         // The first candidate from the cursor among the rarest; a group only this
         // peer holds cannot be beaten, so the scan stops at the first one.
         let mut best: Option<(u16, u64)> = None;
@@ -413,6 +430,34 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             && candidate(end)
             && self.holders[end as usize] <= rarest
         {
+            end += 1;
+        }
+        Some((start, end))
+    }
+
+    /// What a spared seed is asked for while other downloaders trade: the groups
+    /// from the cursor on, where this downloader left off. When another took
+    /// that place, the next free stretch begins where every downloader that
+    /// knows the same would start; this one lands at its own point in the
+    /// stretch instead, so that downloaders not yet told of each other's latest
+    /// requests do not ask the seed for the same groups.
+    fn seed_run(&self, max_groups: u64, candidate: impl Fn(u64) -> bool) -> Option<(u64, u64)> {
+        let groups = self.layout.groups();
+        let first = (0..groups)
+            .map(|i| (self.cursor + i) % groups)
+            .find(|&g| candidate(g))?;
+        let mut start = first;
+        if first != self.cursor {
+            let mut len = 1;
+            while len < groups && candidate((first + len) % groups) {
+                len += 1;
+            }
+            if len > 2 * max_groups {
+                start = (first + self.salt % (len - max_groups)) % groups;
+            }
+        }
+        let mut end = start + 1;
+        while end < groups && end - start < max_groups && candidate(end) {
             end += 1;
         }
         Some((start, end))
@@ -761,6 +806,47 @@ mod tests {
     }
 
     #[test]
+    fn downloaders_whose_place_was_taken_land_apart_in_the_free_stretch() {
+        // Two downloaders both learn that a third is fetching 0..100 from the
+        // hub, which their cursors fall in: they do not both move on to 100.
+        let now = Instant::now();
+        let mut fetching = Bitmap::new(1000);
+        fetching.set_range(0..100);
+        let first_hub_request = |cursor: u64| {
+            let config = Config {
+                min_in_flight: 64 * GROUP_SIZE,
+                max_in_flight: 64 * GROUP_SIZE,
+                ..Config::default()
+            };
+            let mut fetch = Fetch::new(layout(1000), Bitmap::new(1000), cursor, config);
+            fetch.add_peer(0u8); // the hub
+            fetch.add_peer(1u8); // the third downloader
+            fetch.set_have(0, &Bitmap::full(1000), &Bitmap::new(1000));
+            fetch.set_have(1, &Bitmap::new(1000), &fetching);
+            let r = fetch.next_request(now).unwrap();
+            assert_eq!(r.peer, 0);
+            assert!(r.start >= 100, "{r:?} asks for what the third fetches");
+            assert!(r.end - r.start <= SEED_REQUEST);
+            r.start
+        };
+        // Fifty downloaders whose cursors fell in the taken range spread over
+        // the free stretch 100..1000 instead of all starting at 100.
+        let starts: BTreeSet<u64> = (0..50).map(|c| first_hub_request(c * 2)).collect();
+        assert!(
+            starts.len() >= 45,
+            "only {} places: {starts:?}",
+            starts.len()
+        );
+        let (lo, hi) = (starts.first().copied(), starts.last().copied());
+        assert!(
+            lo.zip(hi).is_some_and(|(lo, hi)| hi - lo > 600),
+            "{starts:?}"
+        );
+        // A downloader whose own place is free goes on from there.
+        assert_eq!(first_hub_request(500), 500);
+    }
+
+    #[test]
     fn a_seed_is_asked_anyway_when_nothing_else_is_coming() {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
@@ -769,6 +855,12 @@ mod tests {
         fetch.set_have(0, &Bitmap::full(8), &Bitmap::new(8));
         // The worker says it fetches everything, but nothing is on its way here.
         fetch.set_have(1, &Bitmap::new(8), &Bitmap::full(8));
+        assert_eq!(
+            fetch.next_request(now),
+            None,
+            "at first the seed is spared what the worker fetches"
+        );
+        let now = now + SEED_GRACE;
         let r = fetch.next_request(now).expect("the seed is asked");
         assert_eq!(r.peer, 0);
         for g in r.start..r.end {

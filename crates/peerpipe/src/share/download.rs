@@ -32,7 +32,9 @@ pub struct DownloadOptions {
     pub cursor: Option<u64>,
     /// Scheduler tuning.
     pub fetch: fetch::Config,
-    /// How often to ask peers that are still downloading what they hold.
+    /// How often to ask peers that are still downloading what they hold (for
+    /// collections up to 512 MiB; larger ones are asked less often, in
+    /// proportion to the size of the answer).
     pub have_interval: Duration,
     /// Time limit of one metadata request (collection, outboards, have).
     pub request_timeout: Duration,
@@ -48,7 +50,7 @@ impl DownloadOptions {
             force: false,
             cursor: None,
             fetch: fetch::Config::default(),
-            have_interval: Duration::from_millis(100),
+            have_interval: Duration::from_millis(50),
             request_timeout: Duration::from_secs(30),
             no_source_timeout: Duration::from_secs(30),
         }
@@ -550,9 +552,20 @@ fn spawn_have_poll(
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(have_pause(interval, groups)).await;
         }
     });
+}
+
+/// Have-answer bytes a poll of one peer may cost per `have_interval`.
+const HAVE_BYTES_PER_INTERVAL: u64 = 8 * 1024;
+
+/// The pause between two have-polls of one peer: `interval` for collections up
+/// to 512 MiB, longer in proportion to the answer (two bitmaps) beyond that.
+fn have_pause(interval: Duration, groups: u64) -> Duration {
+    let answer = 2 * groups.div_ceil(8);
+    let factor = answer.div_ceil(HAVE_BYTES_PER_INTERVAL).clamp(1, 1024) as u32;
+    interval * factor
 }
 
 /// Fetches the groups of request `r` from `conn`, verifying and writing each;
@@ -886,4 +899,18 @@ fn finalize(
     }
     let _ = fs::remove_dir_all(partial);
     Ok(targets.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn have_polls_slow_down_for_large_collections() {
+        let i = Duration::from_millis(50);
+        assert_eq!(have_pause(i, 1857), i);
+        assert_eq!(have_pause(i, 32_768), i, "512 MiB: two 4 KiB bitmaps");
+        assert_eq!(have_pause(i, 65_536), 2 * i, "1 GiB");
+        assert_eq!(have_pause(i, 1 << 24), 512 * i, "256 GiB");
+    }
 }
