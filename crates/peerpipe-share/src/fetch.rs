@@ -11,6 +11,11 @@
 //!   the caller chooses, so downloaders that start at different places fetch
 //!   different groups from a seed and then trade among themselves — a hub
 //!   feeding N workers uploads close to one copy;
+//! - while other downloaders trade, spares a seed (a peer holding everything)
+//!   what they hold or fetch, asks it for at most [`SEED_REQUEST`] groups at a
+//!   time, and, when another downloader took the place this one was at, moves
+//!   to a point of its own in the next free stretch rather than to its start,
+//!   where every downloader that knows the same would go;
 //! - drops a peer that sends a group that fails verification, or that makes no
 //!   progress on a request for [`Config::stall_timeout`], and gives its ranges to
 //!   others;
@@ -34,7 +39,7 @@ use crate::hash::GROUP_SIZE;
 const SEED_GRACE: Duration = Duration::from_secs(1);
 
 /// The most groups one request asks of a seed while other downloaders trade.
-const SEED_REQUEST: u64 = 64;
+pub const SEED_REQUEST: u64 = 64;
 
 /// Tuning of a [`Fetch`].
 #[derive(Debug, Clone)]
@@ -807,8 +812,8 @@ mod tests {
 
     #[test]
     fn downloaders_whose_place_was_taken_land_apart_in_the_free_stretch() {
-        // Two downloaders both learn that a third is fetching 0..100 from the
-        // hub, which their cursors fall in: they do not both move on to 100.
+        // Downloaders learn that another is fetching 0..100 from the hub, which
+        // their cursors fall in: they do not all move on to 100.
         let now = Instant::now();
         let mut fetching = Bitmap::new(1000);
         fetching.set_range(0..100);
