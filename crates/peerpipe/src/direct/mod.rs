@@ -19,6 +19,7 @@
 //! outage in our measurements), while a fresh association is up in a few
 //! milliseconds on a LAN and the session resends whatever was in flight anyway.
 
+mod congestion;
 mod io;
 mod quic;
 mod quic_path;

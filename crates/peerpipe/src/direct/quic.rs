@@ -441,11 +441,12 @@ fn server_config(
 /// socket buffers; keepalives hold NAT mappings open.
 fn transport_config() -> Result<quinn::TransportConfig, QuicError> {
     let mut t = quinn::TransportConfig::default();
-    t.stream_receive_window(quinn::VarInt::from_u32(4 << 20))
-        .receive_window(quinn::VarInt::from_u32(8 << 20))
-        .send_window(8 << 20)
+    t.stream_receive_window(quinn::VarInt::from_u32(16 << 20))
+        .receive_window(quinn::VarInt::from_u32(32 << 20))
+        .send_window(32 << 20)
         .keep_alive_interval(Some(KEEPALIVE))
         .mtu_discovery_config(Some(mtu_discovery()))
+        .congestion_controller_factory(Arc::new(super::congestion::RateModelConfig))
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().map_err(setup)?));
     Ok(t)
 }

@@ -24,6 +24,8 @@ use super::{DirectEvent, OPEN_TIMEOUT, OUT_QUEUE, Task};
 
 /// How long an ending path waits for the peer to read what it sent last.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+/// How often a path's QUIC statistics go to the debug log.
+const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs a QUIC attempt: ours (`theirs` = `None`) or an answer to the peer's offer.
 pub(super) async fn run(node: Arc<QuicNode>, theirs: Option<QuicParams>, mut task: Task) {
@@ -154,8 +156,21 @@ async fn carry(accepted: Accepted, task: &mut Task) -> Option<String> {
         }
     });
     let mut routed = true;
+    let mut report = tokio::time::interval(STATS_EVERY);
     let why = loop {
         tokio::select! {
+            _ = report.tick() => {
+                let stats = connection.stats();
+                tracing::debug!(
+                    rtt = ?stats.path.rtt,
+                    cwnd = stats.path.cwnd,
+                    sent = stats.path.sent_packets,
+                    lost = stats.path.lost_packets,
+                    congestion_events = stats.path.congestion_events,
+                    mtu = stats.path.current_mtu,
+                    "QUIC path"
+                );
+            }
             packet = out_rx.recv(), if routed => match packet {
                 Some(packet) => {
                     if let Err(e) = quic::write_packet(&mut send, packet).await {
