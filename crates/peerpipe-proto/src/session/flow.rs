@@ -79,6 +79,21 @@ impl RecvWindow {
         }
     }
 
+    /// A window of `window` bytes (at most `cap`) whose peer was told only of
+    /// `advertised` so far: the first grant, due at once, tells it the rest.
+    /// New streams start so with the window earlier streams grew to, instead of
+    /// growing from the small initial one each time.
+    pub fn granting(advertised: u64, window: u64, cap: u64) -> Self {
+        let cap = cap.max(advertised);
+        Self {
+            window: window.clamp(advertised, cap),
+            cap,
+            max: advertised,
+            read: 0,
+            last_grant: None,
+        }
+    }
+
     /// The offset the peer may send up to.
     pub fn max(&self) -> u64 {
         self.max
@@ -136,6 +151,21 @@ mod tests {
         // Slow: the window stays.
         assert_eq!(w.poll_grant(t0 + rtt * 10, rtt), Some(550));
         assert_eq!(w.window(), 200);
+    }
+
+    #[test]
+    fn a_granting_window_grants_what_it_learnt_at_once() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let mut w = RecvWindow::granting(100, 800, 1000);
+        assert_eq!(w.max(), 100, "the peer knows of 100 only");
+        assert_eq!(w.poll_grant(t0, rtt), Some(800));
+        assert_eq!(w.poll_grant(t0, rtt), None);
+        // Never more than the cap, never less than what the peer was told.
+        assert_eq!(RecvWindow::granting(100, 5000, 1000).window(), 1000);
+        let mut small = RecvWindow::granting(100, 10, 1000);
+        assert_eq!(small.window(), 100);
+        assert_eq!(small.poll_grant(t0, rtt), None);
     }
 
     #[test]

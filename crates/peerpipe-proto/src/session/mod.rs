@@ -370,6 +370,8 @@ pub struct Session {
     recv_buffered: u64,
     max_data_due: bool,
     grants_due: BTreeSet<StreamId>,
+    /// The largest receive window a stream grew to: where new streams start.
+    stream_window_learnt: u64,
 
     streams: BTreeMap<StreamId, StreamState>,
     next_local_stream: u64,
@@ -489,6 +491,7 @@ impl Session {
             recv_buffered: 0,
             max_data_due: false,
             grants_due: BTreeSet::new(),
+            stream_window_learnt: u64::from(params.stream_window),
             streams: BTreeMap::new(),
             next_local_stream,
             next_remote_stream,
@@ -1000,7 +1003,7 @@ impl Session {
             }
             while self.next_remote_stream <= id.0 {
                 let sid = StreamId(self.next_remote_stream);
-                self.streams.insert(sid, self.new_stream_state());
+                self.new_stream(sid);
                 self.incoming.push_back(sid);
                 self.events.push_back(Event::StreamOpened(sid));
                 self.next_remote_stream += 2;
@@ -1009,12 +1012,23 @@ impl Session {
         Ok(self.streams.get_mut(&id))
     }
 
-    fn new_stream_state(&self) -> StreamState {
-        StreamState::new(
-            u64::from(self.remote_params.stream_window),
-            u64::from(self.config.stream_window),
+    /// A new stream's state. Its receive window starts at the largest window a
+    /// stream of this session grew to ([`RecvWindow::granting`]): a grant for
+    /// the rest goes out before the stream's first frame, so that every stream
+    /// (a share request's, say) does not climb from the small initial window
+    /// again, round trip after round trip.
+    fn new_stream(&mut self, id: StreamId) {
+        let advertised = u64::from(self.config.stream_window);
+        let window = RecvWindow::granting(
+            advertised,
+            self.stream_window_learnt,
             self.config.max_window,
-        )
+        );
+        if window.window() > advertised {
+            self.grants_due.insert(id);
+        }
+        let state = StreamState::new(u64::from(self.remote_params.stream_window), window);
+        self.streams.insert(id, state);
     }
 
     fn on_stream(
@@ -1185,7 +1199,7 @@ impl Session {
         }
         let id = StreamId(self.next_local_stream);
         self.next_local_stream += 2;
-        self.streams.insert(id, self.new_stream_state());
+        self.new_stream(id);
         Ok(id)
     }
 
@@ -1362,6 +1376,7 @@ impl Session {
             if let Some(max) = s.recv.window.poll_grant(now, rtt) {
                 self.control
                     .push_back(Frame::MaxStreamData { id: id.0, max });
+                self.stream_window_learnt = self.stream_window_learnt.max(s.recv.window.window());
             }
         }
         if self.max_data_due {

@@ -146,9 +146,9 @@ pub(super) struct RecvHalf {
 }
 
 impl RecvHalf {
-    fn new(window: u64, cap: u64) -> Self {
+    fn new(window: RecvWindow) -> Self {
         Self {
-            window: RecvWindow::new(window, cap),
+            window,
             received: 0,
             read: 0,
             buf: VecDeque::new(),
@@ -174,10 +174,10 @@ pub(super) struct StreamState {
 }
 
 impl StreamState {
-    pub fn new(send_max: u64, recv_window: u64, cap: u64) -> Self {
+    pub fn new(send_max: u64, recv_window: RecvWindow) -> Self {
         Self {
             send: SendHalf::new(send_max),
-            recv: RecvHalf::new(recv_window, cap),
+            recv: RecvHalf::new(recv_window),
         }
     }
 
