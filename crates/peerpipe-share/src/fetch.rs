@@ -5,7 +5,9 @@
 //!
 //! - asks every peer that holds something still missing, keeping requests in
 //!   flight per peer in proportion to the throughput measured from it (about
-//!   [`Config::target_latency`] worth of data, within bounds);
+//!   [`Config::target_latency`] worth of data, or [`RTTS_IN_FLIGHT`] round
+//!   trips' worth on a slower path — enough for the bandwidth-delay product —
+//!   within bounds);
 //! - asks peers that hold less first, for the rarest groups they hold (fewest
 //!   known holders), starting from a cursor
 //!   the caller chooses, so downloaders that start at different places fetch
@@ -17,8 +19,9 @@
 //!   to a point of its own in the next free stretch rather than to its start,
 //!   where every downloader that knows the same would go;
 //! - drops a peer that sends a group that fails verification, or that makes no
-//!   progress on a request for [`Config::stall_timeout`], and gives its ranges to
-//!   others;
+//!   progress on a request for [`Config::stall_timeout`] while another peer
+//!   could serve what it holds up (a slow only source is never dropped), and
+//!   gives its ranges to others;
 //! - ends with an endgame: once every missing group is in flight and few are
 //!   left, idle peers are asked for groups already requested elsewhere, and the
 //!   first copy wins.
@@ -40,6 +43,11 @@ const SEED_GRACE: Duration = Duration::from_secs(1);
 
 /// The most groups one request asks of a seed while other downloaders trade.
 pub const SEED_REQUEST: u64 = 64;
+
+/// Round trips of data, at a peer's measured rate, kept requested from it at
+/// least: one fills the path, the rest cover a loss's recovery and the time
+/// between a request's end and the next one's first byte.
+pub const RTTS_IN_FLIGHT: u32 = 3;
 
 /// Tuning of a [`Fetch`].
 #[derive(Debug, Clone)]
@@ -124,6 +132,8 @@ struct Peer {
     window_bytes: u64,
     requests: BTreeSet<u64>,
     received: u64,
+    /// The round-trip time to the peer, as the caller last said.
+    rtt: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -245,8 +255,25 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
                 window_bytes: 0,
                 requests: BTreeSet::new(),
                 received: 0,
+                rtt: Duration::ZERO,
             },
         );
+    }
+
+    /// The round-trip time to `peer` is `rtt` (from its connection): at least
+    /// [`RTTS_IN_FLIGHT`] of them are kept requested at its rate.
+    pub fn set_rtt(&mut self, peer: P, rtt: Duration) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.rtt = rtt;
+        }
+    }
+
+    /// Bytes of request `id` are arriving, though no whole group yet (a slow
+    /// path): the request is not stalled.
+    pub fn progress(&mut self, id: u64, now: Instant) {
+        if let Some(req) = self.requests.get_mut(&id) {
+            req.last_progress = now;
+        }
     }
 
     /// Records what `peer` holds now, and what it is fetching itself (a peer only
@@ -370,7 +397,8 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         let Some(p) = self.peers.get(&peer) else {
             return 0;
         };
-        let target = ((p.rate * self.config.target_latency.as_secs_f64()) as u64)
+        let ahead = self.config.target_latency.max(p.rtt * RTTS_IN_FLIGHT);
+        let target = ((p.rate * ahead.as_secs_f64()) as u64)
             .clamp(self.config.min_in_flight, self.config.max_in_flight);
         target.saturating_sub(p.in_flight)
     }
@@ -594,16 +622,30 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
             .is_some_and(|r| (r.next..r.end).any(|g| !self.done.get(g)))
     }
 
-    /// Peers that delivered nothing on some request for the stall time-out; they
-    /// are dropped, and the caller stops the returned requests.
+    /// Peers that delivered nothing on some request for the stall time-out
+    /// while another peer that is not stalled holds a group of that request;
+    /// they are dropped, and the caller stops the returned requests. A stalled
+    /// peer that nobody else can stand in for is kept: a slow source beats
+    /// none (its connection's own time-outs end it if it is gone).
     pub fn drop_stalled(&mut self, now: Instant) -> Vec<(P, Vec<u64>)> {
-        let stalled: BTreeSet<P> = self
+        let stalled_requests: Vec<Req<P>> = self
             .requests
             .values()
             .filter(|r| now.saturating_duration_since(r.last_progress) >= self.config.stall_timeout)
+            .copied()
+            .collect();
+        let stalled_peers: BTreeSet<P> = stalled_requests.iter().map(|r| r.peer).collect();
+        let replaceable: BTreeSet<P> = stalled_requests
+            .iter()
+            .filter(|r| {
+                self.peers.iter().any(|(&k, p)| {
+                    !stalled_peers.contains(&k)
+                        && (r.next..r.end).any(|g| !self.done.get(g) && p.have.get(g))
+                })
+            })
             .map(|r| r.peer)
             .collect();
-        stalled
+        replaceable
             .into_iter()
             .map(|peer| (peer, self.drop_peer(peer)))
             .collect()
@@ -738,7 +780,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stalled_peer_is_dropped() {
+    fn a_stalled_peer_is_dropped_when_another_can_serve() {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
@@ -746,9 +788,13 @@ mod tests {
         fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
         let r = fetch.next_request(now).unwrap();
         assert!(fetch.drop_stalled(now + Duration::from_secs(1)).is_empty());
+        assert!(
+            fetch.drop_stalled(now + Duration::from_secs(11)).is_empty(),
+            "nobody else holds the range yet"
+        );
+        fetch.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
         let stalled = fetch.drop_stalled(now + Duration::from_secs(11));
         assert_eq!(stalled, vec![(1, vec![r.id])]);
-        fetch.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
         let asked: Vec<u64> = drain(&mut fetch, now)
             .iter()
             .flat_map(|r| r.start..r.end)
@@ -758,6 +804,70 @@ mod tests {
             "the range is free again"
         );
         assert!(fetch.is_complete());
+    }
+
+    #[test]
+    fn a_slow_only_source_is_kept() {
+        let now = Instant::now();
+        let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
+        fetch.add_peer(1u8);
+        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        let r = fetch.next_request(now).unwrap();
+        let late = now + Duration::from_secs(60);
+        assert!(fetch.drop_stalled(late).is_empty(), "the only source stays");
+        assert!(!fetch.is_dropped(1));
+        // Bytes arriving (no whole group yet) count as progress.
+        let mut other = Fetch::new(layout(8), Bitmap::new(8), 0, small());
+        other.add_peer(1u8);
+        other.add_peer(2u8);
+        other.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        other.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
+        let r2 = other.next_request(now).unwrap();
+        other.progress(r2.id, now + Duration::from_secs(9));
+        assert!(
+            other
+                .drop_stalled(now + Duration::from_secs(11))
+                .iter()
+                .all(|(p, _)| *p != r2.peer)
+        );
+        assert_eq!(fetch.received(r.id, r.start, true, late), Received::Fresh);
+    }
+
+    #[test]
+    fn a_slow_path_keeps_round_trips_of_data_requested() {
+        let now = Instant::now();
+        let config = Config {
+            min_in_flight: 4 * GROUP_SIZE,
+            max_in_flight: 1024 * GROUP_SIZE,
+            ..Config::default()
+        };
+        let requested = |rtt: Duration| {
+            let mut fetch = Fetch::new(layout(4096), Bitmap::new(4096), 0, config.clone());
+            fetch.add_peer(1u8);
+            fetch.set_have(1, &Bitmap::full(4096), &Bitmap::new(4096));
+            fetch.set_rtt(1, rtt);
+            // 64 groups (1 MiB) a second, measured over a first request.
+            let r = fetch.next_request(now).unwrap();
+            for (i, g) in (r.start..r.end).enumerate() {
+                fetch.received(
+                    r.id,
+                    g,
+                    true,
+                    now + Duration::from_millis(1000 * i as u64 / 64),
+                );
+            }
+            let mut groups = 0;
+            while let Some(r) = fetch.next_request(now + Duration::from_secs(1)) {
+                groups += r.end - r.start;
+            }
+            groups
+        };
+        // About 250 ms of data (16 groups, rounded up to whole requests) on
+        // a short path; three round trips' worth (192) on a 1 s one.
+        let fast = requested(Duration::from_millis(10));
+        let slow = requested(Duration::from_secs(1));
+        assert!((16..=48).contains(&fast), "{fast} groups");
+        assert!((180..=230).contains(&slow), "{slow} groups");
     }
 
     #[test]

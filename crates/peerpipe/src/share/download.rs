@@ -312,6 +312,9 @@ async fn run(
                 .map_err(|_| ShareError::Protocol("lock"))?;
             let fetch = guard.as_mut().ok_or(ShareError::Protocol("no scheduler"))?;
             let now = Instant::now();
+            for (&key, source) in &sources {
+                fetch.set_rtt(key, source.conn.rtt());
+            }
             let stalled = fetch.drop_stalled(now);
             while let Some(r) = fetch.next_request(now) {
                 to_start.push(r);
@@ -436,16 +439,6 @@ async fn read_len(stream: &mut crate::Stream, len: u64) -> Result<Vec<u8>, Share
         Ok(buf)
     } else {
         Err(ShareError::Protocol("the peer ended its answer early"))
-    }
-}
-
-/// A read of a known length that failed: the peer ending early is a protocol
-/// error, anything else a stream error.
-fn early_end(e: std::io::Error) -> ShareError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        ShareError::Protocol("the peer ended its answer early")
-    } else {
-        e.into()
     }
 }
 
@@ -594,10 +587,7 @@ async fn fetch_range(
             let buf = if g < r.end && wanted(&shared, r.id) {
                 let last = (g + per_chunk).min(r.end);
                 let mut buf = content.chunk(content.layout().range_len(g..last));
-                stream
-                    .read_exact(buf.bytes_mut())
-                    .await
-                    .map_err(early_end)?;
+                read_chunk(&mut stream, buf.bytes_mut(), &shared, r.id).await?;
                 Some((g, last, buf))
             } else {
                 None
@@ -637,6 +627,38 @@ async fn fetch_range(
         tasks.remove(&r.id);
     }
     shared.notify.notify_one();
+}
+
+/// How often a request whose chunk is still arriving tells the scheduler so.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+
+/// Fills `buf` from `stream`, telling the scheduler every
+/// [`PROGRESS_EVERY`] that bytes of request `id` are arriving (on a slow path
+/// a chunk takes longer than the stall time-out).
+async fn read_chunk(
+    stream: &mut crate::Stream,
+    buf: &mut [u8],
+    shared: &Shared,
+    id: u64,
+) -> Result<(), ShareError> {
+    let mut at = 0;
+    let mut told = Instant::now();
+    while at < buf.len() {
+        let n = stream.read(&mut buf[at..]).await?;
+        if n == 0 {
+            return Err(ShareError::Protocol("the peer ended its answer early"));
+        }
+        at += n;
+        if told.elapsed() >= PROGRESS_EVERY && at < buf.len() {
+            told = Instant::now();
+            if let Ok(mut f) = shared.fetch.lock()
+                && let Some(fetch) = f.as_mut()
+            {
+                fetch.progress(id, told);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn wanted(shared: &Shared, id: u64) -> bool {
