@@ -19,6 +19,10 @@
 //!   ordered, so a packet beyond the next expected one can only be left over from
 //!   a path that was replaced: it is dropped and comes again with the next resend.
 //!   There is no congestion control: each path's carrier has its own.
+//! - **Path choice**: a path that comes up takes the traffic, but one that
+//!   delivers less than half the goodput another live path delivered is left
+//!   for that one and tried again later ([`choice`]); the shell reports when a
+//!   path's queue is full ([`Session::handle_path_full`]).
 //! - **Streams and messages** ([`stream`], [`Session::send_message`]) share the
 //!   session's credit ([`flow`]): a writer gets only what the reader granted, and
 //!   grants follow the application's reads, growing toward the bandwidth-delay
@@ -37,6 +41,7 @@
 //! transmit: loop), then [`Session::poll_timeout`] to know when to call
 //! [`Session::handle_timeout`] next.
 
+pub mod choice;
 pub mod flow;
 pub mod frame;
 pub mod handshake;
@@ -49,6 +54,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use self::choice::{Choice, PathChoice};
 use self::flow::{RecvWindow, Rtt};
 use self::frame::{Frame, MESSAGE_CONFIRM, MESSAGE_FIN};
 use self::handshake::{AwaitHello, AwaitReply, HandshakeError, Keys, Role, Start, TransportParams};
@@ -344,8 +350,13 @@ pub struct Session {
     /// When something authentic last arrived on the current path (or it became
     /// current).
     current_heard: Instant,
+    /// When fresh reliable data last arrived on the current path (or it became
+    /// current): resends of old packets do not show the peer sends there.
+    current_fresh: Instant,
     /// The path the packet being handled came on.
     packet_path: Option<PathId>,
+    /// Goodput per path, and when to leave or retry one.
+    choice: PathChoice,
 
     next_pn: u64,
     next_unreliable: u64,
@@ -398,6 +409,8 @@ pub struct Session {
     pongs_due: VecDeque<u64>,
     ping_due: bool,
     ping_out: Option<(u64, Instant)>,
+    /// The path the outstanding ping went out on.
+    ping_path: Option<PathId>,
     next_ping: u64,
     rtt: Rtt,
 
@@ -471,7 +484,9 @@ impl Session {
             paths: Vec::new(),
             trusted_paths: Vec::new(),
             current_heard: now,
+            current_fresh: now,
             packet_path: None,
+            choice: PathChoice::default(),
             next_pn: 0,
             next_unreliable: 0,
             unacked: VecDeque::new(),
@@ -513,6 +528,7 @@ impl Session {
             pongs_due: VecDeque::new(),
             ping_due: false,
             ping_out: None,
+            ping_path: None,
             next_ping: 0,
             rtt: Rtt::default(),
             timers,
@@ -590,6 +606,7 @@ impl Session {
         self.paths.retain(|p| *p != path);
         self.paths.insert(0, path);
         self.arm_path_check();
+        self.arm_path_choice();
     }
 
     /// Trusts `path`: its carrier already encrypts and authenticates every byte
@@ -610,25 +627,35 @@ impl Session {
         let was_current = self.current_path() == Some(path);
         self.paths.retain(|p| *p != path);
         self.trusted_paths.retain(|p| *p != path);
+        self.choice.removed(path);
         if was_current && !self.paths.is_empty() {
             self.switched_path(now);
         } else {
             self.arm_path_check();
+            self.arm_path_choice();
         }
     }
 
     /// Arms the path silence check while there is another path to go to and
     /// the current one owes an answer (unacknowledged packets or a ping).
     fn arm_path_check(&mut self) {
-        let owed = !self.unacked.is_empty() || self.ping_out.is_some();
-        if self.paths.len() > 1 && owed && self.close_reason.is_none() {
-            self.timers.set(
-                Timer::PathSilence,
-                self.current_heard + self.config.path_timeout,
-            );
-        } else {
-            self.timers.stop(Timer::PathSilence);
+        match self.silent_since() {
+            Some(since) if self.paths.len() > 1 && self.close_reason.is_none() => {
+                self.timers
+                    .set(Timer::PathSilence, since + self.config.path_timeout);
+            }
+            _ => self.timers.stop(Timer::PathSilence),
         }
+    }
+
+    /// Since when the current path owes an answer and gave none: from the
+    /// later of what it last delivered and the oldest thing outstanding
+    /// (unacknowledged packets or a ping). `None` when nothing is owed.
+    fn silent_since(&self) -> Option<Instant> {
+        let oldest_unacked = self.unacked.front().map(|p| p.sent);
+        let ping = self.ping_out.map(|(_, sent)| sent);
+        let owed = [oldest_unacked, ping].into_iter().flatten().min()?;
+        Some(owed.max(self.current_heard))
     }
 
     /// The current path answered nothing for the path time-out: move to the
@@ -637,10 +664,14 @@ impl Session {
         let Some(dead) = self.current_path() else {
             return;
         };
-        if now.saturating_duration_since(self.current_heard) < self.config.path_timeout {
+        let quiet_for = self
+            .silent_since()
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+        if quiet_for < self.config.path_timeout {
             return self.arm_path_check();
         }
         self.paths.retain(|p| *p != dead);
+        self.choice.removed(dead);
         self.events.push_back(Event::PathFailed(dead));
         if !self.paths.is_empty() {
             self.switched_path(now);
@@ -652,6 +683,13 @@ impl Session {
             self.start_handshake();
         }
         self.current_heard = now;
+        self.current_fresh = now;
+        // A ping out on another path says nothing of this one: ping here.
+        if self.ping_out.take().is_some() {
+            self.ping_due = true;
+        }
+        self.choice.switched(now, self.current_path());
+        self.arm_path_choice();
         // A closed session moves nothing any more: paths that go down as the
         // two sides let go are no news.
         if let Some(path) = self.current_path()
@@ -668,6 +706,48 @@ impl Session {
             // A resend is progress in the making: give it a full threshold.
             self.last_progress = now;
             self.arm_slow();
+        }
+    }
+
+    /// The current path's queue is full: the path, not the application, holds
+    /// data back now. Its goodput counts for choosing paths.
+    pub fn handle_path_full(&mut self) {
+        self.choice.note_full();
+    }
+
+    fn arm_path_choice(&mut self) {
+        let busy = !self.unacked.is_empty();
+        match self.choice.next_deadline(self.rtt.get(), busy) {
+            Some(at) if self.close_reason.is_none() => {
+                self.timers.set(Timer::PathChoice, at);
+            }
+            _ => self.timers.stop(Timer::PathChoice),
+        }
+    }
+
+    /// A goodput window ended or a retry is due: leave a much worse path for
+    /// a better one, or try a path that was left again.
+    fn choose_path(&mut self, now: Instant) {
+        let choice = self
+            .choice
+            .poll(now, self.rtt.get(), &self.paths, self.unacked_bytes);
+        let to = match choice {
+            Some(Choice::Leave { from, to }) => {
+                // The worse path stays up as a standby, first to go.
+                self.paths.retain(|p| *p != from);
+                self.paths.insert(0, from);
+                Some(to)
+            }
+            Some(Choice::Retry(path)) => Some(path),
+            None => None,
+        };
+        match to {
+            Some(to) if self.paths.contains(&to) => {
+                self.paths.retain(|p| *p != to);
+                self.paths.push(to);
+                self.switched_path(now);
+            }
+            _ => self.arm_path_choice(),
         }
     }
 
@@ -814,17 +894,22 @@ impl Session {
                 return;
             }
             self.rcv_next += 1;
-            // Fresh data on another live path while the current one has been
-            // quiet for a while: the peer moved there (its path failed or it
+            // Fresh data on another live path while none came on the current
+            // one for a while: the peer moved there (its path failed or it
             // prefers the new one). Follow, so answers reach it. A current path
-            // that carries traffic is kept: packets the peer sent on its old
-            // path just before it moved must not pull this side back.
+            // that carries fresh traffic is kept: packets the peer sent on its
+            // old path just before it moved must not pull this side back, and
+            // neither does a path this side left for its poor goodput.
             let quiet =
-                now.saturating_duration_since(self.current_heard) >= self.config.path_timeout / 4;
+                now.saturating_duration_since(self.current_fresh) >= self.config.path_timeout / 4;
+            if self.packet_path.is_some() && self.packet_path == self.current_path() {
+                self.current_fresh = now;
+            }
             if let Some(path) = self.packet_path
                 && quiet
                 && Some(path) != self.current_path()
                 && self.paths.contains(&path)
+                && !self.choice.is_left(path)
             {
                 self.paths.retain(|p| *p != path);
                 self.paths.push(path);
@@ -874,6 +959,12 @@ impl Session {
                 if let Some((_, sent)) = self.ping_out.filter(|(ping, _)| *ping == id) {
                     self.rtt.sample(now.saturating_duration_since(sent));
                     self.ping_out = None;
+                    // The ping got through on the current path, whichever
+                    // path the answer took.
+                    if self.ping_path.is_some() && self.ping_path == self.current_path() {
+                        self.current_heard = now;
+                        self.arm_path_check();
+                    }
                 }
             }
             Frame::Stream {
@@ -950,7 +1041,9 @@ impl Session {
                 break;
             };
             acked += 1;
-            self.unacked_bytes -= packet_cost(&p.packet);
+            let cost = packet_cost(&p.packet);
+            self.unacked_bytes -= cost;
+            self.choice.acked(cost);
             for (id, end) in &p.stream_ends {
                 if let Some(s) = self.streams.get_mut(id) {
                     s.send.acked = s.send.acked.max(*end);
@@ -969,8 +1062,14 @@ impl Session {
         }
         self.last_progress = now;
         self.slow_reported = false;
+        // Progress shows the current path delivers, whichever path the peer
+        // acknowledges on (it may not have followed this side yet).
+        self.current_heard = now;
         self.arm_slow();
         self.arm_path_check();
+        if self.unacked.is_empty() {
+            self.arm_path_choice();
+        }
         self.wake_writers();
         Ok(())
     }
@@ -1178,6 +1277,7 @@ impl Session {
                     }
                 }
                 Timer::PathSilence => self.path_silent(now),
+                Timer::PathChoice => self.choose_path(now),
             }
         }
     }
@@ -1461,6 +1561,7 @@ impl Session {
             let id = self.next_ping;
             self.next_ping += 1;
             self.ping_out = Some((id, now));
+            self.ping_path = self.current_path();
             Frame::Ping { id }.encode(&mut plain);
         }
         let pn = if reliable {
@@ -1474,8 +1575,10 @@ impl Session {
         let packet = Bytes::from(plain);
         if reliable {
             self.next_pn += 1;
-            if self.unacked.is_empty() {
+            let was_idle = self.unacked.is_empty();
+            if was_idle {
                 self.last_progress = now;
+                self.choice.restart(now);
             }
             self.unacked_bytes += packet_cost(&packet);
             self.unacked.push_back(SentPacket {
@@ -1486,6 +1589,9 @@ impl Session {
             });
             self.resend_cursor = self.unacked.len();
             self.arm_slow();
+            if was_idle {
+                self.arm_path_choice();
+            }
         } else {
             self.next_unreliable += 1;
         }

@@ -16,21 +16,25 @@ pub enum Timer {
     /// The current path heard nothing back for the path time-out while another
     /// path is up: move to that one.
     PathSilence = 4,
+    /// A goodput measurement window ends or a path that was left for being
+    /// worse is due to be tried again.
+    PathChoice = 5,
 }
 
 impl Timer {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Ack,
         Self::KeepAlive,
         Self::Idle,
         Self::Slow,
         Self::PathSilence,
+        Self::PathChoice,
     ];
 }
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Default, Clone)]
-pub struct TimerTable([Option<Instant>; 5]);
+pub struct TimerTable([Option<Instant>; 6]);
 
 impl TimerTable {
     /// Arms `timer` for `at`, replacing its deadline.
@@ -64,7 +68,7 @@ impl TimerTable {
 
     /// Disarms all timers.
     pub fn clear(&mut self) {
-        self.0 = [None; 5];
+        self.0 = [None; 6];
     }
 }
 

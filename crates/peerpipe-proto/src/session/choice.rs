@@ -1,0 +1,325 @@
+//! Path choice by measured goodput.
+//!
+//! A newer path takes the traffic when it comes up (a direct path after the
+//! relay), but newer is not always better: a UDP path whose congestion control
+//! cannot shed random loss may carry a tenth of what the relay's TCP carries
+//! over the same link. [`PathChoice`] measures each path's goodput — bytes
+//! the peer acknowledged per second while it was the current path and the
+//! sender kept it busy — and tells the session to leave a path that delivers
+//! less than half of what another live path delivered. The path it left is
+//! tried again later (after 10 s, then twice as long each time it disappoints
+//! again, up to [`MAX_BACKOFF`]), since links change.
+//!
+//! Only windows in which the path, not the application or the reader, held
+//! the data back count: the shell says when the path's queue was full
+//! ([`PathChoice::note_full`]), and a window that ends with much in flight
+//! counts too. An idle or app-limited connection never changes path for its
+//! goodput.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::PathId;
+
+/// The shortest measurement window.
+const MIN_WINDOW: Duration = Duration::from_millis(250);
+/// The longest measurement window: a path that queues deeply has a long RTT,
+/// and must not take long to judge for it.
+const MAX_WINDOW: Duration = Duration::from_secs(1);
+/// Windows are this many RTTs long, within the bounds.
+const WINDOW_RTTS: u32 = 2;
+/// Samples a path keeps (its goodput is their maximum).
+const SAMPLES: usize = 4;
+/// Samples the current path needs before it may be left.
+const DECIDE_AFTER: usize = 3;
+/// The current path is left when it delivers less than another path's
+/// goodput divided by this.
+const WORSE_BY: f64 = 2.0;
+/// Unacknowledged bytes at the end of a window that show the path, not the
+/// sender, was the limit.
+const BUSY_IN_FLIGHT: u64 = 256 * 1024;
+/// How long a path that was left waits before it is tried again, at first.
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest wait before a path that was left is tried again.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(160);
+
+/// What a path delivered.
+#[derive(Debug, Default, Clone)]
+struct Meter {
+    /// Goodput samples in bytes per second, newest last.
+    samples: Vec<f64>,
+    /// When the path was left for being worse; it is tried again then.
+    retry_at: Option<Instant>,
+    /// How long the next wait is.
+    backoff: Option<Duration>,
+}
+
+impl Meter {
+    fn goodput(&self) -> Option<f64> {
+        self.samples.iter().copied().reduce(f64::max)
+    }
+}
+
+/// What the session should do about its paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Move the traffic from the current path to this better one.
+    Leave {
+        /// The path that delivers too little.
+        from: PathId,
+        /// The path to send on instead.
+        to: PathId,
+    },
+    /// Try this path again (its wait is over): make it current.
+    Retry(PathId),
+}
+
+/// Goodput per path and the decisions drawn from it. Sans-IO: every input
+/// carries its instant.
+#[derive(Debug, Default)]
+pub struct PathChoice {
+    meters: HashMap<PathId, Meter>,
+    current: Option<PathId>,
+    window_start: Option<Instant>,
+    window_acked: u64,
+    window_full: bool,
+}
+
+impl PathChoice {
+    /// `path` became the current path: a new measurement starts.
+    pub fn switched(&mut self, now: Instant, path: Option<PathId>) {
+        if self.current != path {
+            if let Some(p) = path {
+                // A path measures afresh each time it is chosen; the others
+                // keep their figures for comparison.
+                let meter = self.meters.entry(p).or_default();
+                meter.retry_at = None;
+                meter.samples.clear();
+            }
+            self.current = path;
+        }
+        self.window_start = Some(now);
+        self.window_acked = 0;
+        self.window_full = false;
+    }
+
+    /// Data is outstanding again after none was: a window starts now (the idle
+    /// time before says nothing about the path).
+    pub fn restart(&mut self, now: Instant) {
+        if self.current.is_some() {
+            self.window_start = Some(now);
+            self.window_acked = 0;
+            self.window_full = false;
+        }
+    }
+
+    /// `path` is gone: its figures go with it.
+    pub fn removed(&mut self, path: PathId) {
+        self.meters.remove(&path);
+    }
+
+    /// Whether `path` was left for its goodput and waits to be tried again.
+    pub fn is_left(&self, path: PathId) -> bool {
+        self.meters.get(&path).is_some_and(|m| m.retry_at.is_some())
+    }
+
+    /// The peer acknowledged `bytes` of packets.
+    pub fn acked(&mut self, bytes: u64) {
+        self.window_acked += bytes;
+    }
+
+    /// The current path's queue was full: the path is the limit now.
+    pub fn note_full(&mut self) {
+        self.window_full = true;
+    }
+
+    /// When [`PathChoice::poll`] has something to do: the end of the current
+    /// window while data is outstanding (`busy`), or the next retry.
+    pub fn next_deadline(&self, rtt: Duration, busy: bool) -> Option<Instant> {
+        let window_end = self.window_start.filter(|_| busy).map(|s| s + window(rtt));
+        let retry = self.meters.values().filter_map(|m| m.retry_at).min();
+        [window_end, retry].into_iter().flatten().min()
+    }
+
+    /// Closes the window if it is over and decides. `live` are the session's
+    /// live paths, `in_flight` its unacknowledged bytes.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        rtt: Duration,
+        live: &[PathId],
+        in_flight: u64,
+    ) -> Option<Choice> {
+        let current = self.current?;
+        if let Some(retry) = self
+            .meters
+            .iter()
+            .filter(|(p, m)| **p != current && live.contains(p))
+            .filter(|(_, m)| m.retry_at.is_some_and(|t| t <= now))
+            .map(|(p, _)| *p)
+            .min()
+        {
+            return Some(Choice::Retry(retry));
+        }
+        let start = self.window_start?;
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < window(rtt) {
+            return None;
+        }
+        let busy = self.window_full || in_flight >= BUSY_IN_FLIGHT;
+        let rate = self.window_acked as f64 / elapsed.as_secs_f64();
+        self.window_start = Some(now);
+        self.window_acked = 0;
+        self.window_full = false;
+        if !busy {
+            return None;
+        }
+        let meter = self.meters.entry(current).or_default();
+        if meter.samples.len() >= SAMPLES {
+            meter.samples.remove(0);
+        }
+        meter.samples.push(rate);
+        if meter.samples.len() < DECIDE_AFTER {
+            return None;
+        }
+        let mine = meter.goodput().unwrap_or(0.0);
+        let (to, theirs) = self
+            .meters
+            .iter()
+            .filter(|(p, _)| **p != current && live.contains(p))
+            .filter_map(|(p, m)| m.goodput().map(|g| (*p, g)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        if mine * WORSE_BY >= theirs {
+            return None;
+        }
+        let meter = self.meters.entry(current).or_default();
+        let backoff = meter
+            .backoff
+            .map_or(FIRST_BACKOFF, |b| (b * 2).min(MAX_BACKOFF));
+        meter.backoff = Some(backoff);
+        meter.retry_at = Some(now + backoff);
+        Some(Choice::Leave { from: current, to })
+    }
+}
+
+fn window(rtt: Duration) -> Duration {
+    (rtt * WINDOW_RTTS).clamp(MIN_WINDOW, MAX_WINDOW)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: PathId = PathId(1);
+    const B: PathId = PathId(2);
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Runs `choice` on the current path for `windows` windows of 250 ms,
+    /// each acknowledging `per_window` bytes with the path full.
+    fn run(
+        choice: &mut PathChoice,
+        t: &mut Instant,
+        windows: usize,
+        per_window: u64,
+    ) -> Option<Choice> {
+        for _ in 0..windows {
+            choice.acked(per_window);
+            choice.note_full();
+            *t += 250 * MS;
+            if let Some(c) = choice.poll(*t, 10 * MS, &[A, B], 0) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_much_worse_path_is_left_and_retried_later() {
+        let t0 = Instant::now();
+        let mut t = t0;
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A));
+        assert_eq!(run(&mut choice, &mut t, 4, 10_000_000), None);
+        choice.switched(t, Some(B));
+        let left = run(&mut choice, &mut t, 8, 1_000_000);
+        assert_eq!(left, Some(Choice::Leave { from: B, to: A }));
+        // Three windows to be sure, not one.
+        assert_eq!(t, t0 + 7 * 250 * MS);
+        choice.switched(t, Some(A));
+        assert_eq!(run(&mut choice, &mut t, 36, 10_000_000), None);
+        t += FIRST_BACKOFF;
+        assert_eq!(choice.poll(t, 10 * MS, &[A, B], 0), Some(Choice::Retry(B)));
+        choice.switched(t, Some(B));
+        let retried = t;
+        assert_eq!(
+            run(&mut choice, &mut t, 8, 1_000_000),
+            Some(Choice::Leave { from: B, to: A })
+        );
+        assert_eq!(t, retried + 3 * 250 * MS);
+        assert_eq!(choice.meters[&B].backoff, Some(FIRST_BACKOFF * 2));
+    }
+
+    #[test]
+    fn a_path_somewhat_worse_keeps_the_traffic() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A));
+        run(&mut choice, &mut t, 4, 10_000_000);
+        choice.switched(t, Some(B));
+        assert_eq!(run(&mut choice, &mut t, 40, 6_000_000), None);
+    }
+
+    #[test]
+    fn an_app_limited_path_is_never_judged() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A));
+        run(&mut choice, &mut t, 4, 10_000_000);
+        choice.switched(t, Some(B));
+        for _ in 0..40 {
+            choice.acked(1000);
+            t += 250 * MS;
+            assert_eq!(choice.poll(t, 10 * MS, &[A, B], 1000), None);
+        }
+    }
+
+    #[test]
+    fn much_in_flight_counts_as_busy() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A));
+        run(&mut choice, &mut t, 4, 10_000_000);
+        choice.switched(t, Some(B));
+        let mut left = None;
+        for _ in 0..10 {
+            choice.acked(1000);
+            t += 250 * MS;
+            left = left.or(choice.poll(t, 10 * MS, &[A, B], BUSY_IN_FLIGHT));
+        }
+        assert_eq!(left, Some(Choice::Leave { from: B, to: A }));
+    }
+
+    #[test]
+    fn a_path_that_is_gone_is_no_alternative() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A));
+        run(&mut choice, &mut t, 4, 10_000_000);
+        choice.switched(t, Some(B));
+        choice.removed(A);
+        assert_eq!(run(&mut choice, &mut t, 10, 1_000), None);
+    }
+
+    #[test]
+    fn the_window_is_two_rtts_within_bounds() {
+        let t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A));
+        assert_eq!(choice.next_deadline(MS, true), Some(t + MIN_WINDOW));
+        assert_eq!(choice.next_deadline(300 * MS, true), Some(t + 600 * MS));
+        assert_eq!(
+            choice.next_deadline(Duration::from_secs(5), true),
+            Some(t + MAX_WINDOW)
+        );
+    }
+}
