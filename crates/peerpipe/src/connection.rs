@@ -720,6 +720,9 @@ pub(crate) async fn drive(
                     inner.act(st, &mut paths, std_now, action);
                 }
                 let full = paths.transmit(&mut st.session, std_now);
+                if full.is_some() {
+                    st.session.handle_path_full();
+                }
                 let mut again = inner.dispatch(st, std_now, &mut direct, &mut actions, &mut after);
                 again |= !actions.is_empty();
                 // An orderly close waits until everything queued went out and
