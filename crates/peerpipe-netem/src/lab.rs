@@ -238,6 +238,11 @@ impl Drop for Lab {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        // The names are free for the next lab; the namespaces themselves go
+        // once nothing uses them.
+        for host in self.hosts.iter() {
+            let _ = ip(&["netns", "del", &host.name]);
+        }
     }
 }
 

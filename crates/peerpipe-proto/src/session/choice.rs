@@ -12,8 +12,9 @@
 //!
 //! Only windows in which the path, not the application or the reader, held
 //! the data back count: the shell says when the path's queue was full
-//! ([`PathChoice::note_full`]), and a window that ends with much in flight
-//! counts too. An idle or app-limited connection never changes path for its
+//! ([`PathChoice::note_full`]), and a window that ends with much in flight,
+//! or with some in flight while data waited to be sent or a writer was out of
+//! credit ([`PathChoice::note_blocked`]), counts too. An idle or app-limited connection never changes path for its
 //! goodput.
 
 use std::collections::HashMap;
@@ -38,6 +39,15 @@ const WORSE_BY: f64 = 2.0;
 /// Unacknowledged bytes at the end of a window that show the path, not the
 /// sender, was the limit.
 const BUSY_IN_FLIGHT: u64 = 256 * 1024;
+/// Unacknowledged bytes that show the path was the limit when data also
+/// waited to be sent (for want of credit that the bytes in flight hold, as
+/// while the windows are still small: a slow reader's credit is not held in
+/// flight, the peer acknowledges what it buffers).
+const BACKLOG_IN_FLIGHT: u64 = 16 * 1024;
+/// The current path goes to measure another, seen only briefly (the relay in
+/// its first moments, in slow start, before a direct path came up), when it
+/// delivers less than this many times that glimpse.
+const GLIMPSE_RAMP: f64 = 4.0;
 /// How long a path that was left waits before it is tried again, at first.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest wait before a path that was left is tried again.
@@ -83,11 +93,19 @@ pub struct PathChoice {
     window_start: Option<Instant>,
     window_acked: u64,
     window_full: bool,
+    window_blocked: bool,
+    /// The path the current one is being measured for: it goes back there
+    /// unless the current path proves much better.
+    probe_from: Option<PathId>,
+    /// The first packet number sent on the current path.
+    fresh_from: u64,
 }
 
 impl PathChoice {
-    /// `path` became the current path: a new measurement starts.
-    pub fn switched(&mut self, now: Instant, path: Option<PathId>) {
+    /// `path` became the current path, the next packet number being
+    /// `next_pn`: a new measurement starts, of packets sent from now on.
+    pub fn switched(&mut self, now: Instant, path: Option<PathId>, next_pn: u64) {
+        self.fresh_from = next_pn;
         if self.current != path {
             if let Some(p) = path {
                 // A path measures afresh each time it is chosen; the others
@@ -101,6 +119,7 @@ impl PathChoice {
         self.window_start = Some(now);
         self.window_acked = 0;
         self.window_full = false;
+        self.window_blocked = false;
     }
 
     /// Data is outstanding again after none was: a window starts now (the idle
@@ -110,6 +129,7 @@ impl PathChoice {
             self.window_start = Some(now);
             self.window_acked = 0;
             self.window_full = false;
+            self.window_blocked = false;
         }
     }
 
@@ -123,14 +143,24 @@ impl PathChoice {
         self.meters.get(&path).is_some_and(|m| m.retry_at.is_some())
     }
 
-    /// The peer acknowledged `bytes` of packets.
-    pub fn acked(&mut self, bytes: u64) {
-        self.window_acked += bytes;
+    /// The peer acknowledged packet `pn` of `bytes`. Packets sent before
+    /// the current path became current may have crossed another path: they
+    /// do not count.
+    pub fn acked(&mut self, pn: u64, bytes: u64) {
+        if pn >= self.fresh_from {
+            self.window_acked += bytes;
+        }
     }
 
     /// The current path's queue was full: the path is the limit now.
     pub fn note_full(&mut self) {
         self.window_full = true;
+    }
+
+    /// A writer had more than the peer's credit let it send: with credit
+    /// held by bytes in flight, the path is the limit.
+    pub fn note_blocked(&mut self) {
+        self.window_blocked = true;
     }
 
     /// When [`PathChoice::poll`] has something to do: the end of the current
@@ -142,19 +172,21 @@ impl PathChoice {
     }
 
     /// Closes the window if it is over and decides. `live` are the session's
-    /// live paths, `in_flight` its unacknowledged bytes.
+    /// live paths, `in_flight` its unacknowledged bytes, `backlog` whether
+    /// data waits to be sent.
     pub fn poll(
         &mut self,
         now: Instant,
         rtt: Duration,
         live: &[PathId],
         in_flight: u64,
+        backlog: bool,
     ) -> Option<Choice> {
         let current = self.current?;
         if let Some(retry) = self
             .meters
             .iter()
-            .filter(|(p, m)| **p != current && live.contains(p))
+            .filter(|(p, _)| **p != current && live.contains(p))
             .filter(|(_, m)| m.retry_at.is_some_and(|t| t <= now))
             .map(|(p, _)| *p)
             .min()
@@ -166,11 +198,14 @@ impl PathChoice {
         if elapsed < window(rtt) {
             return None;
         }
-        let busy = self.window_full || in_flight >= BUSY_IN_FLIGHT;
+        let busy = self.window_full
+            || in_flight >= BUSY_IN_FLIGHT
+            || ((backlog || self.window_blocked) && in_flight >= BACKLOG_IN_FLIGHT);
         let rate = self.window_acked as f64 / elapsed.as_secs_f64();
         self.window_start = Some(now);
         self.window_acked = 0;
         self.window_full = false;
+        self.window_blocked = false;
         if !busy {
             return None;
         }
@@ -183,14 +218,31 @@ impl PathChoice {
             return None;
         }
         let mine = meter.goodput().unwrap_or(0.0);
-        let (to, theirs) = self
+        if let Some(origin) = self.probe_from.take()
+            && live.contains(&origin)
+        {
+            let theirs = self.meters.get(&origin).and_then(Meter::goodput);
+            return match theirs {
+                Some(theirs) if mine >= theirs * WORSE_BY => None,
+                _ => Some(Choice::Retry(origin)),
+            };
+        }
+        let (to, theirs, measured) = self
             .meters
             .iter()
             .filter(|(p, _)| **p != current && live.contains(p))
-            .filter_map(|(p, m)| m.goodput().map(|g| (*p, g)))
+            .filter_map(|(p, m)| m.goodput().map(|g| (*p, g, m.samples.len())))
             .max_by(|a, b| a.1.total_cmp(&b.1))?;
-        if mine * WORSE_BY >= theirs {
+        // Much worse than the other path: leave. Not much better than what
+        // the other showed in too short a time to know it: go and measure it,
+        // and come back unless it proves much better.
+        let worse = mine * WORSE_BY < theirs;
+        let glimpse = measured < DECIDE_AFTER && mine < theirs * GLIMPSE_RAMP;
+        if !worse && !glimpse {
             return None;
+        }
+        if !worse {
+            self.probe_from = Some(current);
         }
         let meter = self.meters.entry(current).or_default();
         let backoff = meter
@@ -223,10 +275,10 @@ mod tests {
         per_window: u64,
     ) -> Option<Choice> {
         for _ in 0..windows {
-            choice.acked(per_window);
+            choice.acked(u64::MAX, per_window);
             choice.note_full();
             *t += 250 * MS;
-            if let Some(c) = choice.poll(*t, 10 * MS, &[A, B], 0) {
+            if let Some(c) = choice.poll(*t, 10 * MS, &[A, B], 0, false) {
                 return Some(c);
             }
         }
@@ -238,18 +290,21 @@ mod tests {
         let t0 = Instant::now();
         let mut t = t0;
         let mut choice = PathChoice::default();
-        choice.switched(t, Some(A));
+        choice.switched(t, Some(A), 0);
         assert_eq!(run(&mut choice, &mut t, 4, 10_000_000), None);
-        choice.switched(t, Some(B));
+        choice.switched(t, Some(B), 0);
         let left = run(&mut choice, &mut t, 8, 1_000_000);
         assert_eq!(left, Some(Choice::Leave { from: B, to: A }));
         // Three windows to be sure, not one.
         assert_eq!(t, t0 + 7 * 250 * MS);
-        choice.switched(t, Some(A));
+        choice.switched(t, Some(A), 0);
         assert_eq!(run(&mut choice, &mut t, 36, 10_000_000), None);
         t += FIRST_BACKOFF;
-        assert_eq!(choice.poll(t, 10 * MS, &[A, B], 0), Some(Choice::Retry(B)));
-        choice.switched(t, Some(B));
+        assert_eq!(
+            choice.poll(t, 10 * MS, &[A, B], 0, false),
+            Some(Choice::Retry(B))
+        );
+        choice.switched(t, Some(B), 0);
         let retried = t;
         assert_eq!(
             run(&mut choice, &mut t, 8, 1_000_000),
@@ -260,12 +315,51 @@ mod tests {
     }
 
     #[test]
+    fn a_path_worse_than_a_glimpse_of_another_goes_to_measure_it() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A), 0);
+        // One window on A before B came up.
+        assert_eq!(run(&mut choice, &mut t, 1, 1_000_000), None);
+        choice.switched(t, Some(B), 0);
+        assert_eq!(
+            run(&mut choice, &mut t, 8, 3_000_000),
+            Some(Choice::Leave { from: B, to: A })
+        );
+        // Measured properly, A is no better: back to B.
+        choice.switched(t, Some(A), 0);
+        assert_eq!(
+            run(&mut choice, &mut t, 8, 4_000_000),
+            Some(Choice::Retry(B))
+        );
+        // A is known now: B keeps the traffic.
+        choice.switched(t, Some(B), 0);
+        assert_eq!(run(&mut choice, &mut t, 20, 3_000_000), None);
+    }
+
+    #[test]
+    fn a_path_measured_for_proves_much_better_and_keeps_the_traffic() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A), 0);
+        assert_eq!(run(&mut choice, &mut t, 1, 1_000_000), None);
+        choice.switched(t, Some(B), 0);
+        assert_eq!(
+            run(&mut choice, &mut t, 8, 2_000_000),
+            Some(Choice::Leave { from: B, to: A })
+        );
+        choice.switched(t, Some(A), 0);
+        assert_eq!(run(&mut choice, &mut t, 8, 30_000_000), None);
+        assert!(choice.is_left(B));
+    }
+
+    #[test]
     fn a_path_somewhat_worse_keeps_the_traffic() {
         let mut t = Instant::now();
         let mut choice = PathChoice::default();
-        choice.switched(t, Some(A));
+        choice.switched(t, Some(A), 0);
         run(&mut choice, &mut t, 4, 10_000_000);
-        choice.switched(t, Some(B));
+        choice.switched(t, Some(B), 0);
         assert_eq!(run(&mut choice, &mut t, 40, 6_000_000), None);
     }
 
@@ -273,13 +367,13 @@ mod tests {
     fn an_app_limited_path_is_never_judged() {
         let mut t = Instant::now();
         let mut choice = PathChoice::default();
-        choice.switched(t, Some(A));
+        choice.switched(t, Some(A), 0);
         run(&mut choice, &mut t, 4, 10_000_000);
-        choice.switched(t, Some(B));
+        choice.switched(t, Some(B), 0);
         for _ in 0..40 {
-            choice.acked(1000);
+            choice.acked(u64::MAX, 1000);
             t += 250 * MS;
-            assert_eq!(choice.poll(t, 10 * MS, &[A, B], 1000), None);
+            assert_eq!(choice.poll(t, 10 * MS, &[A, B], 1000, true), None);
         }
     }
 
@@ -287,25 +381,57 @@ mod tests {
     fn much_in_flight_counts_as_busy() {
         let mut t = Instant::now();
         let mut choice = PathChoice::default();
-        choice.switched(t, Some(A));
+        choice.switched(t, Some(A), 0);
         run(&mut choice, &mut t, 4, 10_000_000);
-        choice.switched(t, Some(B));
+        choice.switched(t, Some(B), 0);
         let mut left = None;
         for _ in 0..10 {
-            choice.acked(1000);
+            choice.acked(u64::MAX, 1000);
             t += 250 * MS;
-            left = left.or(choice.poll(t, 10 * MS, &[A, B], BUSY_IN_FLIGHT));
+            left = left.or(choice.poll(t, 10 * MS, &[A, B], BUSY_IN_FLIGHT, false));
         }
         assert_eq!(left, Some(Choice::Leave { from: B, to: A }));
+    }
+
+    #[test]
+    fn waiting_data_with_some_in_flight_counts_as_busy() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A), 0);
+        for _ in 0..4 {
+            choice.acked(u64::MAX, 10_000_000);
+            t += 250 * MS;
+            assert_eq!(
+                choice.poll(t, 10 * MS, &[A, B], BACKLOG_IN_FLIGHT, true),
+                None
+            );
+        }
+        assert_eq!(choice.meters[&A].samples.len(), 4);
+        // Waiting data with nothing in flight: a slow reader, not the path.
+        choice.acked(u64::MAX, 1000);
+        t += 250 * MS;
+        assert_eq!(choice.poll(t, 10 * MS, &[A, B], 0, true), None);
+        assert_eq!(choice.meters[&A].samples.len(), 4);
+        assert_eq!(choice.meters[&A].goodput(), Some(40_000_000.0));
+    }
+
+    #[test]
+    fn packets_sent_before_the_switch_do_not_count() {
+        let t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A), 100);
+        choice.acked(99, 1_000_000);
+        choice.acked(100, 1000);
+        assert_eq!(choice.window_acked, 1000);
     }
 
     #[test]
     fn a_path_that_is_gone_is_no_alternative() {
         let mut t = Instant::now();
         let mut choice = PathChoice::default();
-        choice.switched(t, Some(A));
+        choice.switched(t, Some(A), 0);
         run(&mut choice, &mut t, 4, 10_000_000);
-        choice.switched(t, Some(B));
+        choice.switched(t, Some(B), 0);
         choice.removed(A);
         assert_eq!(run(&mut choice, &mut t, 10, 1_000), None);
     }
@@ -314,7 +440,7 @@ mod tests {
     fn the_window_is_two_rtts_within_bounds() {
         let t = Instant::now();
         let mut choice = PathChoice::default();
-        choice.switched(t, Some(A));
+        choice.switched(t, Some(A), 0);
         assert_eq!(choice.next_deadline(MS, true), Some(t + MIN_WINDOW));
         assert_eq!(choice.next_deadline(300 * MS, true), Some(t + 600 * MS));
         assert_eq!(

@@ -688,7 +688,7 @@ impl Session {
         if self.ping_out.take().is_some() {
             self.ping_due = true;
         }
-        self.choice.switched(now, self.current_path());
+        self.choice.switched(now, self.current_path(), self.next_pn);
         self.arm_path_choice();
         // A closed session moves nothing any more: paths that go down as the
         // two sides let go are no news.
@@ -728,9 +728,14 @@ impl Session {
     /// A goodput window ended or a retry is due: leave a much worse path for
     /// a better one, or try a path that was left again.
     fn choose_path(&mut self, now: Instant) {
-        let choice = self
-            .choice
-            .poll(now, self.rtt.get(), &self.paths, self.unacked_bytes);
+        let backlog = self.send_buffered + self.out_message_bytes > 0;
+        let choice = self.choice.poll(
+            now,
+            self.rtt.get(),
+            &self.paths,
+            self.unacked_bytes,
+            backlog,
+        );
         let to = match choice {
             Some(Choice::Leave { from, to }) => {
                 // The worse path stays up as a standby, first to go.
@@ -1043,7 +1048,7 @@ impl Session {
             acked += 1;
             let cost = packet_cost(&p.packet);
             self.unacked_bytes -= cost;
-            self.choice.acked(cost);
+            self.choice.acked(p.pn, cost);
             for (id, end) in &p.stream_ends {
                 if let Some(s) = self.streams.get_mut(id) {
                     s.send.acked = s.send.acked.max(*end);

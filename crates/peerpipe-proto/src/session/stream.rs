@@ -232,6 +232,11 @@ impl Stream<'_> {
             };
         }
         let n = (data.len() as u64).min(credit) as usize;
+        if n < data.len() {
+            // The writer has more than the peer's credit allows: the path
+            // may be what holds it back (see `choice`).
+            self.session.choice.note_blocked();
+        }
         if n == 0 {
             send.blocked = true;
             return Err(WriteError::Blocked);

@@ -93,6 +93,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
 const KEEPALIVE: Duration = Duration::from_secs(5);
 /// How long an attempt waits for its server-reflexive addresses.
 const GATHER_TIMEOUT: Duration = Duration::from_secs(1);
+/// The waits between hole punches toward a peer that dials this node.
+const PUNCH_SCHEDULE: [Duration; 6] = [
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+];
+
 /// UDP socket buffers: the kernel's default drops datagrams at full speed.
 const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
@@ -585,6 +595,19 @@ impl QuicNode {
         }
         candidates.truncate(MAX_QUIC_CANDIDATES);
         candidates
+    }
+
+    /// Opens this side's NAT toward `remote` for the peer's dial: a STUN
+    /// datagram to each address from the QUIC socket, again after each of
+    /// [`PUNCH_SCHEDULE`] (the peer's QUIC resends its first packet if one
+    /// arrived before the hole was open).
+    pub(crate) async fn punch(&self, remote: &[SocketAddr]) {
+        for wait in PUNCH_SCHEDULE {
+            for to in remote {
+                self.endpoint.socket.punch(*to);
+            }
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Admits the peer with certificate pin `pin` and waits for its connection.

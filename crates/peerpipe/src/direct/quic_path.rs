@@ -3,10 +3,12 @@
 //! carry session packets on the connection's one stream.
 //!
 //! The offering side is always the QUIC client, so exactly one connection
-//! survives. The answering side, besides waiting, dials the offering side's
-//! addresses once when they are not loopback: the offering side refuses that
-//! connection (it does not admit the answerer's pin), but its packets open the
-//! answerer's NAT for the offerer's dial (hole punching).
+//! survives. The answering side, besides waiting, sends STUN datagrams from
+//! its QUIC socket to the offering side's addresses when they are not
+//! loopback: they open the answerer's NAT for the offerer's dial (hole
+//! punching), and the offerer's socket drops them as STUN nobody asked for.
+//! (A QUIC dial did the punching once; the offerer refused it for its
+//! certificate and logged a mismatch on every attempt.)
 //!
 //! The path is trusted by the session (its packets skip the session's own
 //! encryption): the connection is encrypted by QUIC and both certificates are
@@ -95,7 +97,7 @@ async fn connect(
                 .collect();
             let punch = async {
                 if !remote.is_empty() {
-                    let _ = node.connect(&remote, theirs.pin, theirs.token).await;
+                    node.punch(&remote).await;
                 }
                 std::future::pending::<()>().await;
             };

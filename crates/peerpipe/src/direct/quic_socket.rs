@@ -88,6 +88,23 @@ impl StunSocket {
         None
     }
 
+    /// Sends `to` a STUN binding request from this socket, for its NAT's
+    /// sake: the mapping toward `to` opens, so `to`'s dial gets in. The peer's
+    /// socket takes it for STUN and drops it (it asked nothing of us).
+    pub(super) fn punch(&self, to: SocketAddr) {
+        let request = stun::binding_request(rand::random());
+        let sent = self.inner.try_send(&Transmit {
+            destination: to,
+            ecn: None,
+            contents: &request,
+            segment_size: None,
+            src_ip: None,
+        });
+        if let Err(e) = sent {
+            tracing::trace!(%to, "hole punch not sent: {e}");
+        }
+    }
+
     /// Whether a datagram from `from` is STUN (then it is not for quinn); a
     /// response to one of our requests is handed to its waiter.
     fn intercept(&self, from: SocketAddr, data: &[u8]) -> bool {
