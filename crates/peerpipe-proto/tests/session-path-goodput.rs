@@ -41,11 +41,6 @@ fn the_session_leaves_a_path_with_a_fraction_of_the_goodput() {
     pair.run_until(|p| {
         write_and_finish(&mut p.a, id, &data, &mut written, &mut finished);
         read_into(&mut p.b, id, &mut got, usize::MAX);
-        for e in sim::events(&mut p.a) {
-            if matches!(e, peerpipe_proto::session::Event::PathChanged(_)) {
-                eprintln!("EV {:?} {e:?}", p.now - p.start);
-            }
-        }
         p.a.current_path() == Some(PathId(0))
     });
     let left_after = pair.now - opened;
@@ -60,14 +55,7 @@ fn the_session_leaves_a_path_with_a_fraction_of_the_goodput() {
     assert!(got == data, "received bytes differ from the bytes written");
     let left = pair.now;
     // It is tried again after its wait, and left again when data flows.
-    pair.run_until(|p| {
-        for e in sim::events(&mut p.a) {
-            if matches!(e, peerpipe_proto::session::Event::PathChanged(_)) {
-                eprintln!("EV {:?} {e:?}", p.now - p.start);
-            }
-        }
-        p.a.current_path() == Some(PathId(slow))
-    });
+    pair.run_until(|p| p.a.current_path() == Some(PathId(slow)));
     let waited = pair.now - left;
     assert!(
         waited >= Duration::from_secs(5) && waited < Duration::from_secs(15),
