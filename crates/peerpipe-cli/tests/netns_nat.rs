@@ -193,4 +193,10 @@ fn the_quic_path_is_hole_punched_through_two_nats() {
         log.contains(": quic (rtt"),
         "no QUIC path through the NATs:\n{log}"
     );
+    // The answerer punches with STUN datagrams, not with a QUIC dial that the
+    // offerer would refuse for its certificate.
+    assert!(
+        !log.contains("does not match the fingerprint"),
+        "a refused QUIC attempt:\n{log}"
+    );
 }
