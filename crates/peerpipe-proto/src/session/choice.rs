@@ -48,6 +48,10 @@ const BACKLOG_IN_FLIGHT: u64 = 16 * 1024;
 /// its first moments, in slow start, before a direct path came up), when it
 /// delivers less than this many times that glimpse.
 const GLIMPSE_RAMP: f64 = 4.0;
+/// Goodput (bytes per second) under which a path-limited current path goes
+/// to measure another path never measured (8 Mbit/s: a fast path never pays
+/// for the visit, a collapsing one learns whether the other does better).
+const SLOW_PATH: f64 = 1_000_000.0;
 /// How long a path that was left waits before it is tried again, at first.
 const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// The longest wait before a path that was left is tried again.
@@ -99,6 +103,8 @@ pub struct PathChoice {
     probe_from: Option<PathId>,
     /// The first packet number sent on the current path.
     fresh_from: u64,
+    /// Paths that were gone to for measuring (each once).
+    probed: Vec<PathId>,
 }
 
 impl PathChoice {
@@ -136,6 +142,7 @@ impl PathChoice {
     /// `path` is gone: its figures go with it.
     pub fn removed(&mut self, path: PathId) {
         self.meters.remove(&path);
+        self.probed.retain(|p| *p != path);
     }
 
     /// Whether `path` was left for its goodput and waits to be tried again.
@@ -218,6 +225,9 @@ impl PathChoice {
             return None;
         }
         let mine = meter.goodput().unwrap_or(0.0);
+        // A window that delivered nothing is a path going silent: that is
+        // for the path time-out to judge, not for goodput.
+        let delivering = meter.samples.iter().all(|r| *r > 0.0);
         if let Some(origin) = self.probe_from.take()
             && live.contains(&origin)
         {
@@ -227,23 +237,35 @@ impl PathChoice {
                 _ => Some(Choice::Retry(origin)),
             };
         }
-        let (to, theirs, measured) = self
+        // Much worse than a measured path: leave. Not much better than what
+        // another showed in too short a time to know it, or slow while another
+        // was never measured: go and measure it (once), and come back unless
+        // it proves much better.
+        let best = self
             .meters
             .iter()
             .filter(|(p, _)| **p != current && live.contains(p))
-            .filter_map(|(p, m)| m.goodput().map(|g| (*p, g, m.samples.len())))
-            .max_by(|a, b| a.1.total_cmp(&b.1))?;
-        // Much worse than the other path: leave. Not much better than what
-        // the other showed in too short a time to know it: go and measure it,
-        // and come back unless it proves much better.
-        let worse = mine * WORSE_BY < theirs;
-        let glimpse = measured < DECIDE_AFTER && mine < theirs * GLIMPSE_RAMP;
-        if !worse && !glimpse {
-            return None;
-        }
-        if !worse {
-            self.probe_from = Some(current);
-        }
+            .filter_map(|(p, m)| m.goodput().map(|g| (*p, g)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let to = match best {
+            Some((to, theirs)) if mine * WORSE_BY < theirs => to,
+            _ => {
+                let unknown = live.iter().copied().find(|p| {
+                    let meter = self.meters.get(p);
+                    let worth_it = match meter.and_then(Meter::goodput) {
+                        Some(glimpse) => mine < glimpse * GLIMPSE_RAMP,
+                        None => delivering && mine < SLOW_PATH,
+                    };
+                    *p != current
+                        && !self.probed.contains(p)
+                        && meter.is_none_or(|m| m.samples.len() < DECIDE_AFTER)
+                        && worth_it
+                })?;
+                self.probed.push(unknown);
+                self.probe_from = Some(current);
+                unknown
+            }
+        };
         let meter = self.meters.entry(current).or_default();
         let backoff = meter
             .backoff
@@ -278,7 +300,10 @@ mod tests {
             choice.acked(u64::MAX, per_window);
             choice.note_full();
             *t += 250 * MS;
-            if let Some(c) = choice.poll(*t, 10 * MS, &[A, B], 0, false) {
+            // The live paths: those that came up (were current once) and are
+            // not gone.
+            let live: Vec<PathId> = choice.meters.keys().copied().collect();
+            if let Some(c) = choice.poll(*t, 10 * MS, &live, 0, false) {
                 return Some(c);
             }
         }
@@ -423,6 +448,31 @@ mod tests {
         choice.acked(99, 1_000_000);
         choice.acked(100, 1000);
         assert_eq!(choice.window_acked, 1000);
+    }
+
+    #[test]
+    fn a_slow_path_measures_one_never_measured_once() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A), 0);
+        choice.switched(t, Some(B), 0);
+        assert_eq!(
+            run(&mut choice, &mut t, 8, 100_000),
+            Some(Choice::Leave { from: B, to: A })
+        );
+        choice.switched(t, Some(A), 0);
+        assert_eq!(run(&mut choice, &mut t, 8, 100_000), Some(Choice::Retry(B)));
+        choice.switched(t, Some(B), 0);
+        assert_eq!(run(&mut choice, &mut t, 30, 100_000), None);
+    }
+
+    #[test]
+    fn a_fast_path_does_not_visit_one_never_measured() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A), 0);
+        choice.switched(t, Some(B), 0);
+        assert_eq!(run(&mut choice, &mut t, 30, 10_000_000), None);
     }
 
     #[test]
