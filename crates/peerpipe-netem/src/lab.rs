@@ -91,8 +91,9 @@ struct Switch {
     links: HashMap<(usize, usize), Link<Vec<u8>>>,
 }
 
-/// A running lab. See the [module docs](self). Dropping it stops the switch;
-/// the namespaces go with the process's mount namespace.
+/// A running lab of hosts (see the [crate docs](crate)). Dropping it stops
+/// the switch and frees the namespaces' names; the namespaces go with the
+/// process's mount namespace.
 pub struct Lab {
     hosts: Arc<Vec<Host>>,
     switch: Arc<Mutex<Switch>>,

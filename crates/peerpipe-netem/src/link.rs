@@ -124,7 +124,7 @@ impl Rng {
     }
 }
 
-/// One direction of an emulated link. See the [module docs](self).
+/// One direction of an emulated link (see the [crate docs](crate)).
 #[derive(Debug)]
 pub struct Link<T> {
     config: LinkConfig,
