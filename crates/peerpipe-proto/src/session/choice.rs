@@ -252,10 +252,9 @@ impl PathChoice {
             _ => {
                 let unknown = live.iter().copied().find(|p| {
                     let meter = self.meters.get(p);
-                    let worth_it = match meter.and_then(Meter::goodput) {
-                        Some(glimpse) => mine < glimpse * GLIMPSE_RAMP,
-                        None => delivering && mine < SLOW_PATH,
-                    };
+                    let glimpse = meter.and_then(Meter::goodput);
+                    let worth_it = glimpse.is_some_and(|g| mine < g * GLIMPSE_RAMP)
+                        || (delivering && mine < SLOW_PATH);
                     *p != current
                         && !self.probed.contains(p)
                         && meter.is_none_or(|m| m.samples.len() < DECIDE_AFTER)
