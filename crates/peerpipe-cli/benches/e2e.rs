@@ -23,7 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{free_port, output_of, same_files, write_input};
+use common::files::{output_of, same_files, write_input};
+use common::{SEED, free_port};
 
 const MIB: u64 = 1024 * 1024;
 /// No step may take longer than this.
@@ -193,7 +194,7 @@ fn bench(dir: &Path, mib: u64) -> Result<()> {
     let len = mib * MIB;
     let input = dir.join("input");
     let output = dir.join("output");
-    write_input(&input, len)?;
+    write_input(&input, len, SEED)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "{mib} MiB file to file on 127.0.0.1, load average {}",

@@ -27,6 +27,13 @@
 //!   `send` command skips the row. The sender runs with `-v`: its log names the
 //!   paths it sends on (relay first, then QUIC once the direct path is open).
 //!
+//! `PEERPIPE_BENCH_TRANSFER_FILES=COUNTxSIZE` (for example `10000x4KiB` or
+//! `100x1MiB`) moves a directory of COUNT files of SIZE pseudo-random bytes
+//! each instead (1,000 to a subdirectory, no two alike), and every tool sends
+//! the directory: `tar -c | nc` into `nc -l | tar -x` for the anchor, the
+//! directory itself for the others. The tree that arrives is compared with the
+//! sent one, name by name and byte for byte.
+//!
 //! Every sender and receiver runs in a fresh empty working directory (sendme
 //! keeps its blob store there). A row is timed from the sender's start (so a
 //! tool's hashing or key exchange counts) until the receiver has exited with the
@@ -70,7 +77,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
-use common::{free_port, output_of, same_files, write_input};
+use common::files::{output_of, same_content, write_input, write_tree};
+use common::{SEED, free_port};
 
 const MIB: u64 = 1024 * 1024;
 /// No transfer step may take longer than this.
@@ -83,6 +91,8 @@ const STOP_LIMIT: Duration = Duration::from_secs(10);
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// The file's name on both sides.
 const FILE_NAME: &str = "payload.bin";
+/// The directory's name on both sides, when the input is many files.
+const DIR_NAME: &str = "payload";
 /// The versions `scripts/bench-tools` installs (a different one is run, with a note).
 const SENDME_VERSION: &str = "sendme 0.37.1";
 const WORMHOLE_VERSION: &str = "magic-wormhole 0.24.0";
@@ -99,12 +109,82 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .max(1)
 }
 
+/// What is moved: one file, or a directory of many.
+#[derive(Clone, Copy)]
+enum Shape {
+    /// One file of this many bytes.
+    File(u64),
+    /// A directory of `count` files of `len` bytes each.
+    Files { count: u64, len: u64 },
+}
+
+impl Shape {
+    /// From `PEERPIPE_BENCH_TRANSFER_FILES` (`COUNTxSIZE`), else
+    /// `PEERPIPE_BENCH_TRANSFER_MIB`.
+    fn from_env() -> Result<Self> {
+        let Ok(files) = std::env::var("PEERPIPE_BENCH_TRANSFER_FILES") else {
+            return Ok(Self::File(
+                env_u64("PEERPIPE_BENCH_TRANSFER_MIB", 1024) * MIB,
+            ));
+        };
+        let (count, size) = files
+            .split_once('x')
+            .context("PEERPIPE_BENCH_TRANSFER_FILES is COUNTxSIZE, e.g. 10000x4KiB")?;
+        let count: u64 = count.trim().parse().context("the count of files")?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(
+            size.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(size.len()),
+        );
+        let unit = match unit {
+            "" | "B" => 1,
+            "KiB" => 1024,
+            "MiB" => MIB,
+            other => bail!("unknown size unit {other:?} (B, KiB or MiB)"),
+        };
+        let len = digits.parse::<u64>().context("the size of a file")? * unit;
+        ensure!(count > 0 && len > 0, "no files, or empty ones");
+        Ok(Self::Files { count, len })
+    }
+
+    /// All the bytes moved.
+    fn bytes(self) -> u64 {
+        match self {
+            Self::File(len) => len,
+            Self::Files { count, len } => count * len,
+        }
+    }
+
+    /// The name the input has on both sides.
+    fn name(self) -> &'static str {
+        match self {
+            Self::File(_) => FILE_NAME,
+            Self::Files { .. } => DIR_NAME,
+        }
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::File(len) => write!(f, "{} MiB file", len / MIB),
+            Self::Files { count, len } if len % MIB == 0 => {
+                write!(f, "{count} files of {} MiB", len / MIB)
+            }
+            Self::Files { count, len } if len % 1024 == 0 => {
+                write!(f, "{count} files of {} KiB", len / 1024)
+            }
+            Self::Files { count, len } => write!(f, "{count} files of {len} B"),
+        }
+    }
+}
+
 fn main() -> Result<()> {
-    let mib = env_u64("PEERPIPE_BENCH_TRANSFER_MIB", 1024);
+    let shape = Shape::from_env()?;
     let rounds = env_u64("PEERPIPE_BENCH_TRANSFER_ROUNDS", 1);
     let dir = std::env::temp_dir().join(format!("peerpipe-transfer-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = bench(&dir, mib, rounds);
+    let result = bench(&dir, shape, rounds);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -122,13 +202,16 @@ struct Row {
     servers_kib: Option<u64>,
 }
 
-fn bench(dir: &Path, mib: u64, rounds: u64) -> Result<()> {
-    let len = mib * MIB;
-    let input = dir.join(FILE_NAME);
-    write_input(&input, len)?;
+fn bench(dir: &Path, shape: Shape, rounds: u64) -> Result<()> {
+    let len = shape.bytes();
+    let input = dir.join(shape.name());
+    match shape {
+        Shape::File(len) => write_input(&input, len, SEED)?,
+        Shape::Files { count, len } => write_tree(&input, count, len)?,
+    }
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "{mib} MiB file to file on 127.0.0.1, {rounds} round(s), load average {}",
+        "{shape} to disk on 127.0.0.1, {rounds} round(s), load average {}",
         load.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
@@ -142,20 +225,20 @@ fn bench(dir: &Path, mib: u64, rounds: u64) -> Result<()> {
         if rounds > 1 {
             println!("round {round} of {rounds}");
         }
-        run_round(dir, &input, &tools, &mut report)?;
+        run_round(dir, &input, len, &tools, &mut report)?;
     }
     report.print(len);
     Ok(())
 }
 
 /// One transfer with each tool.
-fn run_round(dir: &Path, input: &Path, tools: &Tools, report: &mut Report) -> Result<()> {
+fn run_round(dir: &Path, input: &Path, len: u64, tools: &Tools, report: &mut Report) -> Result<()> {
     let input = input.to_path_buf();
-    report.rows.push(checked(dir, "nc", &input, run_nc)?);
+    report.rows.push(checked(dir, "nc", &input, len, run_nc)?);
     match &tools.sendme {
         Ok(sendme) => report.compare(
             "sendme",
-            checked(dir, "sendme", &input, |dir, input| {
+            checked(dir, "sendme", &input, len, |dir, input| {
                 run_sendme(dir, input, sendme)
             }),
         )?,
@@ -168,7 +251,7 @@ fn run_round(dir: &Path, input: &Path, tools: &Tools, report: &mut Report) -> Re
         match &tools.wormhole {
             Ok(bin) => report.compare(
                 name,
-                checked(dir, name, &input, |dir, input| {
+                checked(dir, name, &input, len, |dir, input| {
                     run_wormhole(dir, input, bin, relay)
                 }),
             )?,
@@ -178,7 +261,7 @@ fn run_round(dir: &Path, input: &Path, tools: &Tools, report: &mut Report) -> Re
     if has_send_command() {
         report
             .rows
-            .push(checked(dir, "peerpipe", &input, run_peerpipe)?);
+            .push(checked(dir, "peerpipe", &input, len, run_peerpipe)?);
     } else {
         report.skip("peerpipe", "no send command in this build");
     }
@@ -302,18 +385,27 @@ impl std::fmt::Display for Mismatch {
 
 impl std::error::Error for Mismatch {}
 
-/// Runs one row in `dir/name` and checks the file it leaves at the path it
-/// returns against `input`; removes the row's directory afterwards.
+/// Runs one row in `dir/name` and checks what it leaves at the path it returns
+/// against `input` (`len` bytes in all); removes the row's directory afterwards
+/// when the input is one file.
 fn checked(
     dir: &Path,
     name: &str,
     input: &Path,
+    len: u64,
     run: impl FnOnce(&Path, &Path) -> Result<(Row, PathBuf)>,
 ) -> Result<Row> {
-    let row_dir = dir.join(name);
+    // A fresh directory also in later rounds, where the earlier ones may remain.
+    let row_dir = (1..)
+        .map(|n| match n {
+            1 => dir.join(name),
+            n => dir.join(format!("{name}.{n}")),
+        })
+        .find(|d| !d.exists())
+        .context("no free directory name")?;
     std::fs::create_dir_all(&row_dir)?;
     let result = run(&row_dir, input).and_then(|(row, output)| {
-        let same = same_files(input, &output)
+        let same = same_content(input, &output)
             .with_context(|| format!("{name}: reading {}", output.display()))?;
         if !same {
             let tool = name.to_owned();
@@ -321,16 +413,26 @@ fn checked(
         }
         Ok(row)
     });
-    let _ = std::fs::remove_dir_all(&row_dir);
+    // Many files stay until the end: ext4 without a journal skips inodes freed in
+    // the last 30–180 s at each new file, so a tool that runs right after a
+    // deletion of thousands of files would pay for the tool before it.
+    if !input.is_dir() {
+        let _ = std::fs::remove_dir_all(&row_dir);
+    }
     let row = result?;
     println!(
         "{:<28} {:>8.2} s {:>9.1} MB/s  ({})",
         row.tool,
         row.took.as_secs_f64(),
-        rate(std::fs::metadata(input)?.len(), row.took),
+        rate(len, row.took),
         row.path
     );
     Ok(row)
+}
+
+/// The last part of `path`: the name the input has on both sides.
+fn name_of(path: &Path) -> &OsStr {
+    path.file_name().unwrap_or(path.as_os_str())
 }
 
 fn rate(len: u64, took: Duration) -> f64 {
@@ -406,31 +508,53 @@ fn has_send_command() -> bool {
 // --- The rows ---------------------------------------------------------------
 
 fn run_nc(dir: &Path, input: &Path) -> Result<(Row, PathBuf)> {
-    let output = dir.join(FILE_NAME);
+    let output = dir.join(name_of(input));
     let port = free_port()?;
-    let mut receiver = Guard::spawn(
-        Command::new("nc")
-            .args(["-l", "127.0.0.1", &port.to_string()])
-            .stdout(File::create(&output)?),
-        "nc -l (apt-get install netcat-openbsd)",
-    )?;
+    let tree = input.is_dir();
+    let mut listen = if tree {
+        // `nc -l … | tar -x` in `dir`: the tree arrives as `dir/NAME`.
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!("nc -l 127.0.0.1 {port} | tar -xf -"))
+            .current_dir(dir);
+        c
+    } else {
+        let mut c = Command::new("nc");
+        c.args(["-l", "127.0.0.1", &port.to_string()])
+            .stdout(File::create(&output)?);
+        c
+    };
+    let mut receiver = Guard::spawn(&mut listen, "nc -l (apt-get install netcat-openbsd)")?;
     let receiver_rss = PeakRss::watch(receiver.id());
     // A probe connection would be taken for the transfer: wait for LISTEN.
     wait_listening(port, &mut receiver)?;
+    let mut connect = if tree {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg(format!("tar -cf - \"$0\" | nc -N 127.0.0.1 {port}"))
+            .arg(name_of(input))
+            .current_dir(input.parent().context("the input has a parent")?);
+        c
+    } else {
+        let mut c = Command::new("nc");
+        c.args(["-N", "127.0.0.1", &port.to_string()])
+            .stdin(File::open(input)?);
+        c
+    };
     let started = Instant::now();
-    let mut sender = Guard::spawn(
-        Command::new("nc")
-            .args(["-N", "127.0.0.1", &port.to_string()])
-            .stdin(File::open(input)?),
-        "nc -N",
-    )?;
+    let mut sender = Guard::spawn(&mut connect, "nc -N")?;
     let sender_rss = PeakRss::watch(sender.id());
     receiver.wait_ok(LIMIT)?;
     let took = started.elapsed();
     sender.wait_ok(LIMIT)?;
     let row = Row {
         tool: "nc".into(),
-        path: "TCP 127.0.0.1".into(),
+        path: if tree {
+            "tar over TCP 127.0.0.1"
+        } else {
+            "TCP 127.0.0.1"
+        }
+        .into(),
         took,
         code_after: None,
         sender_kib: sender_rss.finish(),
@@ -475,7 +599,7 @@ fn run_sendme(dir: &Path, input: &Path, sendme: &Path) -> Result<(Row, PathBuf)>
         receiver_kib: run.receiver_kib,
         servers_kib: None,
     };
-    Ok((row, dir.join("recv").join(FILE_NAME)))
+    Ok((row, dir.join("recv").join(name_of(input))))
 }
 
 fn run_wormhole(dir: &Path, input: &Path, bin: &Path, relay: bool) -> Result<(Row, PathBuf)> {
@@ -525,7 +649,7 @@ fn run_wormhole(dir: &Path, input: &Path, bin: &Path, relay: bool) -> Result<(Ro
             .arg(input);
         c
     };
-    let output = dir.join(FILE_NAME);
+    let output = dir.join(name_of(input));
     let receiver = |code: &str| {
         let mut c = client();
         c.arg("receive")
@@ -621,7 +745,7 @@ fn run_peerpipe(dir: &Path, input: &Path) -> Result<(Row, PathBuf)> {
         servers_kib: Some(servers_rss.finish()),
     };
     drop(server);
-    Ok((row, out_dir.join(FILE_NAME)))
+    Ok((row, out_dir.join(name_of(input))))
 }
 
 /// `peerpipe serve` on a free port; its URL.

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use peerpipe_netem::{Entered, Profile, enter};
-use wan::{Wan, write_input};
+use wan::Wan;
+use wan::files::write_input;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -12,7 +12,8 @@ mod wan;
 use std::time::Duration;
 
 use peerpipe_netem::{Entered, LinkConfig, Loss, enter};
-use wan::{Wan, write_input};
+use wan::Wan;
+use wan::files::write_input;
 
 const TEST: &str = "data_goes_on_the_path_with_the_better_goodput";
 

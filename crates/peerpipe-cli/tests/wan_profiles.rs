@@ -11,7 +11,8 @@ mod wan;
 use std::time::Duration;
 
 use peerpipe_netem::{Entered, Profile, enter};
-use wan::{Wan, write_input};
+use wan::Wan;
+use wan::files::write_input;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -11,7 +11,8 @@ mod wan;
 use std::time::Duration;
 
 use peerpipe_netem::{Entered, LinkConfig, Loss, enter};
-use wan::{Wan, write_input};
+use wan::Wan;
+use wan::files::write_input;
 
 const TEST: &str = "a_single_slow_source_is_not_dropped";
 

@@ -346,18 +346,20 @@ impl ConnInner {
         out
     }
 
-    fn open_stream(&self) -> Result<StreamId, StreamError> {
-        let mut st = self.lock();
-        if let Some(reason) = &st.closed {
-            return Err(StreamError::Closed(reason.clone()));
-        }
-        match st.session.open_stream() {
-            Ok(id) => Ok(id),
-            Err(session::OpenError::Limit) => Err(StreamError::TooManyStreams),
-            Err(_) => Err(StreamError::Closed(
-                st.closed.clone().unwrap_or(CloseReason::Local),
-            )),
-        }
+    async fn open_stream(&self) -> Result<StreamId, StreamError> {
+        self.wait_for(|st| {
+            if let Some(reason) = &st.closed {
+                return Some(Err(StreamError::Closed(reason.clone())));
+            }
+            match st.session.open_stream() {
+                Ok(id) => Some(Ok(id)),
+                Err(session::OpenError::Limit) => None,
+                Err(_) => Some(Err(StreamError::Closed(
+                    st.closed.clone().unwrap_or(CloseReason::Local),
+                ))),
+            }
+        })
+        .await
     }
 
     async fn accept_stream(&self) -> Result<StreamId, StreamError> {
@@ -390,7 +392,10 @@ impl ConnInner {
                         after.push(After::Hand(waiter));
                     }
                 }
-                Event::StreamOpened(_) | Event::MessageReceived | Event::MessageWritable => {
+                Event::StreamOpened(_)
+                | Event::StreamOpenable
+                | Event::MessageReceived
+                | Event::MessageWritable => {
                     after.push(After::Changed);
                 }
                 Event::StreamReadable(id) => st.wakers.wake_reader(id),
@@ -936,9 +941,10 @@ impl Connection {
     }
 
     /// Opens a byte stream to the peer. The peer learns of it with the first
-    /// bytes written (or the finish).
+    /// bytes written (or the finish). While the peer has as many of this side's
+    /// streams open as it allows, waits until one of them ends.
     pub async fn open_stream(&self) -> Result<Stream, StreamError> {
-        let id = self.inner().open_stream()?;
+        let id = self.inner().open_stream().await?;
         Ok(Stream::new(self.handle.clone(), id))
     }
 

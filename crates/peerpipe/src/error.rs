@@ -360,9 +360,6 @@ pub enum RecvError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StreamError {
-    /// The peer has as many streams open as it allows: finish or drop one first.
-    #[error("the peer's limit of open streams is reached")]
-    TooManyStreams,
     /// The peer abandoned its sending side with this application code; what it
     /// wrote may be incomplete.
     #[error("the peer reset the stream with code {0}")]
@@ -390,7 +387,6 @@ impl StreamError {
 impl From<StreamError> for io::Error {
     fn from(e: StreamError) -> Self {
         let kind = match e {
-            StreamError::TooManyStreams => io::ErrorKind::WouldBlock,
             StreamError::Reset(_) => io::ErrorKind::ConnectionReset,
             StreamError::Stopped(_) | StreamError::Finished => io::ErrorKind::BrokenPipe,
             StreamError::Closed(_) => io::ErrorKind::ConnectionAborted,

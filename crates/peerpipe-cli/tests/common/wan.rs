@@ -10,6 +10,11 @@
 //! Only for a process inside the namespaces of [`peerpipe_netem::enter`].
 #![allow(dead_code)] // the tests and the benchmark each use a part
 
+#[path = "files.rs"]
+pub mod files;
+
+use files::{output_of, same_files};
+
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -62,18 +67,6 @@ pub struct Wan {
 
 fn peerpipe_exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_peerpipe"))
-}
-
-/// Runs `command` to the end; its trimmed stdout, or an error with its stderr.
-fn output_of(command: &mut Command) -> Result<String> {
-    let out = command.output()?;
-    ensure!(
-        out.status.success(),
-        "{command:?}: {}: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8(out.stdout)?.trim().to_owned())
 }
 
 /// Collects a pipe's text in a thread.
@@ -130,43 +123,6 @@ fn paths_in(log: &str) -> String {
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
-}
-
-/// Whether two files have the same bytes.
-pub fn same_files(a: &Path, b: &Path) -> Result<bool> {
-    let (mut a, mut b) = (File::open(a)?, File::open(b)?);
-    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    loop {
-        let n = a.read(&mut x)?;
-        if n == 0 {
-            return Ok(b.read(&mut y)? == 0);
-        }
-        if b.read_exact(&mut y[..n]).is_err() || x[..n] != y[..n] {
-            return Ok(false);
-        }
-    }
-}
-
-/// Writes `len` pseudo-random bytes (the same for every `seed`) to `path`.
-pub fn write_input(path: &Path, len: u64, seed: u64) -> Result<()> {
-    use std::io::Write as _;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, File::create(path)?);
-    let mut x = seed | 1;
-    let mut block = vec![0u8; 1 << 20];
-    let mut left = len;
-    while left > 0 {
-        for chunk in block.chunks_exact_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            chunk.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = left.min(block.len() as u64) as usize;
-        out.write_all(&block[..n])?;
-        left -= n as u64;
-    }
-    out.flush()?;
-    Ok(())
 }
 
 impl Wan {

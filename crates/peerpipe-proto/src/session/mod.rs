@@ -178,6 +178,9 @@ pub enum Event {
     StreamReadable(StreamId),
     /// A write refused with `Blocked` may now succeed (or the peer stopped it).
     StreamWritable(StreamId),
+    /// An `open_stream` refused with [`OpenError::Limit`] may now succeed: one of
+    /// this side's streams ended.
+    StreamOpenable,
     /// A message arrived; take it with [`Session::recv_message`].
     MessageReceived,
     /// A `send_message` refused with `Blocked` may now succeed.
@@ -386,6 +389,8 @@ pub struct Session {
 
     streams: BTreeMap<StreamId, StreamState>,
     next_local_stream: u64,
+    /// `open_stream` was refused for the peer's limit: tell when a stream ends.
+    open_blocked: bool,
     next_remote_stream: u64,
     incoming: VecDeque<StreamId>,
     round_robin: u64,
@@ -509,6 +514,7 @@ impl Session {
             stream_window_learnt: u64::from(params.stream_window),
             streams: BTreeMap::new(),
             next_local_stream,
+            open_blocked: false,
             next_remote_stream,
             incoming: VecDeque::new(),
             round_robin: 0,
@@ -1300,6 +1306,7 @@ impl Session {
             .filter(|s| (s.0 & 1) == (self.next_local_stream & 1))
             .count() as u64;
         if open >= u64::from(self.remote_params.max_streams) {
+            self.open_blocked = true;
             return Err(OpenError::Limit);
         }
         let id = StreamId(self.next_local_stream);

@@ -380,6 +380,10 @@ impl Session {
         if self.streams.get(&id).is_some_and(StreamState::is_done) {
             self.streams.remove(&id);
             self.grants_due.remove(&id);
+            if self.open_blocked && (id.0 & 1) == (self.next_local_stream & 1) {
+                self.open_blocked = false;
+                self.events.push_back(Event::StreamOpenable);
+            }
         }
     }
 

@@ -91,10 +91,10 @@ impl Content {
                 found.push((name, path.clone(), meta));
             }
         }
+        let outboards = hash_all(&found)?;
         let mut entries = Vec::with_capacity(found.len());
         let mut blobs: HashMap<Hash, (Outboard, PathBuf)> = HashMap::new();
-        for (name, path, meta) in found {
-            let outboard = hash_file(&path, meta.len())?;
+        for ((name, path, meta), outboard) in found.into_iter().zip(outboards) {
             let hash = outboard.root();
             entries.push(Entry {
                 path: name,
@@ -273,33 +273,31 @@ fn walk(
     Ok(())
 }
 
+/// Files up to this size are hashed whole by one thread; larger ones are split
+/// across all cores.
+const SPLIT_ABOVE: u64 = 4 * IO_CHUNK;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The outboard of the file at `path` (`size` bytes), hashed on all cores.
 pub(crate) fn hash_file(path: &Path, size: u64) -> Result<Outboard, ShareError> {
     let groups = group_count(size);
     let file = File::open(path).map_err(|e| ShareError::io(path, e))?;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let per = groups.div_ceil(threads.max(1)).max(1);
+    let per = groups.div_ceil(cores() as u64).max(1);
     let parts: Vec<Result<Vec<[u8; 32]>, std::io::Error>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..groups.div_ceil(per))
             .map(|t| {
                 let file = &file;
                 scope.spawn(move || {
                     let first = t * per;
-                    let last = (first + per).min(groups);
-                    let mut out = Vec::with_capacity((last - first) as usize);
-                    let mut buf = vec![0u8; IO_CHUNK as usize];
-                    let mut g = first;
-                    while g < last {
-                        let run = (last - g).min(IO_CHUNK / GROUP_SIZE);
-                        let offset = g * GROUP_SIZE;
-                        let len = (size - offset).min(run * GROUP_SIZE) as usize;
-                        file.read_exact_at(&mut buf[..len], offset)?;
-                        for (i, data) in buf[..len].chunks(GROUP_SIZE as usize).enumerate() {
-                            out.push(group_hash(groups, g + i as u64, data));
-                        }
-                        g += run;
-                    }
-                    Ok(out)
+                    hash_groups(
+                        file,
+                        size,
+                        first..(first + per).min(groups),
+                        &mut Vec::new(),
+                    )
                 })
             })
             .collect();
@@ -316,6 +314,86 @@ pub(crate) fn hash_file(path: &Path, size: u64) -> Result<Outboard, ShareError> 
         all.extend(part.map_err(|e| ShareError::io(path, e))?);
     }
     Outboard::from_parts(size, all).map_err(|e| ShareError::Input(e.to_string()))
+}
+
+/// The outboard of a small file, on this thread, reading through `buf`.
+fn hash_small(path: &Path, size: u64, buf: &mut Vec<u8>) -> Result<Outboard, ShareError> {
+    let file = File::open(path).map_err(|e| ShareError::io(path, e))?;
+    let groups =
+        hash_groups(&file, size, 0..group_count(size), buf).map_err(|e| ShareError::io(path, e))?;
+    Outboard::from_parts(size, groups).map_err(|e| ShareError::Input(e.to_string()))
+}
+
+/// The hashes of groups `range` of `file` (`size` bytes), read in pieces of
+/// up to [`IO_CHUNK`] through `buf` (grown as needed, kept for the next call).
+fn hash_groups(
+    file: &File,
+    size: u64,
+    range: std::ops::Range<u64>,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Vec<[u8; 32]>> {
+    let groups = group_count(size);
+    let mut out = Vec::with_capacity((range.end - range.start) as usize);
+    let mut g = range.start;
+    while g < range.end {
+        let run = (range.end - g).min(IO_CHUNK / GROUP_SIZE);
+        let offset = g * GROUP_SIZE;
+        let len = (size - offset).min(run * GROUP_SIZE) as usize;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        file.read_exact_at(&mut buf[..len], offset)?;
+        for (i, data) in buf[..len].chunks(GROUP_SIZE as usize).enumerate() {
+            out.push(group_hash(groups, g + i as u64, data));
+        }
+        g += run;
+    }
+    Ok(out)
+}
+
+/// The outboards of many files: large ones one at a time on all cores, small
+/// ones side by side, one per core.
+fn hash_all(files: &[(String, PathBuf, std::fs::Metadata)]) -> Result<Vec<Outboard>, ShareError> {
+    let mut done: Vec<Option<Outboard>> = vec![None; files.len()];
+    for ((_, path, meta), slot) in files.iter().zip(&mut done) {
+        if meta.len() > SPLIT_ABOVE {
+            *slot = Some(hash_file(path, meta.len())?);
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let small = || -> Result<Vec<(usize, Outboard)>, ShareError> {
+        let mut buf = Vec::new();
+        let mut mine = Vec::new();
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((_, path, meta)) = files.get(i) else {
+                return Ok(mine);
+            };
+            if meta.len() <= SPLIT_ABOVE {
+                mine.push((i, hash_small(path, meta.len(), &mut buf)?));
+            }
+        }
+    };
+    let parts: Vec<Result<Vec<(usize, Outboard)>, ShareError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..cores().min(files.len()).max(1))
+            .map(|_| scope.spawn(small))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(ShareError::Input("a hashing thread panicked".into())))
+            })
+            .collect()
+    });
+    for part in parts {
+        for (i, outboard) in part? {
+            done[i] = Some(outboard);
+        }
+    }
+    done.into_iter()
+        .map(|o| o.ok_or_else(|| ShareError::Input("a file was not hashed".into())))
+        .collect()
 }
 
 /// The collections a node serves, by hash.

@@ -3,11 +3,13 @@
 //!
 //! A download writes every byte once and never reads it back, so caching what it
 //! writes only costs: the kernel must find (and on a virtual machine often fault
-//! in) a fresh page for each 4 KiB before copying into it. Verified chunks
-//! therefore go to disk with `O_DIRECT` (Linux): their page-aligned part straight
-//! from the buffer, the unaligned tail of a file through the cache. A file system
-//! that refuses direct I/O (tmpfs, some network file systems) gets ordinary
-//! writes from then on.
+//! in) a fresh page for each 4 KiB before copying into it. Large verified
+//! chunks therefore go to disk with `O_DIRECT` (Linux): their page-aligned part
+//! straight from the buffer, the unaligned tail of a file through the cache. A
+//! direct write waits for the device, so small ones (a small file, the end of
+//! a large one) go through the cache, where the kernel batches them. A file
+//! system that refuses direct I/O (tmpfs, some network file systems) gets
+//! ordinary writes from then on.
 
 use std::fs::OpenOptions;
 use std::io;
@@ -23,6 +25,9 @@ use super::content::IO_CHUNK;
 const ALIGN: usize = 4096;
 /// Free buffers a pool keeps; more in use at once are made and dropped.
 const POOL_CAP: usize = 16;
+/// The smallest aligned run written past the cache: below it, waiting for the
+/// device costs more than the copy into the cache saves.
+const DIRECT_MIN: usize = 256 * 1024;
 
 /// A buffer of up to [`IO_CHUNK`] bytes whose start is page-aligned. Its memory is
 /// initialized once, when the buffer is made, and reused from then on.
@@ -99,7 +104,7 @@ impl Default for Writer {
 }
 
 impl Writer {
-    /// Writes all of `data` at `offset` of the existing file `path`.
+    /// Writes all of `data` at `offset` of the file `path`, created if absent.
     pub(crate) fn write_at(&self, path: &Path, data: &[u8], offset: u64) -> io::Result<()> {
         let aligned = data.as_ptr().align_offset(ALIGN) == 0 && offset.is_multiple_of(ALIGN as u64);
         let head = if aligned {
@@ -108,7 +113,7 @@ impl Writer {
             0
         };
         let mut done = 0;
-        if head > 0 && self.direct.load(Ordering::Relaxed) {
+        if head >= DIRECT_MIN && self.direct.load(Ordering::Relaxed) {
             match write_direct(path, &data[..head], offset) {
                 Ok(()) => done = head,
                 // Refused (the file system has no direct I/O) or cut short at
@@ -123,6 +128,8 @@ impl Writer {
         if done < data.len() {
             OpenOptions::new()
                 .write(true)
+                .create(true)
+                .truncate(false)
                 .open(path)?
                 .write_all_at(&data[done..], offset + done as u64)?;
         }
@@ -135,6 +142,8 @@ fn write_direct(path: &Path, data: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt as _;
     OpenOptions::new()
         .write(true)
+        .create(true)
+        .truncate(false)
         .custom_flags(libc::O_DIRECT)
         .open(path)?
         .write_all_at(data, offset)
@@ -168,11 +177,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("peerpipe-disk-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("f");
-        std::fs::File::create(&path).unwrap();
         let writer = Writer::default();
         let pool = Pool::default();
-        // An aligned chunk with an odd tail, then an unaligned write between.
-        let mut chunk = pool.take(3 * ALIGN + 5);
+        // A new file: an aligned chunk large enough to go past the cache, with
+        // an odd tail, then an unaligned write before it.
+        let mut chunk = pool.take(DIRECT_MIN + 5);
         for (i, b) in chunk.bytes_mut().iter_mut().enumerate() {
             *b = (i % 251) as u8;
         }
@@ -181,7 +190,7 @@ mod tests {
             .unwrap();
         writer.write_at(&path, b"abc", 7).unwrap();
         let got = std::fs::read(&path).unwrap();
-        assert_eq!(got.len(), 5 * ALIGN + 5);
+        assert_eq!(got.len(), 2 * ALIGN + DIRECT_MIN + 5);
         assert_eq!(&got[7..10], b"abc");
         assert!(got[..7].iter().all(|&b| b == 0));
         assert!(got[10..2 * ALIGN].iter().all(|&b| b == 0));

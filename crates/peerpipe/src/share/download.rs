@@ -819,7 +819,9 @@ pub(crate) fn safe_target(out: &Path, rel: &str) -> Result<PathBuf, ShareError> 
 /// Sets up the partial directory and finds what is verified on disk: groups of
 /// partial files from an earlier attempt, and blobs an existing target already
 /// holds (then that file serves as the blob). An existing target of the right
-/// size but other contents is refused unless `force`.
+/// size but other contents is refused unless `force`. Partial files are made
+/// when their first bytes arrive, not here: a collection of many small files
+/// starts fetching at once.
 fn prepare(
     collection: &Collection,
     layout: &Layout,
@@ -828,51 +830,55 @@ fn prepare(
     partial: &Path,
     force: bool,
 ) -> Result<(Vec<PathBuf>, Bitmap), ShareError> {
-    let mut identical = vec![false; targets.len()];
-    for ((entry, target), same) in collection.entries().iter().zip(targets).zip(&mut identical) {
+    // Blobs an existing target holds already, by hash.
+    let mut held: HashMap<Hash, &PathBuf> = HashMap::new();
+    for (entry, target) in collection.entries().iter().zip(targets) {
+        if held.contains_key(&entry.hash) {
+            continue;
+        }
         if fs::symlink_metadata(target).is_ok_and(|m| m.is_file() && m.len() == entry.size) {
-            *same = hash_file(target, entry.size)?.root() == entry.hash;
-            if !*same && !force {
+            if hash_file(target, entry.size)?.root() == entry.hash {
+                held.insert(entry.hash, target);
+            } else if !force {
                 return Err(ShareError::Exists(target.clone()));
             }
         }
     }
     fs::create_dir_all(partial).map_err(|e| ShareError::io(partial, e))?;
+    // What an earlier attempt left: only those files are read back.
+    let earlier: std::collections::HashSet<std::ffi::OsString> = fs::read_dir(partial)
+        .map_err(|e| ShareError::io(partial, e))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
     let mut done = Bitmap::new(layout.groups());
     let mut files = Vec::with_capacity(layout.blobs().len());
+    let mut buf = Vec::new();
     for (blob, slot) in layout.blobs().iter().enumerate() {
-        let existing = collection
-            .entries()
-            .iter()
-            .zip(targets)
-            .zip(&identical)
-            .find(|((e, _), same)| e.hash == slot.hash && **same)
-            .map(|((_, t), _)| t);
-        if let Some(target) = existing {
+        if let Some(&target) = held.get(&slot.hash) {
             done.set_range(slot.first_group..slot.first_group + slot.groups());
             files.push(target.clone());
             continue;
         }
-        let path = partial.join(slot.hash.to_hex());
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| ShareError::io(&path, e))?;
-        let len = file.metadata().map_err(|e| ShareError::io(&path, e))?.len();
-        let mut buf = vec![0u8; GROUP_SIZE as usize];
-        for local in 0..slot.groups() {
-            let range = group_range(slot.size, local);
-            if range.end > len {
-                break;
-            }
-            let data = &mut buf[..(range.end - range.start) as usize];
-            if file.read_exact_at(data, range.start).is_ok()
-                && outboards[blob].verify_group(local, data)
-            {
-                done.set(slot.first_group + local);
+        let name = slot.hash.to_hex();
+        let path = partial.join(&name);
+        if earlier.contains(std::ffi::OsStr::new(&name)) {
+            let file = OpenOptions::new()
+                .read(true)
+                .open(&path)
+                .map_err(|e| ShareError::io(&path, e))?;
+            let len = file.metadata().map_err(|e| ShareError::io(&path, e))?.len();
+            buf.resize(GROUP_SIZE as usize, 0);
+            for local in 0..slot.groups() {
+                let range = group_range(slot.size, local);
+                if range.end > len {
+                    break;
+                }
+                let data = &mut buf[..(range.end - range.start) as usize];
+                if file.read_exact_at(data, range.start).is_ok()
+                    && outboards[blob].verify_group(local, data)
+                {
+                    done.set(slot.first_group + local);
+                }
             }
         }
         files.push(path);
@@ -888,18 +894,30 @@ fn finalize(
     partial: &Path,
 ) -> Result<Vec<PathBuf>, ShareError> {
     let layout = content.layout();
+    let blob_of: HashMap<Hash, usize> = layout
+        .blobs()
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.hash, i))
+        .collect();
     let mut placed: HashMap<Hash, PathBuf> = HashMap::new();
+    let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
     for (entry, target) in content.collection().entries().iter().zip(targets) {
-        let blob = layout
-            .blobs()
-            .iter()
-            .position(|b| b.hash == entry.hash)
+        let blob = *blob_of
+            .get(&entry.hash)
             .ok_or(ShareError::Protocol("entry without blob"))?;
         let source = content
             .file_of(blob)
             .ok_or(ShareError::Protocol("blob without file"))?;
-        if let Some(parent) = target.parent() {
+        if let Some(parent) = target.parent()
+            && !made.contains(parent)
+        {
             fs::create_dir_all(parent).map_err(|e| ShareError::io(parent, e))?;
+            made.insert(parent.to_path_buf());
+        }
+        // An empty blob has no groups, so nothing ever made its partial file.
+        if entry.size == 0 && source.starts_with(partial) && !placed.contains_key(&entry.hash) {
+            fs::File::create(&source).map_err(|e| ShareError::io(&source, e))?;
         }
         if source != *target {
             match placed.get(&entry.hash) {
