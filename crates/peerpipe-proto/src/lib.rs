@@ -39,5 +39,6 @@ pub mod relay;
 pub mod session;
 pub mod signal;
 pub mod stun;
+pub mod time;
 pub mod token;
 pub mod turn;

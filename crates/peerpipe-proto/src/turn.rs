@@ -20,7 +20,7 @@
 //! [`TurnClient::poll_timeout`].
 //!
 //! ```
-//! use std::time::Instant;
+//! use peerpipe_proto::time::Instant;
 //! use peerpipe_proto::turn::TurnClient;
 //!
 //! let server = "127.0.0.1:3478".parse().unwrap();
@@ -34,7 +34,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
@@ -43,6 +43,7 @@ use rand_core::{RngCore, SeedableRng};
 use sha1::Sha1;
 
 use crate::stun::{self, HEADER_LEN, TransactionId};
+use crate::time::Instant;
 
 const ALLOCATE: u16 = 0x0003;
 const REFRESH: u16 = 0x0004;

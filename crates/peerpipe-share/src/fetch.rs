@@ -31,11 +31,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::bitmap::Bitmap;
 use crate::collection::Layout;
 use crate::hash::GROUP_SIZE;
+use crate::time::Instant;
 
 /// How long a downloader with nothing in flight waits for groups other peers
 /// hold or fetch before it asks a seed for them.

@@ -30,4 +30,5 @@ pub mod bitmap;
 pub mod collection;
 pub mod fetch;
 pub mod hash;
+pub mod time;
 pub mod wire;

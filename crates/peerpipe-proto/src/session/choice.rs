@@ -18,9 +18,10 @@
 //! goodput.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::PathId;
+use crate::time::Instant;
 
 /// The shortest measurement window.
 const MIN_WINDOW: Duration = Duration::from_millis(250);

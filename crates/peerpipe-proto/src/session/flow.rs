@@ -1,7 +1,9 @@
 //! Flow control: receive windows that grow toward the bandwidth-delay product, and
 //! the RTT estimator that tells them how fast that is.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::time::Instant;
 
 /// The RTT assumed before the first sample.
 pub const INITIAL_RTT: Duration = Duration::from_millis(100);

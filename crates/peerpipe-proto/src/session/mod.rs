@@ -50,7 +50,7 @@ pub mod stream;
 pub mod timer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -63,6 +63,7 @@ use self::stream::StreamState;
 pub use self::stream::{OpenError, ReadError, Stream, StreamId, WriteError};
 use self::timer::{Timer, TimerTable};
 use crate::id::{DeviceId, Identity};
+use crate::time::Instant;
 
 /// `CLOSE` code sent when the peer broke the protocol.
 pub const CLOSE_PROTOCOL: u32 = 0xffff_fff0;

@@ -1,6 +1,6 @@
 //! The session's timers: an enum and a table of deadlines.
 
-use std::time::Instant;
+use crate::time::Instant;
 
 /// What a deadline is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
