@@ -263,7 +263,7 @@ async fn throughput(bulk_bytes: u64, small: u64) -> Result<(Vec<Row>, Setups)> {
     server.shutdown().await;
 
     let mut setups = Vec::new();
-    for kind in [PathKind::Direct, PathKind::Quic] {
+    for kind in [PathKind::WebRtc, PathKind::Quic] {
         let (kind_rows, kind_setups) = direct_rows(kind, bulk_bytes, small).await?;
         rows.extend(kind_rows);
         setups.push((kind, kind_setups));
@@ -629,7 +629,7 @@ async fn pair(
         let kind = if quic {
             PathKind::Quic
         } else {
-            PathKind::Direct
+            PathKind::WebRtc
         };
         bounded("the direct path", async {
             tokio::try_join!(

@@ -31,7 +31,7 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 
-use crate::session::frame::MAX_PATH_SIGNAL;
+use crate::session::MAX_PATH_SIGNAL;
 
 const HEADER_LEN: usize = 5;
 const K_OFFER: u8 = 1;

@@ -3,8 +3,7 @@
 mod sim;
 
 use bytes::Bytes;
-use peerpipe_proto::session::frame::MAX_PATH_SIGNAL;
-use peerpipe_proto::session::{Config, Event, SendMessageError};
+use peerpipe_proto::session::{Config, Event, MAX_PATH_SIGNAL, SendMessageError};
 use sim::{Pair, events};
 
 #[test]

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument as _;
 
-use crate::code::{CODE_QUEUE, CODE_SERVICE, CodeSignal, CodeSlot};
+use crate::code::{CODE_QUEUE, CodeOffer, CodeSignal, CodeSlot};
 use crate::connection::{
     ConnInner, INPUT_QUEUE, Incoming, Input, Route, Waiter, drive, session_config,
 };
@@ -749,7 +749,7 @@ impl Actor {
             } => {
                 tracing::debug!(%session, from = %from.id.short(), ?service, "incoming connection");
                 // The connection of a code goes to the code's owner.
-                let code = (service.as_deref() == Some(CODE_SERVICE))
+                let code = (service.as_deref() == Some(CodeOffer::SERVICE))
                     .then(|| {
                         self.codes
                             .values()

@@ -17,8 +17,6 @@ use tokio::time::{Instant, timeout_at};
 use crate::node::Command;
 use crate::{CodeError, Connection, Incoming, Node};
 
-/// The service label of connections made by a one-time code.
-pub const CODE_SERVICE: &str = "code";
 /// Signals queued per code before the actor drops further ones (the server
 /// forwards at most a few messages per code).
 pub(crate) const CODE_QUEUE: usize = 16;
@@ -85,6 +83,10 @@ impl std::fmt::Debug for CodeOffer {
 }
 
 impl CodeOffer {
+    /// The service label of connections made by a one-time code
+    /// ([`Incoming::service`], [`Connection`]s from [`CodeOffer::accept`]).
+    pub const SERVICE: &str = "code";
+
     pub(crate) fn new(node: Node, slot: CodeSlot) -> Self {
         let words: [u8; 2] = rand::random();
         // The server never hands out nameplate 0 (its messages are decoded strictly).
@@ -203,7 +205,7 @@ pub(crate) async fn claim(node: &Node, text: &str) -> Result<Connection, CodeErr
     }
     .run(&code, Side::Claimer)
     .await?;
-    node.connect_with(peer.id, Some(CODE_SERVICE.to_owned()), Some(psk))
+    node.connect_with(peer.id, Some(CodeOffer::SERVICE.to_owned()), Some(psk))
         .await
         .map_err(CodeError::Connect)
 }

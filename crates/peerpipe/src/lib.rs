@@ -89,14 +89,14 @@ mod node;
 pub mod share;
 mod stream;
 
-pub use code::{CODE_SERVICE, CodeOffer};
+pub use code::CodeOffer;
 pub use connection::{Connection, Incoming};
 pub use direct::{PathKind, PathPolicy};
 pub use error::{
     AcceptError, BindError, CloseReason, CodeError, ConnectError, RecvError, RequestError,
     SendError, StopError, StreamError,
 };
-pub use node::{EVENT_QUEUE, Node, NodeBuilder, NodeEvent, Operation};
+pub use node::{Node, NodeBuilder, NodeEvent, Operation};
 pub use peerpipe_proto::id::{DeviceId, Identity};
 pub use peerpipe_proto::signal::{IceServer, PeerInfo, SessionId};
 pub use stream::Stream;

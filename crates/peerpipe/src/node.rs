@@ -23,8 +23,6 @@ use crate::{
     AcceptError, BindError, CloseReason, CodeError, ConnectError, RequestError, StopError,
 };
 
-/// Events the node keeps before it drops new ones (see [`Node::next_event`]).
-pub const EVENT_QUEUE: usize = 1024;
 const COMMAND_QUEUE: usize = 256;
 
 /// Settings of a bound node.
@@ -453,7 +451,7 @@ impl NodeBuilder {
         }
         let admitted = dial(&cfg).instrument(span.clone()).await?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let (events_tx, events_rx) = mpsc::channel(Node::EVENT_QUEUE);
         let (stop_tx, stop_rx) = watch::channel(false);
         let actor = Actor::new(cfg, cmd_tx.clone(), cmd_rx, events_tx, stop_rx);
         let task = tokio::spawn(actor.run(admitted).instrument(span));
@@ -506,6 +504,9 @@ impl std::fmt::Debug for Node {
 }
 
 impl Node {
+    /// Events the node keeps before it drops new ones (see [`Node::next_event`]).
+    pub const EVENT_QUEUE: usize = 1024;
+
     /// Starts building a node.
     pub fn builder() -> NodeBuilder {
         NodeBuilder::default()
@@ -649,7 +650,7 @@ impl Node {
 
     /// The next event; `None` once the node has stopped and all events are read.
     ///
-    /// Read events steadily: the node keeps at most [`EVENT_QUEUE`] unread events
+    /// Read events steadily: the node keeps at most [`Node::EVENT_QUEUE`] unread events
     /// and drops newer ones (an incoming connection dropped that way is rejected).
     pub async fn next_event(&self) -> Option<NodeEvent> {
         self.inner.events.lock().await.recv().await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
 use common::{TestServer, bounded, expect_none, stream_transfer, wait_path};
-use peerpipe::{CODE_SERVICE, Connection, Node, NodeEvent, PathKind};
+use peerpipe::{CodeOffer, Connection, Node, NodeEvent, PathKind};
 
 const LEN: usize = 1024 * 1024;
 
@@ -26,8 +26,8 @@ async fn connect_by_code(offerer: &Node, claimer: &Node) -> Result<(Connection, 
     ensure!(claimed.session_id() == accepted.session_id());
     ensure!(claimed.peer().id == offerer.id());
     ensure!(accepted.peer().id == claimer.id());
-    ensure!(claimed.service() == Some(CODE_SERVICE));
-    ensure!(accepted.service() == Some(CODE_SERVICE));
+    ensure!(claimed.service() == Some(CodeOffer::SERVICE));
+    ensure!(accepted.service() == Some(CodeOffer::SERVICE));
     Ok((accepted, claimed))
 }
 

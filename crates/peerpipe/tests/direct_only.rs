@@ -27,8 +27,8 @@ async fn nothing_crosses_the_relay_after_the_upgrade() -> Result<()> {
         };
         let (a, b) = (node("a").await?, node("b").await?);
         let (to_b, from_a) = pair(&a, &b).await?;
-        wait_path(&a, &to_b, PathKind::Direct).await?;
-        wait_path(&b, &from_a, PathKind::Direct).await?;
+        wait_path(&a, &to_b, PathKind::WebRtc).await?;
+        wait_path(&b, &from_a, PathKind::WebRtc).await?;
         // Let packets that were already on the relay drain.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let relayed_before = server.server.stats().relay_bytes;

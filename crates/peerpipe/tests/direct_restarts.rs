@@ -46,7 +46,7 @@ async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
             // Tear the direct path down every LEN / (RESTARTS + 1) bytes, from
             // alternating sides, once the previous rebuild is done.
             let due = (restarts as u64 + 1) * LEN / (RESTARTS as u64 + 1);
-            if restarts < RESTARTS && got >= due && to_b.path() == PathKind::Direct {
+            if restarts < RESTARTS && got >= due && to_b.path() == PathKind::WebRtc {
                 let conn = if restarts % 2 == 0 { &to_b } else { &from_a };
                 conn.restart_direct();
                 restarts += 1;
@@ -66,7 +66,7 @@ async fn a_stream_survives_direct_path_rebuilds() -> Result<()> {
         );
         // The last rebuild may finish after the stream did.
         for _ in 0..100 {
-            if to_b.path() == PathKind::Direct && from_a.path() == PathKind::Direct {
+            if to_b.path() == PathKind::WebRtc && from_a.path() == PathKind::WebRtc {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -22,7 +22,7 @@ async fn data_moves_direct_once_the_channel_opens() -> Result<()> {
         for node in [&a, &b] {
             let rtt = wait_for(node, "the move to the direct path", |e| match e {
                 NodeEvent::PathChanged {
-                    path: PathKind::Direct,
+                    path: PathKind::WebRtc,
                     session,
                     rtt,
                     ..
@@ -32,15 +32,15 @@ async fn data_moves_direct_once_the_channel_opens() -> Result<()> {
             .await?;
             ensure!(rtt < std::time::Duration::from_secs(1), "rtt {rtt:?}");
         }
-        assert_eq!(to_b.path(), PathKind::Direct);
-        assert_eq!(from_a.path(), PathKind::Direct);
+        assert_eq!(to_b.path(), PathKind::WebRtc);
+        assert_eq!(from_a.path(), PathKind::WebRtc);
 
         let relayed_before = server.server.stats().relay_bytes;
         stream_transfer(&to_b, &from_a, LEN).await?;
         let relayed = server.server.stats().relay_bytes - relayed_before;
         // Keepalives and nothing else: far below one percent of the data.
         ensure!(relayed < 64 * 1024, "the relay carried {relayed} bytes");
-        assert_eq!(to_b.path(), PathKind::Direct);
+        assert_eq!(to_b.path(), PathKind::WebRtc);
         Ok(())
     })
     .await

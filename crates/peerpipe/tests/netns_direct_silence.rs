@@ -37,7 +37,7 @@ fn a_silent_direct_path_falls_back_to_the_relay_and_recovers() -> Result<()> {
     if rerun_in_netns("a_silent_direct_path_falls_back_to_the_relay_and_recovers")? {
         return Ok(());
     }
-    block_on_bounded(Duration::from_secs(120), inside(PathKind::Direct))
+    block_on_bounded(Duration::from_secs(120), inside(PathKind::WebRtc))
 }
 
 #[test]

@@ -249,8 +249,8 @@ fn the_direct_path_opens_through_turn_when_host_paths_are_blocked() -> Result<()
         };
         let (a, b) = (node("a").await?, node("b").await?);
         let (to_b, from_a) = pair(&a, &b).await?;
-        let took = wait_path(&a, &to_b, PathKind::Direct).await?;
-        wait_path(&b, &from_a, PathKind::Direct).await?;
+        let took = wait_path(&a, &to_b, PathKind::WebRtc).await?;
+        wait_path(&b, &from_a, PathKind::WebRtc).await?;
         tracing::info!(?took, "direct path through TURN");
 
         let relayed_before = server.server.stats().relay_bytes;
@@ -266,7 +266,7 @@ fn the_direct_path_opens_through_turn_when_host_paths_are_blocked() -> Result<()
             relayed < 64 * 1024,
             "the signaling relay carried {relayed} bytes"
         );
-        assert_eq!(to_b.path(), PathKind::Direct);
+        assert_eq!(to_b.path(), PathKind::WebRtc);
         let dropped = dropped_host_to_host()?;
         ensure!(dropped > 0, "no host-to-host datagram was tried");
         Ok(())

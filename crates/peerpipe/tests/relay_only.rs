@@ -44,7 +44,7 @@ async fn transfer_stays_on_the_relay(relay_only_dialer: bool) -> Result<()> {
         matches!(
             e,
             NodeEvent::PathChanged {
-                path: PathKind::Direct | PathKind::Quic,
+                path: PathKind::WebRtc | PathKind::Quic,
                 ..
             }
         )

@@ -47,11 +47,6 @@ impl Rtt {
     pub fn get(&self) -> Duration {
         self.smoothed.unwrap_or(INITIAL_RTT)
     }
-
-    /// The latest sample.
-    pub fn latest(&self) -> Duration {
-        self.latest
-    }
 }
 
 /// A receive window: how far the peer may send, granted as the application reads.

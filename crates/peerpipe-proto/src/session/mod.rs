@@ -10,7 +10,7 @@
 //!
 //! - **Security**: a Noise KK handshake between the two device keys
 //!   ([`handshake`]); then every packet is ChaCha20-Poly1305 encrypted with its
-//!   packet number as the nonce ([`packet`]). A packet that does not authenticate
+//!   packet number as the nonce (module `packet`). A packet that does not authenticate
 //!   ends the session with [`CloseReason::Integrity`]; nothing of it is delivered.
 //! - **Reliability**: packets with anything but acks and pings are numbered in the
 //!   reliable space and kept until acknowledged (cumulatively, coalesced). When
@@ -21,10 +21,10 @@
 //!   There is no congestion control: each path's carrier has its own.
 //! - **Path choice**: a path that comes up takes the traffic, but one that
 //!   delivers less than half the goodput another live path delivered is left
-//!   for that one and tried again later ([`choice`]); the shell reports when a
+//!   for that one and tried again later (module `choice`); the shell reports when a
 //!   path's queue is full ([`Session::handle_path_full`]).
-//! - **Streams and messages** ([`stream`], [`Session::send_message`]) share the
-//!   session's credit ([`flow`]): a writer gets only what the reader granted, and
+//! - **Streams and messages** ([`Session::stream`], [`Session::send_message`]) share the
+//!   session's credit (module `flow`): a writer gets only what the reader granted, and
 //!   grants follow the application's reads, growing toward the bandwidth-delay
 //!   product.
 //! - **Liveness**: keepalive pings measure the RTT; [`Event::Slow`] when
@@ -41,23 +41,34 @@
 //! transmit: loop), then [`Session::poll_timeout`] to know when to call
 //! [`Session::handle_timeout`] next.
 
-pub mod choice;
-pub mod flow;
+mod choice;
+mod flow;
+// The wire decoders are open to the fuzz targets (`--cfg fuzzing`), as
+// quinn-proto opens its own; otherwise they are the session's business.
+#[cfg(fuzzing)]
 pub mod frame;
+#[cfg(not(fuzzing))]
+mod frame;
 pub mod handshake;
+#[cfg(fuzzing)]
 pub mod packet;
-pub mod stream;
-pub mod timer;
+#[cfg(not(fuzzing))]
+mod packet;
+mod stream;
+mod timer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+pub use self::choice::MAX_BACKOFF;
 use self::choice::{Choice, PathChoice};
 use self::flow::{RecvWindow, Rtt};
+pub use self::frame::MAX_PATH_SIGNAL;
 use self::frame::{Frame, MESSAGE_CONFIRM, MESSAGE_FIN};
 use self::handshake::{AwaitHello, AwaitReply, HandshakeError, Keys, Role, Start, TransportParams};
+pub use self::packet::MAX_PACKET_LEN;
 use self::packet::{DATA_HEADER_LEN, MAX_CIPHERTEXT_LEN, Packet, TAG_LEN, UNRELIABLE_BIT};
 use self::stream::StreamState;
 pub use self::stream::{OpenError, ReadError, Stream, StreamId, WriteError};
@@ -111,7 +122,7 @@ pub struct Config {
     pub session_window: u32,
     /// The largest either window may grow to.
     pub max_window: u64,
-    /// The most data bytes per frame (at most [`frame::MAX_FRAME_PAYLOAD`]).
+    /// The most data bytes per frame (at most 60 KiB).
     pub max_frame_payload: usize,
     /// The largest message accepted from the peer.
     pub max_message_size: u32,

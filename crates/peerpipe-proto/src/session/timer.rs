@@ -47,11 +47,6 @@ impl TimerTable {
         self.0[timer as usize] = None;
     }
 
-    /// The deadline of `timer`.
-    pub fn get(&self, timer: Timer) -> Option<Instant> {
-        self.0[timer as usize]
-    }
-
     /// The earliest deadline.
     pub fn next(&self) -> Option<Instant> {
         self.0.iter().flatten().min().copied()

@@ -19,11 +19,8 @@
 //! outage in our measurements), while a fresh association is up in a few
 //! milliseconds on a LAN and the session resends whatever was in flight anyway.
 
-mod congestion;
 mod io;
 mod quic;
-mod quic_path;
-mod quic_socket;
 mod webrtc;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket};
@@ -87,8 +84,9 @@ pub enum PathPolicy {
 pub enum PathKind {
     /// Through the server's relay.
     Relay,
-    /// A direct WebRTC data channel between the two devices.
-    Direct,
+    /// A direct WebRTC data channel between the two devices (shown as
+    /// `direct`, as before it had a name of its own).
+    WebRtc,
     /// A direct QUIC connection between two native devices, its certificate
     /// pinned through the session.
     Quic,
@@ -98,7 +96,7 @@ impl std::fmt::Display for PathKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Relay => "relay",
-            Self::Direct => "direct",
+            Self::WebRtc => "direct",
             Self::Quic => "quic",
         })
     }
@@ -116,7 +114,7 @@ pub(crate) fn path_kind(path: PathId) -> PathKind {
     if path.0 & DIRECT_PATH_BIT == 0 {
         PathKind::Relay
     } else if path.0 & QUIC_PATH_BIT == 0 {
-        PathKind::Direct
+        PathKind::WebRtc
     } else {
         PathKind::Quic
     }
@@ -390,10 +388,10 @@ impl Direct {
         };
         match (quic, begin) {
             (Some(node), Begin::Offer) => {
-                tokio::spawn(quic_path::run(node, None, task));
+                tokio::spawn(quic::path::run(node, None, task));
             }
             (Some(node), Begin::Quic(theirs)) => {
-                tokio::spawn(quic_path::run(node, Some(theirs), task));
+                tokio::spawn(quic::path::run(node, Some(theirs), task));
             }
             (_, begin) => {
                 let offer = match begin {
@@ -749,7 +747,7 @@ mod tests {
     #[test]
     fn path_kinds_follow_the_id() {
         assert_eq!(path_kind(PathId(3)), PathKind::Relay);
-        assert_eq!(path_kind(PathId(DIRECT_PATH_BIT | 3)), PathKind::Direct);
+        assert_eq!(path_kind(PathId(DIRECT_PATH_BIT | 3)), PathKind::WebRtc);
         let quic = PathId(DIRECT_PATH_BIT | QUIC_PATH_BIT | 3);
         assert_eq!(path_kind(quic), PathKind::Quic);
     }

@@ -256,8 +256,8 @@ pub async fn direct_pair(server: &TestServer) -> Result<(Node, Node, Connection,
     let a = server.builder("alice", "a").quic(false).bind().await?;
     let b = server.builder("alice", "b").quic(false).bind().await?;
     let (to_b, from_a) = pair(&a, &b).await?;
-    wait_path(&a, &to_b, PathKind::Direct).await?;
-    wait_path(&b, &from_a, PathKind::Direct).await?;
+    wait_path(&a, &to_b, PathKind::WebRtc).await?;
+    wait_path(&b, &from_a, PathKind::WebRtc).await?;
     Ok((a, b, to_b, from_a))
 }
 

@@ -18,6 +18,11 @@
 //!
 //! Session packets travel on that one bidirectional stream, each behind a
 //! 4-byte big-endian length ([`write_packet`], [`read_packet`]).
+//!
+//! The parts: this module (endpoint, certificates, pinning, framing),
+//! [`path`] (one attempt: dial or accept, then carry the session's packets),
+//! [`socket`] (the UDP socket shared with STUN and hole punching) and
+//! [`congestion`] (the rate-based congestion controller).
 
 use std::collections::HashMap;
 use std::io;
@@ -44,8 +49,12 @@ use quinn::rustls::{
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
-use super::io::{reachable, resolve};
-use super::quic_socket::StunSocket;
+mod congestion;
+pub(super) mod path;
+mod socket;
+
+use self::socket::StunSocket;
+use crate::direct::io::{reachable, resolve};
 
 /// The SHA-256 fingerprint of a certificate's DER.
 pub(crate) type Pin = [u8; 32];
@@ -456,7 +465,7 @@ fn transport_config() -> Result<quinn::TransportConfig, QuicError> {
         .send_window(32 << 20)
         .keep_alive_interval(Some(KEEPALIVE))
         .mtu_discovery_config(Some(mtu_discovery()))
-        .congestion_controller_factory(Arc::new(super::congestion::RateModelConfig))
+        .congestion_controller_factory(Arc::new(congestion::RateModelConfig))
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().map_err(setup)?));
     Ok(t)
 }
@@ -812,7 +821,7 @@ mod tests {
     /// taken before quinn sees it; QUIC works on the same socket before and after.
     #[tokio::test]
     async fn stun_shares_the_quic_socket() {
-        let (server, stun_addr) = super::super::tests::stun_responder().await;
+        let (server, stun_addr) = crate::direct::tests::stun_responder().await;
         let (a, b) = (endpoint(), endpoint());
         let _admit = b.expect(a.pin());
         let b_addr = b.local_addr().unwrap();

@@ -18,11 +18,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use peerpipe_proto::direct::{DirectSignal, QuicParams};
-use peerpipe_proto::session::packet::MAX_PACKET_LEN;
+use peerpipe_proto::session::MAX_PACKET_LEN;
 use tokio::sync::mpsc;
 
-use super::quic::{self, Accepted, QuicNode};
-use super::{DirectEvent, OPEN_TIMEOUT, OUT_QUEUE, Task};
+use super::{self as quic, Accepted, QuicNode};
+use crate::direct::{DirectEvent, OPEN_TIMEOUT, OUT_QUEUE, Task};
 
 /// How long an ending path waits for the peer to read what it sent last.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -30,7 +30,11 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 const STATS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs a QUIC attempt: ours (`theirs` = `None`) or an answer to the peer's offer.
-pub(super) async fn run(node: Arc<QuicNode>, theirs: Option<QuicParams>, mut task: Task) {
+pub(in crate::direct) async fn run(
+    node: Arc<QuicNode>,
+    theirs: Option<QuicParams>,
+    mut task: Task,
+) {
     let path = task.path;
     let made =
         tokio::time::timeout_at(task.open_by.into(), connect(&node, theirs, &mut task)).await;
