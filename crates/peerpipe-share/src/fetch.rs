@@ -26,8 +26,13 @@
 //!   left, idle peers are asked for groups already requested elsewhere, and the
 //!   first copy wins.
 //!
-//! Requests are answered in order, group by group ([`Fetch::received`]); a
-//! request that ends early returns the rest of its range ([`Fetch::finished`]).
+//! It is driven like the session: `handle_*` tells it what happened (a group
+//! arrived, a request ended, a peer's have-bitmap, progress on a slow path),
+//! `poll_*` asks what to do now (the next request to send, sources that
+//! stalled); peers come and go with `add_peer`, `remove_peer`, `drop_peer`.
+//!
+//! Requests are answered in order, group by group ([`Fetch::handle_group`]); a
+//! request that ends early returns the rest of its range ([`Fetch::handle_finished`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
@@ -211,22 +216,9 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         self.done.is_full()
     }
 
-    /// Bytes still missing.
-    pub fn missing_bytes(&self) -> u64 {
-        (0..self.layout.groups())
-            .filter(|&g| !self.done.get(g))
-            .map(|g| self.layout.group_len(g))
-            .sum()
-    }
-
     /// Bytes received (verified and fresh) from `peer` so far.
     pub fn received_from(&self, peer: P) -> u64 {
         self.peers.get(&peer).map_or(0, |p| p.received)
-    }
-
-    /// The measured rate from `peer`, bytes per second.
-    pub fn rate(&self, peer: P) -> f64 {
-        self.peers.get(&peer).map_or(0.0, |p| p.rate)
     }
 
     /// Whether `peer` was dropped (corrupt data or a stall); it is not used again.
@@ -239,7 +231,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         self.peers.keys().copied()
     }
 
-    /// Starts using `peer` (it holds nothing until [`Fetch::set_have`]). A dropped
+    /// Starts using `peer` (it holds nothing until [`Fetch::handle_have`]). A dropped
     /// peer stays dropped.
     pub fn add_peer(&mut self, peer: P) {
         if self.dropped.contains(&peer) || self.peers.contains_key(&peer) {
@@ -271,7 +263,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
 
     /// Bytes of request `id` are arriving, though no whole group yet (a slow
     /// path): the request is not stalled.
-    pub fn progress(&mut self, id: u64, now: Instant) {
+    pub fn handle_progress(&mut self, id: u64, now: Instant) {
         if let Some(req) = self.requests.get_mut(&id) {
             req.last_progress = now;
         }
@@ -280,7 +272,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
     /// Records what `peer` holds now, and what it is fetching itself (a peer only
     /// gains groups; bits it lost are ignored). Ignored for unknown or dropped
     /// peers and bitmaps of the wrong size.
-    pub fn set_have(&mut self, peer: P, have: &Bitmap, fetching: &Bitmap) {
+    pub fn handle_have(&mut self, peer: P, have: &Bitmap, fetching: &Bitmap) {
         let Some(p) = self.peers.get_mut(&peer) else {
             return;
         };
@@ -301,13 +293,6 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
         self.peers
             .iter()
             .any(|(&k, p)| k != seed && !p.have.is_full() && (p.have.get(g) || p.fetching.get(g)))
-    }
-
-    /// Whether `peer` holds any group still missing here.
-    pub fn is_useful(&self, peer: P) -> bool {
-        self.peers
-            .get(&peer)
-            .is_some_and(|p| p.have.ones().any(|g| !self.done.get(g)))
     }
 
     /// Stops using `peer` for good; returns its requests, which the caller stops.
@@ -344,7 +329,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
 
     /// The next request to send, if any peer has room and holds something useful.
     /// Call until `None` after every change.
-    pub fn next_request(&mut self, now: Instant) -> Option<Request<P>> {
+    pub fn poll_request(&mut self, now: Instant) -> Option<Request<P>> {
         if self.done.is_full() {
             return None;
         }
@@ -549,7 +534,13 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
 
     /// Group `group` arrived on request `id`; `verified` is whether it matched its
     /// hash. The caller writes it only for [`Received::Fresh`].
-    pub fn received(&mut self, id: u64, group: u64, verified: bool, now: Instant) -> Received<P> {
+    pub fn handle_group(
+        &mut self,
+        id: u64,
+        group: u64,
+        verified: bool,
+        now: Instant,
+    ) -> Received<P> {
         let Some(req) = self.requests.get_mut(&id) else {
             return Received::Duplicate;
         };
@@ -603,7 +594,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
 
     /// Request `id` ended (answered in full, refused, cut off or cancelled): what
     /// it did not deliver goes back to the pool.
-    pub fn finished(&mut self, id: u64) {
+    pub fn handle_finished(&mut self, id: u64) {
         let Some(req) = self.requests.remove(&id) else {
             return;
         };
@@ -628,7 +619,7 @@ impl<P: Copy + Ord + Debug> Fetch<P> {
     /// they are dropped, and the caller stops the returned requests. A stalled
     /// peer that nobody else can stand in for is kept: a slow source beats
     /// none (its connection's own time-outs end it if it is gone).
-    pub fn drop_stalled(&mut self, now: Instant) -> Vec<(P, Vec<u64>)> {
+    pub fn poll_stalled(&mut self, now: Instant) -> Vec<(P, Vec<u64>)> {
         let stalled_requests: Vec<Req<P>> = self
             .requests
             .values()
@@ -685,12 +676,12 @@ mod tests {
     fn drain(fetch: &mut Fetch<u8>, now: Instant) -> Vec<Request<u8>> {
         let mut issued = Vec::new();
         for _ in 0..10_000 {
-            let Some(r) = fetch.next_request(now) else {
+            let Some(r) = fetch.poll_request(now) else {
                 break;
             };
             issued.push(r);
             for g in r.start..r.end {
-                fetch.received(r.id, g, true, now);
+                fetch.handle_group(r.id, g, true, now);
             }
         }
         issued
@@ -701,8 +692,8 @@ mod tests {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(40), Bitmap::new(40), 0, small());
         fetch.add_peer(1u8);
-        assert_eq!(fetch.next_request(now), None, "nothing known held yet");
-        fetch.set_have(1, &Bitmap::full(40), &Bitmap::new(40));
+        assert_eq!(fetch.poll_request(now), None, "nothing known held yet");
+        fetch.handle_have(1, &Bitmap::full(40), &Bitmap::new(40));
         let issued = drain(&mut fetch, now);
         assert!(fetch.is_complete());
         let total: u64 = issued.iter().map(|r| r.end - r.start).sum();
@@ -716,9 +707,9 @@ mod tests {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(100), Bitmap::new(100), 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(100), &Bitmap::new(100));
+        fetch.handle_have(1, &Bitmap::full(100), &Bitmap::new(100));
         let mut groups = 0;
-        while let Some(r) = fetch.next_request(now) {
+        while let Some(r) = fetch.poll_request(now) {
             groups += r.end - r.start;
         }
         assert!((4..=8).contains(&groups), "{groups} groups in flight");
@@ -732,7 +723,7 @@ mod tests {
         done.set_range(20..25);
         let mut fetch = Fetch::new(layout(30), done, 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(30), &Bitmap::new(30));
+        fetch.handle_have(1, &Bitmap::full(30), &Bitmap::new(30));
         let issued = drain(&mut fetch, now);
         let asked: Vec<u64> = issued.iter().flat_map(|r| r.start..r.end).collect();
         let expected: Vec<u64> = (10..20).chain(25..30).collect();
@@ -745,22 +736,22 @@ mod tests {
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
         fetch.add_peer(2u8);
-        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
-        let bad = fetch.next_request(now).unwrap();
+        fetch.handle_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        let bad = fetch.poll_request(now).unwrap();
         assert_eq!(bad.peer, 1);
-        fetch.received(bad.id, bad.start, true, now);
-        let verdict = fetch.received(bad.id, bad.start + 1, false, now);
+        fetch.handle_group(bad.id, bad.start, true, now);
+        let verdict = fetch.handle_group(bad.id, bad.start + 1, false, now);
         assert!(
             matches!(verdict, Received::Corrupt { peer: 1, ref cancel } if cancel.contains(&bad.id))
         );
         assert!(fetch.is_dropped(1));
         fetch.add_peer(1);
-        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        fetch.handle_have(1, &Bitmap::full(8), &Bitmap::new(8));
         assert!(
             fetch.peers().all(|p| p == 2),
             "a dropped peer is not taken back"
         );
-        fetch.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
+        fetch.handle_have(2, &Bitmap::full(8), &Bitmap::new(8));
         let issued = drain(&mut fetch, now);
         assert!(issued.iter().all(|r| r.peer == 2));
         assert!(fetch.is_complete());
@@ -772,10 +763,10 @@ mod tests {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
-        let r = fetch.next_request(now).unwrap();
+        fetch.handle_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        let r = fetch.poll_request(now).unwrap();
         assert!(matches!(
-            fetch.received(r.id, r.start + 1, true, now),
+            fetch.handle_group(r.id, r.start + 1, true, now),
             Received::Unexpected { peer: 1, .. }
         ));
     }
@@ -786,15 +777,15 @@ mod tests {
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
         fetch.add_peer(2u8);
-        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
-        let r = fetch.next_request(now).unwrap();
-        assert!(fetch.drop_stalled(now + Duration::from_secs(1)).is_empty());
+        fetch.handle_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        let r = fetch.poll_request(now).unwrap();
+        assert!(fetch.poll_stalled(now + Duration::from_secs(1)).is_empty());
         assert!(
-            fetch.drop_stalled(now + Duration::from_secs(11)).is_empty(),
+            fetch.poll_stalled(now + Duration::from_secs(11)).is_empty(),
             "nobody else holds the range yet"
         );
-        fetch.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
-        let stalled = fetch.drop_stalled(now + Duration::from_secs(11));
+        fetch.handle_have(2, &Bitmap::full(8), &Bitmap::new(8));
+        let stalled = fetch.poll_stalled(now + Duration::from_secs(11));
         assert_eq!(stalled, vec![(1, vec![r.id])]);
         let asked: Vec<u64> = drain(&mut fetch, now)
             .iter()
@@ -812,26 +803,29 @@ mod tests {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
-        let r = fetch.next_request(now).unwrap();
+        fetch.handle_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        let r = fetch.poll_request(now).unwrap();
         let late = now + Duration::from_secs(60);
-        assert!(fetch.drop_stalled(late).is_empty(), "the only source stays");
+        assert!(fetch.poll_stalled(late).is_empty(), "the only source stays");
         assert!(!fetch.is_dropped(1));
         // Bytes arriving (no whole group yet) count as progress.
         let mut other = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         other.add_peer(1u8);
         other.add_peer(2u8);
-        other.set_have(1, &Bitmap::full(8), &Bitmap::new(8));
-        other.set_have(2, &Bitmap::full(8), &Bitmap::new(8));
-        let r2 = other.next_request(now).unwrap();
-        other.progress(r2.id, now + Duration::from_secs(9));
+        other.handle_have(1, &Bitmap::full(8), &Bitmap::new(8));
+        other.handle_have(2, &Bitmap::full(8), &Bitmap::new(8));
+        let r2 = other.poll_request(now).unwrap();
+        other.handle_progress(r2.id, now + Duration::from_secs(9));
         assert!(
             other
-                .drop_stalled(now + Duration::from_secs(11))
+                .poll_stalled(now + Duration::from_secs(11))
                 .iter()
                 .all(|(p, _)| *p != r2.peer)
         );
-        assert_eq!(fetch.received(r.id, r.start, true, late), Received::Fresh);
+        assert_eq!(
+            fetch.handle_group(r.id, r.start, true, late),
+            Received::Fresh
+        );
     }
 
     #[test]
@@ -845,12 +839,12 @@ mod tests {
         let requested = |rtt: Duration| {
             let mut fetch = Fetch::new(layout(4096), Bitmap::new(4096), 0, config.clone());
             fetch.add_peer(1u8);
-            fetch.set_have(1, &Bitmap::full(4096), &Bitmap::new(4096));
+            fetch.handle_have(1, &Bitmap::full(4096), &Bitmap::new(4096));
             fetch.set_rtt(1, rtt);
             // 64 groups (1 MiB) a second, measured over a first request.
-            let r = fetch.next_request(now).unwrap();
+            let r = fetch.poll_request(now).unwrap();
             for (i, g) in (r.start..r.end).enumerate() {
-                fetch.received(
+                fetch.handle_group(
                     r.id,
                     g,
                     true,
@@ -858,7 +852,7 @@ mod tests {
                 );
             }
             let mut groups = 0;
-            while let Some(r) = fetch.next_request(now + Duration::from_secs(1)) {
+            while let Some(r) = fetch.poll_request(now + Duration::from_secs(1)) {
                 groups += r.end - r.start;
             }
             groups
@@ -877,10 +871,10 @@ mod tests {
         let mut fetch = Fetch::new(layout(16), Bitmap::new(16), 0, small());
         fetch.add_peer(0u8); // the seed
         fetch.add_peer(1u8); // a worker holding the first half
-        fetch.set_have(0, &Bitmap::full(16), &Bitmap::new(16));
+        fetch.handle_have(0, &Bitmap::full(16), &Bitmap::new(16));
         let mut half = Bitmap::new(16);
         half.set_range(0..8);
-        fetch.set_have(1, &half, &Bitmap::new(16));
+        fetch.handle_have(1, &half, &Bitmap::new(16));
         let issued = drain(&mut fetch, now);
         assert!(fetch.is_complete());
         for r in issued {
@@ -900,16 +894,16 @@ mod tests {
         let mut fetch = Fetch::new(layout(16), Bitmap::new(16), 0, small());
         fetch.add_peer(0u8); // the hub
         fetch.add_peer(1u8); // a worker that holds 0..4 and is fetching 4..8
-        fetch.set_have(0, &Bitmap::full(16), &Bitmap::new(16));
+        fetch.handle_have(0, &Bitmap::full(16), &Bitmap::new(16));
         let mut held = Bitmap::new(16);
         held.set_range(0..4);
         let mut fetching = Bitmap::new(16);
         fetching.set_range(4..8);
-        fetch.set_have(1, &held, &fetching);
-        let first = fetch.next_request(now).unwrap();
+        fetch.handle_have(1, &held, &fetching);
+        let first = fetch.poll_request(now).unwrap();
         assert_eq!((first.peer, first.start), (1, 0), "the worker first");
         let mut asked_hub = Vec::new();
-        while let Some(r) = fetch.next_request(now) {
+        while let Some(r) = fetch.poll_request(now) {
             if r.peer == 0 {
                 asked_hub.extend(r.start..r.end);
             }
@@ -937,9 +931,9 @@ mod tests {
             let mut fetch = Fetch::new(layout(1000), Bitmap::new(1000), cursor, config);
             fetch.add_peer(0u8); // the hub
             fetch.add_peer(1u8); // the third downloader
-            fetch.set_have(0, &Bitmap::full(1000), &Bitmap::new(1000));
-            fetch.set_have(1, &Bitmap::new(1000), &fetching);
-            let r = fetch.next_request(now).unwrap();
+            fetch.handle_have(0, &Bitmap::full(1000), &Bitmap::new(1000));
+            fetch.handle_have(1, &Bitmap::new(1000), &fetching);
+            let r = fetch.poll_request(now).unwrap();
             assert_eq!(r.peer, 0);
             assert!(r.start >= 100, "{r:?} asks for what the third fetches");
             assert!(r.end - r.start <= SEED_REQUEST);
@@ -968,28 +962,28 @@ mod tests {
         let mut fetch = Fetch::new(layout(8), Bitmap::new(8), 0, small());
         fetch.add_peer(0u8);
         fetch.add_peer(1u8);
-        fetch.set_have(0, &Bitmap::full(8), &Bitmap::new(8));
+        fetch.handle_have(0, &Bitmap::full(8), &Bitmap::new(8));
         // The worker says it fetches everything, but nothing is on its way here.
-        fetch.set_have(1, &Bitmap::new(8), &Bitmap::full(8));
+        fetch.handle_have(1, &Bitmap::new(8), &Bitmap::full(8));
         assert_eq!(
-            fetch.next_request(now),
+            fetch.poll_request(now),
             None,
             "at first the seed is spared what the worker fetches"
         );
         let now = now + SEED_GRACE;
-        let r = fetch.next_request(now).expect("the seed is asked");
+        let r = fetch.poll_request(now).expect("the seed is asked");
         assert_eq!(r.peer, 0);
         for g in r.start..r.end {
-            fetch.received(r.id, g, true, now);
+            fetch.handle_group(r.id, g, true, now);
         }
         assert_eq!(
-            fetch.next_request(now),
+            fetch.poll_request(now),
             None,
             "right after a delivery the seed is spared what the worker fetches"
         );
         let later = now + SEED_GRACE;
         assert_eq!(
-            fetch.next_request(later).map(|r| r.peer),
+            fetch.poll_request(later).map(|r| r.peer),
             Some(0),
             "but not for long"
         );
@@ -1000,21 +994,24 @@ mod tests {
         let now = Instant::now();
         let mut fetch = Fetch::new(layout(4), Bitmap::new(4), 0, small());
         fetch.add_peer(1u8);
-        fetch.set_have(1, &Bitmap::full(4), &Bitmap::new(4));
-        let slow = fetch.next_request(now).unwrap();
+        fetch.handle_have(1, &Bitmap::full(4), &Bitmap::new(4));
+        let slow = fetch.poll_request(now).unwrap();
         assert_eq!((slow.start, slow.end), (0, 4));
         fetch.add_peer(2u8);
-        fetch.set_have(2, &Bitmap::full(4), &Bitmap::new(4));
-        let dup = fetch.next_request(now).unwrap();
+        fetch.handle_have(2, &Bitmap::full(4), &Bitmap::new(4));
+        let dup = fetch.poll_request(now).unwrap();
         assert_eq!((dup.peer, dup.start, dup.end), (2, 0, 4));
-        assert_eq!(fetch.next_request(now), None, "at most two copies");
+        assert_eq!(fetch.poll_request(now), None, "at most two copies");
         for g in 0..4 {
-            assert_eq!(fetch.received(dup.id, g, true, now), Received::Fresh);
+            assert_eq!(fetch.handle_group(dup.id, g, true, now), Received::Fresh);
         }
         assert!(fetch.is_complete());
         assert!(!fetch.is_wanted(slow.id), "the slow copy can be cancelled");
-        assert_eq!(fetch.received(slow.id, 0, true, now), Received::Duplicate);
-        fetch.finished(slow.id);
+        assert_eq!(
+            fetch.handle_group(slow.id, 0, true, now),
+            Received::Duplicate
+        );
+        fetch.handle_finished(slow.id);
     }
 
     #[test]
@@ -1024,9 +1021,9 @@ mod tests {
         let mut b = Fetch::new(layout(64), Bitmap::new(64), 32, small());
         for f in [&mut a, &mut b] {
             f.add_peer(0u8);
-            f.set_have(0, &Bitmap::full(64), &Bitmap::new(64));
+            f.handle_have(0, &Bitmap::full(64), &Bitmap::new(64));
         }
-        assert_eq!(a.next_request(now).unwrap().start, 0);
-        assert_eq!(b.next_request(now).unwrap().start, 32);
+        assert_eq!(a.poll_request(now).unwrap().start, 0);
+        assert_eq!(b.poll_request(now).unwrap().start, 32);
     }
 }

@@ -23,7 +23,7 @@ use rand_core::{RngCore, SeedableRng};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::{HandshakeState, StatelessTransportState};
 
-use super::packet::VERSION;
+use super::packet::{MAX_HANDSHAKE_LEN, VERSION};
 use crate::id::{DeviceId, Identity};
 
 const NOISE_PARAMS: &str = "Noise_KK_25519_ChaChaPoly_BLAKE2s";
@@ -39,9 +39,8 @@ impl std::fmt::Debug for Psk {
         f.write_str("Psk(<redacted>)")
     }
 }
+
 const PROLOGUE_LABEL: &[u8] = b"peerpipe-session";
-/// The most bytes a handshake message takes (two ephemeral/static keys, tags, params).
-pub const MAX_HANDSHAKE_LEN: usize = 256;
 
 /// Why the handshake failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

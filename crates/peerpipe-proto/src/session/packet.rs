@@ -16,10 +16,11 @@
 
 use bytes::{Buf, BufMut, Bytes};
 
-use super::handshake::MAX_HANDSHAKE_LEN;
-
 /// The session protocol version, first byte of every packet.
 pub const VERSION: u8 = 1;
+/// The most bytes a handshake message (the body of `HELLO` or `REPLY`) takes:
+/// two ephemeral/static keys, tags, transport parameters.
+pub const MAX_HANDSHAKE_LEN: usize = 256;
 /// The Noise limit on one transport message (ciphertext and tag).
 pub const MAX_CIPHERTEXT_LEN: usize = 65535;
 /// The AEAD tag length.

@@ -315,8 +315,8 @@ async fn run(
             for (&key, source) in &sources {
                 fetch.set_rtt(key, source.conn.rtt());
             }
-            let stalled = fetch.drop_stalled(now);
-            while let Some(r) = fetch.next_request(now) {
+            let stalled = fetch.poll_stalled(now);
+            while let Some(r) = fetch.poll_request(now) {
                 to_start.push(r);
             }
             (fetch.is_complete(), fetch.peers().count(), stalled)
@@ -522,7 +522,7 @@ fn spawn_have_poll(
                     if let Ok(mut f) = shared.fetch.lock()
                         && let Some(fetch) = f.as_mut()
                     {
-                        fetch.set_have(key, &have, &fetching);
+                        fetch.handle_have(key, &have, &fetching);
                     }
                     shared.notify.notify_one();
                     if full {
@@ -621,7 +621,7 @@ async fn fetch_range(
     if let Ok(mut f) = shared.fetch.lock()
         && let Some(fetch) = f.as_mut()
     {
-        fetch.finished(r.id);
+        fetch.handle_finished(r.id);
     }
     if let Ok(mut tasks) = shared.tasks.lock() {
         tasks.remove(&r.id);
@@ -654,7 +654,7 @@ async fn read_chunk(
             if let Ok(mut f) = shared.fetch.lock()
                 && let Some(fetch) = f.as_mut()
             {
-                fetch.progress(id, told);
+                fetch.handle_progress(id, told);
             }
         }
     }
@@ -688,7 +688,7 @@ fn record(
         && let Some(fetch) = f.as_mut()
     {
         for g in first..ok_end {
-            match fetch.received(id, g, true, now) {
+            match fetch.handle_group(id, g, true, now) {
                 Received::Fresh => fresh.push(g),
                 Received::Duplicate => {}
                 Received::Corrupt { cancel: c, .. } | Received::Unexpected { cancel: c, .. } => {
@@ -700,7 +700,7 @@ fn record(
         }
         if let (true, Some(bad)) = (alive, bad) {
             if let Received::Corrupt { cancel: c, .. } | Received::Unexpected { cancel: c, .. } =
-                fetch.received(id, bad, false, now)
+                fetch.handle_group(id, bad, false, now)
             {
                 tracing::warn!("a share source sent data that failed verification; dropping it");
                 cancel = c;
