@@ -1,8 +1,10 @@
 //! The direct path: negotiated inside the encrypted session, run beside the relay.
 //!
-//! A connection's driver owns one [`Direct`] negotiator. After the session
+//! A connection's driver owns one [`Direct`] shell around the sans-IO
+//! [`Negotiator`] of `peerpipe-proto`, which decides what runs when (the
+//! browser build drives the same one). After the session
 //! handshake the dialing side offers an *attempt*, QUIC first (the node's one
-//! QUIC endpoint, certificates pinned through the session: [`quic_path`]), or a
+//! QUIC endpoint, certificates pinned through the session: [`quic::path`]), or a
 //! WebRTC data channel after QUIC failed twice or when the peer has no QUIC: it
 //! binds UDP sockets on its host addresses, builds a [`Transport`] ([`WebRtc`],
 //! on str0m) and sends the offer as a session path signal; the other side
@@ -27,7 +29,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket as StdUdpSocket
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use peerpipe_proto::direct::{DirectSignal, QuicParams};
+use peerpipe_proto::direct::DirectSignal;
+use peerpipe_proto::direct::negotiator::{self, Begin, Kind, Negotiator};
 use peerpipe_proto::session::PathId;
 use peerpipe_proto::signal::IceServer;
 use tokio::sync::{mpsc, watch};
@@ -39,13 +42,6 @@ pub(crate) use self::webrtc::WebRtc;
 /// The largest session packet on any path (fits every data channel's message
 /// size limit, which is 64 KiB for a peer that announces none).
 pub(crate) const MAX_PACKET: usize = 62 * 1024;
-/// Path ids of direct attempts have this bit set; relay path ids never do.
-const DIRECT_PATH_BIT: u64 = 1 << 62;
-/// Direct path ids of QUIC attempts also have this bit set.
-const QUIC_PATH_BIT: u64 = 1 << 61;
-/// QUIC attempts that fail before opening, in a row, before the offering side
-/// turns to WebRTC.
-const QUIC_TRIES: u32 = 2;
 /// Packets queued between the session and a direct path's task.
 const OUT_QUEUE: usize = 4;
 /// Signals queued for a direct path's task.
@@ -54,12 +50,6 @@ const SIGNAL_QUEUE: usize = 32;
 pub(crate) const EVENT_QUEUE: usize = 64;
 /// An attempt whose channel is not open by then has failed.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first wait before a new attempt; it doubles per failed attempt.
-const RETRY_MIN: Duration = Duration::from_millis(250);
-/// The longest wait between attempts.
-const RETRY_MAX: Duration = Duration::from_secs(30);
-/// A path that stayed up this long resets the backoff.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 /// Which paths a node's connections may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -111,12 +101,10 @@ pub(crate) fn warm_up() {
 
 /// The kind of the path `path` names.
 pub(crate) fn path_kind(path: PathId) -> PathKind {
-    if path.0 & DIRECT_PATH_BIT == 0 {
-        PathKind::Relay
-    } else if path.0 & QUIC_PATH_BIT == 0 {
-        PathKind::WebRtc
-    } else {
-        PathKind::Quic
+    match Kind::of(path) {
+        None => PathKind::Relay,
+        Some(Kind::WebRtc) => PathKind::WebRtc,
+        Some(Kind::Quic) => PathKind::Quic,
     }
 }
 
@@ -258,42 +246,18 @@ pub(crate) enum Action {
     Down(PathId),
 }
 
-struct Attempt {
-    id: u32,
-    path: PathId,
-    /// Dropping it stops the attempt's task.
-    signals: mpsc::Sender<DirectSignal>,
-    up_since: Option<Instant>,
-    /// The peer answered the attempt's offer.
-    answered: bool,
-}
-
-/// A connection's direct-path negotiator (runs inside its driver).
+/// A connection's direct-path shell (runs inside its driver): the
+/// [`Negotiator`] decides, this runs the attempts it starts as tasks and
+/// carries its signals.
 pub(crate) struct Direct {
-    policy: PathPolicy,
-    /// This side offers (the side that dialed); the other answers.
-    offerer: bool,
+    negotiator: Negotiator,
     env: watch::Receiver<DirectEnv>,
     events: mpsc::Sender<DirectEvent>,
-    /// The newest attempt id seen or made.
-    attempt: u32,
-    active: Option<Attempt>,
-    retry_at: Option<Instant>,
-    failures: u32,
-    /// The peer takes no direct path: stop offering.
-    declined: bool,
-    /// QUIC attempts that failed before opening, in a row.
-    quic_failures: u32,
-}
-
-/// How an attempt begins.
-enum Begin {
-    /// This side offers.
-    Offer,
-    /// This side answers a WebRTC offer.
-    Sdp(String),
-    /// This side answers a QUIC offer.
-    Quic(QuicParams),
+    /// The running attempt's path and signal queue (dropping it stops the task).
+    task: Option<(PathId, mpsc::Sender<DirectSignal>)>,
+    /// The packet queue of an attempt that just opened, until the negotiator
+    /// says the session may use it.
+    opened: Option<(PathId, mpsc::Sender<Bytes>)>,
 }
 
 impl Direct {
@@ -303,176 +267,52 @@ impl Direct {
         env: watch::Receiver<DirectEnv>,
     ) -> (Self, mpsc::Receiver<DirectEvent>) {
         let (events, rx) = mpsc::channel(EVENT_QUEUE);
+        let quic = env.borrow().quic.is_some();
         let direct = Self {
-            policy,
-            offerer,
+            negotiator: Negotiator::new(offerer, policy != PathPolicy::RelayOnly, quic),
             env,
             events,
-            attempt: 0,
-            active: None,
-            retry_at: None,
-            failures: 0,
-            declined: false,
-            quic_failures: 0,
+            task: None,
+            opened: None,
         };
         (direct, rx)
     }
 
-    fn allowed(&self) -> bool {
-        self.policy != PathPolicy::RelayOnly
-    }
-
     /// The session handshake finished: the offering side starts at once.
     pub(crate) fn connected(&mut self, now: Instant) {
-        if self.offerer && self.allowed() {
-            self.retry_at = Some(now);
-        }
+        self.negotiator.handle_connected(now);
     }
 
     /// When [`Direct::handle_timeout`] wants to run.
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.retry_at
+        self.negotiator.poll_timeout()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        if self.retry_at.is_some_and(|at| at <= now) {
-            self.retry_at = None;
-            self.start(now, None, Begin::Offer, actions);
-        }
+        self.sync_env();
+        self.negotiator.handle_timeout(now);
+        self.carry_out(now, actions);
     }
 
     /// Whether `path` is the open direct path.
     pub(crate) fn is_up(&self, path: PathId) -> bool {
-        self.active
-            .as_ref()
-            .is_some_and(|a| a.path == path && a.up_since.is_some())
-    }
-
-    /// Starts an attempt: ours (`attempt` = `None`, QUIC while it has not
-    /// failed [`QUIC_TRIES`] times in a row and the node has an endpoint, else
-    /// WebRTC) or an answer to the peer's offer of `attempt`.
-    fn start(
-        &mut self,
-        now: Instant,
-        attempt: Option<u32>,
-        begin: Begin,
-        actions: &mut Vec<Action>,
-    ) {
-        self.stop(actions, false);
-        let id = attempt.unwrap_or_else(|| self.attempt.wrapping_add(1));
-        self.attempt = id;
-        let env = self.env.borrow().clone();
-        let quic = match &begin {
-            Begin::Offer if self.quic_failures < QUIC_TRIES => env.quic.clone(),
-            Begin::Quic(_) => env.quic.clone(),
-            _ => None,
-        };
-        let kind = if quic.is_some() { QUIC_PATH_BIT } else { 0 };
-        let path = PathId(DIRECT_PATH_BIT | kind | u64::from(id));
-        tracing::debug!(
-            attempt = id,
-            hosts = ?env.hosts,
-            offerer = matches!(begin, Begin::Offer),
-            quic = quic.is_some(),
-            "direct attempt"
-        );
-        let (signals, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
-        let task = Task {
-            path,
-            attempt: id,
-            stun: env.stun,
-            turn: env.turn,
-            open_by: now + OPEN_TIMEOUT,
-            signals: signals_rx,
-            events: self.events.clone(),
-        };
-        match (quic, begin) {
-            (Some(node), Begin::Offer) => {
-                tokio::spawn(quic::path::run(node, None, task));
-            }
-            (Some(node), Begin::Quic(theirs)) => {
-                tokio::spawn(quic::path::run(node, Some(theirs), task));
-            }
-            (_, begin) => {
-                let offer = match begin {
-                    Begin::Sdp(sdp) => Some(sdp),
-                    _ => None,
-                };
-                tokio::spawn(run_webrtc(env.hosts, offer, task));
-            }
-        }
-        self.active = Some(Attempt {
-            id,
-            path,
-            signals,
-            up_since: None,
-            answered: false,
-        });
-    }
-
-    /// Ends the active attempt (its task stops when its signal queue closes);
-    /// `tell` tells the peer.
-    fn stop(&mut self, actions: &mut Vec<Action>, tell: bool) -> Option<Attempt> {
-        let attempt = self.active.take()?;
-        if attempt.up_since.is_some() {
-            actions.push(Action::Down(attempt.path));
-        }
-        if tell {
-            actions.push(Action::Signal(DirectSignal::Close {
-                attempt: attempt.id,
-            }));
-        }
-        Some(attempt)
-    }
-
-    /// An attempt failed: the offering side tries again after the backoff.
-    fn failed(&mut self, now: Instant) {
-        if !self.offerer || !self.allowed() || self.declined {
-            return;
-        }
-        let wait = RETRY_MIN
-            .saturating_mul(1 << self.failures.min(7))
-            .min(RETRY_MAX);
-        self.failures = self.failures.saturating_add(1);
-        self.retry_at = Some(now + wait);
-    }
-
-    /// The active attempt ended on this side: tell the peer, back off.
-    fn lost(&mut self, now: Instant, why: &str, actions: &mut Vec<Action>) {
-        if let Some(attempt) = self.stop(actions, true) {
-            tracing::debug!(attempt = attempt.id, "direct path lost: {why}");
-            self.ended(now, &attempt);
-        }
-    }
-
-    /// Counts how `attempt` ended: a path that stayed up resets the backoff,
-    /// a QUIC attempt that never opened counts toward falling back to WebRTC.
-    fn ended(&mut self, now: Instant, attempt: &Attempt) {
-        let stable = attempt
-            .up_since
-            .is_some_and(|at| now.saturating_duration_since(at) >= STABLE_AFTER);
-        if stable {
-            self.failures = 0;
-            self.quic_failures = 0;
-        } else if attempt.up_since.is_none() && path_kind(attempt.path) == PathKind::Quic {
-            self.quic_failures = self.quic_failures.saturating_add(1);
-        }
-        self.failed(now);
+        self.negotiator.is_up(path)
     }
 
     /// Leaves the current direct path (if any) and negotiates a new one at once.
     pub(crate) fn restart(&mut self, now: Instant, actions: &mut Vec<Action>) {
-        self.stop(actions, true);
-        if self.offerer && self.allowed() && !self.declined {
-            self.retry_at = Some(now);
-        }
+        self.sync_env();
+        self.negotiator.restart(now);
+        self.carry_out(now, actions);
     }
 
     /// The session found `path` silent and left it.
     pub(crate) fn path_failed(&mut self, now: Instant, path: PathId, actions: &mut Vec<Action>) {
-        if self.active.as_ref().is_some_and(|a| a.path == path) {
-            self.lost(now, "silent for the path time-out", actions);
+        if self.negotiator.active_path() == Some(path) {
+            tracing::debug!(?path, "direct path lost: silent for the path time-out");
         }
+        self.negotiator.handle_silent(now, path);
+        self.carry_out(now, actions);
     }
 
     /// A path signal from the peer.
@@ -484,64 +324,16 @@ impl Direct {
                 return;
             }
         };
-        let current = self.active.as_ref().filter(|a| a.id == signal.attempt());
-        match signal {
-            DirectSignal::Offer { attempt, sdp } => {
-                if !self.allowed() {
-                    actions.push(Action::Signal(DirectSignal::Decline { attempt }));
-                } else if self.offerer {
-                    tracing::debug!("ignoring an offer: this side offers");
-                } else if attempt > self.attempt || self.active.is_none() {
-                    self.start(now, Some(attempt), Begin::Sdp(sdp), actions);
-                }
+        match &signal {
+            DirectSignal::Close { attempt } => {
+                tracing::debug!(attempt, "the peer ended the direct attempt");
             }
-            DirectSignal::QuicOffer { attempt, quic } => {
-                let fresh = attempt > self.attempt || self.active.is_none();
-                if !self.allowed() {
-                    actions.push(Action::Signal(DirectSignal::Decline { attempt }));
-                } else if self.offerer || !fresh {
-                    tracing::debug!("ignoring a QUIC offer");
-                } else if self.env.borrow().quic.is_none() {
-                    // No QUIC here: the offering side turns to WebRTC.
-                    self.stop(actions, false);
-                    self.attempt = attempt;
-                    actions.push(Action::Signal(DirectSignal::Close { attempt }));
-                } else {
-                    self.start(now, Some(attempt), Begin::Quic(quic), actions);
-                }
-            }
-            DirectSignal::Answer { .. }
-            | DirectSignal::Candidate { .. }
-            | DirectSignal::QuicAnswer { .. } => {
-                let answer = !matches!(signal, DirectSignal::Candidate { .. });
-                if let Some(a) = self.active.as_mut().filter(|a| a.id == signal.attempt()) {
-                    a.answered |= answer;
-                    if a.signals.try_send(signal).is_err() {
-                        tracing::debug!(attempt = a.id, "direct attempt not keeping up");
-                    }
-                }
-            }
-            DirectSignal::Close { .. } => {
-                if current.is_some()
-                    && let Some(a) = self.stop(actions, false)
-                {
-                    tracing::debug!(attempt = a.id, "the peer ended the direct attempt");
-                    if self.offerer && path_kind(a.path) == PathKind::Quic && !a.answered {
-                        // Refused unanswered: the peer has no QUIC. WebRTC, now.
-                        self.quic_failures = QUIC_TRIES;
-                        self.retry_at = Some(now);
-                    } else {
-                        self.ended(now, &a);
-                    }
-                }
-            }
-            DirectSignal::Decline { .. } => {
-                tracing::debug!("the peer takes no direct path");
-                self.declined = true;
-                self.retry_at = None;
-                self.stop(actions, false);
-            }
+            DirectSignal::Decline { .. } => tracing::debug!("the peer takes no direct path"),
+            _ => {}
         }
+        self.sync_env();
+        self.negotiator.handle_signal(now, signal);
+        self.carry_out(now, actions);
     }
 
     /// An event from an attempt's task (packets excepted: the driver feeds them
@@ -552,21 +344,114 @@ impl Direct {
         event: DirectEvent,
         actions: &mut Vec<Action>,
     ) {
-        let Some(active) = self.active.as_mut() else {
-            return;
-        };
         match event {
-            DirectEvent::Signal(path, signal) if path == active.path => {
-                actions.push(Action::Signal(signal));
+            DirectEvent::Signal(path, signal) => {
+                self.negotiator.handle_attempt_signal(path, signal);
             }
-            DirectEvent::Up(path, out) if path == active.path => {
-                tracing::debug!(attempt = active.id, "direct path open");
-                active.up_since = Some(now);
-                actions.push(Action::Up(path, out));
+            DirectEvent::Up(path, out) => {
+                self.opened = Some((path, out));
+                self.negotiator.handle_open(now, path);
             }
-            DirectEvent::Down(path, why) if path == active.path => self.lost(now, &why, actions),
-            _ => {}
+            DirectEvent::Down(path, why) => {
+                if self.negotiator.active_path() == Some(path) {
+                    tracing::debug!(?path, "direct path lost: {why}");
+                }
+                self.negotiator.handle_failed(now, path);
+            }
+            DirectEvent::Packet(..) => {}
         }
+        self.carry_out(now, actions);
+    }
+
+    /// Tells the negotiator whether the node has a QUIC endpoint now.
+    fn sync_env(&mut self) {
+        let quic = self.env.borrow().quic.is_some();
+        self.negotiator.set_quic(quic);
+    }
+
+    /// Does what the negotiator asked.
+    fn carry_out(&mut self, now: Instant, actions: &mut Vec<Action>) {
+        while let Some(action) = self.negotiator.poll_action() {
+            match action {
+                negotiator::Action::Start {
+                    path,
+                    attempt,
+                    kind,
+                    begin,
+                } => self.start(now, path, attempt, kind, begin),
+                negotiator::Action::Stop(path) => {
+                    if self.task.as_ref().is_some_and(|t| t.0 == path) {
+                        self.task = None;
+                    }
+                    if self.opened.as_ref().is_some_and(|o| o.0 == path) {
+                        self.opened = None;
+                    }
+                }
+                negotiator::Action::Signal(signal) => actions.push(Action::Signal(signal)),
+                negotiator::Action::Deliver(path, signal) => {
+                    if let Some((_, signals)) = self.task.as_ref().filter(|t| t.0 == path)
+                        && signals.try_send(signal).is_err()
+                    {
+                        tracing::debug!(?path, "direct attempt not keeping up");
+                    }
+                }
+                negotiator::Action::Up(path) => {
+                    if let Some((_, out)) = self.opened.take().filter(|o| o.0 == path) {
+                        tracing::debug!(?path, "direct path open");
+                        actions.push(Action::Up(path, out));
+                    }
+                }
+                negotiator::Action::Down(path) => actions.push(Action::Down(path)),
+            }
+        }
+    }
+
+    /// Runs attempt `attempt` as a task: a QUIC one on the node's endpoint, a
+    /// WebRTC one on sockets of its own.
+    fn start(&mut self, now: Instant, path: PathId, attempt: u32, kind: Kind, begin: Begin) {
+        let env = self.env.borrow().clone();
+        tracing::debug!(
+            attempt,
+            hosts = ?env.hosts,
+            offerer = begin == Begin::Offer,
+            quic = kind == Kind::Quic,
+            "direct attempt"
+        );
+        let (signals, signals_rx) = mpsc::channel(SIGNAL_QUEUE);
+        let task = Task {
+            path,
+            attempt,
+            stun: env.stun,
+            turn: env.turn,
+            open_by: now + OPEN_TIMEOUT,
+            signals: signals_rx,
+            events: self.events.clone(),
+        };
+        match (kind, env.quic, begin) {
+            (Kind::Quic, Some(node), Begin::AnswerQuic(theirs)) => {
+                tokio::spawn(quic::path::run(node, Some(theirs), task));
+            }
+            (Kind::Quic, Some(node), _) => {
+                tokio::spawn(quic::path::run(node, None, task));
+            }
+            (Kind::Quic, None, _) => {
+                // The endpoint went away since the negotiator was told: the
+                // attempt fails at once and counts as a QUIC failure.
+                let events = self.events.clone();
+                tokio::spawn(async move {
+                    let why = "no QUIC endpoint".to_owned();
+                    let _ = events.send(DirectEvent::Down(path, why)).await;
+                });
+            }
+            (Kind::WebRtc, _, begin) => {
+                let offer = match begin {
+                    Begin::AnswerSdp(sdp) => Some(sdp),
+                    _ => None,
+                };
+                tokio::spawn(run_webrtc(env.hosts, offer, task));
+            }
+        }
+        self.task = Some((path, signals));
     }
 }
 
@@ -742,13 +627,5 @@ mod tests {
         );
         let turn = IceServer::turn("turn:example.org:3478,u,p").unwrap();
         assert_eq!(stun_host_port(&turn), None);
-    }
-
-    #[test]
-    fn path_kinds_follow_the_id() {
-        assert_eq!(path_kind(PathId(3)), PathKind::Relay);
-        assert_eq!(path_kind(PathId(DIRECT_PATH_BIT | 3)), PathKind::WebRtc);
-        let quic = PathId(DIRECT_PATH_BIT | QUIC_PATH_BIT | 3);
-        assert_eq!(path_kind(quic), PathKind::Quic);
     }
 }

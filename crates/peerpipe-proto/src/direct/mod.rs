@@ -1,5 +1,6 @@
 //! Direct-path negotiation: what two devices tell each other, inside their
-//! encrypted session, to set up a direct path beside the relay.
+//! encrypted session, to set up a direct path beside the relay, and when
+//! ([`negotiator`]).
 //!
 //! Every signal travels as one session `PATH_SIGNAL`
 //! ([`Session::send_path_signal`](crate::session::Session::send_path_signal)), so
@@ -27,6 +28,8 @@
 //! assert_eq!(DirectSignal::decode(&offer.encode()), Ok(offer));
 //! assert!(DirectSignal::decode(&[9, 0, 0, 0, 1]).is_err());
 //! ```
+
+pub mod negotiator;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
