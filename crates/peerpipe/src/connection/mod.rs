@@ -6,25 +6,34 @@
 //! what the session wants sent (only as fast as the link's bounded queue takes
 //! it), runs the timers and turns session events into wakeups. Handles lock the
 //! session briefly to read, write or queue, then wake the driver.
+//!
+//! A turn of the driver ([`Driver`]) is six phases, in this order: take the
+//! inputs, take the direct attempts' events, run the timers, flush (actions,
+//! packets onto routes, session events, the orderly close, until nothing
+//! changes), notify (outside the lock), wait. The routes — where each path's
+//! packets go, and the one queue slot the driver may hold — are in [`route`].
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use peerpipe_proto::relay::{HEADER_LEN, RelayHeader};
+use bytes::Bytes;
+use peerpipe_proto::relay::HEADER_LEN;
 use peerpipe_proto::session::handshake::Psk;
 use peerpipe_proto::session::{
     self, CLOSE_INTEGRITY, CLOSE_PROTOCOL, Event, MessageId, PathId, ProtocolError,
     SendMessageError, Session, StreamId,
 };
 use peerpipe_proto::signal::{PeerInfo, SessionId};
-use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 
+mod route;
+
+pub(crate) use self::route::Route;
+use self::route::{Full, Paths, reserve};
 use crate::direct::{self, Action, Direct, DirectEnv, DirectEvent, PathKind, PathPolicy};
 use crate::node::{Command, Config, NodeEvent, Operation, wait_op};
 use crate::stream::{Stream, StreamWakers};
@@ -56,26 +65,6 @@ pub(crate) enum Input {
     /// The server says the peer ended the connection: its close packet may
     /// still be on the direct path.
     PeerLeft,
-}
-
-/// Where a path's packets go.
-#[derive(Debug, Clone)]
-pub(crate) enum Route {
-    /// The server link, for one server session.
-    Relay {
-        session: SessionId,
-        out: mpsc::Sender<Message>,
-    },
-    /// A direct path's task.
-    Direct { out: mpsc::Sender<Bytes> },
-}
-
-/// A relay frame carrying one session packet.
-fn relay_message(session: SessionId, packet: &[u8]) -> Message {
-    let mut buf = BytesMut::with_capacity(HEADER_LEN + packet.len());
-    RelayHeader { session }.encode(&mut buf);
-    buf.extend_from_slice(packet);
-    Message::Binary(buf.freeze())
 }
 
 /// The session settings for a node and a relay that carries frames of up to
@@ -541,219 +530,222 @@ enum After {
     PathChanged(PathKind, Duration),
 }
 
-/// A queue slot taken on one path's route.
-enum Permit {
-    Relay(SessionId, mpsc::OwnedPermit<Message>),
-    Direct(mpsc::OwnedPermit<Bytes>),
-}
-
-/// A full route queue to wait on.
-enum Full {
-    Relay(SessionId, mpsc::Sender<Message>),
-    Direct(mpsc::Sender<Bytes>),
-}
-
-impl Full {
-    /// Waits for a slot (never resolves when the route is gone).
-    async fn reserve(self) -> Option<Permit> {
-        match self {
-            Self::Relay(session, out) => out
-                .reserve_owned()
-                .await
-                .ok()
-                .map(|p| Permit::Relay(session, p)),
-            Self::Direct(out) => out.reserve_owned().await.ok().map(Permit::Direct),
-        }
-    }
-}
-
-/// The driver's paths and the queue slot it holds on one of them.
-#[derive(Default)]
-struct Paths {
-    routes: HashMap<PathId, Route>,
-    held: Option<(PathId, Permit)>,
-    /// [`PathPolicy::DirectOnly`] after the upgrade: relay routes are refused.
-    relay_forbidden: bool,
-    /// The server said the peer left: end the connection at this instant
-    /// unless the peer's close packet arrives first.
-    peer_left: Option<std::time::Instant>,
-}
-
-impl Paths {
-    /// Sends what the session has for its current path while the route's queue
-    /// takes it; returns the queue to wait on when it is full.
-    fn transmit(&mut self, session: &mut Session, now: std::time::Instant) -> Option<Full> {
-        loop {
-            let path = session.current_path()?;
-            let Some(route) = self.routes.get(&path) else {
-                // Every path the session knows came with a route: cannot happen.
-                session.handle_path_down(now, path);
-                continue;
-            };
-            let permit = match self.held.take() {
-                Some((held, permit)) if held == path => Ok(permit),
-                _ => match route {
-                    Route::Relay { session, out } => match out.clone().try_reserve_owned() {
-                        Ok(p) => Ok(Permit::Relay(*session, p)),
-                        Err(TrySendError::Full(out)) => Err(Some(Full::Relay(*session, out))),
-                        Err(TrySendError::Closed(_)) => Err(None),
-                    },
-                    Route::Direct { out } => match out.clone().try_reserve_owned() {
-                        Ok(p) => Ok(Permit::Direct(p)),
-                        Err(TrySendError::Full(out)) => Err(Some(Full::Direct(out))),
-                        Err(TrySendError::Closed(_)) => Err(None),
-                    },
-                },
-            };
-            let permit = match permit {
-                Ok(permit) => permit,
-                Err(Some(full)) => return Some(full),
-                Err(None) => {
-                    self.routes.remove(&path);
-                    session.handle_path_down(now, path);
-                    continue;
-                }
-            };
-            // Nothing to send: the slot goes back (an idle connection must not
-            // hold a place in the link's queue).
-            let transmit = session.poll_transmit(now)?;
-            debug_assert_eq!(transmit.path, path);
-            if session.close_reason().is_some() {
-                // The close packet goes out on every path, best effort: the
-                // relay's copy is ordered before the server's word that this
-                // side left, whichever path the peer listens on.
-                for (other, route) in &self.routes {
-                    if *other != path {
-                        match route {
-                            Route::Relay { session, out } => {
-                                let _ = out.try_send(relay_message(*session, &transmit.payload));
-                            }
-                            Route::Direct { out } => {
-                                let _ = out.try_send(transmit.payload.clone());
-                            }
-                        }
-                    }
-                }
-            }
-            match permit {
-                Permit::Relay(server_session, p) => {
-                    p.send(relay_message(server_session, &transmit.payload));
-                }
-                Permit::Direct(p) => {
-                    p.send(transmit.payload);
-                }
-            }
-        }
-    }
-}
-
 /// Drives a connection until it ends, then tells the node.
 pub(crate) async fn drive(
     inner: Arc<ConnInner>,
-    mut input: mpsc::Receiver<Input>,
+    input: mpsc::Receiver<Input>,
     env: watch::Receiver<DirectEnv>,
 ) {
-    let mut paths = Paths::default();
-    let (mut direct, mut direct_rx) = Direct::new(inner.cfg.path_policy, inner.dialer, env);
-    let mut next: Option<Input> = None;
-    let mut next_direct: Option<DirectEvent> = None;
-    let mut actions = Vec::new();
-    let mut ended_at: Option<Instant> = None;
+    let (direct, direct_rx) = Direct::new(inner.cfg.path_policy, inner.dialer, env);
+    let mut driver = Driver {
+        inner,
+        input,
+        direct,
+        direct_rx,
+        paths: Paths::default(),
+        next: None,
+        next_direct: None,
+        actions: Vec::new(),
+        ended_at: None,
+    };
     let reason = loop {
         let now = Instant::now();
-        let std_now = now.into_std();
+        let turn = driver.turn(now.into_std());
+        driver.notify(turn.after);
+        if let Some(reason) = turn.ended {
+            // The close packet waits for room on its path, but not for ever: a
+            // direct path whose peer is gone never drains.
+            let flush_by = *driver.ended_at.get_or_insert(now + CLOSE_FLUSH);
+            if turn.full.is_none() || now >= flush_by {
+                break reason;
+            }
+        }
+        driver.wait(turn.deadline, turn.full, turn.full_path).await;
+    };
+    let inner = driver.inner;
+    tracing::debug!(session = %inner.id, "connection ended: {reason}");
+    let established = inner.lock().established;
+    let _ = inner
+        .cmd
+        .send(Command::Forget {
+            id: inner.id,
+            reason,
+            established,
+        })
+        .await;
+}
+
+/// A connection's driver: the session (behind the lock), its paths and the
+/// direct-path shell.
+///
+/// Each turn runs these phases in order, the first four with the state locked:
+///
+/// 1. [`Driver::take_inputs`]: what the node's link reader handed over
+///    (packets, relay routes up and down, aborts, the peer leaving);
+/// 2. [`Driver::take_direct_events`]: what the direct attempts reported
+///    (packets go to the session, the rest to the negotiator);
+/// 3. [`Driver::run_timers`]: the session's and the negotiator's timers, the
+///    peer-left deadline, a requested restart, a waiter that gave up;
+/// 4. [`Driver::flush`]: until nothing changes, the negotiator's actions, the
+///    session's packets onto the current path's route, the session's events,
+///    the orderly close;
+/// 5. [`Driver::notify`]: unlocked, wake handles and emit node events;
+/// 6. [`Driver::wait`]: sleep until an input, a direct event, a wakeup, the
+///    next deadline or room in a full route queue.
+struct Driver {
+    inner: Arc<ConnInner>,
+    input: mpsc::Receiver<Input>,
+    direct: Direct,
+    direct_rx: mpsc::Receiver<DirectEvent>,
+    paths: Paths,
+    /// An input or direct event that woke the last wait.
+    next: Option<Input>,
+    next_direct: Option<DirectEvent>,
+    actions: Vec<Action>,
+    /// When the connection ended (its close packet is being flushed).
+    ended_at: Option<Instant>,
+}
+
+/// What one turn leaves for the wait and the end.
+struct Turn {
+    deadline: Option<std::time::Instant>,
+    /// The route queue that was full, and the path it belongs to.
+    full: Option<Full>,
+    full_path: Option<PathId>,
+    ended: Option<CloseReason>,
+    after: Vec<After>,
+}
+
+impl Driver {
+    /// Phases 1 to 4, with the state locked.
+    fn turn(&mut self, now: std::time::Instant) -> Turn {
+        let inner = self.inner.clone();
+        let mut st = inner.lock();
+        let st = &mut *st;
+        self.take_inputs(st, now);
+        self.take_direct_events(st, now);
+        self.run_timers(st, now);
         let mut after = Vec::new();
-        let (deadline, full, full_path, ended) = {
-            let mut st = inner.lock();
-            let st = &mut *st;
-            if let Some(i) = next.take() {
-                inner.apply(st, &mut paths, &direct, std_now, i);
-            }
-            for _ in 0..INPUT_QUEUE {
-                match input.try_recv() {
-                    Ok(i) => inner.apply(st, &mut paths, &direct, std_now, i),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => {
-                        let abort = Input::Abort(CloseReason::NodeStopped);
-                        inner.apply(st, &mut paths, &direct, std_now, abort);
-                        break;
-                    }
-                }
-            }
-            let mut direct_event = next_direct.take();
-            for _ in 0..direct::EVENT_QUEUE {
-                let Some(event) = direct_event.take().or_else(|| direct_rx.try_recv().ok()) else {
+        let full = self.flush(st, now, &mut after);
+        let deadline = [
+            st.session.poll_timeout(),
+            self.direct.poll_timeout(),
+            self.paths.peer_left,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        Turn {
+            deadline,
+            full,
+            full_path: st.session.current_path(),
+            ended: st.closed.clone(),
+            after,
+        }
+    }
+
+    fn take_inputs(&mut self, st: &mut State, now: std::time::Instant) {
+        let (inner, paths, direct) = (&self.inner, &mut self.paths, &self.direct);
+        if let Some(i) = self.next.take() {
+            inner.apply(st, paths, direct, now, i);
+        }
+        for _ in 0..INPUT_QUEUE {
+            match self.input.try_recv() {
+                Ok(i) => inner.apply(st, paths, direct, now, i),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    let abort = Input::Abort(CloseReason::NodeStopped);
+                    inner.apply(st, paths, direct, now, abort);
                     break;
-                };
-                match event {
-                    // Late packets of a path already gone (its task had them
-                    // queued) are dropped: the peer resends what they carried,
-                    // and a QUIC path's unencrypted packets are no longer
-                    // trusted once it is down.
-                    DirectEvent::Packet(path, packet) => {
-                        if paths.routes.contains_key(&path) {
-                            st.session.handle_packet(std_now, path, packet);
-                        }
-                    }
-                    event => {
-                        direct.handle_event(std_now, event, &mut actions);
-                        // At once: packets after an `Up` in this batch may
-                        // need the path it sets up (a trusted QUIC path).
-                        for action in actions.drain(..) {
-                            inner.act(st, &mut paths, std_now, action);
-                        }
-                    }
                 }
             }
-            st.session.handle_timeout(std_now);
-            direct.handle_timeout(std_now, &mut actions);
-            if paths.peer_left.is_some_and(|at| at <= std_now) {
-                paths.peer_left = None;
-                ConnInner::abort(inner.id, st, CloseReason::PeerDisconnected);
-            }
-            if std::mem::take(&mut st.restart_direct) {
-                direct.restart(std_now, &mut actions);
-            }
-            if st.waiter.as_ref().is_some_and(Waiter::is_closed) {
-                // Whoever waited for the handshake gave up.
-                st.waiter = None;
-                st.session
-                    .close(CLOSE_GOING_AWAY, "the other side gave up waiting");
-            }
-            let full = loop {
-                for action in actions.drain(..) {
-                    inner.act(st, &mut paths, std_now, action);
-                }
-                let full = paths.transmit(&mut st.session, std_now);
-                if full.is_some() {
-                    st.session.handle_path_full();
-                }
-                let mut again = inner.dispatch(st, std_now, &mut direct, &mut actions, &mut after);
-                again |= !actions.is_empty();
-                // An orderly close waits until everything queued went out and
-                // was acknowledged (confirmations of taken messages included).
-                if full.is_none()
-                    && st.closing
-                    && st.session.close_reason().is_none()
-                    && (st.session.send_buffered() == 0 || !st.session.is_connected())
-                {
-                    st.session.close(CLOSE_NORMAL, "");
-                    again = true;
-                }
-                if !again {
-                    break full;
-                }
+        }
+    }
+
+    fn take_direct_events(&mut self, st: &mut State, now: std::time::Instant) {
+        let mut event = self.next_direct.take();
+        for _ in 0..direct::EVENT_QUEUE {
+            let Some(e) = event.take().or_else(|| self.direct_rx.try_recv().ok()) else {
+                break;
             };
-            let deadline = [
-                st.session.poll_timeout(),
-                direct.poll_timeout(),
-                paths.peer_left,
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            (deadline, full, st.session.current_path(), st.closed.clone())
-        };
+            match e {
+                // Late packets of a path already gone (its task had them
+                // queued) are dropped: the peer resends what they carried,
+                // and a QUIC path's unencrypted packets are no longer
+                // trusted once it is down.
+                DirectEvent::Packet(path, packet) => {
+                    if self.paths.routes.contains_key(&path) {
+                        st.session.handle_packet(now, path, packet);
+                    }
+                }
+                e => {
+                    self.direct.handle_event(now, e, &mut self.actions);
+                    // At once: packets after an `Up` in this batch may
+                    // need the path it sets up (a trusted QUIC path).
+                    for action in self.actions.drain(..) {
+                        self.inner.act(st, &mut self.paths, now, action);
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_timers(&mut self, st: &mut State, now: std::time::Instant) {
+        st.session.handle_timeout(now);
+        self.direct.handle_timeout(now, &mut self.actions);
+        if self.paths.peer_left.is_some_and(|at| at <= now) {
+            self.paths.peer_left = None;
+            ConnInner::abort(self.inner.id, st, CloseReason::PeerDisconnected);
+        }
+        if std::mem::take(&mut st.restart_direct) {
+            self.direct.restart(now, &mut self.actions);
+        }
+        if st.waiter.as_ref().is_some_and(Waiter::is_closed) {
+            // Whoever waited for the handshake gave up.
+            st.waiter = None;
+            st.session
+                .close(CLOSE_GOING_AWAY, "the other side gave up waiting");
+        }
+    }
+
+    /// Runs until nothing changes; returns the route queue that was full.
+    fn flush(
+        &mut self,
+        st: &mut State,
+        now: std::time::Instant,
+        after: &mut Vec<After>,
+    ) -> Option<Full> {
+        loop {
+            for action in self.actions.drain(..) {
+                self.inner.act(st, &mut self.paths, now, action);
+            }
+            let full = self.paths.transmit(&mut st.session, now);
+            if full.is_some() {
+                st.session.handle_path_full();
+            }
+            let mut again =
+                self.inner
+                    .dispatch(st, now, &mut self.direct, &mut self.actions, after);
+            again |= !self.actions.is_empty();
+            // An orderly close waits until everything queued went out and
+            // was acknowledged (confirmations of taken messages included).
+            if full.is_none()
+                && st.closing
+                && st.session.close_reason().is_none()
+                && (st.session.send_buffered() == 0 || !st.session.is_connected())
+            {
+                st.session.close(CLOSE_NORMAL, "");
+                again = true;
+            }
+            if !again {
+                return full;
+            }
+        }
+    }
+
+    /// Phase 5: what the turn found, told outside the lock.
+    fn notify(&self, after: Vec<After>) {
+        let inner = &self.inner;
         for item in after {
             match item {
                 After::Hand(waiter) => {
@@ -783,15 +775,16 @@ pub(crate) async fn drive(
                 }
             }
         }
-        if let Some(reason) = ended {
-            // The close packet waits for room on its path, but not for ever: a
-            // direct path whose peer is gone never drains.
-            let flush_by = *ended_at.get_or_insert(now + CLOSE_FLUSH);
-            if full.is_none() || now >= flush_by {
-                break reason;
-            }
-        }
-        let deadline = match ended_at {
+    }
+
+    /// Phase 6: sleeps until there is something to do.
+    async fn wait(
+        &mut self,
+        deadline: Option<std::time::Instant>,
+        full: Option<Full>,
+        full_path: Option<PathId>,
+    ) {
+        let deadline = match self.ended_at {
             Some(at) => Some(deadline.map_or(at.into_std(), |d| d.min(at.into_std()))),
             None => deadline,
         };
@@ -802,30 +795,14 @@ pub(crate) async fn drive(
             }
         };
         tokio::select! {
-            i = input.recv() => next = Some(i.unwrap_or(Input::Abort(CloseReason::NodeStopped))),
-            Some(event) = direct_rx.recv() => next_direct = Some(event),
-            () = inner.wake.notified() => {}
+            i = self.input.recv() => {
+                self.next = Some(i.unwrap_or(Input::Abort(CloseReason::NodeStopped)));
+            }
+            Some(event) = self.direct_rx.recv() => self.next_direct = Some(event),
+            () = self.inner.wake.notified() => {}
             () = sleep => {}
-            permit = reserve(full) => paths.held = full_path.zip(permit),
+            permit = reserve(full) => self.paths.held = full_path.zip(permit),
         }
-    };
-    tracing::debug!(session = %inner.id, "connection ended: {reason}");
-    let established = inner.lock().established;
-    let _ = inner
-        .cmd
-        .send(Command::Forget {
-            id: inner.id,
-            reason,
-            established,
-        })
-        .await;
-}
-
-/// Waits for room in a full route queue (never resolves without one).
-async fn reserve(full: Option<Full>) -> Option<Permit> {
-    match full {
-        Some(full) => full.reserve().await,
-        None => std::future::pending().await,
     }
 }
 
