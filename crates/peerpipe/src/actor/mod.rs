@@ -2,6 +2,11 @@
 //! connections over the relay and presence, and reconnects with exponential
 //! backoff when the link drops. Connections outlive the link: when it is back,
 //! the side that dialed routes each of them again.
+//!
+//! This module holds the link's life (connect, admission, reconnect, the read
+//! loop, stop) and the commands from the node; [`routes`] the connections on
+//! the relay and their resume, [`requests`] the table of requests out to the
+//! server, [`codes`] what arrives for this node's nameplates.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -34,6 +39,13 @@ use crate::direct::{DirectEnv, PathPolicy, QuicNode};
 use crate::link::{Admitted, Ws, dial};
 use crate::node::{Command, Config, NodeEvent};
 use crate::{AcceptError, CloseReason, CodeError, ConnectError, RequestError, StopError};
+
+mod codes;
+mod requests;
+mod routes;
+
+use self::requests::waiter_not_connected;
+use self::routes::{deliver, wait_room};
 
 /// Outgoing WebSocket messages queued per link before senders wait.
 const OUT_QUEUE: usize = 64;
@@ -386,12 +398,6 @@ impl Actor {
         }
     }
 
-    fn request_id(&mut self) -> u64 {
-        let req = self.next_req;
-        self.next_req += 1;
-        req
-    }
-
     /// Runs one admitted link until it ends.
     async fn run_link(&mut self, admitted: Admitted) -> LinkEnd {
         let Admitted {
@@ -582,146 +588,6 @@ impl Actor {
             }
             Command::Emit(event) => self.emit(event),
         }
-    }
-
-    /// Drops a connection whose driver ended; returns the route to close.
-    fn forgotten(
-        &mut self,
-        id: SessionId,
-        reason: CloseReason,
-        established: bool,
-    ) -> Option<SessionId> {
-        let conn = self.conns.remove(&id)?;
-        if established {
-            self.emit(NodeEvent::ConnectionClosed {
-                peer: conn.inner.peer.id,
-                session: id,
-                reason,
-            });
-        }
-        let (route, _) = conn.route?;
-        self.routes.remove(&route);
-        Some(route)
-    }
-
-    /// Starts a connection routed on server session `route` (which names it).
-    /// False without a link.
-    fn start_conn(
-        &mut self,
-        route: SessionId,
-        peer: PeerInfo,
-        dialer: bool,
-        service: Option<String>,
-        psk: Option<&Psk>,
-        waiter: Waiter,
-    ) -> bool {
-        let Some(link) = &self.link else {
-            waiter_not_connected(waiter);
-            return false;
-        };
-        let config = session_config(&self.cfg, link.max_frame);
-        let now = Instant::now().into_std();
-        let identity = &self.cfg.identity;
-        let session = match Session::with_psk(now, config, identity, peer.id, rand::random(), psk) {
-            Ok(s) => s,
-            Err(e) => {
-                // Only possible for a connection to this device itself, which the
-                // server refuses before.
-                tracing::warn!(session = %route, "cannot start a session: {e}");
-                return false;
-            }
-        };
-        let inner = ConnInner::new(
-            route,
-            peer,
-            dialer,
-            service,
-            session,
-            waiter,
-            self.cfg.clone(),
-            self.cmd_tx.clone(),
-        );
-        let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
-        let env = self.env.subscribe();
-        let task = tokio::spawn(drive(inner.clone(), input_rx, env).in_current_span());
-        let mut conn = Conn {
-            inner,
-            input,
-            task,
-            route: None,
-            resuming: false,
-        };
-        self.route(&mut conn, route);
-        self.conns.insert(route, conn);
-        true
-    }
-
-    /// Puts `conn` on server session `route`, replacing its old route.
-    fn route(&mut self, conn: &mut Conn, route: SessionId) {
-        let Some(link) = &self.link else { return };
-        if let Some((old, path)) = conn.route.take() {
-            self.routes.remove(&old);
-            deliver(&conn.input, Input::PathDown(path));
-        }
-        let path = PathId(self.next_path);
-        self.next_path += 1;
-        let up = Input::PathUp(
-            path,
-            Route::Relay {
-                session: route,
-                out: link.out.clone(),
-            },
-        );
-        deliver(&conn.input, up);
-        conn.route = Some((route, path));
-        self.routes.insert(route, conn.inner.id);
-    }
-
-    /// Routes again every connection this side dialed whose peer is online.
-    async fn resume_all(&mut self) {
-        let ids: Vec<SessionId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| {
-                c.inner.dialer
-                    && c.route.is_none()
-                    && !c.resuming
-                    && self.peers.contains_key(&c.inner.peer.id)
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.resume(id).await;
-        }
-    }
-
-    async fn resume(&mut self, id: SessionId) {
-        let req = self.request_id();
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
-        conn.resuming = true;
-        let to = conn.inner.peer.id;
-        let service = conn.inner.service.clone();
-        tracing::debug!(session = %id, "routing the connection again");
-        self.pending.insert(req, Pending::Resume(id));
-        self.send_signal(ClientMessage::Connect {
-            req,
-            to,
-            resume: Some(id),
-            service,
-        })
-        .await;
-    }
-
-    /// The route `route` is gone; its connection waits for another.
-    fn route_down(&mut self, route: SessionId) -> Option<SessionId> {
-        let id = self.routes.remove(&route)?;
-        let conn = self.conns.get_mut(&id)?;
-        if let Some((_, path)) = conn.route.take() {
-            deliver(&conn.input, Input::PathDown(path));
-        }
-        Some(id)
     }
 
     async fn server_message(&mut self, msg: ServerMessage) -> Option<LinkEnd> {
@@ -924,189 +790,6 @@ impl Actor {
             other => tracing::warn!("unexpected message from the server: {other:?}"),
         }
         None
-    }
-
-    /// Hands `signal` to the owner of `nameplate`; a gone owner releases it.
-    async fn code_signal(&mut self, nameplate: u32, signal: CodeSignal) {
-        let Some(route) = self.codes.get(&nameplate) else {
-            return;
-        };
-        match route.tx.try_send(signal) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                tracing::warn!(nameplate, "code signals not read: dropping one");
-            }
-            Err(TrySendError::Closed(_)) => self.release_code(nameplate).await,
-        }
-    }
-
-    /// Forgets `nameplate` and gives it up at the server.
-    async fn release_code(&mut self, nameplate: u32) {
-        if self.codes.remove(&nameplate).is_some() {
-            self.send_signal(ClientMessage::CodeRelease { nameplate })
-                .await;
-        }
-    }
-
-    /// The peer routes connection `id` again on server session `route`.
-    async fn incoming_resume(&mut self, route: SessionId, from: PeerInfo, id: SessionId) {
-        let known = self
-            .conns
-            .get(&id)
-            .is_some_and(|c| !c.inner.dialer && c.inner.peer.id == from.id);
-        if !known {
-            tracing::debug!(session = %id, "refusing to route an unknown connection");
-            self.send_signal(ClientMessage::Reject { session: route })
-                .await;
-            return;
-        }
-        let req = self.request_id();
-        // Accept first: the driver must not send on the route before the server
-        // has the accept.
-        self.send_signal(ClientMessage::Accept {
-            req,
-            session: route,
-        })
-        .await;
-        self.pending.insert(req, Pending::ResumeAccept(route));
-        if let Some(mut conn) = self.conns.remove(&id) {
-            tracing::debug!(session = %id, %route, "peer routes the connection again");
-            self.route(&mut conn, route);
-            self.conns.insert(id, conn);
-        }
-    }
-
-    fn request_failed(&mut self, req: u64, code: ErrorCode, message: String) {
-        match self.pending.remove(&req) {
-            Some(Pending::ListPeers(reply)) => {
-                let _ = reply.send(Err(RequestError::Server { code, message }));
-            }
-            Some(Pending::Connect { reply, .. }) => {
-                let _ = reply.send(Err(connect_error(code, message, self.cfg.connect_timeout)));
-            }
-            Some(Pending::CodeAllocate(reply) | Pending::CodeClaim(reply)) => {
-                let _ = reply.send(Err(code_error(code, message)));
-            }
-            Some(Pending::Accept(id)) => {
-                tracing::debug!(session = %id, %code, "accept refused: {message}");
-                self.route_down(id);
-                if let Some(conn) = self.conns.get(&id) {
-                    let reason = match code {
-                        ErrorCode::NotFound | ErrorCode::Timeout | ErrorCode::PeerOffline => {
-                            CloseReason::Cancelled
-                        }
-                        code => {
-                            CloseReason::Protocol(format!("the server refused: {code}: {message}"))
-                        }
-                    };
-                    deliver(&conn.input, Input::Abort(reason));
-                }
-            }
-            Some(Pending::Resume(id)) => {
-                let Some(conn) = self.conns.get_mut(&id) else {
-                    return;
-                };
-                conn.resuming = false;
-                match code {
-                    // Wait for the peer to come back (its PeerOnline resumes).
-                    ErrorCode::PeerOffline | ErrorCode::Timeout | ErrorCode::RateLimited => {
-                        tracing::debug!(session = %id, %code, "cannot route yet: {message}");
-                    }
-                    // The peer's node does not know the connection any more.
-                    _ => {
-                        tracing::debug!(session = %id, %code, "routing refused: {message}");
-                        let _ = conn
-                            .input
-                            .try_send(Input::Abort(CloseReason::PeerDisconnected));
-                    }
-                }
-            }
-            Some(Pending::ResumeAccept(route)) => {
-                tracing::debug!(%route, %code, "new route refused: {message}");
-                self.route_down(route);
-            }
-            None => {
-                tracing::debug!(req, %code, "error for a request nobody waits for: {message}")
-            }
-        }
-    }
-
-    /// Hands one relay frame to its connection; returns an input that must wait
-    /// for queue room.
-    fn relay_frame(&mut self, mut frame: Bytes) -> Blocked {
-        let header = match RelayHeader::decode(&mut frame) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::warn!("bad relay frame from the server: {e}");
-                return None;
-            }
-        };
-        let Some(conn) = self
-            .routes
-            .get(&header.session)
-            .and_then(|id| self.conns.get(id))
-        else {
-            tracing::trace!(session = %header.session, "relay frame for an unknown session");
-            return None;
-        };
-        let (_, path) = conn.route?;
-        match conn.input.try_send(Input::Packet(path, frame)) {
-            Ok(()) | Err(TrySendError::Closed(_)) => None,
-            Err(TrySendError::Full(item)) => Some((conn.input.clone(), item)),
-        }
-    }
-}
-
-/// Queues a control input for a connection; if its queue is full of packets,
-/// a task waits for room (the driver drains the queue steadily).
-fn deliver(input: &mpsc::Sender<Input>, item: Input) {
-    if let Err(TrySendError::Full(item)) = input.try_send(item) {
-        let input = input.clone();
-        tokio::spawn(async move {
-            let _ = input.send(item).await;
-        });
-    }
-}
-
-fn waiter_not_connected(waiter: Waiter) {
-    match waiter {
-        Waiter::Connect(tx) => {
-            let _ = tx.send(Err(ConnectError::NotConnected));
-        }
-        Waiter::Accept(tx) => {
-            let _ = tx.send(Err(AcceptError::NotConnected));
-        }
-    }
-}
-
-fn connect_error(code: ErrorCode, message: String, limit: Duration) -> ConnectError {
-    match code {
-        ErrorCode::PeerOffline => ConnectError::PeerOffline,
-        ErrorCode::NotFound => ConnectError::NotFound,
-        ErrorCode::Forbidden => ConnectError::Forbidden,
-        ErrorCode::Rejected => ConnectError::Rejected,
-        ErrorCode::Timeout => ConnectError::TimedOut(limit),
-        code => ConnectError::Server { code, message },
-    }
-}
-
-fn code_error(code: ErrorCode, message: String) -> CodeError {
-    match code {
-        ErrorCode::NotFound => CodeError::NotFound,
-        ErrorCode::Forbidden => CodeError::Forbidden(message),
-        ErrorCode::RateLimited => CodeError::RateLimited,
-        code => CodeError::Server { code, message },
-    }
-}
-
-/// Waits for room in the blocked connection's queue (`None`: it went away).
-fn wait_room(blocked: &Blocked) -> impl Future<Output = Option<mpsc::OwnedPermit<Input>>> + use<> {
-    let tx = blocked.as_ref().map(|(tx, _)| tx.clone());
-    async move {
-        match tx {
-            Some(tx) => tx.reserve_owned().await.ok(),
-            None => std::future::pending().await,
-        }
     }
 }
 
