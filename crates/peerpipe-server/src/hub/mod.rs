@@ -199,24 +199,22 @@ impl State {
         })
     }
 
-    fn peers_of(&self, user: &str, except: DeviceId) -> Vec<PeerInfo> {
+    /// The online devices of `user` but `except`.
+    fn members_of<'a>(&'a self, user: &str, except: DeviceId) -> impl Iterator<Item = &'a Member> {
         self.users
             .get(user)
             .into_iter()
             .flatten()
-            .filter(|d| **d != except)
+            .filter(move |d| **d != except)
             .filter_map(|d| self.devices.get(d))
-            .map(Member::info)
-            .collect()
+    }
+
+    fn peers_of(&self, user: &str, except: DeviceId) -> Vec<PeerInfo> {
+        self.members_of(user, except).map(Member::info).collect()
     }
 
     fn others_of(&self, user: &str, except: DeviceId) -> Vec<Handle> {
-        self.users
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter(|d| **d != except)
-            .filter_map(|d| self.devices.get(d))
+        self.members_of(user, except)
             .map(|m| m.handle.clone())
             .collect()
     }
