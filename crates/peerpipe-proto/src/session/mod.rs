@@ -50,28 +50,34 @@ pub mod frame;
 #[cfg(not(fuzzing))]
 mod frame;
 pub mod handshake;
+mod messages;
 #[cfg(fuzzing)]
 pub mod packet;
 #[cfg(not(fuzzing))]
 mod packet;
+mod paths;
+mod reliability;
 mod stream;
 mod timer;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
+use std::fmt;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 pub use self::choice::MAX_BACKOFF;
-use self::choice::{Choice, PathChoice};
-use self::flow::{RecvWindow, Rtt};
+use self::flow::Credit;
+use self::frame::Frame;
 pub use self::frame::MAX_PATH_SIGNAL;
-use self::frame::{Frame, MESSAGE_CONFIRM, MESSAGE_FIN};
 use self::handshake::{AwaitHello, AwaitReply, HandshakeError, Keys, Role, Start, TransportParams};
+use self::messages::Messages;
 pub use self::packet::MAX_PACKET_LEN;
 use self::packet::{DATA_HEADER_LEN, MAX_CIPHERTEXT_LEN, Packet, TAG_LEN, UNRELIABLE_BIT};
-use self::stream::StreamState;
-pub use self::stream::{OpenError, ReadError, Stream, StreamId, WriteError};
+use self::paths::Paths;
+use self::reliability::{Arrival, MAX_PONGS, Reliability};
+pub use self::stream::{OpenError, ReadError, Stream, WriteError};
+use self::stream::{StreamState, Streams};
 use self::timer::{Timer, TimerTable};
 use crate::id::{DeviceId, Identity};
 use crate::time::Instant;
@@ -81,16 +87,12 @@ pub const CLOSE_PROTOCOL: u32 = 0xffff_fff0;
 /// `CLOSE` code sent when a packet failed authentication: the peer learns that
 /// its path alters data.
 pub const CLOSE_INTEGRITY: u32 = 0xffff_fff1;
-/// Acknowledge at once after this many reliable packets.
-const ACK_EVERY: u32 = 8;
 /// Room in a packet for frames besides one full data frame.
 const PACKET_SLACK: usize = 256;
 /// The most path signals kept for the shell; older ones are dropped beyond it.
 const MAX_PATH_SIGNALS_IN: usize = 32;
 /// The most path signals queued to send at once.
 const MAX_PATH_SIGNALS_OUT: usize = 16;
-/// The most pongs owed at once (further pings are not answered).
-const MAX_PONGS: usize = 8;
 /// The most bytes an acknowledgement, owed pongs and a ping add to a full packet.
 const PACKET_TRAILER: usize = 13 + MAX_PONGS * 9 + 9;
 
@@ -105,6 +107,16 @@ pub fn frame_payload_for(max_packet: usize) -> usize {
 /// A path's id, chosen by the shell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PathId(pub u64);
+
+/// A stream's id. The handshake initiator's streams are even, the responder's odd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub u64);
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "stream {}", self.0)
+    }
+}
 
 /// An outgoing message's id, reported back in [`Event::MessageConfirmed`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -320,31 +332,14 @@ enum State {
     Closed,
 }
 
-/// A packet kept until acknowledged.
-struct SentPacket {
-    pn: u64,
-    /// The packet in its unencrypted `PLAIN` form (header, then frames): a
-    /// trusted path sends it as it is, any other gets the frames sealed.
-    packet: Bytes,
-    sent: Instant,
-    /// Stream offsets it completes, for streams in one-chunk mode.
-    stream_ends: Vec<(StreamId, u64)>,
-}
-
-struct OutMessage {
-    id: u64,
-    data: Bytes,
-    confirm: bool,
-}
-
-struct InMessage {
-    id: u64,
-    confirm: bool,
-    data: BytesMut,
-}
-
 /// One session between this device and a remote one. See the [module
 /// docs](self) for how to drive it.
+///
+/// Its state is in parts, each in its module: [`Paths`] (which carrier is
+/// current, which are trusted), [`Reliability`] (packet numbers, what awaits
+/// acknowledgement, acks owed, RTT), [`Credit`] (flow control both ways),
+/// [`Streams`] and [`Messages`]. The session holds the handshake, the timers,
+/// and the queues of control frames and events the parts add to.
 pub struct Session {
     config: Config,
     remote: DeviceId,
@@ -357,88 +352,26 @@ pub struct Session {
     handshake_packet: Option<Bytes>,
     hello_seen: Option<Bytes>,
     handshake_due: bool,
-    /// Live paths, the current one last.
-    paths: Vec<PathId>,
-    /// Paths whose carrier encrypts and authenticates end to end with the peer
-    /// (see [`Session::trust_path`]): packets on them go unencrypted.
-    trusted_paths: Vec<PathId>,
-    /// When something authentic last arrived on the current path (or it became
-    /// current).
-    current_heard: Instant,
-    /// When fresh reliable data last arrived on the current path (or it became
-    /// current): resends of old packets do not show the peer sends there.
-    current_fresh: Instant,
-    /// The path the packet being handled came on.
-    packet_path: Option<PathId>,
-    /// Goodput per path, and when to leave or retry one.
-    choice: PathChoice,
-
-    next_pn: u64,
-    next_unreliable: u64,
-    unacked: VecDeque<SentPacket>,
-    unacked_bytes: u64,
-    resend_cursor: usize,
-    /// Packets from this number on were sent once only (RTT samples are exact).
-    first_fresh_pn: u64,
+    /// The sealed `CLOSE` packet, once the session closed with word to the peer.
     final_packet: Option<Bytes>,
 
-    rcv_next: u64,
-    highest_unreliable: Option<u64>,
-    ack_pending: u32,
-    ack_now: bool,
-    ack_since: Option<Instant>,
+    paths: Paths,
+    reliability: Reliability,
+    credit: Credit,
+    streams: Streams,
+    messages: Messages,
 
-    send_max_data: u64,
-    sent_data: u64,
-    send_buffered: u64,
-    recv_window: RecvWindow,
-    recv_data: u64,
-    recv_buffered: u64,
-    max_data_due: bool,
-    grants_due: BTreeSet<StreamId>,
-    /// The largest receive window a stream grew to: where new streams start.
-    stream_window_learnt: u64,
-
-    streams: BTreeMap<StreamId, StreamState>,
-    next_local_stream: u64,
-    /// `open_stream` was refused for the peer's limit: tell when a stream ends.
-    open_blocked: bool,
-    next_remote_stream: u64,
-    incoming: VecDeque<StreamId>,
-    round_robin: u64,
-
-    out_messages: VecDeque<OutMessage>,
-    out_message_offset: usize,
-    out_message_bytes: u64,
-    next_message_id: u64,
-    messages_blocked: bool,
-    in_message: Option<InMessage>,
-    in_messages: VecDeque<(InMessage, usize)>,
-    /// Message bytes buffered (partial and complete).
-    in_message_bytes: u64,
-    /// Message bytes whose credit waits for the application to take them.
-    message_credit_deferred: u64,
-    next_in_message: u64,
-
+    /// Frames to send reliably besides stream and message data.
     control: VecDeque<Frame>,
+    /// Path signals among `control`.
     path_signals_out: usize,
     path_signals_in: VecDeque<Bytes>,
-    pongs_due: VecDeque<u64>,
-    ping_due: bool,
-    ping_out: Option<(u64, Instant)>,
-    /// The path the outstanding ping went out on.
-    ping_path: Option<PathId>,
-    next_ping: u64,
-    rtt: Rtt,
-
     timers: TimerTable,
-    last_progress: Instant,
-    slow_reported: bool,
     events: VecDeque<Event>,
 }
 
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Session")
             .field("remote", &self.remote)
             .field("role", &self.role)
@@ -481,14 +414,10 @@ impl Session {
         };
         let start = handshake::start_with_psk(identity, &remote, params, seed, psk)?;
         let role = Role::of(&identity.device_id(), &remote)?;
-        let (next_local_stream, next_remote_stream) = match role {
-            Role::Initiator => (0, 1),
-            Role::Responder => (1, 0),
-        };
         let mut timers = TimerTable::default();
         timers.set(Timer::Idle, now + config.idle_timeout);
         Ok(Self {
-            recv_window: RecvWindow::new(u64::from(config.session_window), config.max_window),
+            credit: Credit::new(&config),
             config,
             remote,
             role,
@@ -498,60 +427,15 @@ impl Session {
             handshake_packet: None,
             hello_seen: None,
             handshake_due: false,
-            paths: Vec::new(),
-            trusted_paths: Vec::new(),
-            current_heard: now,
-            current_fresh: now,
-            packet_path: None,
-            choice: PathChoice::default(),
-            next_pn: 0,
-            next_unreliable: 0,
-            unacked: VecDeque::new(),
-            unacked_bytes: 0,
-            resend_cursor: 0,
-            first_fresh_pn: 0,
             final_packet: None,
-            rcv_next: 0,
-            highest_unreliable: None,
-            ack_pending: 0,
-            ack_now: false,
-            ack_since: None,
-            send_max_data: 0,
-            sent_data: 0,
-            send_buffered: 0,
-            recv_data: 0,
-            recv_buffered: 0,
-            max_data_due: false,
-            grants_due: BTreeSet::new(),
-            stream_window_learnt: u64::from(params.stream_window),
-            streams: BTreeMap::new(),
-            next_local_stream,
-            open_blocked: false,
-            next_remote_stream,
-            incoming: VecDeque::new(),
-            round_robin: 0,
-            out_messages: VecDeque::new(),
-            out_message_offset: 0,
-            out_message_bytes: 0,
-            next_message_id: 0,
-            messages_blocked: false,
-            in_message: None,
-            in_messages: VecDeque::new(),
-            in_message_bytes: 0,
-            message_credit_deferred: 0,
-            next_in_message: 0,
+            paths: Paths::new(now),
+            reliability: Reliability::new(now),
+            streams: Streams::new(role),
+            messages: Messages::default(),
             control: VecDeque::new(),
             path_signals_out: 0,
             path_signals_in: VecDeque::new(),
-            pongs_due: VecDeque::new(),
-            ping_due: false,
-            ping_out: None,
-            ping_path: None,
-            next_ping: 0,
-            rtt: Rtt::default(),
             timers,
-            last_progress: now,
-            slow_reported: false,
             events: VecDeque::new(),
         })
     }
@@ -580,37 +464,36 @@ impl Session {
 
     /// The smoothed round-trip time.
     pub fn rtt(&self) -> Duration {
-        self.rtt.get()
+        self.reliability.rtt()
     }
 
     /// Bytes held on the send side: written but unsent, queued messages, and sent
     /// packets awaiting acknowledgement.
     pub fn send_buffered(&self) -> u64 {
-        self.send_buffered + self.out_message_bytes + self.unacked_bytes
+        self.credit.send_buffered() + self.messages.out_bytes() + self.reliability.unacked_bytes()
     }
 
     /// Bytes received but not yet taken by the application.
     pub fn recv_buffered(&self) -> u64 {
-        self.recv_buffered
+        self.credit.recv_buffered()
     }
 
     /// The session receive window now (it grows toward the bandwidth-delay product).
     pub fn recv_window(&self) -> u64 {
-        self.recv_window.window()
+        self.credit.recv_window()
     }
 
     /// The path packets go out on.
     pub fn current_path(&self) -> Option<PathId> {
-        self.paths.last().copied()
+        self.paths.current()
     }
 
-    // ---- Inputs ----
+    // ---- Inputs: paths ----
 
     /// A path came up: it becomes the current one, and everything not yet
     /// acknowledged is resent on it.
     pub fn handle_path_up(&mut self, now: Instant, path: PathId) {
-        self.paths.retain(|p| *p != path);
-        self.paths.push(path);
+        self.paths.make_current(path);
         self.switched_path(now);
     }
 
@@ -618,11 +501,10 @@ impl Session {
     /// one takes over only when every other path is gone or silent. With no
     /// current path, it becomes current like [`Session::handle_path_up`].
     pub fn handle_path_standby(&mut self, now: Instant, path: PathId) {
-        if self.paths.iter().all(|p| *p == path) {
+        if self.paths.is_only(path) {
             return self.handle_path_up(now, path);
         }
-        self.paths.retain(|p| *p != path);
-        self.paths.insert(0, path);
+        self.paths.make_standby(path);
         self.arm_path_check();
         self.arm_path_choice();
     }
@@ -634,18 +516,14 @@ impl Session {
     /// accepted on it; on any other path they end the session as tampering.
     /// Both sides must trust the path before either sends on it.
     pub fn trust_path(&mut self, path: PathId) {
-        if !self.trusted_paths.contains(&path) {
-            self.trusted_paths.push(path);
-        }
+        self.paths.trust(path);
     }
 
     /// A path went down with whatever it had in flight. If it was the current one,
     /// the most recent remaining path takes over and gets everything resent.
     pub fn handle_path_down(&mut self, now: Instant, path: PathId) {
         let was_current = self.current_path() == Some(path);
-        self.paths.retain(|p| *p != path);
-        self.trusted_paths.retain(|p| *p != path);
-        self.choice.removed(path);
+        self.paths.remove(path);
         if was_current && !self.paths.is_empty() {
             self.switched_path(now);
         } else {
@@ -654,11 +532,17 @@ impl Session {
         }
     }
 
+    /// The current path's queue is full: the path, not the application, holds
+    /// data back now. Its goodput counts for choosing paths.
+    pub fn handle_path_full(&mut self) {
+        self.paths.choice.note_full();
+    }
+
     /// Arms the path silence check while there is another path to go to and
     /// the current one owes an answer (unacknowledged packets or a ping).
     fn arm_path_check(&mut self) {
         match self.silent_since() {
-            Some(since) if self.paths.len() > 1 && self.close_reason.is_none() => {
+            Some(since) if self.paths.has_alternative() && self.close_reason.is_none() => {
                 self.timers
                     .set(Timer::PathSilence, since + self.config.path_timeout);
             }
@@ -670,10 +554,8 @@ impl Session {
     /// later of what it last delivered and the oldest thing outstanding
     /// (unacknowledged packets or a ping). `None` when nothing is owed.
     fn silent_since(&self) -> Option<Instant> {
-        let oldest_unacked = self.unacked.front().map(|p| p.sent);
-        let ping = self.ping_out.map(|(_, sent)| sent);
-        let owed = [oldest_unacked, ping].into_iter().flatten().min()?;
-        Some(owed.max(self.current_heard))
+        let owed = self.reliability.oldest_outstanding()?;
+        Some(owed.max(self.paths.current_heard))
     }
 
     /// The current path answered nothing for the path time-out: move to the
@@ -688,8 +570,7 @@ impl Session {
         if quiet_for < self.config.path_timeout {
             return self.arm_path_check();
         }
-        self.paths.retain(|p| *p != dead);
-        self.choice.removed(dead);
+        self.paths.fail(dead);
         self.events.push_back(Event::PathFailed(dead));
         if !self.paths.is_empty() {
             self.switched_path(now);
@@ -700,13 +581,12 @@ impl Session {
         if let State::Start(_) = self.state {
             self.start_handshake();
         }
-        self.current_heard = now;
-        self.current_fresh = now;
-        // A ping out on another path says nothing of this one: ping here.
-        if self.ping_out.take().is_some() {
-            self.ping_due = true;
-        }
-        self.choice.switched(now, self.current_path(), self.next_pn);
+        self.paths.current_heard = now;
+        self.paths.current_fresh = now;
+        self.note_writer_blocked();
+        self.paths
+            .choice
+            .switched(now, self.paths.current(), self.reliability.next_pn());
         self.arm_path_choice();
         // A closed session moves nothing any more: paths that go down as the
         // two sides let go are no news.
@@ -717,25 +597,24 @@ impl Session {
         }
         self.arm_path_check();
         self.handshake_due = self.handshake_packet.is_some();
-        self.resend_cursor = 0;
-        // Acks of resent packets would measure from the first send: no RTT samples.
-        self.first_fresh_pn = self.next_pn;
-        if !self.unacked.is_empty() {
-            // A resend is progress in the making: give it a full threshold.
-            self.last_progress = now;
+        // A ping out on another path says nothing of this one: it goes again,
+        // with everything unacknowledged.
+        if self.reliability.rewind(now) {
             self.arm_slow();
         }
     }
 
-    /// The current path's queue is full: the path, not the application, holds
-    /// data back now. Its goodput counts for choosing paths.
-    pub fn handle_path_full(&mut self) {
-        self.choice.note_full();
+    /// Hands a writer's lack of credit to the path choice, before the choice
+    /// starts or judges a window.
+    fn note_writer_blocked(&mut self) {
+        if self.credit.take_writer_blocked() {
+            self.paths.choice.note_blocked();
+        }
     }
 
     fn arm_path_choice(&mut self) {
-        let busy = !self.unacked.is_empty();
-        match self.choice.next_deadline(self.rtt.get(), busy) {
+        let busy = self.reliability.has_unacked();
+        match self.paths.choice.next_deadline(self.rtt(), busy) {
             Some(at) if self.close_reason.is_none() => {
                 self.timers.set(Timer::PathChoice, at);
             }
@@ -746,33 +625,21 @@ impl Session {
     /// A goodput window ended or a retry is due: leave a much worse path for
     /// a better one, or try a path that was left again.
     fn choose_path(&mut self, now: Instant) {
-        let backlog = self.send_buffered + self.out_message_bytes > 0;
-        let choice = self.choice.poll(
-            now,
-            self.rtt.get(),
-            &self.paths,
-            self.unacked_bytes,
-            backlog,
-        );
-        let to = match choice {
-            Some(Choice::Leave { from, to }) => {
-                // The worse path stays up as a standby, first to go.
-                self.paths.retain(|p| *p != from);
-                self.paths.insert(0, from);
-                Some(to)
-            }
-            Some(Choice::Retry(path)) => Some(path),
-            None => None,
-        };
+        self.note_writer_blocked();
+        let backlog = self.credit.send_buffered() + self.messages.out_bytes() > 0;
+        let rtt = self.rtt();
+        let unacked = self.reliability.unacked_bytes();
+        let to = self.paths.choose(now, rtt, unacked, backlog);
         match to {
-            Some(to) if self.paths.contains(&to) => {
-                self.paths.retain(|p| *p != to);
-                self.paths.push(to);
+            Some(to) if self.paths.contains(to) => {
+                self.paths.make_current(to);
                 self.switched_path(now);
             }
             _ => self.arm_path_choice(),
         }
     }
+
+    // ---- Inputs: packets ----
 
     fn start_handshake(&mut self) {
         let State::Start(start) = std::mem::replace(&mut self.state, State::Closed) else {
@@ -794,7 +661,7 @@ impl Session {
     ///
     /// Packets are accepted from any path; replies go out on the current one.
     pub fn handle_packet(&mut self, now: Instant, path: PathId, mut payload: Bytes) {
-        self.packet_path = Some(path);
+        self.paths.packet_path = Some(path);
         if self.close_reason.is_some() {
             return;
         }
@@ -815,7 +682,7 @@ impl Session {
             Packet::Data { pn, ciphertext } => self.on_data(now, pn, &ciphertext),
             // Before the keys exist nothing is trusted: dropped.
             Packet::Plain { .. } if !self.is_connected() => {}
-            Packet::Plain { pn, frames } if self.trusted_paths.contains(&path) => {
+            Packet::Plain { pn, frames } if self.paths.is_trusted(path) => {
                 self.on_frames(now, pn, frames);
             }
             Packet::Plain { .. } => self.close_session(CloseReason::Integrity, true),
@@ -868,10 +735,11 @@ impl Session {
 
     fn established(&mut self, now: Instant, keys: Keys) {
         self.remote_params = keys.remote_params;
-        self.send_max_data = u64::from(keys.remote_params.session_window);
+        self.credit
+            .raise(u64::from(keys.remote_params.session_window));
         self.state = State::Established(Box::new(keys));
         self.events.push_back(Event::Connected);
-        self.ping_due = true;
+        self.reliability.ping_soon();
         self.heard(now);
         self.timers
             .set(Timer::KeepAlive, now + self.config.keepalive_interval);
@@ -880,8 +748,8 @@ impl Session {
     /// Something authentic arrived.
     fn heard(&mut self, now: Instant) {
         self.timers.set(Timer::Idle, now + self.config.idle_timeout);
-        if self.packet_path.is_some() && self.packet_path == self.current_path() {
-            self.current_heard = now;
+        if self.paths.packet_on_current() {
+            self.paths.current_heard = now;
             self.arm_path_check();
         }
     }
@@ -910,48 +778,15 @@ impl Session {
         }
         let reliable = pn & UNRELIABLE_BIT == 0;
         if reliable {
-            if pn != self.rcv_next {
-                // A duplicate (resend or replay: acknowledge again at once so the
-                // sender stops resending) or a leftover from a replaced path.
-                self.ack_now |= pn < self.rcv_next;
+            let Arrival::Fresh { first_unacked } = self.reliability.on_reliable(now, pn) else {
                 return;
-            }
-            self.rcv_next += 1;
-            // Fresh data on another live path while none came on the current
-            // one for a while: the peer moved there (its path failed or it
-            // prefers the new one). Follow, so answers reach it. A current path
-            // that carries fresh traffic is kept: packets the peer sent on its
-            // old path just before it moved must not pull this side back, and
-            // neither does a path this side left for its poor goodput.
-            let quiet =
-                now.saturating_duration_since(self.current_fresh) >= self.config.path_timeout / 4;
-            if self.packet_path.is_some() && self.packet_path == self.current_path() {
-                self.current_fresh = now;
-            }
-            if let Some(path) = self.packet_path
-                && quiet
-                && Some(path) != self.current_path()
-                && self.paths.contains(&path)
-                && !self.choice.is_left(path)
-            {
-                self.paths.retain(|p| *p != path);
-                self.paths.push(path);
-                self.switched_path(now);
-                self.current_heard = now;
-            }
-            self.ack_pending += 1;
-            if self.ack_pending >= ACK_EVERY {
-                self.ack_now = true;
-            }
-            if self.ack_since.is_none() {
-                self.ack_since = Some(now);
+            };
+            if first_unacked {
                 self.timers.set(Timer::Ack, now + self.config.ack_delay);
             }
-        } else {
-            if self.highest_unreliable.is_some_and(|h| pn <= h) {
-                return;
-            }
-            self.highest_unreliable = Some(pn);
+            self.follow_peer(now);
+        } else if !self.reliability.on_unreliable(pn) {
+            return;
         }
         let frames = match Frame::decode_all(plain) {
             Ok(f) => f,
@@ -970,24 +805,44 @@ impl Session {
         }
     }
 
+    /// Fresh data came in. On another live path while none came on the current
+    /// one for a while: the peer moved there (its path failed or it prefers
+    /// the new one). Follow, so answers reach it. A current path that carries
+    /// fresh traffic is kept: packets the peer sent on its old path just before
+    /// it moved must not pull this side back, and neither does a path this
+    /// side left for its poor goodput.
+    fn follow_peer(&mut self, now: Instant) {
+        let paths = &mut self.paths;
+        let quiet =
+            now.saturating_duration_since(paths.current_fresh) >= self.config.path_timeout / 4;
+        if paths.packet_on_current() {
+            paths.current_fresh = now;
+        }
+        if let Some(path) = paths.packet_path
+            && quiet
+            && Some(path) != paths.current()
+            && paths.contains(path)
+            && !paths.choice.is_left(path)
+        {
+            paths.make_current(path);
+            self.switched_path(now);
+            self.paths.current_heard = now;
+        }
+    }
+
     fn on_frame(&mut self, now: Instant, frame: Frame) -> Result<(), ProtocolError> {
         match frame {
             Frame::Ack { next, delay_us } => self.on_ack(now, next, delay_us)?,
-            Frame::Ping { id } => {
-                if self.pongs_due.len() < MAX_PONGS {
-                    self.pongs_due.push_back(id);
-                }
-            }
+            Frame::Ping { id } => self.reliability.on_ping(id),
             Frame::Pong { id } => {
-                if let Some((_, sent)) = self.ping_out.filter(|(ping, _)| *ping == id) {
-                    self.rtt.sample(now.saturating_duration_since(sent));
-                    self.ping_out = None;
-                    // The ping got through on the current path, whichever
-                    // path the answer took.
-                    if self.ping_path.is_some() && self.ping_path == self.current_path() {
-                        self.current_heard = now;
-                        self.arm_path_check();
-                    }
+                // The ping got through on the current path, whichever path
+                // the answer took.
+                if let Some(ping_path) = self.reliability.on_pong(now, id)
+                    && ping_path.is_some()
+                    && ping_path == self.current_path()
+                {
+                    self.paths.current_heard = now;
+                    self.arm_path_check();
                 }
             }
             Frame::Stream {
@@ -995,45 +850,70 @@ impl Session {
                 offset,
                 fin,
                 data,
-            } => self.on_stream(StreamId(id), offset, fin, data)?,
+            } => {
+                let id = StreamId(id);
+                if self.remote_stream(id)?.is_some() {
+                    self.streams.on_data(
+                        id,
+                        offset,
+                        fin,
+                        data,
+                        &mut self.credit,
+                        &mut self.events,
+                    )?;
+                }
+            }
             Frame::MaxData(max) => {
-                if max > self.send_max_data {
-                    self.send_max_data = max;
-                    self.wake_writers();
+                if self.credit.raise(max) {
+                    self.streams.wake_writers(&self.credit, &mut self.events);
                 }
             }
             Frame::MaxStreamData { id, max } => {
                 if let Some(s) = self.remote_stream(StreamId(id))?
-                    && max > s.send.max
+                    && s.send.window.raise(max)
                 {
-                    s.send.max = max;
-                    self.wake_writers();
+                    self.streams.wake_writers(&self.credit, &mut self.events);
                 }
             }
             Frame::ResetStream {
                 id,
                 code,
                 final_size,
-            } => self.on_reset(StreamId(id), code, final_size)?,
-            Frame::StopSending { id, code } => {
+            } => {
                 let id = StreamId(id);
-                if let Some(s) = self.remote_stream(id)?
-                    && s.send.stopped.is_none()
-                {
-                    s.send.stopped = Some(code);
-                    s.send.blocked = true;
-                    // The stream ends here: whatever was not sent will never be.
-                    let _ = self.reset_send(id, code);
-                    self.wake_writers();
+                if self.remote_stream(id)?.is_some() {
+                    self.streams.on_reset(
+                        id,
+                        code,
+                        final_size,
+                        &mut self.credit,
+                        &mut self.events,
+                    )?;
                 }
             }
-            Frame::Message { id, flags, chunk } => self.on_message(id, flags, chunk)?,
-            Frame::MessageTaken { id } => {
-                if id >= self.next_message_id {
-                    return Err(ProtocolError::StreamState);
+            Frame::StopSending { id, code } => {
+                let id = StreamId(id);
+                if self.remote_stream(id)?.is_some() {
+                    self.streams.on_stop_sending(
+                        id,
+                        code,
+                        &mut self.credit,
+                        &mut self.control,
+                        &mut self.events,
+                    );
                 }
-                self.events
-                    .push_back(Event::MessageConfirmed(MessageId(id)));
+            }
+            Frame::Message { id, flags, chunk } => self.messages.on_chunk(
+                id,
+                flags,
+                chunk,
+                self.config.max_message_size,
+                &mut self.credit,
+                &mut self.events,
+            )?,
+            Frame::MessageTaken { id } => {
+                let id = self.messages.on_taken(id)?;
+                self.events.push_back(Event::MessageConfirmed(id));
             }
             Frame::PathSignal(data) => {
                 if self.path_signals_in.len() == MAX_PATH_SIGNALS_IN {
@@ -1051,234 +931,56 @@ impl Session {
     }
 
     fn on_ack(&mut self, now: Instant, next: u64, delay_us: u32) -> Result<(), ProtocolError> {
-        if next > self.next_pn {
-            return Err(ProtocolError::BadAck);
-        }
-        let mut newest = None;
-        let mut acked = 0;
-        while let Some(p) = self.unacked.front() {
-            if p.pn >= next {
-                break;
-            }
-            let Some(p) = self.unacked.pop_front() else {
-                break;
-            };
-            acked += 1;
-            let cost = packet_cost(&p.packet);
-            self.unacked_bytes -= cost;
-            self.choice.acked(p.pn, cost);
+        let choice = &mut self.paths.choice;
+        let streams = &mut self.streams;
+        let acked = self.reliability.on_ack(now, next, delay_us, |p| {
+            choice.acked(p.pn, p.cost());
             for (id, end) in &p.stream_ends {
-                if let Some(s) = self.streams.get_mut(id) {
-                    s.send.acked = s.send.acked.max(*end);
-                }
+                streams.acked_to(*id, *end);
             }
-            newest = Some(p);
-        }
+        })?;
         if acked == 0 {
             return Ok(());
         }
-        self.resend_cursor = self.resend_cursor.saturating_sub(acked);
-        if let Some(p) = newest.filter(|p| p.pn + 1 == next && p.pn >= self.first_fresh_pn) {
-            let delay = Duration::from_micros(u64::from(delay_us));
-            let sample = now.saturating_duration_since(p.sent);
-            self.rtt.sample(sample.checked_sub(delay).unwrap_or(sample));
-        }
-        self.last_progress = now;
-        self.slow_reported = false;
         // Progress shows the current path delivers, whichever path the peer
         // acknowledges on (it may not have followed this side yet).
-        self.current_heard = now;
+        self.paths.current_heard = now;
         self.arm_slow();
         self.arm_path_check();
-        if self.unacked.is_empty() {
+        if !self.reliability.has_unacked() {
             self.arm_path_choice();
         }
-        self.wake_writers();
+        self.streams.wake_writers(&self.credit, &mut self.events);
         Ok(())
     }
 
     fn arm_slow(&mut self) {
-        if self.unacked.is_empty() || self.slow_reported {
+        if !self.reliability.has_unacked() || self.reliability.slow_reported {
             self.timers.stop(Timer::Slow);
         } else {
-            self.timers
-                .set(Timer::Slow, self.last_progress + self.config.slow_after);
+            self.timers.set(
+                Timer::Slow,
+                self.reliability.last_progress + self.config.slow_after,
+            );
         }
     }
 
     /// The stream `id` as named by the peer: `None` if it is gone, an error if it
-    /// is one of ours we never opened.
+    /// is one of ours we never opened. Streams of the peer's it opens are
+    /// created and announced.
     fn remote_stream(&mut self, id: StreamId) -> Result<Option<&mut StreamState>, ProtocolError> {
-        let ours = (id.0 & 1) == (self.next_local_stream & 1);
-        if ours && id.0 >= self.next_local_stream {
-            return Err(ProtocolError::StreamState);
+        for sid in self.streams.opened_by_peer(id, self.config.max_streams)? {
+            self.new_stream(sid);
+            self.streams.push_incoming(sid);
+            self.events.push_back(Event::StreamOpened(sid));
         }
-        if !ours && id.0 >= self.next_remote_stream {
-            let incoming = self
-                .streams
-                .keys()
-                .filter(|s| (s.0 & 1) == (id.0 & 1))
-                .count() as u64;
-            let new = (id.0 - self.next_remote_stream) / 2 + 1;
-            if incoming + new > u64::from(self.config.max_streams) {
-                return Err(ProtocolError::StreamLimit);
-            }
-            while self.next_remote_stream <= id.0 {
-                let sid = StreamId(self.next_remote_stream);
-                self.new_stream(sid);
-                self.incoming.push_back(sid);
-                self.events.push_back(Event::StreamOpened(sid));
-                self.next_remote_stream += 2;
-            }
-        }
-        Ok(self.streams.get_mut(&id))
+        Ok(self.streams.get_mut(id))
     }
 
-    /// A new stream's state. Its receive window starts at the largest window a
-    /// stream of this session grew to ([`RecvWindow::granting`]): a grant for
-    /// the rest goes out before the stream's first frame, so that every stream
-    /// (a share request's, say) does not climb from the small initial window
-    /// again, round trip after round trip.
     fn new_stream(&mut self, id: StreamId) {
-        let advertised = u64::from(self.config.stream_window);
-        let window = RecvWindow::granting(
-            advertised,
-            self.stream_window_learnt,
-            self.config.max_window,
-        );
-        if window.window() > advertised {
-            self.grants_due.insert(id);
-        }
+        let window = self.credit.stream_window(id, &self.config);
         let state = StreamState::new(u64::from(self.remote_params.stream_window), window);
         self.streams.insert(id, state);
-    }
-
-    fn on_stream(
-        &mut self,
-        id: StreamId,
-        offset: u64,
-        fin: bool,
-        data: Bytes,
-    ) -> Result<(), ProtocolError> {
-        let session_allows = self.recv_window.allows(self.recv_data + data.len() as u64);
-        if self.remote_stream(id)?.is_none() {
-            return Ok(());
-        }
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Ok(());
-        };
-        let recv = &mut s.recv;
-        let end = offset + data.len() as u64;
-        if offset != recv.received
-            || recv.fin_at.is_some_and(|f| end > f || (fin && end != f))
-            || recv.reset.is_some()
-        {
-            return Err(ProtocolError::StreamState);
-        }
-        if !recv.window.allows(end) || !session_allows {
-            return Err(ProtocolError::FlowControl);
-        }
-        let n = data.len() as u64;
-        recv.received = end;
-        if fin {
-            recv.fin_at = Some(end);
-        }
-        self.recv_data += n;
-        if recv.stopped {
-            recv.read = end;
-            self.recv_window.on_read(n);
-            self.max_data_due = true;
-            return Ok(());
-        }
-        if !data.is_empty() {
-            recv.buf.push_back(data);
-        }
-        self.recv_buffered += n;
-        if !recv.notified {
-            recv.notified = true;
-            self.events.push_back(Event::StreamReadable(id));
-        }
-        Ok(())
-    }
-
-    fn on_reset(&mut self, id: StreamId, code: u32, final_size: u64) -> Result<(), ProtocolError> {
-        let session_max = self.recv_window.max();
-        let recv_data = self.recv_data;
-        if self.remote_stream(id)?.is_none() {
-            return Ok(());
-        }
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Ok(());
-        };
-        let recv = &mut s.recv;
-        if final_size < recv.received
-            || recv.fin_at.is_some_and(|f| f != final_size)
-            || !recv.window.allows(final_size)
-            || recv_data + (final_size - recv.received) > session_max
-        {
-            return Err(ProtocolError::FlowControl);
-        }
-        if recv.reset.is_some() {
-            return Ok(());
-        }
-        let unseen = final_size - recv.received;
-        let unread = recv.buffered();
-        recv.received = final_size;
-        recv.read = final_size;
-        recv.buf.clear();
-        recv.reset = Some(code);
-        let stopped = recv.stopped;
-        let notify = !recv.notified && !stopped;
-        recv.notified = true;
-        self.recv_data += unseen;
-        self.recv_buffered -= unread;
-        self.recv_window.on_read(unseen + unread);
-        self.max_data_due = true;
-        if notify {
-            self.events.push_back(Event::StreamReadable(id));
-        }
-        Ok(())
-    }
-
-    fn on_message(&mut self, id: u64, flags: u8, chunk: Bytes) -> Result<(), ProtocolError> {
-        if id != self.next_in_message {
-            return Err(ProtocolError::MessageOrder);
-        }
-        let n = chunk.len() as u64;
-        if !self.recv_window.allows(self.recv_data + n) {
-            return Err(ProtocolError::FlowControl);
-        }
-        self.recv_data += n;
-        // A message is taken only once complete, so its bytes cannot wait for that
-        // to be granted back (a message larger than the window would never
-        // finish): buffered message bytes up to the maximum message size are
-        // granted at once, beyond it only as the application takes messages.
-        let buffered_messages = self.in_message_bytes + n;
-        if buffered_messages <= u64::from(self.config.max_message_size) {
-            self.recv_window.on_read(n);
-            self.max_data_due = true;
-        } else {
-            self.message_credit_deferred += n;
-        }
-        self.in_message_bytes = buffered_messages;
-        self.recv_buffered += n;
-        let msg = self.in_message.get_or_insert_with(|| InMessage {
-            id,
-            confirm: flags & MESSAGE_CONFIRM != 0,
-            data: BytesMut::new(),
-        });
-        let max = self.config.max_message_size;
-        if msg.data.len() + chunk.len() > max as usize {
-            return Err(ProtocolError::MessageTooLarge { max });
-        }
-        msg.data.extend_from_slice(&chunk);
-        if let Some(msg) = self.in_message.take_if(|_| flags & MESSAGE_FIN != 0) {
-            let len = msg.data.len();
-            self.in_messages.push_back((msg, len));
-            self.next_in_message += 1;
-            self.events.push_back(Event::MessageReceived);
-        }
-        Ok(())
     }
 
     /// Time passed: handles the timers that expired by `now`. A call before any
@@ -1286,16 +988,16 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.expired(now) {
             match timer {
-                Timer::Ack => self.ack_now = self.ack_pending > 0,
+                Timer::Ack => self.reliability.ack_delay_passed(),
                 Timer::KeepAlive => {
-                    self.ping_due = true;
+                    self.reliability.ping_soon();
                     self.timers
                         .set(Timer::KeepAlive, now + self.config.keepalive_interval);
                 }
                 Timer::Idle => return self.close_session(CloseReason::IdleTimeout, false),
                 Timer::Slow => {
-                    if !self.unacked.is_empty() {
-                        self.slow_reported = true;
+                    if self.reliability.has_unacked() {
+                        self.reliability.slow_reported = true;
                         self.events.push_back(Event::Slow);
                     }
                 }
@@ -1307,35 +1009,34 @@ impl Session {
 
     // ---- Application commands ----
 
-    /// Opens a stream towards the peer.
+    /// Opens a stream towards the peer. At the peer's limit of open streams it
+    /// fails with [`OpenError::Limit`], and [`Event::StreamOpenable`] follows
+    /// once one of this side's streams ends.
     pub fn open_stream(&mut self) -> Result<StreamId, OpenError> {
         if !self.is_connected() {
             return Err(OpenError::NotConnected);
         }
-        let open = self
-            .streams
-            .keys()
-            .filter(|s| (s.0 & 1) == (self.next_local_stream & 1))
-            .count() as u64;
-        if open >= u64::from(self.remote_params.max_streams) {
-            self.open_blocked = true;
-            return Err(OpenError::Limit);
-        }
-        let id = StreamId(self.next_local_stream);
-        self.next_local_stream += 2;
+        let id = self.streams.next_local(self.remote_params.max_streams)?;
         self.new_stream(id);
         Ok(id)
     }
 
     /// The next stream the peer opened, if any.
     pub fn accept_stream(&mut self) -> Option<StreamId> {
-        self.incoming.pop_front()
+        self.streams.accept()
     }
 
     /// A handle to drive stream `id` (its methods fail with `UnknownStream` if
     /// there is no such stream).
     pub fn stream(&mut self, id: StreamId) -> Stream<'_> {
-        Stream { session: self, id }
+        Stream {
+            id,
+            max_chunk: self.config.max_frame_payload,
+            streams: &mut self.streams,
+            credit: &mut self.credit,
+            control: &mut self.control,
+            events: &mut self.events,
+        }
     }
 
     /// Queues a message. With `confirm`, [`Event::MessageConfirmed`] follows once
@@ -1348,43 +1049,14 @@ impl Session {
         if !self.is_connected() {
             return Err(SendMessageError::NotConnected);
         }
-        let max = self.remote_params.max_message;
-        if data.len() > max as usize {
-            return Err(SendMessageError::TooLarge { max });
-        }
-        // Bounded queue: one message of any size, or several up to the limit.
-        if !self.out_messages.is_empty()
-            && self.out_message_bytes + data.len() as u64 > u64::from(max)
-        {
-            self.messages_blocked = true;
-            return Err(SendMessageError::Blocked);
-        }
-        let id = self.next_message_id;
-        self.next_message_id += 1;
-        self.out_message_bytes += data.len() as u64;
-        self.out_messages
-            .push_back(OutMessage { id, data, confirm });
-        Ok(MessageId(id))
+        self.messages
+            .queue(data, confirm, self.remote_params.max_message)
     }
 
     /// Takes the next complete message, granting its bytes back to the peer and
     /// confirming it if the sender asked.
     pub fn recv_message(&mut self) -> Option<ReceivedMessage> {
-        let (msg, len) = self.in_messages.pop_front()?;
-        let len = len as u64;
-        self.recv_buffered -= len;
-        self.in_message_bytes -= len;
-        let release = self.message_credit_deferred.min(len);
-        self.message_credit_deferred -= release;
-        self.recv_window.on_read(release);
-        self.max_data_due = true;
-        if msg.confirm {
-            self.control.push_back(Frame::MessageTaken { id: msg.id });
-        }
-        Some(ReceivedMessage {
-            id: MessageId(msg.id),
-            data: msg.data.freeze(),
-        })
+        self.messages.take(&mut self.credit, &mut self.control)
     }
 
     /// Queues a path signal for the peer's shell (path negotiation: offers,
@@ -1447,7 +1119,7 @@ impl Session {
             frame.encode(&mut plain);
             // Sealed now, while the keys exist, and valid on every path (the
             // shell may copy it to each): trusted paths take encrypted packets too.
-            self.final_packet = self.seal(self.next_pn, &plain);
+            self.final_packet = self.seal(self.reliability.next_pn(), &plain);
         }
         self.state = State::Closed;
         self.timers.clear();
@@ -1476,9 +1148,9 @@ impl Session {
         if !self.is_connected() {
             return None;
         }
-        if let Some(p) = self.unacked.get(self.resend_cursor) {
-            self.resend_cursor += 1;
-            let payload = self.wrap(path, p.pn, &p.packet)?;
+        if let Some(p) = self.reliability.next_resend() {
+            let (pn, packet) = (p.pn, p.packet.clone());
+            let payload = self.wrap(path, pn, &packet)?;
             return Some(Transmit { path, payload });
         }
         self.grant_credit(now);
@@ -1487,27 +1159,20 @@ impl Session {
         Some(Transmit { path, payload })
     }
 
-    /// Computes the window grants that reads made due.
+    /// Queues the window grants that reads made due.
     fn grant_credit(&mut self, now: Instant) {
-        let rtt = self.rtt.get();
-        for id in std::mem::take(&mut self.grants_due) {
-            let Some(s) = self.streams.get_mut(&id) else {
-                continue;
-            };
-            if s.recv.stopped || s.recv.fin_at.is_some() || s.recv.reset.is_some() {
-                continue;
-            }
-            if let Some(max) = s.recv.window.poll_grant(now, rtt) {
+        let rtt = self.rtt();
+        for id in self.credit.take_grants_due() {
+            if let Some(window) = self.streams.grantable(id)
+                && let Some(max) = window.poll_grant(now, rtt)
+            {
                 self.control
                     .push_back(Frame::MaxStreamData { id: id.0, max });
-                self.stream_window_learnt = self.stream_window_learnt.max(s.recv.window.window());
+                self.credit.learnt(window.window());
             }
         }
-        if self.max_data_due {
-            self.max_data_due = false;
-            if let Some(max) = self.recv_window.poll_grant(now, rtt) {
-                self.control.push_back(Frame::MaxData(max));
-            }
+        if let Some(max) = self.credit.poll_grant(now, rtt) {
+            self.control.push_back(Frame::MaxData(max));
         }
     }
 
@@ -1538,86 +1203,57 @@ impl Session {
         }
         // Messages first, then streams in turn, while there is room for data.
         loop {
-            let room = budget.saturating_sub(plain.len() + frame::STREAM_HEADER_LEN);
+            let room = budget
+                .saturating_sub(plain.len() + frame::STREAM_HEADER_LEN)
+                .min(self.config.max_frame_payload);
             if room == 0 {
                 break;
             }
-            if let Some(f) = self.next_message_chunk(room) {
+            if let Some(f) = self
+                .messages
+                .next_chunk(room, &mut self.credit, &mut self.events)
+            {
                 f.encode(&mut plain);
                 reliable = true;
                 continue;
             }
-            match self.next_stream_chunk(room) {
+            match self
+                .streams
+                .next_chunk(room, &mut self.credit, &mut self.events)
+            {
                 Some((f, end)) => {
                     f.encode(&mut plain);
                     reliable = true;
-                    if let Some(end) = end {
-                        stream_ends.push(end);
-                    }
+                    stream_ends.extend(end);
                 }
                 None => break,
             }
         }
-        let ack_due = self.ack_pending > 0 && (self.ack_now || reliable);
-        let ping = self.ping_due;
-        if !reliable && !ack_due && self.pongs_due.is_empty() && !ping {
+        let ack = self.reliability.take_ack(now, reliable);
+        if !reliable && ack.is_none() && !self.reliability.has_pings() {
             return None;
         }
-        if ack_due {
-            let delay = self
-                .ack_since
-                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
-            Frame::Ack {
-                next: self.rcv_next,
-                delay_us: u32::try_from(delay.as_micros()).unwrap_or(u32::MAX),
-            }
-            .encode(&mut plain);
-            self.ack_pending = 0;
-            self.ack_now = false;
-            self.ack_since = None;
+        if let Some(ack) = ack {
+            ack.encode(&mut plain);
             self.timers.stop(Timer::Ack);
         }
-        while let Some(id) = self.pongs_due.pop_front() {
-            Frame::Pong { id }.encode(&mut plain);
-        }
-        if ping {
-            self.ping_due = false;
-            let id = self.next_ping;
-            self.next_ping += 1;
-            self.ping_out = Some((id, now));
-            self.ping_path = self.current_path();
-            Frame::Ping { id }.encode(&mut plain);
-        }
-        let pn = if reliable {
-            self.next_pn
-        } else {
-            self.next_unreliable | UNRELIABLE_BIT
-        };
+        self.reliability
+            .write_pings(now, self.paths.current(), &mut plain);
+        let pn = self.reliability.packet_number(reliable);
         plain[0] = packet::VERSION;
         plain[1] = packet::T_PLAIN;
         plain[2..DATA_HEADER_LEN].copy_from_slice(&pn.to_be_bytes());
         let packet = Bytes::from(plain);
+        let was_idle = self.reliability.sent(now, pn, &packet, stream_ends);
+        if was_idle {
+            self.note_writer_blocked();
+            self.paths.choice.restart(now);
+        }
         if reliable {
-            self.next_pn += 1;
-            let was_idle = self.unacked.is_empty();
-            if was_idle {
-                self.last_progress = now;
-                self.choice.restart(now);
-            }
-            self.unacked_bytes += packet_cost(&packet);
-            self.unacked.push_back(SentPacket {
-                pn,
-                packet: packet.clone(),
-                sent: now,
-                stream_ends,
-            });
-            self.resend_cursor = self.unacked.len();
             self.arm_slow();
             if was_idle {
                 self.arm_path_choice();
             }
-        } else {
-            self.next_unreliable += 1;
         }
         self.arm_path_check();
         Some((pn, packet))
@@ -1626,7 +1262,7 @@ impl Session {
     /// Packet `pn` (in its `PLAIN` form) as it goes out on `path`: as it is on
     /// a trusted path (no copy), else with its frames encrypted.
     fn wrap(&self, path: PathId, pn: u64, packet: &Bytes) -> Option<Bytes> {
-        if self.trusted_paths.contains(&path) {
+        if self.paths.is_trusted(path) {
             Some(packet.clone())
         } else {
             self.seal(pn, packet.get(DATA_HEADER_LEN..)?)
@@ -1651,96 +1287,6 @@ impl Session {
         Some(out.freeze())
     }
 
-    fn next_message_chunk(&mut self, room: usize) -> Option<Frame> {
-        let credit = self.send_max_data.saturating_sub(self.sent_data);
-        let msg = self.out_messages.front()?;
-        let left = msg.data.len() - self.out_message_offset;
-        let n = left
-            .min(room)
-            .min(self.config.max_frame_payload)
-            .min(usize::try_from(credit).unwrap_or(usize::MAX));
-        if n == 0 && left > 0 {
-            return None;
-        }
-        let chunk = msg
-            .data
-            .slice(self.out_message_offset..self.out_message_offset + n);
-        let fin = n == left;
-        let mut flags = if fin { MESSAGE_FIN } else { 0 };
-        if msg.confirm {
-            flags |= MESSAGE_CONFIRM;
-        }
-        let id = msg.id;
-        self.sent_data += n as u64;
-        self.out_message_bytes -= n as u64;
-        if fin {
-            self.out_messages.pop_front();
-            self.out_message_offset = 0;
-            if self.messages_blocked && self.out_messages.is_empty() {
-                self.messages_blocked = false;
-                self.events.push_back(Event::MessageWritable);
-            }
-        } else {
-            self.out_message_offset += n;
-        }
-        Some(Frame::Message { id, flags, chunk })
-    }
-
-    /// The next stream frame, round-robin over the streams with something to send,
-    /// and the stream end it reaches if the stream is in one-chunk mode.
-    fn next_stream_chunk(&mut self, room: usize) -> Option<(Frame, Option<(StreamId, u64)>)> {
-        let max = self.config.max_frame_payload.min(room);
-        let id = self
-            .streams
-            .range(StreamId(self.round_robin)..)
-            .chain(self.streams.range(..StreamId(self.round_robin)))
-            .find(|(_, s)| s.send.has_output())
-            .map(|(id, _)| *id)?;
-        self.round_robin = id.0 + 1;
-        let s = self.streams.get_mut(&id)?;
-        let send = &mut s.send;
-        let alone = send.pending.len() == 1;
-        let data = match send.pending.front_mut() {
-            // The first buffered write fills the frame (or is all there is):
-            // a slice of it, no copy.
-            Some(front) if front.len() >= max || alone => {
-                let data = front.split_to(max.min(front.len()));
-                if front.is_empty() {
-                    send.pending.pop_front();
-                }
-                data
-            }
-            _ => {
-                let mut data = BytesMut::new();
-                while data.len() < max {
-                    let Some(front) = send.pending.front_mut() else {
-                        break;
-                    };
-                    let take = (max - data.len()).min(front.len());
-                    data.extend_from_slice(&front.split_to(take));
-                    if front.is_empty() {
-                        send.pending.pop_front();
-                    }
-                }
-                data.freeze()
-            }
-        };
-        let offset = send.sent;
-        send.sent += data.len() as u64;
-        self.send_buffered -= data.len() as u64;
-        let fin = send.fin && send.pending.is_empty();
-        send.fin_sent |= fin;
-        let end = send.one_chunk.then_some((id, send.sent));
-        let frame = Frame::Stream {
-            id: id.0,
-            offset,
-            fin,
-            data,
-        };
-        self.forget_if_done(id);
-        Some((frame, end))
-    }
-
     /// When [`Session::handle_timeout`] should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.next()
@@ -1750,12 +1296,6 @@ impl Session {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
-}
-
-/// The bytes an unacknowledged packet (in its `PLAIN` form) counts for in the
-/// send buffer: its encrypted size, whichever path it goes on.
-fn packet_cost(packet: &Bytes) -> u64 {
-    (packet.len() + TAG_LEN) as u64
 }
 
 fn encode_packet(p: &Packet) -> Bytes {

@@ -1,24 +1,16 @@
-//! Streams: ordered byte streams multiplexed in a session, and the borrowed
-//! [`Stream`] handle the application drives them with.
+//! Streams: ordered byte streams multiplexed in a session ([`Streams`], the
+//! session's part for them), and the borrowed [`Stream`] handle the application
+//! drives one with. Flow control is `flow`'s: a stream's send side holds a
+//! [`SendWindow`], its receive side a [`RecvWindow`].
 
-use std::collections::VecDeque;
-use std::fmt;
+use std::collections::{BTreeMap, VecDeque};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::flow::RecvWindow;
+use super::flow::{Credit, RecvWindow, SendWindow};
 use super::frame::Frame;
-use super::{Event, Session};
-
-/// A stream's id. The handshake initiator's streams are even, the responder's odd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct StreamId(pub u64);
-
-impl fmt::Display for StreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "stream {}", self.0)
-    }
-}
+use super::handshake::Role;
+use super::{Event, ProtocolError, StreamId};
 
 /// Why a write did not take any bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,16 +63,12 @@ pub enum OpenError {
 /// The sending half of a stream.
 #[derive(Debug)]
 pub(super) struct SendHalf {
-    /// Bytes the application wrote (and committed credit for).
-    pub written: u64,
+    /// The peer's credit and what was written against it.
+    pub window: SendWindow,
     /// Bytes put into packets.
     pub sent: u64,
-    /// Bytes the peer acknowledged (tracked for one-chunk mode).
-    pub acked: u64,
     /// Written but not yet in a packet.
     pub pending: VecDeque<Bytes>,
-    /// The peer's credit: an absolute offset.
-    pub max: u64,
     /// `finish()` was called.
     pub fin: bool,
     /// The FIN went out.
@@ -91,29 +79,24 @@ pub(super) struct SendHalf {
     pub stopped: Option<u32>,
     /// A write was refused; owe a `StreamWritable`.
     pub blocked: bool,
-    /// At most one chunk unacknowledged.
-    pub one_chunk: bool,
 }
 
 impl SendHalf {
     fn new(max: u64) -> Self {
         Self {
-            written: 0,
+            window: SendWindow::new(max),
             sent: 0,
-            acked: 0,
             pending: VecDeque::new(),
-            max,
             fin: false,
             fin_sent: false,
             reset: false,
             stopped: None,
             blocked: false,
-            one_chunk: false,
         }
     }
 
     /// Whether there is something to put in a packet.
-    pub fn has_output(&self) -> bool {
+    fn has_output(&self) -> bool {
         !self.reset && (!self.pending.is_empty() || (self.fin && !self.fin_sent))
     }
 
@@ -161,8 +144,13 @@ impl RecvHalf {
     }
 
     /// Bytes buffered for the application.
-    pub fn buffered(&self) -> u64 {
+    fn buffered(&self) -> u64 {
         self.received - self.read
+    }
+
+    /// Whether the peer may still be granted more.
+    fn wants_credit(&self) -> bool {
+        !self.stopped && self.fin_at.is_none() && self.reset.is_none()
     }
 }
 
@@ -174,6 +162,8 @@ pub(super) struct StreamState {
 }
 
 impl StreamState {
+    /// A stream the peer lets this side send `send_max` bytes on, receiving
+    /// within `recv_window`.
     pub fn new(send_max: u64, recv_window: RecvWindow) -> Self {
         Self {
             send: SendHalf::new(send_max),
@@ -182,16 +172,361 @@ impl StreamState {
     }
 
     /// Both directions are over and the application knows it: the state can go.
-    pub fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         self.send.done() && self.recv.done
     }
 }
 
-/// A borrowed handle on one stream: `session.stream(id)`.
+/// The session's streams: their state, the ids each side opens next, the
+/// streams the peer opened that the application has not accepted, and whose
+/// turn it is to send.
+#[derive(Debug)]
+pub(super) struct Streams {
+    map: BTreeMap<StreamId, StreamState>,
+    next_local: u64,
+    next_remote: u64,
+    /// `open` was refused for the peer's limit: tell when a stream ends.
+    open_blocked: bool,
+    incoming: VecDeque<StreamId>,
+    round_robin: u64,
+}
+
+impl Streams {
+    /// The handshake initiator's streams are even, the responder's odd.
+    pub fn new(role: Role) -> Self {
+        let (next_local, next_remote) = match role {
+            Role::Initiator => (0, 1),
+            Role::Responder => (1, 0),
+        };
+        Self {
+            map: BTreeMap::new(),
+            next_local,
+            next_remote,
+            open_blocked: false,
+            incoming: VecDeque::new(),
+            round_robin: 0,
+        }
+    }
+
+    /// Stream `id`'s state, if it exists.
+    pub fn get_mut(&mut self, id: StreamId) -> Option<&mut StreamState> {
+        self.map.get_mut(&id)
+    }
+
+    /// Adds a new stream's state.
+    pub fn insert(&mut self, id: StreamId, state: StreamState) {
+        self.map.insert(id, state);
+    }
+
+    fn is_local(&self, id: StreamId) -> bool {
+        (id.0 & 1) == (self.next_local & 1)
+    }
+
+    fn open_count(&self, local: bool) -> u64 {
+        self.map
+            .keys()
+            .filter(|s| self.is_local(**s) == local)
+            .count() as u64
+    }
+
+    /// The id of a new local stream, unless the peer's `limit` of open streams
+    /// is reached ([`Event::StreamOpenable`] follows once one ends).
+    pub fn next_local(&mut self, limit: u32) -> Result<StreamId, OpenError> {
+        if self.open_count(true) >= u64::from(limit) {
+            self.open_blocked = true;
+            return Err(OpenError::Limit);
+        }
+        let id = StreamId(self.next_local);
+        self.next_local += 2;
+        Ok(id)
+    }
+
+    /// The peer named stream `id`: the ids of its streams this opens (every one
+    /// of the peer's not yet seen, up to `id`), within our `limit`. An id of
+    /// ours never opened is an error.
+    pub fn opened_by_peer(
+        &mut self,
+        id: StreamId,
+        limit: u32,
+    ) -> Result<impl Iterator<Item = StreamId> + use<>, ProtocolError> {
+        let first = self.next_remote;
+        let mut count = 0;
+        if self.is_local(id) {
+            if id.0 >= self.next_local {
+                return Err(ProtocolError::StreamState);
+            }
+        } else if id.0 >= first {
+            count = (id.0 - first) / 2 + 1;
+            if self.open_count(false) + count > u64::from(limit) {
+                return Err(ProtocolError::StreamLimit);
+            }
+            self.next_remote = id.0 + 2;
+        }
+        Ok((0..count).map(move |i| StreamId(first + 2 * i)))
+    }
+
+    /// A stream the peer opened waits to be accepted.
+    pub fn push_incoming(&mut self, id: StreamId) {
+        self.incoming.push_back(id);
+    }
+
+    /// The next stream the peer opened.
+    pub fn accept(&mut self) -> Option<StreamId> {
+        self.incoming.pop_front()
+    }
+
+    /// The receive window of `id` if the peer may still be granted more on it.
+    pub fn grantable(&mut self, id: StreamId) -> Option<&mut RecvWindow> {
+        let s = self.map.get_mut(&id)?;
+        s.recv.wants_credit().then_some(&mut s.recv.window)
+    }
+
+    /// The peer acknowledged stream `id` up to `end`.
+    pub fn acked_to(&mut self, id: StreamId, end: u64) {
+        if let Some(s) = self.map.get_mut(&id) {
+            s.send.window.acked_to(end);
+        }
+    }
+
+    /// Drops a stream whose both directions are over.
+    pub fn forget_if_done(
+        &mut self,
+        id: StreamId,
+        credit: &mut Credit,
+        events: &mut VecDeque<Event>,
+    ) {
+        if !self.map.get(&id).is_some_and(StreamState::is_done) {
+            return;
+        }
+        self.map.remove(&id);
+        credit.forget(id);
+        if self.open_blocked && self.is_local(id) {
+            self.open_blocked = false;
+            events.push_back(Event::StreamOpenable);
+        }
+    }
+
+    /// Resets the send side of `id`, queueing `RESET_STREAM`.
+    pub fn reset_send(
+        &mut self,
+        id: StreamId,
+        code: u32,
+        credit: &mut Credit,
+        control: &mut VecDeque<Frame>,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), WriteError> {
+        let s = self.map.get_mut(&id).ok_or(WriteError::UnknownStream)?;
+        if s.send.reset || s.send.fin_sent {
+            return Err(WriteError::Finished);
+        }
+        s.send.reset = true;
+        let unsent: u64 = s.send.pending.drain(..).map(|b| b.len() as u64).sum();
+        credit.unbuffered(unsent);
+        control.push_back(Frame::ResetStream {
+            id: id.0,
+            code,
+            final_size: s.send.window.written(),
+        });
+        self.forget_if_done(id, credit, events);
+        Ok(())
+    }
+
+    /// Emits `StreamWritable` for blocked streams that have credit again (or
+    /// were stopped by the peer).
+    pub fn wake_writers(&mut self, credit: &Credit, events: &mut VecDeque<Event>) {
+        let session_credit = credit.available() > 0;
+        for (id, s) in &mut self.map {
+            let send = &mut s.send;
+            let stopped = send.stopped.is_some();
+            if send.blocked && ((session_credit && send.window.has_credit()) || stopped) {
+                send.blocked = false;
+                events.push_back(Event::StreamWritable(*id));
+            }
+        }
+    }
+
+    /// Stream data from the peer, on a stream that exists.
+    pub fn on_data(
+        &mut self,
+        id: StreamId,
+        offset: u64,
+        fin: bool,
+        data: Bytes,
+        credit: &mut Credit,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ProtocolError> {
+        let Some(s) = self.map.get_mut(&id) else {
+            return Ok(());
+        };
+        let recv = &mut s.recv;
+        let n = data.len() as u64;
+        let end = offset + n;
+        if offset != recv.received
+            || recv.fin_at.is_some_and(|f| end > f || (fin && end != f))
+            || recv.reset.is_some()
+        {
+            return Err(ProtocolError::StreamState);
+        }
+        if !recv.window.allows(end) || !credit.recv_allows(n) {
+            return Err(ProtocolError::FlowControl);
+        }
+        recv.received = end;
+        if fin {
+            recv.fin_at = Some(end);
+        }
+        credit.received(n);
+        if recv.stopped {
+            recv.read = end;
+            credit.release(n);
+            return Ok(());
+        }
+        if !data.is_empty() {
+            recv.buf.push_back(data);
+        }
+        credit.buffered(n);
+        if !recv.notified {
+            recv.notified = true;
+            events.push_back(Event::StreamReadable(id));
+        }
+        Ok(())
+    }
+
+    /// The peer reset stream `id` (which exists) at `final_size`.
+    pub fn on_reset(
+        &mut self,
+        id: StreamId,
+        code: u32,
+        final_size: u64,
+        credit: &mut Credit,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ProtocolError> {
+        let Some(s) = self.map.get_mut(&id) else {
+            return Ok(());
+        };
+        let recv = &mut s.recv;
+        if final_size < recv.received
+            || recv.fin_at.is_some_and(|f| f != final_size)
+            || !recv.window.allows(final_size)
+            || !credit.recv_allows(final_size - recv.received)
+        {
+            return Err(ProtocolError::FlowControl);
+        }
+        if recv.reset.is_some() {
+            return Ok(());
+        }
+        let unseen = final_size - recv.received;
+        let unread = recv.buffered();
+        recv.received = final_size;
+        recv.read = final_size;
+        recv.buf.clear();
+        recv.reset = Some(code);
+        let notify = !recv.notified && !recv.stopped;
+        recv.notified = true;
+        credit.received(unseen);
+        credit.taken(unread);
+        credit.release(unseen + unread);
+        if notify {
+            events.push_back(Event::StreamReadable(id));
+        }
+        Ok(())
+    }
+
+    /// The peer asked to stop sending on stream `id`: the send side is reset
+    /// with its code.
+    pub fn on_stop_sending(
+        &mut self,
+        id: StreamId,
+        code: u32,
+        credit: &mut Credit,
+        control: &mut VecDeque<Frame>,
+        events: &mut VecDeque<Event>,
+    ) {
+        let Some(s) = self.map.get_mut(&id) else {
+            return;
+        };
+        if s.send.stopped.is_some() {
+            return;
+        }
+        s.send.stopped = Some(code);
+        s.send.blocked = true;
+        // The stream ends here: whatever was not sent will never be.
+        let _ = self.reset_send(id, code, credit, control, events);
+        self.wake_writers(credit, events);
+    }
+
+    /// The next stream frame, round-robin over the streams with something to
+    /// send, at most `max` data bytes; and the stream end it reaches if the
+    /// stream is in one-chunk mode.
+    pub fn next_chunk(
+        &mut self,
+        max: usize,
+        credit: &mut Credit,
+        events: &mut VecDeque<Event>,
+    ) -> Option<(Frame, Option<(StreamId, u64)>)> {
+        let id = self
+            .map
+            .range(StreamId(self.round_robin)..)
+            .chain(self.map.range(..StreamId(self.round_robin)))
+            .find(|(_, s)| s.send.has_output())
+            .map(|(id, _)| *id)?;
+        self.round_robin = id.0 + 1;
+        let s = self.map.get_mut(&id)?;
+        let send = &mut s.send;
+        let alone = send.pending.len() == 1;
+        let data = match send.pending.front_mut() {
+            // The first buffered write fills the frame (or is all there is):
+            // a slice of it, no copy.
+            Some(front) if front.len() >= max || alone => {
+                let data = front.split_to(max.min(front.len()));
+                if front.is_empty() {
+                    send.pending.pop_front();
+                }
+                data
+            }
+            _ => {
+                let mut data = BytesMut::new();
+                while data.len() < max {
+                    let Some(front) = send.pending.front_mut() else {
+                        break;
+                    };
+                    let take = (max - data.len()).min(front.len());
+                    data.extend_from_slice(&front.split_to(take));
+                    if front.is_empty() {
+                        send.pending.pop_front();
+                    }
+                }
+                data.freeze()
+            }
+        };
+        let offset = send.sent;
+        send.sent += data.len() as u64;
+        credit.unbuffered(data.len() as u64);
+        let fin = send.fin && send.pending.is_empty();
+        send.fin_sent |= fin;
+        let end = send.window.one_chunk().then_some((id, send.sent));
+        let frame = Frame::Stream {
+            id: id.0,
+            offset,
+            fin,
+            data,
+        };
+        self.forget_if_done(id, credit, events);
+        Some((frame, end))
+    }
+}
+
+/// A borrowed handle on one stream: `session.stream(id)`. It holds the
+/// session's streams and credit, and the queues a stream adds frames and
+/// events to, nothing else of it.
 #[derive(Debug)]
 pub struct Stream<'a> {
-    pub(super) session: &'a mut Session,
     pub(super) id: StreamId,
+    /// The most data bytes per frame (one chunk in one-chunk mode).
+    pub(super) max_chunk: usize,
+    pub(super) streams: &'a mut Streams,
+    pub(super) credit: &'a mut Credit,
+    pub(super) control: &'a mut VecDeque<Frame>,
+    pub(super) events: &'a mut VecDeque<Event>,
 }
 
 impl Stream<'_> {
@@ -203,15 +538,9 @@ impl Stream<'_> {
     /// Queues as much of `data` as credit allows and returns how much that was.
     /// Never returns `Ok(0)` for non-empty `data`: no credit is `Err(Blocked)`.
     pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
-        let max_chunk = self.session.config.max_frame_payload as u64;
-        let session_credit = self
-            .session
-            .send_max_data
-            .saturating_sub(self.session.sent_data);
         let s = self
-            .session
             .streams
-            .get_mut(&self.id)
+            .get_mut(self.id)
             .ok_or(WriteError::UnknownStream)?;
         let send = &mut s.send;
         if let Some(code) = send.stopped {
@@ -223,42 +552,35 @@ impl Stream<'_> {
         if data.is_empty() {
             return Ok(0);
         }
-        let mut credit = (send.max - send.written).min(session_credit);
-        if send.one_chunk {
-            credit = if send.acked < send.written {
-                0
-            } else {
-                credit.min(max_chunk)
-            };
-        }
+        let credit = send
+            .window
+            .available(self.credit.available(), self.max_chunk as u64);
         let n = (data.len() as u64).min(credit) as usize;
         if n < data.len() {
             // The writer has more than the peer's credit allows: the path
             // may be what holds it back (see `choice`).
-            self.session.choice.note_blocked();
+            self.credit.note_writer_blocked();
         }
         if n == 0 {
             send.blocked = true;
             return Err(WriteError::Blocked);
         }
         send.pending.push_back(Bytes::copy_from_slice(&data[..n]));
-        send.written += n as u64;
-        self.session.sent_data += n as u64;
-        self.session.send_buffered += n as u64;
+        send.window.wrote(n as u64);
+        self.credit.wrote(n as u64);
         Ok(n)
     }
 
     /// Reads up to `max` bytes: `Ok(None)` once the stream finished.
     pub fn read(&mut self, max: usize) -> Result<Option<Bytes>, ReadError> {
         let s = self
-            .session
             .streams
-            .get_mut(&self.id)
+            .get_mut(self.id)
             .ok_or(ReadError::UnknownStream)?;
         let recv = &mut s.recv;
         if let Some(code) = recv.reset {
             recv.done = true;
-            self.session.forget_if_done(self.id);
+            self.forget_if_done();
             return Err(ReadError::Reset(code));
         }
         if recv.stopped {
@@ -268,7 +590,7 @@ impl Stream<'_> {
             recv.notified = false;
             if recv.fin_at == Some(recv.read) {
                 recv.done = true;
-                self.session.forget_if_done(self.id);
+                self.forget_if_done();
                 return Ok(None);
             }
             return Err(ReadError::Blocked);
@@ -281,16 +603,15 @@ impl Stream<'_> {
         let n = chunk.len() as u64;
         recv.read += n;
         recv.window.on_read(n);
-        self.session.consumed(self.id, n);
+        self.credit.consumed(self.id, n);
         Ok(Some(chunk))
     }
 
     /// Ends the send side after what was written (half-close).
     pub fn finish(&mut self) -> Result<(), WriteError> {
         let s = self
-            .session
             .streams
-            .get_mut(&self.id)
+            .get_mut(self.id)
             .ok_or(WriteError::UnknownStream)?;
         if let Some(code) = s.send.stopped {
             return Err(WriteError::Stopped(code));
@@ -304,15 +625,15 @@ impl Stream<'_> {
 
     /// Abandons the send side; the peer's reads fail with `ReadError::Reset(code)`.
     pub fn reset(&mut self, code: u32) -> Result<(), WriteError> {
-        self.session.reset_send(self.id, code)
+        self.streams
+            .reset_send(self.id, code, self.credit, self.control, self.events)
     }
 
     /// Stops the receive side; the peer's writes fail with `WriteError::Stopped(code)`.
     pub fn stop(&mut self, code: u32) -> Result<(), ReadError> {
         let s = self
-            .session
             .streams
-            .get_mut(&self.id)
+            .get_mut(self.id)
             .ok_or(ReadError::UnknownStream)?;
         let recv = &mut s.recv;
         if recv.stopped || recv.done {
@@ -324,13 +645,13 @@ impl Stream<'_> {
         recv.buf.clear();
         recv.read = recv.received;
         if recv.fin_at.is_none() && recv.reset.is_none() {
-            self.session.control.push_back(Frame::StopSending {
+            self.control.push_back(Frame::StopSending {
                 id: self.id.0,
                 code,
             });
         }
-        self.session.consumed(self.id, discarded);
-        self.session.forget_if_done(self.id);
+        self.credit.consumed(self.id, discarded);
+        self.forget_if_done();
         Ok(())
     }
 
@@ -338,70 +659,15 @@ impl Stream<'_> {
     /// most one frame's worth and is refused until the previous one was acknowledged.
     pub fn set_one_chunk_in_flight(&mut self, on: bool) -> Result<(), WriteError> {
         let s = self
-            .session
             .streams
-            .get_mut(&self.id)
+            .get_mut(self.id)
             .ok_or(WriteError::UnknownStream)?;
-        s.send.one_chunk = on;
-        Ok(())
-    }
-}
-
-impl Session {
-    /// Resets the send side of `id`, queueing `RESET_STREAM`.
-    pub(super) fn reset_send(&mut self, id: StreamId, code: u32) -> Result<(), WriteError> {
-        let s = self.streams.get_mut(&id).ok_or(WriteError::UnknownStream)?;
-        if s.send.reset || s.send.fin_sent {
-            return Err(WriteError::Finished);
-        }
-        s.send.reset = true;
-        let unsent: u64 = s.send.pending.drain(..).map(|b| b.len() as u64).sum();
-        self.send_buffered -= unsent;
-        self.control.push_back(Frame::ResetStream {
-            id: id.0,
-            code,
-            final_size: s.send.written,
-        });
-        self.forget_if_done(id);
+        s.send.window.set_one_chunk(on);
         Ok(())
     }
 
-    /// The application consumed `n` bytes of stream `id` (read or discarded):
-    /// credit may be due on the stream and the session.
-    pub(super) fn consumed(&mut self, id: StreamId, n: u64) {
-        self.recv_buffered -= n;
-        self.recv_window.on_read(n);
-        self.grants_due.insert(id);
-        self.max_data_due = true;
-    }
-
-    /// Drops a stream whose both directions are over.
-    pub(super) fn forget_if_done(&mut self, id: StreamId) {
-        if self.streams.get(&id).is_some_and(StreamState::is_done) {
-            self.streams.remove(&id);
-            self.grants_due.remove(&id);
-            if self.open_blocked && (id.0 & 1) == (self.next_local_stream & 1) {
-                self.open_blocked = false;
-                self.events.push_back(Event::StreamOpenable);
-            }
-        }
-    }
-
-    /// Emits `StreamWritable` for blocked streams that have credit again.
-    pub(super) fn wake_writers(&mut self) {
-        let session_credit = self.send_max_data > self.sent_data;
-        for (id, s) in &mut self.streams {
-            let send = &mut s.send;
-            let stream_credit = if send.one_chunk {
-                send.acked >= send.written
-            } else {
-                send.max > send.written
-            };
-            let stopped = send.stopped.is_some();
-            if send.blocked && ((session_credit && stream_credit) || stopped) {
-                send.blocked = false;
-                self.events.push_back(Event::StreamWritable(*id));
-            }
-        }
+    fn forget_if_done(&mut self) {
+        self.streams
+            .forget_if_done(self.id, self.credit, self.events);
     }
 }
