@@ -11,38 +11,42 @@ use std::time::Duration;
 
 use peerpipe_proto::code::{Code, CodeFrame, PAKE_MSG_LEN, Pake, Psk, Side};
 use peerpipe_proto::signal::PeerInfo;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
-use crate::node::Command;
-use crate::{CodeError, Connection, Incoming, Node};
+use crate::command::{CODE_SERVICE, CodeSignal, CodeSlot, Command, Incoming};
+use crate::{CodeError, Connection, Node};
 
-/// Signals queued per code before the actor drops further ones (the server
-/// forwards at most a few messages per code).
-pub(crate) const CODE_QUEUE: usize = 16;
+impl Node {
+    /// Offers a one-time code: allocates a number at the server and picks two
+    /// secret words. Show [`CodeOffer::code`] to the person at the other device
+    /// (of any user, or anonymous), who passes it to [`Node::claim_code`]; then
+    /// [`CodeOffer::accept`] waits for that and returns the connection.
+    ///
+    /// Fails with [`CodeError::Forbidden`] when the server does not allow codes,
+    /// [`CodeError::RateLimited`] after too many code operations.
+    pub async fn offer_code(&self) -> Result<CodeOffer, CodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send_code_command(Command::CodeAllocate { reply })
+            .await?;
+        let slot = self.wait_code_request(0, rx).await?;
+        Ok(CodeOffer::new(self.clone(), slot))
+    }
 
-/// What the actor hands a code's owner.
-#[derive(Debug)]
-pub(crate) enum CodeSignal {
-    /// A device claimed the offered nameplate.
-    Claimed(PeerInfo),
-    /// A code message from the other device.
-    Message(Vec<u8>),
-    /// The nameplate ended at the server (expired, released, the other device left).
-    Closed,
-    /// The other device connects with service `"code"`.
-    Incoming(Incoming),
-}
-
-/// A nameplate the server gave this node (allocated or claimed).
-#[derive(Debug)]
-pub(crate) struct CodeSlot {
-    pub nameplate: u32,
-    /// How long the server keeps the nameplate.
-    pub ttl: Duration,
-    /// The allocating device, for a claim.
-    pub peer: Option<PeerInfo>,
-    pub rx: mpsc::Receiver<CodeSignal>,
+    /// Connects to the device that offered `code` (`7-amber-falcon`, see
+    /// [`Node::offer_code`]): claims the code (a code can be claimed once), runs
+    /// the password-authenticated key exchange with the other device through
+    /// the server, checks that both used the same code, and connects with the
+    /// agreed key bound into the end-to-end handshake. The connection's
+    /// [service](Connection::service) is `"code"`.
+    ///
+    /// Fails with [`CodeError::Malformed`] for text that is not a code,
+    /// [`CodeError::NotFound`] for a code that does not exist (any more),
+    /// [`CodeError::WrongCode`] when the words do not match (the code is used up
+    /// then), and the errors of [`Node::offer_code`].
+    pub async fn claim_code(&self, code: &str) -> Result<Connection, CodeError> {
+        claim(self, code).await
+    }
 }
 
 /// Gives the nameplate up (at the server too) when dropped.
@@ -85,7 +89,7 @@ impl std::fmt::Debug for CodeOffer {
 impl CodeOffer {
     /// The service label of connections made by a one-time code
     /// ([`Incoming::service`], [`Connection`]s from [`CodeOffer::accept`]).
-    pub const SERVICE: &str = "code";
+    pub const SERVICE: &str = CODE_SERVICE;
 
     pub(crate) fn new(node: Node, slot: CodeSlot) -> Self {
         let words: [u8; 2] = rand::random();

@@ -81,22 +81,27 @@
 
 mod actor;
 mod code;
+mod command;
+mod config;
 mod connection;
 mod direct;
 mod error;
+mod event;
 mod link;
 mod node;
+mod op;
 pub mod share;
-mod stream;
 
 pub use code::CodeOffer;
-pub use connection::{Connection, Incoming};
+pub use command::Incoming;
+pub use connection::{Connection, Stream};
 pub use direct::{PathKind, PathPolicy};
 pub use error::{
     AcceptError, BindError, CloseReason, CodeError, ConnectError, RecvError, RequestError,
     SendError, StopError, StreamError,
 };
-pub use node::{Node, NodeBuilder, NodeEvent, Operation};
+pub use event::NodeEvent;
+pub use node::{Node, NodeBuilder};
+pub use op::Operation;
 pub use peerpipe_proto::id::{DeviceId, Identity};
 pub use peerpipe_proto::signal::{IceServer, PeerInfo, SessionId};
-pub use stream::Stream;

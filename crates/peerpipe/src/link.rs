@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::BindError;
-use crate::node::Config;
+use crate::config::Config;
 
 /// The WebSocket to the server.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

@@ -1,269 +1,26 @@
 //! The node: a device's handle on the server link, its events and connections.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use peerpipe_proto::id::{DeviceId, Identity};
 use peerpipe_proto::session::handshake::Psk;
-use peerpipe_proto::signal::{
-    IceServer, MAX_LABEL_LEN, PeerInfo, SessionId, truncate_utf8, valid_service,
-};
+use peerpipe_proto::signal::{IceServer, MAX_LABEL_LEN, PeerInfo, truncate_utf8, valid_service};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::actor::Actor;
-use crate::code::{CodeOffer, CodeSlot};
-use crate::connection::{Connection, Incoming};
-use crate::direct::{PathKind, PathPolicy};
+use crate::command::{CodeSlot, Command};
+use crate::config::Config;
+use crate::connection::Connection;
+use crate::direct::PathPolicy;
+use crate::event::NodeEvent;
 use crate::link::dial;
-use crate::{
-    AcceptError, BindError, CloseReason, CodeError, ConnectError, RequestError, StopError,
-};
+use crate::op::{Operation, wait_op};
+use crate::{BindError, CodeError, ConnectError, RequestError};
 
 const COMMAND_QUEUE: usize = 256;
-
-/// Settings of a bound node.
-#[derive(Debug)]
-pub(crate) struct Config {
-    pub server: String,
-    /// Empty: the node is anonymous.
-    pub token: String,
-    pub identity: Identity,
-    pub label: String,
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-    pub confirm_timeout: Duration,
-    pub max_message_size: usize,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-    pub slow_threshold: Duration,
-    pub idle_timeout: Duration,
-    pub path_policy: PathPolicy,
-    /// Whether direct paths may be QUIC (between native peers).
-    pub quic: bool,
-    /// STUN/TURN servers to use instead of the ones the server announces.
-    pub ice_servers: Option<Vec<IceServer>>,
-}
-
-#[cfg(test)]
-impl Config {
-    /// Short time-outs and a fixed identity, for unit tests.
-    pub(crate) fn for_tests() -> Self {
-        Self {
-            server: String::new(),
-            token: String::new(),
-            identity: Identity::from_secret_bytes([1; 32]),
-            label: String::new(),
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            confirm_timeout: Duration::from_secs(2),
-            max_message_size: 1 << 20,
-            backoff_min: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(1),
-            slow_threshold: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(5),
-            path_policy: PathPolicy::Any,
-            quic: true,
-            ice_servers: None,
-        }
-    }
-}
-
-/// An operation that can be reported [`NodeEvent::Slow`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Operation {
-    /// [`Node::online_peers`].
-    ListPeers,
-    /// [`Node::connect`] to `peer`.
-    Connect {
-        /// The target device.
-        peer: DeviceId,
-    },
-    /// [`Incoming::accept`].
-    Accept {
-        /// The session being accepted.
-        session: SessionId,
-        /// The device that asked.
-        peer: DeviceId,
-    },
-    /// [`Connection::send_confirmed`] waiting for the remote application.
-    SendConfirmed {
-        /// The connection.
-        session: SessionId,
-        /// The device at the other end.
-        peer: DeviceId,
-    },
-    /// A one-time code exchange ([`Node::offer_code`], [`CodeOffer::accept`],
-    /// [`Node::claim_code`]) waiting for the server or the other device.
-    Code {
-        /// The code's number.
-        nameplate: u32,
-    },
-    /// Data sent on a connection (messages or streams) that the peer has not
-    /// acknowledged for the slow threshold: the path is stalled or being routed
-    /// again. The connection keeps trying until its idle time-out.
-    Transfer {
-        /// The connection.
-        session: SessionId,
-        /// The device at the other end.
-        peer: DeviceId,
-    },
-}
-
-impl std::fmt::Display for Operation {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::ListPeers => f.write_str("listing peers"),
-            Self::Connect { peer } => write!(f, "connecting to {}", peer.short()),
-            Self::Accept { peer, .. } => write!(f, "accepting {}", peer.short()),
-            Self::SendConfirmed { peer, .. } => {
-                write!(f, "waiting for {} to take a message", peer.short())
-            }
-            Self::Transfer { peer, .. } => write!(f, "sending to {}", peer.short()),
-            Self::Code { nameplate } => write!(f, "exchanging code {nameplate}"),
-        }
-    }
-}
-
-/// Something that happened to the node. Read them with [`Node::next_event`].
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum NodeEvent {
-    /// Another device of this user asks to connect: accept or reject it.
-    /// (Connections made by a one-time code go to their [`CodeOffer`] instead.)
-    IncomingConnection(Incoming),
-    /// Another device of this user came online. After [`NodeEvent::Reconnected`],
-    /// this is emitted again for every device online at that moment.
-    PeerOnline(PeerInfo),
-    /// Another device of this user went offline.
-    PeerOffline(DeviceId),
-    /// A connection ended (for any reason, including a local close).
-    ConnectionClosed {
-        /// The device at the other end.
-        peer: DeviceId,
-        /// The connection.
-        session: SessionId,
-        /// Why it ended.
-        reason: CloseReason,
-    },
-    /// A connection's traffic moved to another kind of path: to the direct path
-    /// when it opened, back to the relay when it failed.
-    PathChanged {
-        /// The device at the other end.
-        peer: DeviceId,
-        /// The connection.
-        session: SessionId,
-        /// The path the traffic takes now.
-        path: PathKind,
-        /// The round-trip time measured so far.
-        rtt: Duration,
-    },
-    /// The server link dropped; the node tries again after `delay`.
-    Reconnecting {
-        /// 1 for the first attempt after a loss.
-        attempt: u32,
-        /// The wait before this attempt.
-        delay: Duration,
-        /// Why the link dropped or the previous attempt failed.
-        error: String,
-    },
-    /// The server link is back and this device is announced again.
-    Reconnected,
-    /// An operation has been waiting for longer than the slow threshold
-    /// (once per operation); it keeps waiting until its own time-out.
-    Slow {
-        /// The operation.
-        operation: Operation,
-        /// How long it has waited.
-        elapsed: Duration,
-    },
-    /// The node stopped on its own and will emit nothing more.
-    Stopped {
-        /// Why.
-        error: StopError,
-    },
-}
-
-/// What the handles ask of the actor.
-pub(crate) enum Command {
-    ListPeers {
-        reply: oneshot::Sender<Result<Vec<PeerInfo>, RequestError>>,
-    },
-    Connect {
-        to: DeviceId,
-        service: Option<String>,
-        psk: Option<Psk>,
-        reply: oneshot::Sender<Result<Connection, ConnectError>>,
-    },
-    Accept {
-        session: SessionId,
-        peer: PeerInfo,
-        service: Option<String>,
-        psk: Option<Psk>,
-        reply: oneshot::Sender<Result<Connection, AcceptError>>,
-    },
-    /// Allocate a nameplate.
-    CodeAllocate {
-        reply: oneshot::Sender<Result<CodeSlot, CodeError>>,
-    },
-    /// Claim a nameplate.
-    CodeClaim {
-        nameplate: u32,
-        reply: oneshot::Sender<Result<CodeSlot, CodeError>>,
-    },
-    /// Send a code message to the other device of a nameplate.
-    CodeSend {
-        nameplate: u32,
-        body: Vec<u8>,
-    },
-    /// Forget a nameplate, and give it up at the server.
-    CodeRelease {
-        nameplate: u32,
-    },
-    Reject {
-        session: SessionId,
-    },
-    /// A connection's driver ended (its close packet is already queued).
-    Forget {
-        id: SessionId,
-        reason: CloseReason,
-        /// The application had the connection: it hears of the close.
-        established: bool,
-    },
-    Emit(NodeEvent),
-}
-
-/// Waits for an answer within `limit`, reporting [`NodeEvent::Slow`] after `slow`.
-///
-/// `Ok(None)`: the actor dropped the request (it stopped). `Err(())`: time-out.
-pub(crate) async fn wait_op<T>(
-    cmd: &mpsc::Sender<Command>,
-    operation: Operation,
-    limit: Duration,
-    slow: Duration,
-    rx: impl Future<Output = Result<T, oneshot::error::RecvError>>,
-) -> Result<Option<T>, ()> {
-    let started = Instant::now();
-    let deadline = tokio::time::sleep(limit);
-    let slow_timer = tokio::time::sleep(slow);
-    tokio::pin!(rx, deadline, slow_timer);
-    let mut reported = false;
-    loop {
-        tokio::select! {
-            r = &mut rx => return Ok(r.ok()),
-            () = &mut deadline => return Err(()),
-            () = &mut slow_timer, if !reported => {
-                reported = true;
-                let event = NodeEvent::Slow { operation: operation.clone(), elapsed: started.elapsed() };
-                let _ = cmd.try_send(Command::Emit(event));
-            }
-        }
-    }
-}
 
 /// Builds a [`Node`]: the server URL is required; without a token the node is
 /// anonymous ([`NodeBuilder::token`]).
@@ -346,7 +103,7 @@ impl NodeBuilder {
     }
 
     /// Time for the server to answer a request ([`Node::online_peers`],
-    /// [`Incoming::accept`]). Default 10 s.
+    /// [`Incoming::accept`](crate::Incoming::accept)). Default 10 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
@@ -527,7 +284,7 @@ impl Node {
             .map_err(|_| RequestError::Stopped)?;
         let limit = self.inner.request_timeout;
         let op = Operation::ListPeers;
-        match wait_op(&self.inner.cmd, op, limit, self.inner.slow_threshold, rx).await {
+        match self.wait(op, limit, rx).await {
             Ok(Some(result)) => result,
             Ok(None) => Err(RequestError::Stopped),
             Err(()) => Err(RequestError::TimedOut(limit)),
@@ -542,7 +299,7 @@ impl Node {
     }
 
     /// Like [`Node::connect`], telling the other device what the connection is
-    /// for ([`Incoming::service`], like ALPN): 1 to 32 bytes of `a-z`, `0-9` and
+    /// for ([`Incoming::service`](crate::Incoming::service), like ALPN): 1 to 32 bytes of `a-z`, `0-9` and
     /// `-`. `"code"` is what one-time code connections use.
     pub async fn connect_service(
         &self,
@@ -576,41 +333,11 @@ impl Node {
             .map_err(|_| ConnectError::Stopped)?;
         let limit = self.inner.connect_timeout;
         let op = Operation::Connect { peer };
-        match wait_op(&self.inner.cmd, op, limit, self.inner.slow_threshold, rx).await {
+        match self.wait(op, limit, rx).await {
             Ok(Some(result)) => result,
             Ok(None) => Err(ConnectError::Stopped),
             Err(()) => Err(ConnectError::TimedOut(limit)),
         }
-    }
-
-    /// Offers a one-time code: allocates a number at the server and picks two
-    /// secret words. Show [`CodeOffer::code`] to the person at the other device
-    /// (of any user, or anonymous), who passes it to [`Node::claim_code`]; then
-    /// [`CodeOffer::accept`] waits for that and returns the connection.
-    ///
-    /// Fails with [`CodeError::Forbidden`] when the server does not allow codes,
-    /// [`CodeError::RateLimited`] after too many code operations.
-    pub async fn offer_code(&self) -> Result<CodeOffer, CodeError> {
-        let (reply, rx) = oneshot::channel();
-        self.send_code_command(Command::CodeAllocate { reply })
-            .await?;
-        let slot = self.wait_code_request(0, rx).await?;
-        Ok(CodeOffer::new(self.clone(), slot))
-    }
-
-    /// Connects to the device that offered `code` (`7-amber-falcon`, see
-    /// [`Node::offer_code`]): claims the code (a code can be claimed once), runs
-    /// the password-authenticated key exchange with the other device through
-    /// the server, checks that both used the same code, and connects with the
-    /// agreed key bound into the end-to-end handshake. The connection's
-    /// [service](Connection::service) is `"code"`.
-    ///
-    /// Fails with [`CodeError::Malformed`] for text that is not a code,
-    /// [`CodeError::NotFound`] for a code that does not exist (any more),
-    /// [`CodeError::WrongCode`] when the words do not match (the code is used up
-    /// then), and the errors of [`Node::offer_code`].
-    pub async fn claim_code(&self, code: &str) -> Result<Connection, CodeError> {
-        crate::code::claim(self, code).await
     }
 
     pub(crate) async fn send_code_command(&self, command: Command) -> Result<(), CodeError> {
@@ -629,11 +356,26 @@ impl Node {
     ) -> Result<CodeSlot, CodeError> {
         let limit = self.inner.request_timeout;
         let op = Operation::Code { nameplate };
-        match wait_op(&self.inner.cmd, op, limit, self.inner.slow_threshold, rx).await {
+        match self.wait(op, limit, rx).await {
             Ok(Some(result)) => result,
             Ok(None) => Err(CodeError::Stopped),
             Err(()) => Err(CodeError::TimedOut(limit)),
         }
+    }
+
+    /// Waits for the actor's answer `rx` to `op` within `limit`, reporting it
+    /// slow past the slow threshold.
+    async fn wait<T>(
+        &self,
+        op: Operation,
+        limit: Duration,
+        rx: oneshot::Receiver<T>,
+    ) -> Result<Option<T>, ()> {
+        let cmd = self.inner.cmd.clone();
+        let on_slow = move |operation, elapsed| {
+            let _ = cmd.try_send(Command::Slow { operation, elapsed });
+        };
+        wait_op(op, limit, self.inner.slow_threshold, rx, on_slow).await
     }
 
     pub(crate) fn command_sender(&self) -> &mpsc::Sender<Command> {

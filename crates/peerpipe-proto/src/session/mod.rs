@@ -334,13 +334,12 @@ enum State {
 
 /// One session between this device and a remote one. See the [module
 /// docs](self) for how to drive it.
-///
-/// Its state is in parts, each in its module: [`Paths`] (which carrier is
-/// current, which are trusted), [`Reliability`] (packet numbers, what awaits
-/// acknowledgement, acks owed, RTT), [`Credit`] (flow control both ways),
-/// [`Streams`] and [`Messages`]. The session holds the handshake, the timers,
-/// and the queues of control frames and events the parts add to.
 pub struct Session {
+    // The state is in parts, each in its module: `paths` (which carrier is
+    // current, which are trusted), `reliability` (packet numbers, what awaits
+    // acknowledgement, acks owed, RTT), `flow` (credit both ways), `stream`
+    // and `messages`. The session holds the handshake, the timers, and the
+    // queues of control frames and events that the parts add to.
     config: Config,
     remote: DeviceId,
     role: Role,

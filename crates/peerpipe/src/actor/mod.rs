@@ -31,13 +31,14 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::Instrument as _;
 
-use crate::code::{CODE_QUEUE, CodeOffer, CodeSignal, CodeSlot};
+use crate::command::{CODE_QUEUE, CODE_SERVICE, CodeSignal, CodeSlot, Command, Incoming};
+use crate::config::Config;
 use crate::connection::{
-    ConnInner, INPUT_QUEUE, Incoming, Input, Route, Waiter, drive, session_config,
+    ConnInner, INPUT_QUEUE, Input, REPORT_QUEUE, Report, Route, Waiter, drive, session_config,
 };
 use crate::direct::{DirectEnv, PathPolicy, QuicNode};
+use crate::event::NodeEvent;
 use crate::link::{Admitted, Ws, dial};
-use crate::node::{Command, Config, NodeEvent};
 use crate::{AcceptError, CloseReason, CodeError, ConnectError, RequestError, StopError};
 
 mod codes;
@@ -124,6 +125,9 @@ pub(crate) struct Actor {
     cfg: Arc<Config>,
     cmd_tx: mpsc::Sender<Command>,
     cmd_rx: mpsc::Receiver<Command>,
+    /// Handed to every connection, for what it reports.
+    reports_tx: mpsc::Sender<Report>,
+    reports_rx: mpsc::Receiver<Report>,
     events: mpsc::Sender<NodeEvent>,
     stop: watch::Receiver<bool>,
     next_req: u64,
@@ -150,10 +154,13 @@ impl Actor {
         events: mpsc::Sender<NodeEvent>,
         stop: watch::Receiver<bool>,
     ) -> Self {
+        let (reports_tx, reports_rx) = mpsc::channel(REPORT_QUEUE);
         Self {
             cfg,
             cmd_tx,
             cmd_rx,
+            reports_tx,
+            reports_rx,
             events,
             stop,
             next_req: 1,
@@ -221,15 +228,8 @@ impl Actor {
                 .closed
                 .get_or_insert(CloseReason::NodeStopped);
         }
-        while let Ok(cmd) = self.cmd_rx.try_recv() {
-            if let Command::Forget {
-                id,
-                reason,
-                established,
-            } = cmd
-            {
-                self.forgotten(id, reason, established);
-            }
+        while let Ok(report) = self.reports_rx.try_recv() {
+            self.report(report).await;
         }
     }
 
@@ -300,6 +300,7 @@ impl Actor {
                 out = &mut fut => return Some(out),
                 _ = self.stop.changed() => return None,
                 Some(cmd) = self.cmd_rx.recv() => self.command_offline(cmd),
+                Some(report) = self.reports_rx.recv() => self.report(report).await,
             }
         }
     }
@@ -322,14 +323,40 @@ impl Actor {
                 self.codes.remove(&nameplate);
             }
             Command::Reject { .. } | Command::CodeSend { .. } => {}
-            Command::Forget {
+            Command::Slow { operation, elapsed } => {
+                self.emit(NodeEvent::Slow { operation, elapsed });
+            }
+        }
+    }
+
+    /// What a connection reports: its end (the route closes at the server if
+    /// the link is up), or news for the application.
+    async fn report(&mut self, report: Report) {
+        match report {
+            Report::Ended {
                 id,
                 reason,
                 established,
             } => {
-                self.forgotten(id, reason, established);
+                if let Some(route) = self.forgotten(id, reason, established) {
+                    self.send_signal(ClientMessage::Close { session: route })
+                        .await;
+                }
             }
-            Command::Emit(event) => self.emit(event),
+            Report::Slow { operation, elapsed } => {
+                self.emit(NodeEvent::Slow { operation, elapsed });
+            }
+            Report::PathChanged {
+                session,
+                peer,
+                path,
+                rtt,
+            } => self.emit(NodeEvent::PathChanged {
+                session,
+                peer,
+                path,
+                rtt,
+            }),
         }
     }
 
@@ -440,6 +467,7 @@ impl Actor {
             tokio::select! {
                 _ = self.stop.changed() => break LinkEnd::Stop,
                 Some(cmd) = self.cmd_rx.recv() => self.command(cmd).await,
+                Some(report) = self.reports_rx.recv() => self.report(report).await,
                 msg = stream.next(), if blocked.is_none() => {
                     last_rx = Instant::now();
                     match msg {
@@ -485,6 +513,9 @@ impl Actor {
             // tell a wrong code from a device that left).
             while let Ok(cmd) = self.cmd_rx.try_recv() {
                 self.command(cmd).await;
+            }
+            while let Ok(report) = self.reports_rx.try_recv() {
+                self.report(report).await;
             }
             // Let the connections say goodbye on the link, then close it.
             self.end_connections().await;
@@ -576,17 +607,9 @@ impl Actor {
             Command::Reject { session } => {
                 self.send_signal(ClientMessage::Reject { session }).await;
             }
-            Command::Forget {
-                id,
-                reason,
-                established,
-            } => {
-                if let Some(route) = self.forgotten(id, reason, established) {
-                    self.send_signal(ClientMessage::Close { session: route })
-                        .await;
-                }
+            Command::Slow { operation, elapsed } => {
+                self.emit(NodeEvent::Slow { operation, elapsed });
             }
-            Command::Emit(event) => self.emit(event),
         }
     }
 
@@ -615,7 +638,7 @@ impl Actor {
             } => {
                 tracing::debug!(%session, from = %from.id.short(), ?service, "incoming connection");
                 // The connection of a code goes to the code's owner.
-                let code = (service.as_deref() == Some(CodeOffer::SERVICE))
+                let code = (service.as_deref() == Some(CODE_SERVICE))
                     .then(|| {
                         self.codes
                             .values()

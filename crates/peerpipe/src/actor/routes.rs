@@ -60,7 +60,7 @@ impl Actor {
             session,
             waiter,
             self.cfg.clone(),
-            self.cmd_tx.clone(),
+            self.reports_tx.clone(),
         );
         let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
         let env = self.env.subscribe();

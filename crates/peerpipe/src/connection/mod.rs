@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use peerpipe_proto::relay::HEADER_LEN;
-use peerpipe_proto::session::handshake::Psk;
 use peerpipe_proto::session::{
     self, CLOSE_INTEGRITY, CLOSE_PROTOCOL, Event, MessageId, PathId, ProtocolError,
     SendMessageError, Session, StreamId,
@@ -31,12 +30,15 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 mod route;
+mod stream;
 
 pub(crate) use self::route::Route;
 use self::route::{Full, Paths, reserve};
+pub use self::stream::Stream;
+use self::stream::StreamWakers;
+use crate::config::Config;
 use crate::direct::{self, Action, Direct, DirectEnv, DirectEvent, PathKind, PathPolicy};
-use crate::node::{Command, Config, NodeEvent, Operation, wait_op};
-use crate::stream::{Stream, StreamWakers};
+use crate::op::{Operation, wait_op};
 use crate::{AcceptError, CloseReason, ConnectError, RecvError, SendError, StreamError};
 
 /// Inputs queued per connection before the link reader waits.
@@ -168,6 +170,33 @@ pub(crate) struct State {
     restart_direct: bool,
 }
 
+/// What a connection (its handles and its driver) tells the node's actor.
+pub(crate) enum Report {
+    /// The driver ended (its close packet is already queued).
+    Ended {
+        id: SessionId,
+        reason: CloseReason,
+        /// The application had the connection: it hears of the close.
+        established: bool,
+    },
+    /// An operation waited past the slow threshold.
+    Slow {
+        operation: Operation,
+        elapsed: Duration,
+    },
+    /// The connection's traffic moved to another kind of path.
+    PathChanged {
+        session: SessionId,
+        peer: peerpipe_proto::id::DeviceId,
+        path: PathKind,
+        rtt: Duration,
+    },
+}
+
+/// Reports queued per node before connections wait (an ending driver) or
+/// drop them (slow and path reports).
+pub(crate) const REPORT_QUEUE: usize = 256;
+
 /// State shared by the connection's handles, its driver and the node actor.
 pub(crate) struct ConnInner {
     /// The server session the connection was set up on: its name for good.
@@ -178,7 +207,7 @@ pub(crate) struct ConnInner {
     /// The service label the connection was asked for with.
     pub service: Option<String>,
     cfg: Arc<Config>,
-    cmd: mpsc::Sender<Command>,
+    reports: mpsc::Sender<Report>,
     state: Mutex<State>,
     /// Wakes the driver.
     wake: Notify,
@@ -197,7 +226,7 @@ impl ConnInner {
         session: Session,
         waiter: Waiter,
         cfg: Arc<Config>,
-        cmd: mpsc::Sender<Command>,
+        reports: mpsc::Sender<Report>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -205,7 +234,7 @@ impl ConnInner {
             dialer,
             service,
             cfg,
-            cmd,
+            reports,
             state: Mutex::new(State {
                 session,
                 closed: None,
@@ -304,7 +333,11 @@ impl ConnInner {
             peer: self.peer.id,
         };
         let limit = self.cfg.confirm_timeout;
-        match wait_op(&self.cmd, op, limit, self.cfg.slow_threshold, rx).await {
+        let reports = self.reports.clone();
+        let on_slow = move |operation, elapsed| {
+            let _ = reports.try_send(Report::Slow { operation, elapsed });
+        };
+        match wait_op(op, limit, self.cfg.slow_threshold, rx, on_slow).await {
             Ok(Some(Ok(()))) => Ok(()),
             Ok(Some(Err(reason))) => Err(SendError::Closed(reason)),
             Ok(None) => Err(SendError::Closed(
@@ -566,8 +599,8 @@ pub(crate) async fn drive(
     tracing::debug!(session = %inner.id, "connection ended: {reason}");
     let established = inner.lock().established;
     let _ = inner
-        .cmd
-        .send(Command::Forget {
+        .reports
+        .send(Report::Ended {
             id: inner.id,
             reason,
             established,
@@ -755,23 +788,21 @@ impl Driver {
                 After::Fail(waiter, reason) => waiter.fail(reason),
                 After::Changed => inner.changed.notify_waiters(),
                 After::Slow => {
-                    let event = NodeEvent::Slow {
+                    let _ = inner.reports.try_send(Report::Slow {
                         operation: Operation::Transfer {
                             session: inner.id,
                             peer: inner.peer.id,
                         },
                         elapsed: inner.cfg.slow_threshold,
-                    };
-                    let _ = inner.cmd.try_send(Command::Emit(event));
+                    });
                 }
                 After::PathChanged(path, rtt) => {
-                    let event = NodeEvent::PathChanged {
+                    let _ = inner.reports.try_send(Report::PathChanged {
                         session: inner.id,
                         peer: inner.peer.id,
                         path,
                         rtt,
-                    };
-                    let _ = inner.cmd.try_send(Command::Emit(event));
+                    });
                 }
             }
         }
@@ -939,127 +970,6 @@ impl Connection {
         let inner = self.inner();
         inner.close_gracefully();
         inner.wait_for(|st| st.closed.as_ref().map(|_| ())).await;
-    }
-}
-
-/// A connection request from another device of this user, from
-/// [`NodeEvent::IncomingConnection`](crate::NodeEvent::IncomingConnection).
-///
-/// Answer with [`Incoming::accept`] or [`Incoming::reject`]; dropping it rejects.
-pub struct Incoming {
-    session: SessionId,
-    peer: PeerInfo,
-    service: Option<String>,
-    /// The key a code exchange agreed on with this peer.
-    psk: Option<Psk>,
-    cfg: Arc<Config>,
-    cmd: mpsc::Sender<Command>,
-    answered: bool,
-}
-
-impl fmt::Debug for Incoming {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Incoming")
-            .field("session", &self.session)
-            .field("peer", &self.peer)
-            .field("service", &self.service)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Incoming {
-    pub(crate) fn new(
-        session: SessionId,
-        peer: PeerInfo,
-        service: Option<String>,
-        cfg: Arc<Config>,
-        cmd: mpsc::Sender<Command>,
-    ) -> Self {
-        Self {
-            session,
-            peer,
-            service,
-            psk: None,
-            cfg,
-            cmd,
-            answered: false,
-        }
-    }
-
-    /// The device that asks to connect (as the server says; the end-to-end
-    /// handshake in [`Incoming::accept`] proves it).
-    pub fn peer(&self) -> &PeerInfo {
-        &self.peer
-    }
-
-    /// The server's id for the requested connection.
-    pub fn session_id(&self) -> SessionId {
-        self.session
-    }
-
-    /// What the other device asked the connection for
-    /// ([`Node::connect_service`](crate::Node::connect_service)), if it said.
-    /// Connections of one-time codes are consumed by their
-    /// [`CodeOffer`](crate::CodeOffer); one that shows up here with `"code"`
-    /// comes from another device of this user.
-    pub fn service(&self) -> Option<&str> {
-        self.service.as_deref()
-    }
-
-    /// Binds the handshake to the key of a code exchange.
-    pub(crate) fn with_psk(mut self, psk: Psk) -> Self {
-        self.psk = Some(psk);
-        self
-    }
-
-    /// Accepts the connection and runs the end-to-end handshake; both must finish
-    /// within the request time-out.
-    pub async fn accept(mut self) -> Result<Connection, AcceptError> {
-        self.answered = true;
-        let (reply, rx) = oneshot::channel();
-        let command = Command::Accept {
-            session: self.session,
-            peer: self.peer.clone(),
-            service: self.service.clone(),
-            psk: self.psk.take(),
-            reply,
-        };
-        self.cmd
-            .send(command)
-            .await
-            .map_err(|_| AcceptError::Stopped)?;
-        let op = Operation::Accept {
-            session: self.session,
-            peer: self.peer.id,
-        };
-        let limit = self.cfg.request_timeout;
-        match wait_op(&self.cmd, op, limit, self.cfg.slow_threshold, rx).await {
-            Ok(Some(result)) => result,
-            Ok(None) => Err(AcceptError::Stopped),
-            Err(()) => Err(AcceptError::TimedOut(limit)),
-        }
-    }
-
-    /// Rejects the connection: the other device's `connect` fails with
-    /// [`ConnectError::Rejected`](crate::ConnectError::Rejected).
-    pub async fn reject(mut self) {
-        self.answered = true;
-        let _ = self
-            .cmd
-            .send(Command::Reject {
-                session: self.session,
-            })
-            .await;
-    }
-}
-
-impl Drop for Incoming {
-    fn drop(&mut self) {
-        if !self.answered {
-            let _ = self.cmd.try_send(Command::Reject {
-                session: self.session,
-            });
-        }
     }
 }
 

@@ -10,8 +10,8 @@ use std::task::{Context, Poll, Waker};
 use peerpipe_proto::session::{ReadError, StreamId, WriteError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::{Handle, State};
 use crate::StreamError;
-use crate::connection::{Handle, State};
 
 /// Tasks waiting to read or write a stream.
 #[derive(Default)]
