@@ -3,9 +3,19 @@
 //! awaits; messages to connections go out with `try_send` on their bounded control
 //! queues, and a connection whose queue is full is disconnected as a slow consumer.
 //!
-//! One-time codes are in [`codes`].
+//! - this module: the connections as the hub knows them ([`Member`], [`Handle`]),
+//!   admission and departure, and the dispatch of control messages;
+//! - [`presence`]: who is online for which user;
+//! - [`sessions`]: connection requests, their answers, and where relayed frames go;
+//! - [`codes`]: one-time codes.
+//!
+//! The connection loop (`conn.rs`) reaches the hub only through
+//! [`Hub::register`], [`Hub::unregister`], [`Hub::control`],
+//! [`Hub::relay_target`] and [`Hub::deliver`]: that is the seam behind which a
+//! cluster of nodes keeps presence and sessions in shared storage, and routes
+//! a message for a device on another node to that node.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -21,19 +31,15 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 mod codes;
+mod presence;
+mod sessions;
 
 use self::codes::CodeEntry;
+use self::presence::Presence;
+use self::sessions::Sessions;
 use crate::Config;
 use crate::limit::TokenBucket;
 use crate::metrics::{Metrics, Stats};
-
-/// The answer to a connect whose target this user cannot reach: the same text for
-/// a random id and for another user's device, so that nothing leaks across users.
-const NOT_FOUND: &str = "no such device";
-/// Offline devices remembered per user (to answer `peer_offline` rather than `not_found`).
-const KNOWN_PER_USER: usize = 256;
-/// Connection requests one connection may have waiting for an answer at once.
-const MAX_PENDING_PER_CONN: usize = 16;
 
 /// Why a connection is being closed: the error frame to send before the close.
 #[derive(Debug, Clone)]
@@ -112,39 +118,11 @@ impl Member {
     }
 }
 
-#[derive(Debug)]
-struct Session {
-    initiator: Member,
-    target: Member,
-    /// The initiator's connect request.
-    req: u64,
-    established: bool,
-    timer: Option<AbortHandle>,
-}
-
-impl Session {
-    fn stop_timer(&mut self) {
-        if let Some(t) = self.timer.take() {
-            t.abort();
-        }
-    }
-}
-
-/// An allocated nameplate.
+/// Everything behind the hub's lock.
 #[derive(Debug, Default)]
 struct State {
-    /// Online devices.
-    devices: HashMap<DeviceId, Member>,
-    /// Online devices per user.
-    users: HashMap<Arc<str>, BTreeSet<DeviceId>>,
-    /// Devices admitted since start, with their (latest) user: the newest
-    /// [`KNOWN_PER_USER`] of each user, so a user minting keys cannot grow it without bound.
-    known: HashMap<DeviceId, Arc<str>>,
-    /// Per user, the order its devices were first admitted in, to forget the oldest.
-    known_order: HashMap<Arc<str>, VecDeque<DeviceId>>,
-    sessions: HashMap<SessionId, Session>,
-    /// Sessions per connection id, to clean up on disconnect.
-    by_conn: HashMap<u64, HashSet<SessionId>>,
+    presence: Presence,
+    sessions: Sessions,
     /// Allocated nameplates.
     codes: BTreeMap<u32, CodeEntry>,
     /// Nameplates per connection id (allocated or claimed).
@@ -154,84 +132,6 @@ struct State {
     code_rate_ip: HashMap<IpAddr, TokenBucket>,
     /// Code operations of devices with a token, per user.
     code_rate_user: HashMap<Arc<str>, TokenBucket>,
-}
-
-impl State {
-    /// Records that `device` belongs to `user`, forgetting the user's oldest
-    /// offline device past [`KNOWN_PER_USER`].
-    fn remember(&mut self, device: DeviceId, user: &Arc<str>) {
-        if self.known.insert(device, user.clone()).as_ref() == Some(user) {
-            return;
-        }
-        let order = self.known_order.entry(user.clone()).or_default();
-        order.push_back(device);
-        while order.len() > KNOWN_PER_USER {
-            let Some(pos) = order.iter().position(|d| !self.devices.contains_key(d)) else {
-                break;
-            };
-            if let Some(old) = order.remove(pos)
-                && self.known.get(&old) == Some(user)
-            {
-                self.known.remove(&old);
-            }
-        }
-    }
-
-    /// Takes `device` out of `user`'s online set; returns the connections of the
-    /// user's other online devices, which must hear that it went offline.
-    fn leave(&mut self, user: &Arc<str>, device: DeviceId) -> Vec<Handle> {
-        if let Some(set) = self.users.get_mut(user) {
-            set.remove(&device);
-            if set.is_empty() {
-                self.users.remove(user);
-            }
-        }
-        self.others_of(user, device)
-    }
-
-    /// Pending sessions that connection `conn` initiated.
-    fn pending_from(&self, conn: u64) -> usize {
-        self.by_conn.get(&conn).map_or(0, |ids| {
-            ids.iter()
-                .filter_map(|id| self.sessions.get(id))
-                .filter(|s| !s.established && s.initiator.handle.conn == conn)
-                .count()
-        })
-    }
-
-    /// The online devices of `user` but `except`.
-    fn members_of<'a>(&'a self, user: &str, except: DeviceId) -> impl Iterator<Item = &'a Member> {
-        self.users
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter(move |d| **d != except)
-            .filter_map(|d| self.devices.get(d))
-    }
-
-    fn peers_of(&self, user: &str, except: DeviceId) -> Vec<PeerInfo> {
-        self.members_of(user, except).map(Member::info).collect()
-    }
-
-    fn others_of(&self, user: &str, except: DeviceId) -> Vec<Handle> {
-        self.members_of(user, except)
-            .map(|m| m.handle.clone())
-            .collect()
-    }
-
-    fn remove_session(&mut self, id: SessionId) -> Option<Session> {
-        let mut s = self.sessions.remove(&id)?;
-        s.stop_timer();
-        for conn in [s.initiator.handle.conn, s.target.handle.conn] {
-            if let Some(set) = self.by_conn.get_mut(&conn) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.by_conn.remove(&conn);
-                }
-            }
-        }
-        Some(s)
-    }
 }
 
 /// Everything the connections share.
@@ -315,7 +215,7 @@ impl Hub {
 
     fn counts(&self) -> (u64, u64) {
         let st = self.lock();
-        (st.devices.len() as u64, st.sessions.len() as u64)
+        (st.presence.len() as u64, st.sessions.len() as u64)
     }
 
     /// Admits `me`: replaces an older connection of the same device, enforces the
@@ -326,8 +226,8 @@ impl Hub {
         welcome: impl FnOnce(Vec<PeerInfo>) -> ServerMessage,
     ) -> Result<(), Fatal> {
         let mut st = self.lock();
-        let replacing = st.devices.get(&me.device).map(|m| m.user.clone());
-        let online = st.users.get(&me.user).map_or(0, BTreeSet::len);
+        let replacing = st.presence.get(&me.device).map(|m| m.user.clone());
+        let online = st.presence.online_count(&me.user);
         let same_user = replacing.as_deref() == Some(&*me.user);
         if !same_user && online >= self.config.max_devices_per_user {
             return Err(Fatal::new(
@@ -338,7 +238,7 @@ impl Hub {
                 ),
             ));
         }
-        if let Some(old) = st.devices.remove(&me.device) {
+        if let Some(old) = st.presence.leave(&me.device) {
             tracing::info!(
                 old_conn = old.handle.conn,
                 "device reconnected: replacing its older connection"
@@ -349,23 +249,16 @@ impl Hub {
             ));
             if old.user != me.user {
                 let offline = ServerMessage::PeerOffline { id: me.device };
-                for h in st.leave(&old.user, me.device) {
+                for h in st.presence.others_of(&old.user, me.device) {
                     self.deliver(&h, &offline);
                 }
             }
         }
-        let peers = st.peers_of(&me.user, me.device);
+        let peers = st.presence.peers_of(&me.user, me.device);
         self.deliver(&me.handle, &welcome(peers));
-        st.devices.insert(me.device, me.clone());
-        st.users
-            .entry(me.user.clone())
-            .or_default()
-            .insert(me.device);
-        if !me.anonymous {
-            st.remember(me.device, &me.user);
-        }
+        st.presence.join(me, !me.anonymous);
         let online = ServerMessage::PeerOnline { peer: me.info() };
-        for h in st.others_of(&me.user, me.device) {
+        for h in st.presence.others_of(&me.user, me.device) {
             self.deliver(&h, &online);
         }
         Ok(())
@@ -375,14 +268,10 @@ impl Hub {
     /// connection) and every session it is a party of.
     pub(crate) fn unregister(&self, me: &Member) {
         let mut st = self.lock();
-        let current = st
-            .devices
-            .get(&me.device)
-            .is_some_and(|m| m.handle.conn == me.handle.conn);
-        if current {
-            st.devices.remove(&me.device);
+        if st.presence.is_current(me) {
+            st.presence.leave(&me.device);
             let offline = ServerMessage::PeerOffline { id: me.device };
-            for h in st.leave(&me.user, me.device) {
+            for h in st.presence.others_of(&me.user, me.device) {
                 self.deliver(&h, &offline);
             }
         }
@@ -396,33 +285,7 @@ impl Hub {
                 self.code_closed(&code, Some(me.handle.conn));
             }
         }
-        let ids: Vec<SessionId> = st
-            .by_conn
-            .get(&me.handle.conn)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        for id in ids {
-            let Some(s) = st.remove_session(id) else {
-                continue;
-            };
-            let i_am_initiator = s.initiator.handle.conn == me.handle.conn;
-            match (s.established, i_am_initiator) {
-                (true, true) => {
-                    self.closed_in_order(&s.target.handle, id, CloseReason::PeerDisconnected)
-                }
-                (true, false) => {
-                    self.closed_in_order(&s.initiator.handle, id, CloseReason::PeerDisconnected)
-                }
-                (false, true) => self.closed(&s.target.handle, id, CloseReason::Cancelled),
-                (false, false) => self.send_error(
-                    &s.initiator.handle,
-                    Some(s.req),
-                    Some(id),
-                    ErrorCode::PeerOffline,
-                    "the device went offline before it answered",
-                ),
-            }
-        }
+        self.end_sessions_of(&mut st, me);
     }
 
     /// Tells `to` that a pending session ended (no relayed frames can precede it).
@@ -461,7 +324,7 @@ impl Hub {
                 "already admitted: hello is only valid once",
             ),
             ClientMessage::ListPeers { req } => {
-                let peers = self.lock().peers_of(&me.user, me.device);
+                let peers = self.lock().presence.peers_of(&me.user, me.device);
                 self.deliver(&me.handle, &ServerMessage::Peers { req, peers });
             }
             ClientMessage::Connect {
@@ -477,54 +340,8 @@ impl Hub {
             }
             ClientMessage::CodeRelease { nameplate } => self.code_release(me, nameplate),
             ClientMessage::Accept { req, session } => self.accept(me, req, session),
-            ClientMessage::Reject { session } => {
-                let mut st = self.lock();
-                let mine = st
-                    .sessions
-                    .get(&session)
-                    .is_some_and(|s| !s.established && s.target.handle.conn == me.handle.conn);
-                if let Some(s) = mine.then(|| st.remove_session(session)).flatten() {
-                    self.send_error(
-                        &s.initiator.handle,
-                        Some(s.req),
-                        Some(session),
-                        ErrorCode::Rejected,
-                        "the device rejected the connection",
-                    );
-                }
-            }
-            ClientMessage::Close { session } => {
-                let mut st = self.lock();
-                let party = st.sessions.get(&session).is_some_and(|s| {
-                    s.initiator.handle.conn == me.handle.conn
-                        || s.target.handle.conn == me.handle.conn
-                });
-                if let Some(s) = party.then(|| st.remove_session(session)).flatten() {
-                    let by_initiator = s.initiator.handle.conn == me.handle.conn;
-                    match (s.established, by_initiator) {
-                        (true, true) => {
-                            self.closed_in_order(&s.target.handle, session, CloseReason::PeerClosed)
-                        }
-                        (true, false) => self.closed_in_order(
-                            &s.initiator.handle,
-                            session,
-                            CloseReason::PeerClosed,
-                        ),
-                        (false, true) => {
-                            self.closed(&s.target.handle, session, CloseReason::Cancelled)
-                        }
-                        // The initiator has no session id yet, only its request:
-                        // a target that closes a pending session refuses it.
-                        (false, false) => self.send_error(
-                            &s.initiator.handle,
-                            Some(s.req),
-                            Some(session),
-                            ErrorCode::Rejected,
-                            "the device rejected the connection",
-                        ),
-                    }
-                }
-            }
+            ClientMessage::Reject { session } => self.reject(me, session),
+            ClientMessage::Close { session } => self.close(me, session),
             _ => self.send_error(
                 &me.handle,
                 None,
@@ -533,201 +350,5 @@ impl Hub {
                 "unsupported message",
             ),
         }
-    }
-
-    fn connect(
-        self: &Arc<Self>,
-        me: &Member,
-        req: u64,
-        to: DeviceId,
-        resume: Option<SessionId>,
-        service: Option<String>,
-    ) {
-        if service.as_deref().is_some_and(|s| !valid_service(s)) {
-            self.send_error(
-                &me.handle,
-                Some(req),
-                None,
-                ErrorCode::BadRequest,
-                "a service label is 1 to 32 bytes of a-z, 0-9 and -",
-            );
-            return;
-        }
-        if to == me.device {
-            self.send_error(
-                &me.handle,
-                Some(req),
-                None,
-                ErrorCode::Forbidden,
-                "a device cannot connect to itself",
-            );
-            return;
-        }
-        let mut st = self.lock();
-        // Devices of the same user, or the two devices of a live code (and only
-        // these two connections: no other device of either user).
-        let target = st
-            .devices
-            .get(&to)
-            .filter(|t| {
-                (t.user == me.user && !me.anonymous) || st.code_grant(me.handle.conn, t.handle.conn)
-            })
-            .cloned();
-        let Some(target) = target else {
-            let known = st.known.get(&to).is_some_and(|u| *u == me.user);
-            drop(st);
-            if known {
-                self.send_error(
-                    &me.handle,
-                    Some(req),
-                    None,
-                    ErrorCode::PeerOffline,
-                    "the device is not online",
-                );
-            } else {
-                self.send_error(&me.handle, Some(req), None, ErrorCode::NotFound, NOT_FOUND);
-            }
-            return;
-        };
-        if st.pending_from(me.handle.conn) >= MAX_PENDING_PER_CONN {
-            drop(st);
-            self.send_error(
-                &me.handle,
-                Some(req),
-                None,
-                ErrorCode::RateLimited,
-                "too many connection requests waiting for an answer",
-            );
-            return;
-        }
-        let id = loop {
-            let id = SessionId(rand::random::<u64>());
-            if id.0 != 0 && !st.sessions.contains_key(&id) {
-                break id;
-            }
-        };
-        let hub = Arc::downgrade(self);
-        let timeout = self.config.accept_timeout;
-        let timer = tokio::spawn(async move {
-            tokio::time::sleep(timeout).await;
-            if let Some(hub) = hub.upgrade() {
-                hub.expire(id);
-            }
-        });
-        self.deliver(
-            &target.handle,
-            &ServerMessage::Incoming {
-                session: id,
-                from: me.info(),
-                resume,
-                service,
-            },
-        );
-        for conn in [me.handle.conn, target.handle.conn] {
-            st.by_conn.entry(conn).or_default().insert(id);
-        }
-        st.sessions.insert(
-            id,
-            Session {
-                initiator: me.clone(),
-                target,
-                req,
-                established: false,
-                timer: Some(timer.abort_handle()),
-            },
-        );
-        tracing::debug!(session = %id, to = %to.short(), "connect: pending");
-    }
-
-    fn accept(&self, me: &Member, req: u64, session: SessionId) {
-        let mut st = self.lock();
-        let s = st
-            .sessions
-            .get_mut(&session)
-            .filter(|s| !s.established && s.target.handle.conn == me.handle.conn);
-        let Some(s) = s else {
-            drop(st);
-            self.send_error(
-                &me.handle,
-                Some(req),
-                Some(session),
-                ErrorCode::NotFound,
-                "no such pending session for this device",
-            );
-            return;
-        };
-        s.established = true;
-        s.stop_timer();
-        self.deliver(
-            &s.initiator.handle,
-            &ServerMessage::Connected {
-                req: s.req,
-                session,
-                peer: s.target.info(),
-            },
-        );
-        self.deliver(&me.handle, &ServerMessage::Accepted { req, session });
-        tracing::debug!(session = %session, "session established");
-    }
-
-    /// The accept time-out of a pending session ran out.
-    fn expire(&self, id: SessionId) {
-        let mut st = self.lock();
-        if st.sessions.get(&id).is_none_or(|s| s.established) {
-            return;
-        }
-        if let Some(s) = st.remove_session(id) {
-            self.send_error(
-                &s.initiator.handle,
-                Some(s.req),
-                Some(id),
-                ErrorCode::Timeout,
-                "the device did not answer in time",
-            );
-            self.closed(&s.target.handle, id, CloseReason::Timeout);
-        }
-    }
-
-    /// The connection relayed frames of `session` from connection `conn` go to, if
-    /// the session is established and `conn` is a party of it.
-    pub(crate) fn relay_target(&self, conn: u64, session: SessionId) -> Option<Handle> {
-        let st = self.lock();
-        let s = st.sessions.get(&session).filter(|s| s.established)?;
-        if s.initiator.handle.conn == conn {
-            Some(s.target.handle.clone())
-        } else if s.target.handle.conn == conn {
-            Some(s.initiator.handle.clone())
-        } else {
-            None
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use peerpipe_proto::id::Identity;
-
-    fn device(n: u16) -> DeviceId {
-        let mut seed = [0u8; 32];
-        seed[..2].copy_from_slice(&n.to_be_bytes());
-        Identity::from_secret_bytes(seed).device_id()
-    }
-
-    #[test]
-    fn known_devices_per_user_are_bounded_keeping_the_newest() {
-        let mut st = State::default();
-        let (alice, bob): (Arc<str>, Arc<str>) = ("alice".into(), "bob".into());
-        st.remember(device(0), &bob);
-        for n in 1..=(KNOWN_PER_USER as u16 + 50) {
-            st.remember(device(n), &alice);
-        }
-        assert_eq!(st.known.len(), KNOWN_PER_USER + 1);
-        assert_eq!(st.known.get(&device(0)), Some(&bob));
-        assert!(!st.known.contains_key(&device(1)));
-        assert!(st.known.contains_key(&device(KNOWN_PER_USER as u16 + 50)));
-        // Remembering a known device again does not grow anything.
-        st.remember(device(KNOWN_PER_USER as u16 + 50), &alice);
-        assert_eq!(st.known_order[&alice].len(), KNOWN_PER_USER);
     }
 }
