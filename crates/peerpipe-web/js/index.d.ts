@@ -1,0 +1,121 @@
+// Types of the peerpipe package (index.js).
+
+/** An error from peerpipe: `code` names what went wrong (the native
+ * library's error and close-reason names: `BadToken`, `NotFound`,
+ * `PeerOffline`, `Rejected`, `TimedOut`, `MessageTooLarge`, `PeerClosed`,
+ * `PeerDisconnected`, `NotConnected`, `Unreachable`, ...). */
+export interface PeerpipeError extends Error {
+  code: string;
+}
+
+/** A device as the server lists it. */
+export interface PeerInfo {
+  id: string;
+  label: string;
+}
+
+/** Both ends of a stream. Writes settle once the peer granted room for them;
+ * a reader that stops pulling stops the writer on the other side. */
+export interface Duplex {
+  id: number;
+  readable: ReadableStream<Uint8Array>;
+  writable: WritableStream<Uint8Array | ArrayBuffer | ArrayBufferView | string>;
+}
+
+export type Path = "relay" | "webrtc";
+
+export interface MessageEvent extends Event {
+  data: Uint8Array;
+  text(): string;
+}
+export interface StreamEvent extends Event, Duplex {}
+export interface PathChangeEvent extends Event {
+  path: Path;
+}
+export interface CloseEvent extends Event {
+  reason: PeerpipeError;
+}
+export interface IncomingConnectionEvent extends Event {
+  peer: PeerInfo;
+  service: string | null;
+  accept(): Promise<Connection>;
+  reject(): void;
+}
+export interface PeerOnlineEvent extends Event {
+  peer: PeerInfo;
+}
+export interface PeerOfflineEvent extends Event {
+  id: string;
+}
+export interface StoppedEvent extends Event {
+  reason: PeerpipeError;
+}
+
+interface ConnectionEvents {
+  message: MessageEvent;
+  stream: StreamEvent;
+  pathchange: PathChangeEvent;
+  slow: Event;
+  streamopenable: Event;
+  close: CloseEvent;
+}
+
+interface NodeEvents {
+  incomingconnection: IncomingConnectionEvent;
+  peeronline: PeerOnlineEvent;
+  peeroffline: PeerOfflineEvent;
+  stopped: StoppedEvent;
+  error: StoppedEvent;
+}
+
+/** A connection to another device, end-to-end encrypted. */
+export class Connection extends EventTarget {
+  readonly peer: PeerInfo;
+  readonly session: string;
+  readonly service: string | null;
+  readonly path: Path;
+  readonly closed: PeerpipeError | null;
+  send(data: string | ArrayBuffer | ArrayBufferView): Promise<void>;
+  sendConfirmed(data: string | ArrayBuffer | ArrayBufferView): Promise<void>;
+  openStream(): Promise<Duplex>;
+  close(): Promise<void>;
+  addEventListener<K extends keyof ConnectionEvents>(
+    type: K,
+    listener: (event: ConnectionEvents[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+}
+
+export interface BindOptions {
+  /** The server's signaling URL: `ws://HOST:PORT/v1/signal` or `wss://...`. */
+  server: string;
+  /** An admission token (`peerpipe token`); empty: anonymous. */
+  token?: string;
+  /** What the user's other devices see this one as. */
+  label?: string;
+  /** The device's 32-byte key. Default: kept in IndexedDB (a fresh one in Node.js). */
+  secret?: Uint8Array;
+  /** The IndexedDB database the key lives in. */
+  keyStore?: string;
+  /** The largest message accepted from a peer, in bytes. */
+  maxMessageSize?: number;
+  /** Where the wasm file is (URL or bytes), if not beside the package. */
+  wasm?: string | URL | BufferSource;
+}
+
+/** A device's node: its link to the server. */
+export class Node extends EventTarget {
+  static bind(options: BindOptions): Promise<Node>;
+  readonly id: string;
+  onlinePeers(): Promise<PeerInfo[]>;
+  connect(id: string, options?: { service?: string }): Promise<Connection>;
+  shutdown(): void;
+  addEventListener<K extends keyof NodeEvents>(
+    type: K,
+    listener: (event: NodeEvents[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+}
+
+/** Loads the WebAssembly core (done by `Node.bind` too). */
+export function load(wasm?: string | URL | BufferSource): Promise<void>;

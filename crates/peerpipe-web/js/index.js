@@ -1,0 +1,226 @@
+// peerpipe for browsers and Node.js 20+: a thin JavaScript layer (events,
+// WHATWG streams, the device key) over the Rust core in WebAssembly.
+import init, { WasmNode } from "./pkg/peerpipe_web.js";
+
+const isNode = typeof process !== "undefined" && !!process.versions?.node;
+let loading;
+
+/** Loads the WebAssembly core once (`wasm`: its URL or bytes, optional). */
+export function load(wasm) {
+  loading ??= (async () => {
+    if (isNode) {
+      if (!globalThis.WebSocket) {
+        globalThis.WebSocket = (await import("ws")).WebSocket;
+      }
+      const { readFile } = await import("node:fs/promises");
+      const bytes = wasm ?? (await readFile(new URL("./pkg/peerpipe_web_bg.wasm", import.meta.url)));
+      await init({ module_or_path: bytes });
+    } else {
+      await init(wasm === undefined ? undefined : { module_or_path: wasm });
+    }
+  })();
+  return loading;
+}
+
+function randomSecret() {
+  const secret = new Uint8Array(32);
+  crypto.getRandomValues(secret);
+  return secret;
+}
+
+/** The device key kept in IndexedDB under `name`, created on first use. */
+async function storedSecret(name) {
+  if (typeof indexedDB === "undefined") return randomSecret();
+  const db = await new Promise((resolve, reject) => {
+    const open = indexedDB.open(name, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore("keys");
+    open.onsuccess = () => resolve(open.result);
+    open.onerror = () => reject(open.error);
+  });
+  const tx = (mode) => db.transaction("keys", mode).objectStore("keys");
+  const existing = await new Promise((resolve, reject) => {
+    const get = tx("readonly").get("device");
+    get.onsuccess = () => resolve(get.result);
+    get.onerror = () => reject(get.error);
+  });
+  if (existing instanceof Uint8Array && existing.length === 32) return existing;
+  const secret = randomSecret();
+  await new Promise((resolve, reject) => {
+    const put = tx("readwrite").put(secret, "device");
+    put.onsuccess = () => resolve();
+    put.onerror = () => reject(put.error);
+  });
+  return secret;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function toBytes(data) {
+  if (typeof data === "string") return encoder.encode(data);
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw Object.assign(new TypeError("send a string, an ArrayBuffer or a typed array"), { code: "InvalidData" });
+}
+
+function event(type, fields) {
+  return Object.assign(new Event(type), fields);
+}
+
+/** Both ends of stream `id`, as WHATWG streams whose backpressure is the
+ * session's credit: a write settles once the peer granted room for it, and
+ * a reader that stops pulling stops the writer on the other side. */
+function duplex(raw, id) {
+  const readable = new ReadableStream(
+    {
+      async pull(controller) {
+        const chunk = await raw.read(id);
+        if (chunk === null) controller.close();
+        else controller.enqueue(chunk);
+      },
+      cancel() {
+        raw.stop(id, 0);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  const writable = new WritableStream(
+    {
+      write(chunk) {
+        return raw.write(id, toBytes(chunk));
+      },
+      close() {
+        raw.finish(id);
+      },
+      abort() {
+        raw.reset(id, 0);
+      },
+    },
+    { highWaterMark: 1 },
+  );
+  return { id, readable, writable };
+}
+
+/** A connection to another device. Events: `message` (`data`: Uint8Array,
+ * `text()`), `stream` (`readable`, `writable`: a stream the peer opened),
+ * `pathchange` (`path`), `slow`, `close` (`reason`: Error with `code`). */
+export class Connection extends EventTarget {
+  #raw;
+  #attached = false;
+
+  constructor(raw) {
+    super();
+    this.#raw = raw;
+  }
+
+  // What arrives before the page listens waits in the core: the handler is
+  // attached a task after the first listener, so that listeners added
+  // together all hear the first events.
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, listener, options);
+    if (!this.#attached) {
+      this.#attached = true;
+      setTimeout(() => this.#raw.setHandler((t, d) => this.#event(t, d)), 0);
+    }
+  }
+
+  #event(type, detail) {
+    switch (type) {
+      case "message":
+        this.dispatchEvent(event("message", { data: detail, text: () => decoder.decode(detail) }));
+        break;
+      case "stream":
+        this.dispatchEvent(event("stream", duplex(this.#raw, detail)));
+        break;
+      case "pathchange":
+        this.dispatchEvent(event("pathchange", { path: detail }));
+        break;
+      case "close":
+        this.dispatchEvent(event("close", { reason: detail }));
+        break;
+      default:
+        this.dispatchEvent(event(type, {}));
+    }
+  }
+
+  /** The device at the other end: `{ id, label }`. */
+  get peer() { return this.#raw.peer; }
+  /** The server's id for this connection. */
+  get session() { return this.#raw.session; }
+  /** What the connection was asked for with (`null`: nothing). */
+  get service() { return this.#raw.service ?? null; }
+  /** `"relay"` or `"webrtc"`. */
+  get path() { return this.#raw.path; }
+  /** Why the connection ended (an Error with `code`), or `null`. */
+  get closed() { return this.#raw.closed; }
+
+  /** Sends a message (string or bytes); settles once it is queued. */
+  send(data) { return this.#raw.send(toBytes(data), false); }
+  /** Sends a message; settles once the peer's application took it. */
+  sendConfirmed(data) { return this.#raw.send(toBytes(data), true); }
+  /** Opens a stream: `{ readable, writable }`. */
+  async openStream() { return duplex(this.#raw, this.#raw.openStream()); }
+  /** Closes once everything sent so far arrived. */
+  close() { return this.#raw.close(); }
+}
+
+/** A device's node: its link to the server. Events: `incomingconnection`
+ * (`peer`, `service`, `accept()`, `reject()`), `peeronline` (`peer`),
+ * `peeroffline` (`id`), `stopped` (`reason`), `error` (`reason`). */
+export class Node extends EventTarget {
+  #raw;
+
+  constructor(raw) {
+    super();
+    this.#raw = raw;
+  }
+
+  /** Connects to `server` and waits until it admitted this device.
+   * `secret`: the device's 32-byte key (default: kept in IndexedDB as
+   * `keyStore`; in Node.js a fresh key each time). */
+  static async bind({ server, token = "", label = "", secret, keyStore = "peerpipe", maxMessageSize = 16 << 20, wasm } = {}) {
+    await load(wasm);
+    const key = secret ?? (await storedSecret(keyStore));
+    let node;
+    const early = [];
+    const onEvent = (type, detail) => (node ? node.#event(type, detail) : early.push([type, detail]));
+    const raw = await WasmNode.bind(server, token, label, key, onEvent, maxMessageSize);
+    node = new Node(raw);
+    for (const [type, detail] of early) node.#event(type, detail);
+    return node;
+  }
+
+  #event(type, detail) {
+    switch (type) {
+      case "incomingconnection": {
+        const raw = this.#raw;
+        const session = detail.session;
+        this.dispatchEvent(event("incomingconnection", {
+          peer: detail.peer,
+          service: detail.service,
+          accept: async () => new Connection(await raw.accept(session)),
+          reject: () => raw.reject(session),
+        }));
+        break;
+      }
+      case "peeronline":
+        this.dispatchEvent(event("peeronline", { peer: detail }));
+        break;
+      case "peeroffline":
+        this.dispatchEvent(event("peeroffline", { id: detail.id }));
+        break;
+      default:
+        this.dispatchEvent(event(type, { reason: detail }));
+    }
+  }
+
+  /** This device's id. */
+  get id() { return this.#raw.id; }
+  /** This user's other online devices: `[{ id, label }]`. */
+  onlinePeers() { return this.#raw.onlinePeers(); }
+  /** Connects to device `id`. */
+  async connect(id, { service } = {}) { return new Connection(await this.#raw.connect(id, service)); }
+  /** Ends every connection and the link to the server. */
+  shutdown() { this.#raw.shutdown(); }
+}

@@ -1,0 +1,116 @@
+// Headless Chromium ↔ native CLI: a stream each way over the relay,
+// byte-exact (SHA-256 on both ends).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { data, deviceId, run, sha256, startServer } from "./harness.mjs";
+import { openPage, serveFiles } from "./browser.mjs";
+
+const SIZE = Number(process.env.PEERPIPE_WEB_TEST_MIB ?? 32) << 20;
+
+// Runs in the page: the same pseudo-random bytes as harness.mjs's `data`.
+const PAGE_DATA = `(n, seed) => {
+  const out = new Uint8Array(n); const view = new DataView(out.buffer);
+  let x = seed >>> 0 || 1; let i = 0;
+  for (; i + 4 <= n; i += 4) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; view.setUint32(i, x >>> 0); }
+  for (; i < n; i++) out[i] = i & 0xff;
+  return out;
+}`;
+
+test("browser → native and native → browser streams over the relay", async () => {
+  const server = await startServer();
+  const site = await serveFiles();
+  const { browser, page } = await openPage(site);
+  try {
+    const token = server.token("alice");
+    const identity = join(mkdtempSync(join(tmpdir(), "pp-id-")), "id");
+    const native = deviceId(identity);
+
+    // Browser → native.
+    const listening = run(["listen", "--server", server.url, "--token", token, "--identity", identity, "--relay-only"], {
+      ms: 120_000,
+    });
+    const sent = await page.evaluate(
+      async ({ server, token, native, size, makeData }) => {
+        const { Node } = await import("/index.js");
+        const data = eval(makeData);
+        const node = await Node.bind({ server, token, label: "chromium" });
+        window.node = node;
+        const deadline = Date.now() + 10_000;
+        while (!(await node.onlinePeers()).some((p) => p.id === native)) {
+          if (Date.now() > deadline) throw new Error("the native listener never came online");
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const conn = await node.connect(native);
+        const { writable } = await conn.openStream();
+        const payload = data(size, 7);
+        const w = writable.getWriter();
+        for (let off = 0; off < payload.length; off += 256 * 1024) {
+          await w.ready;
+          await w.write(payload.subarray(off, off + 256 * 1024));
+        }
+        await w.close();
+        await conn.close();
+        return { path: conn.path, id: node.id };
+      },
+      { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
+    );
+    const out = await listening;
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(sent.path, "relay");
+    assert.equal(sha256(out.stdout), sha256(data(SIZE, 7)));
+
+    // Native → browser.
+    const received = page.evaluate(
+      () =>
+        new Promise((resolve, reject) => {
+          window.node.addEventListener(
+            "incomingconnection",
+            async (e) => {
+              try {
+                const conn = await e.accept();
+                conn.addEventListener("stream", async (s) => {
+                  const parts = [];
+                  let n = 0;
+                  const reader = s.readable.getReader();
+                  for (;;) {
+                    const { value, done } = await reader.read();
+                    if (done) break;
+                    parts.push(value);
+                    n += value.length;
+                  }
+                  const all = new Uint8Array(n);
+                  let off = 0;
+                  for (const p of parts) {
+                    all.set(p, off);
+                    off += p.length;
+                  }
+                  await conn.close();
+                  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+                  resolve({ n, hash: [...hash].map((b) => b.toString(16).padStart(2, "0")).join("") });
+                });
+              } catch (err) {
+                reject(String(err));
+              }
+            },
+            { once: true },
+          );
+        }),
+    );
+    const payload = data(SIZE, 9);
+    const pushed = await run(["connect", sent.id, "--server", server.url, "--token", token, "--identity", identity, "--relay-only"], {
+      stdin: Buffer.from(payload.buffer),
+      ms: 120_000,
+    });
+    assert.equal(pushed.code, 0, pushed.stderr);
+    const got = await received;
+    assert.equal(got.n, SIZE);
+    assert.equal(got.hash, sha256(payload));
+  } finally {
+    await browser.close();
+    site.close();
+    server.close();
+  }
+});

@@ -1,0 +1,563 @@
+//! One connection to another device: its session, driven in turns on the
+//! JavaScript event loop, and what the page waits for on it (the handshake,
+//! confirmations, stream reads and writes).
+//!
+//! A turn hands what the session has to send to the relay WebSocket, acts on
+//! every session event, runs the direct-path negotiator's actions and arms one
+//! timer for the next deadline. Calls into the page (its event handler) happen
+//! after the turn, with nothing borrowed, so that a handler may call back in.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+
+use bytes::Bytes;
+use js_sys::Function;
+use peerpipe_proto::direct::DirectSignal;
+use peerpipe_proto::direct::negotiator::{Action, Negotiator};
+use peerpipe_proto::relay;
+use peerpipe_proto::session::{
+    self, CLOSE_INTEGRITY, CLOSE_PROTOCOL, Event, MessageId, PathId, ReadError, SendMessageError,
+    Session, StreamId, WriteError,
+};
+use peerpipe_proto::signal::{ClientMessage, PeerInfo, SessionId};
+use peerpipe_proto::time::Instant;
+use std::cell::RefCell;
+use wasm_bindgen::prelude::Closure;
+use wasm_bindgen::{JsCast as _, JsValue};
+use web_sys::WebSocket;
+
+use crate::js::{self, Deferred};
+
+/// The relay path's id in the session.
+pub(crate) const RELAY_PATH: PathId = PathId(1);
+/// The most bytes a stream read hands the page at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// WebSocket bytes buffered in the browser past which the session's packets
+/// wait: the relay is the bottleneck then, not the session.
+const WS_HIGH_WATER: f64 = 4.0 * 1024.0 * 1024.0;
+/// How soon a turn held back by a full WebSocket buffer runs again, in ms.
+const WS_RETRY_MS: f64 = 2.0;
+
+/// A write waiting for stream credit.
+struct PendingWrite {
+    data: Vec<u8>,
+    offset: usize,
+    done: Deferred,
+}
+
+/// Something for the page, told after the turn.
+pub(crate) enum Out {
+    /// An event for the connection's handler: its type and detail.
+    Event(&'static str, JsValue),
+    /// Tell the server the connection ended.
+    Forget,
+}
+
+/// A connection's state, shared by its page handle, the node and its timer.
+pub(crate) struct Conn {
+    /// The server's session id: the relay route.
+    pub route: SessionId,
+    pub peer: PeerInfo,
+    pub service: Option<String>,
+    session: Session,
+    negotiator: Negotiator,
+    ws: WebSocket,
+    /// Resolved with the connection once the handshake finished.
+    waiting: Option<(Deferred, JsValue)>,
+    confirms: HashMap<MessageId, Deferred>,
+    /// Messages refused for a full queue, with their sends' promises.
+    queued: VecDeque<(Bytes, bool, Deferred)>,
+    readers: HashMap<StreamId, Deferred>,
+    writers: HashMap<StreamId, PendingWrite>,
+    /// The page's handler, and what happened before it was set.
+    handler: Option<Function>,
+    early: Vec<(&'static str, JsValue)>,
+    closing: Option<Vec<Deferred>>,
+    /// Why the node ended the connection, if it did (reported instead of a
+    /// local close).
+    aborted: Option<JsValue>,
+    pub closed: Option<JsValue>,
+    timer: Option<(JsValue, Instant)>,
+    timer_fn: Option<Closure<dyn FnMut()>>,
+    /// Called once the connection ended, to forget it.
+    forget: Option<Box<dyn Fn()>>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // The timer's callback goes with the connection.
+        if let Some((handle, _)) = self.timer.take() {
+            js::clear_timeout(&handle);
+        }
+    }
+}
+
+/// A shared connection.
+pub(crate) type ConnRef = Rc<RefCell<Conn>>;
+
+impl Conn {
+    /// A connection on `route` whose session runs over the relay WebSocket
+    /// `ws`; `dialer` tells which side offers direct paths.
+    pub fn new(
+        route: SessionId,
+        peer: PeerInfo,
+        service: Option<String>,
+        session: Session,
+        dialer: bool,
+        ws: WebSocket,
+    ) -> ConnRef {
+        let conn = Rc::new(RefCell::new(Self {
+            route,
+            peer,
+            service,
+            session,
+            // No direct path from this build yet: offers are declined, and the
+            // native side keeps the relay.
+            negotiator: Negotiator::new(dialer, false, false),
+            ws,
+            waiting: None,
+            confirms: HashMap::new(),
+            queued: VecDeque::new(),
+            readers: HashMap::new(),
+            writers: HashMap::new(),
+            handler: None,
+            early: Vec::new(),
+            closing: None,
+            aborted: None,
+            closed: None,
+            timer: None,
+            timer_fn: None,
+            forget: None,
+        }));
+        let weak: Weak<RefCell<Self>> = Rc::downgrade(&conn);
+        let fire = Closure::<dyn FnMut()>::new(move || {
+            if let Some(conn) = weak.upgrade() {
+                {
+                    let mut c = conn.borrow_mut();
+                    c.timer = None;
+                    let now = Instant::now();
+                    c.session.handle_timeout(now);
+                    c.negotiator.handle_timeout(now);
+                }
+                turn(&conn);
+            }
+        });
+        conn.borrow_mut().timer_fn = Some(fire);
+        conn
+    }
+
+    /// Runs `forget` once the connection ended.
+    pub fn on_forget(&mut self, forget: impl Fn() + 'static) {
+        self.forget = Some(Box::new(forget));
+    }
+
+    /// Resolves `done` with `value` once the handshake finished (or rejects it
+    /// if the connection ends first).
+    pub fn wait_connected(&mut self, done: Deferred, value: JsValue) {
+        self.waiting = Some((done, value));
+    }
+
+    /// The path the traffic takes: `"relay"` (direct paths come later).
+    pub fn path(&self) -> &'static str {
+        match self.session.current_path() {
+            Some(p) if p != RELAY_PATH => "webrtc",
+            _ => "relay",
+        }
+    }
+
+    /// The relay path came up.
+    pub fn relay_up(&mut self) {
+        self.session.handle_path_up(Instant::now(), RELAY_PATH);
+    }
+
+    /// A relayed packet arrived.
+    pub fn packet(&mut self, payload: Bytes) {
+        self.session
+            .handle_packet(Instant::now(), RELAY_PATH, payload);
+    }
+
+    /// The server says the peer is gone, or the node stops.
+    pub fn abort(&mut self, code: &str, message: &str) {
+        if self.closed.is_none() && self.aborted.is_none() {
+            self.aborted = Some(js::error(code, message));
+            self.session.close(1, message);
+        }
+    }
+
+    /// Sets the page's event handler and hands it what happened before.
+    pub fn set_handler(&mut self, handler: Function) -> Vec<(&'static str, JsValue)> {
+        self.handler = Some(handler);
+        std::mem::take(&mut self.early)
+    }
+
+    /// Sends a message; the promise settles when it is queued, or, with
+    /// `confirm`, when the peer's application took it.
+    pub fn send(&mut self, data: Bytes, confirm: bool, done: Deferred) {
+        if let Some(e) = &self.closed {
+            return done.reject(e);
+        }
+        if !self.queued.is_empty() {
+            return self.queued.push_back((data, confirm, done));
+        }
+        self.try_send(data, confirm, done);
+    }
+
+    fn try_send(&mut self, data: Bytes, confirm: bool, done: Deferred) {
+        match self.session.send_message(data.clone(), confirm) {
+            Ok(id) if confirm => {
+                self.confirms.insert(id, done);
+            }
+            Ok(_) => done.resolve(&JsValue::UNDEFINED),
+            Err(SendMessageError::Blocked) => self.queued.push_back((data, confirm, done)),
+            Err(SendMessageError::TooLarge { max }) => done.reject(&js::error(
+                "MessageTooLarge",
+                &format!(
+                    "the message exceeds the peer's limit of {max} bytes: split it or use a stream"
+                ),
+            )),
+            Err(e) => done.reject(&js::error("Closed", &e.to_string())),
+        }
+    }
+
+    /// Opens a stream.
+    pub fn open_stream(&mut self) -> Result<StreamId, JsValue> {
+        if let Some(e) = &self.closed {
+            return Err(e.clone());
+        }
+        self.session.open_stream().map_err(|e| match e {
+            session::OpenError::Limit => js::error(
+                "TooManyStreams",
+                "the peer's limit of open streams is reached: finish a stream first",
+            ),
+            e => js::error("Closed", &e.to_string()),
+        })
+    }
+
+    /// Writes all of `data` to stream `id`; the promise settles once the
+    /// session took the last byte (backpressure: it waits for credit).
+    pub fn write(&mut self, id: StreamId, data: Vec<u8>, done: Deferred) {
+        if self.writers.contains_key(&id) {
+            return done.reject(&js::error(
+                "WriteInProgress",
+                "a write on this stream is still waiting: await it before the next",
+            ));
+        }
+        let pending = PendingWrite {
+            data,
+            offset: 0,
+            done,
+        };
+        self.continue_write(id, pending);
+    }
+
+    fn continue_write(&mut self, id: StreamId, mut w: PendingWrite) {
+        while w.offset < w.data.len() {
+            match self.session.stream(id).write(&w.data[w.offset..]) {
+                Ok(n) => w.offset += n,
+                Err(WriteError::Blocked) => {
+                    self.writers.insert(id, w);
+                    return;
+                }
+                Err(e) => return w.done.reject(&write_error(e)),
+            }
+        }
+        w.done.resolve(&JsValue::UNDEFINED);
+    }
+
+    /// Reads from stream `id`: the promise settles with bytes, or `null` at
+    /// its end.
+    pub fn read(&mut self, id: StreamId, done: Deferred) {
+        if self.readers.contains_key(&id) {
+            return done.reject(&js::error(
+                "ReadInProgress",
+                "a read on this stream is still waiting: await it before the next",
+            ));
+        }
+        self.continue_read(id, done);
+    }
+
+    fn continue_read(&mut self, id: StreamId, done: Deferred) {
+        match self.session.stream(id).read(READ_CHUNK) {
+            Ok(Some(chunk)) => done.resolve(&js::bytes(&chunk)),
+            Ok(None) => done.resolve(&JsValue::NULL),
+            Err(ReadError::Blocked) => {
+                if let Some(e) = &self.closed {
+                    done.reject(e);
+                } else {
+                    self.readers.insert(id, done);
+                }
+            }
+            Err(ReadError::Reset(code)) => done.reject(&js::error(
+                "Reset",
+                &format!("the peer reset the stream with code {code}"),
+            )),
+            Err(e) => done.reject(&js::error("Stopped", &e.to_string())),
+        }
+    }
+
+    /// Ends the send side of stream `id` after what was written.
+    pub fn finish(&mut self, id: StreamId) -> Result<(), JsValue> {
+        self.session.stream(id).finish().map_err(write_error)
+    }
+
+    /// Abandons the send side of stream `id`.
+    pub fn reset(&mut self, id: StreamId, code: u32) -> Result<(), JsValue> {
+        if let Some(w) = self.writers.remove(&id) {
+            w.done
+                .reject(&js::error("Reset", "the stream was reset locally"));
+        }
+        self.session.stream(id).reset(code).map_err(write_error)
+    }
+
+    /// Stops the receive side of stream `id`.
+    pub fn stop(&mut self, id: StreamId, code: u32) -> Result<(), JsValue> {
+        if let Some(r) = self.readers.remove(&id) {
+            r.resolve(&JsValue::NULL);
+        }
+        self.session
+            .stream(id)
+            .stop(code)
+            .map_err(|e| js::error("Stopped", &e.to_string()))
+    }
+
+    /// Closes after everything sent so far arrived; the promise settles once
+    /// the connection ended.
+    pub fn close(&mut self, done: Deferred) {
+        if self.closed.is_some() {
+            return done.resolve(&JsValue::UNDEFINED);
+        }
+        self.closing.get_or_insert_with(Vec::new).push(done);
+    }
+
+    fn fail_all(&mut self, e: &JsValue) {
+        if let Some((d, _)) = self.waiting.take() {
+            d.reject(e);
+        }
+        for (_, d) in self.confirms.drain() {
+            d.reject(e);
+        }
+        for (_, _, d) in self.queued.drain(..) {
+            d.reject(e);
+        }
+        for (_, d) in self.readers.drain() {
+            d.reject(e);
+        }
+        for (_, w) in self.writers.drain() {
+            w.done.reject(e);
+        }
+    }
+
+    fn event(&mut self, ev: Event, out: &mut Vec<Out>) {
+        let now = Instant::now();
+        match ev {
+            Event::Connected => {
+                if let Some((d, value)) = self.waiting.take() {
+                    d.resolve(&value);
+                }
+                self.negotiator.handle_connected(now);
+            }
+            Event::StreamOpened(_) => {
+                while let Some(id) = self.session.accept_stream() {
+                    out.push(Out::Event("stream", (id.0 as f64).into()));
+                }
+            }
+            Event::StreamReadable(id) => {
+                if let Some(d) = self.readers.remove(&id) {
+                    self.continue_read(id, d);
+                }
+            }
+            Event::StreamWritable(id) => {
+                if let Some(w) = self.writers.remove(&id) {
+                    self.continue_write(id, w);
+                }
+            }
+            Event::StreamOpenable => out.push(Out::Event("streamopenable", JsValue::UNDEFINED)),
+            Event::MessageReceived => {
+                while let Some(m) = self.session.recv_message() {
+                    out.push(Out::Event("message", js::bytes(&m.data)));
+                }
+            }
+            Event::MessageWritable => {
+                let queued: Vec<_> = self.queued.drain(..).collect();
+                for (data, confirm, done) in queued {
+                    if self.queued.is_empty() {
+                        self.try_send(data, confirm, done);
+                    } else {
+                        self.queued.push_back((data, confirm, done));
+                    }
+                }
+            }
+            Event::MessageConfirmed(id) => {
+                if let Some(d) = self.confirms.remove(&id) {
+                    d.resolve(&JsValue::UNDEFINED);
+                }
+            }
+            Event::PathSignal => {
+                while let Some(raw) = self.session.recv_path_signal() {
+                    if let Ok(signal) = DirectSignal::decode(&raw) {
+                        self.negotiator.handle_signal(now, signal);
+                    }
+                }
+            }
+            Event::Slow => out.push(Out::Event("slow", JsValue::UNDEFINED)),
+            Event::PathFailed(_) => {}
+            Event::PathChanged(_) => out.push(Out::Event("pathchange", self.path().into())),
+            Event::Closed { reason } => {
+                let e = self.aborted.take().unwrap_or_else(|| {
+                    let (code, message) = close_reason(&reason);
+                    js::error(code, &message)
+                });
+                self.fail_all(&e);
+                for d in self.closing.take().unwrap_or_default() {
+                    d.resolve(&JsValue::UNDEFINED);
+                }
+                self.closed = Some(e.clone());
+                out.push(Out::Event("close", e));
+                out.push(Out::Forget);
+            }
+        }
+    }
+
+    fn negotiate(&mut self) {
+        while let Some(action) = self.negotiator.poll_action() {
+            if let Action::Signal(signal) = action {
+                let _ = self.session.send_path_signal(signal.encode().into());
+            }
+        }
+    }
+
+    /// Hands the session's packets to the WebSocket; false if its buffer is
+    /// full and the rest must wait.
+    fn transmit(&mut self) -> bool {
+        let now = Instant::now();
+        loop {
+            if self.ws.buffered_amount() as f64 > WS_HIGH_WATER {
+                self.session.handle_path_full();
+                return false;
+            }
+            let Some(t) = self.session.poll_transmit(now) else {
+                return true;
+            };
+            if t.path == RELAY_PATH {
+                let frame = relay::encode_frame(self.route, &t.payload);
+                let _ = self.ws.send_with_u8_array(&frame);
+            }
+        }
+    }
+
+    fn arm_timer(&mut self, ws_full: bool) {
+        let now = Instant::now();
+        let mut deadline = [self.session.poll_timeout(), self.negotiator.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        if ws_full {
+            let soon = now + std::time::Duration::from_millis(WS_RETRY_MS as u64);
+            deadline = Some(deadline.map_or(soon, |d| d.min(soon)));
+        }
+        if let Some((handle, at)) = &self.timer {
+            if Some(*at) == deadline {
+                return;
+            }
+            js::clear_timeout(handle);
+            self.timer = None;
+        }
+        let (Some(at), Some(fire)) = (deadline, self.timer_fn.as_ref()) else {
+            return;
+        };
+        let ms = at.saturating_duration_since(now).as_secs_f64() * 1000.0;
+        let callback: &Function = fire.as_ref().unchecked_ref();
+        if let Some(handle) = js::set_timeout(callback, ms.ceil()) {
+            self.timer = Some((handle, at));
+        }
+    }
+}
+
+/// Runs a turn of `conn`, then tells the page what happened.
+pub(crate) fn turn(conn: &ConnRef) {
+    let mut out = Vec::new();
+    let (handler, route, ws, forget) = {
+        let mut c = conn.borrow_mut();
+        let mut full = false;
+        for _ in 0..64 {
+            full = !c.transmit();
+            let mut any = false;
+            while let Some(ev) = c.session.poll_event() {
+                any = true;
+                c.event(ev, &mut out);
+            }
+            c.negotiate();
+            if c.closing.is_some() && c.closed.is_none() && c.session.send_buffered() == 0 {
+                c.session.close(0, "closed");
+                any = true;
+            }
+            if !any || full {
+                break;
+            }
+        }
+        if c.closed.is_some() {
+            if let Some((handle, _)) = c.timer.take() {
+                js::clear_timeout(&handle);
+            }
+        } else {
+            c.arm_timer(full);
+        }
+        let forget = if c.closed.is_some() {
+            c.forget.take()
+        } else {
+            None
+        };
+        (c.handler.clone(), c.route, c.ws.clone(), forget)
+    };
+    if let Some(forget) = forget {
+        forget();
+    }
+    for item in out {
+        match item {
+            Out::Event(kind, detail) => match &handler {
+                Some(h) => {
+                    let _ = h.call2(&JsValue::UNDEFINED, &kind.into(), &detail);
+                }
+                None => conn.borrow_mut().early.push((kind, detail)),
+            },
+            Out::Forget => {
+                let _ = ws.send_with_str(&ClientMessage::Close { session: route }.encode());
+            }
+        }
+    }
+}
+
+fn write_error(e: WriteError) -> JsValue {
+    match e {
+        WriteError::Stopped(code) => js::error(
+            "Stopped",
+            &format!("the peer stopped reading the stream (code {code})"),
+        ),
+        WriteError::Finished => js::error("Finished", "the stream's send side is closed"),
+        e => js::error("UnknownStream", &e.to_string()),
+    }
+}
+
+/// The native library's close-reason names, with a message.
+fn close_reason(reason: &session::CloseReason) -> (&'static str, String) {
+    use session::CloseReason as R;
+    match reason {
+        R::Local { .. } => ("Local", "closed by this side".into()),
+        R::Remote { code: 0, .. } => ("PeerClosed", "the peer closed the connection".into()),
+        R::Remote { code, reason } if *code == CLOSE_INTEGRITY || *code == CLOSE_PROTOCOL => (
+            "Protocol",
+            format!("the peer reported a protocol error: {reason}"),
+        ),
+        R::Remote { reason, .. } => ("PeerDisconnected", format!("the peer went away: {reason}")),
+        R::IdleTimeout => (
+            "TimedOut",
+            "nothing arrived from the peer for the idle time-out".into(),
+        ),
+        R::Integrity => (
+            "Integrity",
+            "a packet failed authentication: the path alters data".into(),
+        ),
+        R::Handshake(e) => ("Handshake", format!("the end-to-end handshake failed: {e}")),
+        other => ("Protocol", other.to_string()),
+    }
+}
