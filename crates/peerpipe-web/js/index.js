@@ -12,6 +12,14 @@ export function load(wasm) {
       if (!globalThis.WebSocket) {
         globalThis.WebSocket = (await import("ws")).WebSocket;
       }
+      if (!globalThis.RTCPeerConnection) {
+        // WebRTC in Node.js comes from `@roamhq/wrtc` when it is installed.
+        try {
+          globalThis.RTCPeerConnection = (await import("@roamhq/wrtc")).default.RTCPeerConnection;
+        } catch {
+          // Not installed: connections stay on the relay.
+        }
+      }
       const { readFile } = await import("node:fs/promises");
       const bytes = wasm ?? (await readFile(new URL("./pkg/peerpipe_web_bg.wasm", import.meta.url)));
       await init({ module_or_path: bytes });
@@ -177,15 +185,19 @@ export class Node extends EventTarget {
   }
 
   /** Connects to `server` and waits until it admitted this device.
-   * `secret`: the device's 32-byte key (default: kept in IndexedDB as
-   * `keyStore`; in Node.js a fresh key each time). */
-  static async bind({ server, token = "", label = "", secret, keyStore = "peerpipe", maxMessageSize = 16 << 20, wasm } = {}) {
+   * Options: `server`, `token`, `label`, `secret` (the device's 32-byte
+   * key; default: kept in IndexedDB as `keyStore`, in Node.js a fresh key
+   * each time), `maxMessageSize`, `direct` (false: stay on the relay),
+   * `iceServers` (instead of the server's), `wasm`. */
+  static async bind(options = {}) {
+    const { secret, keyStore = "peerpipe", wasm } = options;
     await load(wasm);
     const key = secret ?? (await storedSecret(keyStore));
     let node;
     const early = [];
     const onEvent = (type, detail) => (node ? node.#event(type, detail) : early.push([type, detail]));
-    const raw = await WasmNode.bind(server, token, label, key, onEvent, maxMessageSize);
+    const direct = options.direct ?? typeof globalThis.RTCPeerConnection !== "undefined";
+    const raw = await WasmNode.bind({ ...options, direct }, key, onEvent);
     node = new Node(raw);
     for (const [type, detail] of early) node.#event(type, detail);
     return node;

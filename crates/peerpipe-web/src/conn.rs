@@ -13,13 +13,13 @@ use std::rc::{Rc, Weak};
 use bytes::Bytes;
 use js_sys::Function;
 use peerpipe_proto::direct::DirectSignal;
-use peerpipe_proto::direct::negotiator::{Action, Negotiator};
+use peerpipe_proto::direct::negotiator::{Action, Begin, Kind, Negotiator};
 use peerpipe_proto::relay;
 use peerpipe_proto::session::{
     self, CLOSE_INTEGRITY, CLOSE_PROTOCOL, Event, MessageId, PathId, ReadError, SendMessageError,
     Session, StreamId, WriteError,
 };
-use peerpipe_proto::signal::{ClientMessage, PeerInfo, SessionId};
+use peerpipe_proto::signal::{ClientMessage, IceServer, PeerInfo, SessionId};
 use peerpipe_proto::time::Instant;
 use std::cell::RefCell;
 use wasm_bindgen::prelude::Closure;
@@ -27,6 +27,7 @@ use wasm_bindgen::{JsCast as _, JsValue};
 use web_sys::WebSocket;
 
 use crate::js::{self, Deferred};
+use crate::rtc::{self, RtcAttempt, RtcEvent};
 
 /// The relay path's id in the session.
 pub(crate) const RELAY_PATH: PathId = PathId(1);
@@ -53,6 +54,16 @@ pub(crate) enum Out {
     Forget,
 }
 
+/// How a connection goes direct.
+pub(crate) struct DirectSetup {
+    /// This side dialed: it offers direct paths.
+    pub dialer: bool,
+    /// Direct paths are allowed (not relay-only).
+    pub allowed: bool,
+    /// Where WebRTC attempts find their candidates.
+    pub ice_servers: Vec<IceServer>,
+}
+
 /// A connection's state, shared by its page handle, the node and its timer.
 pub(crate) struct Conn {
     /// The server's session id: the relay route.
@@ -62,6 +73,11 @@ pub(crate) struct Conn {
     session: Session,
     negotiator: Negotiator,
     ws: WebSocket,
+    /// The running WebRTC attempt, with its session path.
+    rtc: Option<(PathId, RtcAttempt)>,
+    ice_servers: Vec<IceServer>,
+    /// Set once the connection exists, for the attempts' callbacks.
+    me: Weak<RefCell<Conn>>,
     /// Resolved with the connection once the handshake finished.
     waiting: Option<(Deferred, JsValue)>,
     confirms: HashMap<MessageId, Deferred>,
@@ -97,24 +113,32 @@ pub(crate) type ConnRef = Rc<RefCell<Conn>>;
 
 impl Conn {
     /// A connection on `route` whose session runs over the relay WebSocket
-    /// `ws`; `dialer` tells which side offers direct paths.
+    /// `ws` to start with.
     pub fn new(
         route: SessionId,
         peer: PeerInfo,
         service: Option<String>,
         session: Session,
-        dialer: bool,
+        direct: DirectSetup,
         ws: WebSocket,
     ) -> ConnRef {
+        let DirectSetup {
+            dialer,
+            allowed,
+            ice_servers,
+        } = direct;
         let conn = Rc::new(RefCell::new(Self {
             route,
             peer,
             service,
             session,
-            // No direct path from this build yet: offers are declined, and the
-            // native side keeps the relay.
-            negotiator: Negotiator::new(dialer, false, false),
+            // No QUIC in a browser: the native side answers its QUIC offer's
+            // refusal with WebRTC.
+            negotiator: Negotiator::new(dialer, allowed, false),
             ws,
+            rtc: None,
+            ice_servers,
+            me: Weak::new(),
             waiting: None,
             confirms: HashMap::new(),
             queued: VecDeque::new(),
@@ -143,6 +167,7 @@ impl Conn {
             }
         });
         conn.borrow_mut().timer_fn = Some(fire);
+        conn.borrow_mut().me = Rc::downgrade(&conn);
         conn
     }
 
@@ -157,11 +182,11 @@ impl Conn {
         self.waiting = Some((done, value));
     }
 
-    /// The path the traffic takes: `"relay"` (direct paths come later).
+    /// The path the traffic takes: `"relay"` or `"webrtc"`.
     pub fn path(&self) -> &'static str {
-        match self.session.current_path() {
-            Some(p) if p != RELAY_PATH => "webrtc",
-            _ => "relay",
+        match self.session.current_path().and_then(Kind::of) {
+            Some(_) => "webrtc",
+            None => "relay",
         }
     }
 
@@ -400,7 +425,7 @@ impl Conn {
                 }
             }
             Event::Slow => out.push(Out::Event("slow", JsValue::UNDEFINED)),
-            Event::PathFailed(_) => {}
+            Event::PathFailed(path) => self.negotiator.handle_silent(now, path),
             Event::PathChanged(_) => out.push(Out::Event("pathchange", self.path().into())),
             Event::Closed { reason } => {
                 let e = self.aborted.take().unwrap_or_else(|| {
@@ -412,6 +437,7 @@ impl Conn {
                     d.resolve(&JsValue::UNDEFINED);
                 }
                 self.closed = Some(e.clone());
+                self.rtc = None;
                 out.push(Out::Event("close", e));
                 out.push(Out::Forget);
             }
@@ -419,9 +445,78 @@ impl Conn {
     }
 
     fn negotiate(&mut self) {
+        let now = Instant::now();
         while let Some(action) = self.negotiator.poll_action() {
-            if let Action::Signal(signal) = action {
-                let _ = self.session.send_path_signal(signal.encode().into());
+            match action {
+                Action::Signal(signal) => {
+                    let _ = self.session.send_path_signal(signal.encode().into());
+                }
+                Action::Start {
+                    path,
+                    attempt,
+                    kind: Kind::WebRtc,
+                    begin,
+                } => {
+                    let offer = match begin {
+                        Begin::AnswerSdp(sdp) => Some(sdp),
+                        _ => None,
+                    };
+                    self.rtc = None;
+                    let me = self.me.clone();
+                    let emit = Rc::new(move |ev| {
+                        if let Some(conn) = me.upgrade() {
+                            conn.borrow_mut().rtc_event(path, ev);
+                            turn(&conn);
+                        }
+                    });
+                    match RtcAttempt::start(attempt, offer, &self.ice_servers, emit) {
+                        Ok(a) => self.rtc = Some((path, a)),
+                        Err(_) => self.negotiator.handle_failed(now, path),
+                    }
+                }
+                // This side never offers QUIC, and refuses the peer's.
+                Action::Start { path, .. } => self.negotiator.handle_failed(now, path),
+                Action::Stop(path) => {
+                    if self.rtc.as_ref().is_some_and(|(p, _)| *p == path) {
+                        self.rtc = None;
+                    }
+                }
+                Action::Deliver(path, signal) => {
+                    if let Some((p, a)) = &self.rtc
+                        && *p == path
+                    {
+                        let me = self.me.clone();
+                        a.deliver(
+                            signal,
+                            Rc::new(move |ev| {
+                                if let Some(conn) = me.upgrade() {
+                                    conn.borrow_mut().rtc_event(path, ev);
+                                    turn(&conn);
+                                }
+                            }),
+                        );
+                    }
+                }
+                Action::Up(path) => self.session.handle_path_up(now, path),
+                Action::Down(path) => self.session.handle_path_down(now, path),
+            }
+        }
+    }
+
+    /// What the WebRTC attempt on `path` reports.
+    fn rtc_event(&mut self, path: PathId, ev: RtcEvent) {
+        if self.rtc.as_ref().is_none_or(|(p, _)| *p != path) {
+            return;
+        }
+        let now = Instant::now();
+        match ev {
+            RtcEvent::Signal(signal) => self.negotiator.handle_attempt_signal(path, signal),
+            RtcEvent::Open => self.negotiator.handle_open(now, path),
+            RtcEvent::Packet(packet) => self.session.handle_packet(now, path, packet),
+            RtcEvent::Drained => {}
+            RtcEvent::Failed => {
+                self.rtc = None;
+                self.negotiator.handle_failed(now, path);
             }
         }
     }
@@ -431,7 +526,15 @@ impl Conn {
     fn transmit(&mut self) -> bool {
         let now = Instant::now();
         loop {
-            if self.ws.buffered_amount() as f64 > WS_HIGH_WATER {
+            let full = match self.session.current_path() {
+                Some(RELAY_PATH) => self.ws.buffered_amount() as f64 > WS_HIGH_WATER,
+                Some(path) => self
+                    .rtc
+                    .as_ref()
+                    .is_some_and(|(p, a)| *p == path && a.buffered() > rtc::HIGH_WATER),
+                None => false,
+            };
+            if full {
                 self.session.handle_path_full();
                 return false;
             }
@@ -441,6 +544,10 @@ impl Conn {
             if t.path == RELAY_PATH {
                 let frame = relay::encode_frame(self.route, &t.payload);
                 let _ = self.ws.send_with_u8_array(&frame);
+            } else if let Some((p, a)) = &self.rtc
+                && *p == t.path
+            {
+                a.send(&t.payload);
             }
         }
     }

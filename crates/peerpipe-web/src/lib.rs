@@ -12,9 +12,11 @@
 //! The JavaScript package in `js/` (built by `scripts/web-build`) wraps the
 //! two classes exported here, [`WasmNode`] and [`WasmConnection`], as
 //! `Node` and `Connection` with DOM events and WHATWG streams, and keeps the
-//! device key in IndexedDB. What this build does not do yet: direct paths (it
-//! declines them, so connections stay on the relay), reconnecting to the
-//! server, one-time codes.
+//! device key in IndexedDB. Connections start on the server's relay and move
+//! to a WebRTC data channel (the host's `RTCPeerConnection`) when the network
+//! allows, driven by the same negotiator as natively
+//! ([`peerpipe_proto::direct::negotiator`]). What this build does not do yet:
+//! reconnecting to the server, one-time codes.
 //!
 //! Natively the crate compiles too (for `cargo test` and docs), though its
 //! functions need a JavaScript host to run:
@@ -29,9 +31,12 @@ mod conn;
 mod connection;
 mod js;
 mod node;
+mod rtc;
 
 use js_sys::{Function, Promise, Uint8Array};
 use peerpipe_proto::id::Identity;
+use peerpipe_proto::signal::IceServer;
+use wasm_bindgen::JsCast as _;
 use wasm_bindgen::prelude::*;
 
 pub use crate::connection::WasmConnection;
@@ -47,32 +52,41 @@ pub struct WasmNode {
 
 #[wasm_bindgen]
 impl WasmNode {
-    /// Connects to `server` (a `ws://` or `wss://` URL ending in
-    /// `/v1/signal`) as the device whose 32-byte secret key is `secret`, with
-    /// `token` (empty: anonymous) and `label`. `on_event(type, detail)`
-    /// hears `peeronline`, `peeroffline`, `incomingconnection`, `error` and
+    /// Connects to a server as the device whose 32-byte secret key is
+    /// `secret`. `options`: `server` (a `ws://` or `wss://` URL ending in
+    /// `/v1/signal`), `token` (empty: anonymous), `label`, `maxMessageSize`,
+    /// `direct` (false: relay only), `iceServers` (`[{ urls, username,
+    /// credential }]` instead of the server's). `on_event(type, detail)` hears
+    /// `peeronline`, `peeroffline`, `incomingconnection`, `error` and
     /// `stopped`. Settles once the server admitted the device, or fails with
     /// an `Error` whose `code` says why (`BadToken`, `Unreachable`, ...).
     pub async fn bind(
-        server: String,
-        token: String,
-        label: String,
+        options: JsValue,
         secret: Uint8Array,
         on_event: Function,
-        max_message_size: u32,
     ) -> Result<WasmNode, JsValue> {
         let bytes: [u8; 32] = secret
             .to_vec()
             .try_into()
             .map_err(|_| js::error("Config", "the device secret must be 32 bytes"))?;
+        let get = |k: &str| js_sys::Reflect::get(&options, &k.into()).unwrap_or(JsValue::UNDEFINED);
+        let text = |k: &str| get(k).as_string().unwrap_or_default();
+        let server = text("server");
+        if server.is_empty() {
+            return Err(js::error("Config", "the server URL is not set"));
+        }
         let identity = Identity::from_secret_bytes(bytes);
         let id = identity.device_id().to_string();
         let settings = node::Settings {
             server,
-            token,
-            label,
+            token: text("token"),
+            label: text("label"),
             identity,
-            max_message_size,
+            max_message_size: get("maxMessageSize")
+                .as_f64()
+                .map_or(16 << 20, |n| n.clamp(1.0, f64::from(u32::MAX)) as u32),
+            direct: get("direct").as_bool().unwrap_or(true),
+            ice_servers: ice_list(&get("iceServers"))?,
         };
         let (inner, admitted) = node::bind(settings, on_event)?;
         wasm_bindgen_futures::JsFuture::from(admitted).await?;
@@ -111,4 +125,45 @@ impl WasmNode {
     pub fn shutdown(&self) {
         node::shutdown(&self.inner);
     }
+}
+
+/// `[{ urls, username, credential }]` (as `RTCIceServer`s are written), or
+/// `undefined` for the server's.
+fn ice_list(value: &JsValue) -> Result<Option<Vec<IceServer>>, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(None);
+    }
+    let bad = || {
+        js::error(
+            "Config",
+            "iceServers is a list of { urls, username?, credential? }",
+        )
+    };
+    let list: &js_sys::Array = value.dyn_ref().ok_or_else(bad)?;
+    let field = |o: &JsValue, k: &str| {
+        js_sys::Reflect::get(o, &k.into())
+            .ok()
+            .and_then(|v| v.as_string())
+    };
+    let mut out = Vec::new();
+    for item in list.iter() {
+        let urls = js_sys::Reflect::get(&item, &"urls".into()).map_err(|_| bad())?;
+        let urls: Vec<String> = match urls.as_string() {
+            Some(u) => vec![u],
+            None => urls
+                .dyn_ref::<js_sys::Array>()
+                .ok_or_else(bad)?
+                .iter()
+                .filter_map(|u| u.as_string())
+                .collect(),
+        };
+        for url in urls {
+            out.push(IceServer {
+                url,
+                username: field(&item, "username"),
+                credential: field(&item, "credential"),
+            });
+        }
+    }
+    Ok(Some(out))
 }

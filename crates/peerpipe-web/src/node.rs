@@ -14,14 +14,14 @@ use peerpipe_proto::id::{DeviceId, Identity};
 use peerpipe_proto::relay::{self, RelayHeader};
 use peerpipe_proto::session::{self, Session};
 use peerpipe_proto::signal::{
-    ClientMessage, CloseReason, ErrorCode, Limits, NONCE_LEN, PeerInfo, ServerMessage, SessionId,
-    hello_payload,
+    ClientMessage, CloseReason, ErrorCode, IceServer, Limits, NONCE_LEN, PeerInfo, ServerMessage,
+    SessionId, hello_payload,
 };
 use wasm_bindgen::JsCast as _;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, WebSocket};
 
-use crate::conn::{Conn, ConnRef, turn};
+use crate::conn::{Conn, ConnRef, DirectSetup, turn};
 use crate::connection::WasmConnection;
 use crate::js::{self, Deferred, Obj};
 
@@ -35,6 +35,10 @@ pub(crate) struct Settings {
     pub label: String,
     pub identity: Identity,
     pub max_message_size: u32,
+    /// Whether connections may move to a WebRTC data channel.
+    pub direct: bool,
+    /// STUN/TURN servers to use instead of the ones the server announces.
+    pub ice_servers: Option<Vec<IceServer>>,
 }
 
 enum Pending {
@@ -60,6 +64,8 @@ pub(crate) struct NodeState {
     ws: WebSocket,
     phase: Phase,
     limits: Option<Limits>,
+    /// Where WebRTC attempts find candidates.
+    ice_servers: Vec<IceServer>,
     next_req: u64,
     pending: HashMap<u64, Pending>,
     conns: HashMap<SessionId, ConnRef>,
@@ -101,6 +107,7 @@ pub(crate) fn bind(
         ws: ws.clone(),
         phase: Phase::Admission(Some(done)),
         limits: None,
+        ice_servers: Vec::new(),
         next_req: 1,
         pending: HashMap::new(),
         conns: HashMap::new(),
@@ -324,7 +331,12 @@ fn admission(node: &NodeRef, msg: ServerMessage) {
             };
             send(&n.ws, &hello);
         }
-        ServerMessage::Welcome { device, limits, .. } => {
+        ServerMessage::Welcome {
+            device,
+            limits,
+            ice_servers,
+            ..
+        } => {
             if device != node.borrow().settings.identity.device_id() {
                 return fail_admission(
                     node,
@@ -334,6 +346,7 @@ fn admission(node: &NodeRef, msg: ServerMessage) {
             let done = {
                 let mut n = node.borrow_mut();
                 n.limits = Some(limits);
+                n.ice_servers = n.settings.ice_servers.clone().unwrap_or(ice_servers);
                 match std::mem::replace(&mut n.phase, Phase::Up) {
                     Phase::Admission(done) => done,
                     _ => None,
@@ -415,7 +428,12 @@ fn start_conn(
         seed,
     )
     .map_err(|e| js::error("Handshake", &e.to_string()))?;
-    let conn = Conn::new(route, peer, service, s, dialer, n.ws.clone());
+    let direct = DirectSetup {
+        dialer,
+        allowed: n.settings.direct,
+        ice_servers: n.ice_servers.clone(),
+    };
+    let conn = Conn::new(route, peer, service, s, direct, n.ws.clone());
     let weak = Rc::downgrade(node);
     conn.borrow_mut().on_forget(move || forget(&weak, route));
     conn.borrow_mut().relay_up();

@@ -1,0 +1,81 @@
+// Headless Chromium ↔ native CLI inside a network namespace with a veth pair
+// (scripts/test-web makes it): each connection starts on the relay and moves
+// to a WebRTC data channel; a stream each way arrives byte-exact.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { join } from "node:path";
+import { tmpdir } from "node:os";
+import { data, deviceId, run, sha256, startServer } from "../harness.mjs";
+import { openPage, serveFiles } from "../browser.mjs";
+
+const SIZE = Number(process.env.PEERPIPE_WEB_TEST_MIB ?? 64) << 20;
+const CHROMIUM_ARGS = ["--disable-features=WebRtcHideLocalIpsWithMdns"];
+
+const PAGE_DATA = `(n, seed) => {
+  const out = new Uint8Array(n); const view = new DataView(out.buffer);
+  let x = seed >>> 0 || 1; let i = 0;
+  for (; i + 4 <= n; i += 4) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; view.setUint32(i, x >>> 0); }
+  for (; i < n; i++) out[i] = i & 0xff;
+  return out;
+}`;
+
+test("browser → native over a WebRTC data channel, relay first", async () => {
+  const server = await startServer();
+  const site = await serveFiles();
+  const { browser, page } = await openPage(site, CHROMIUM_ARGS);
+  try {
+    const token = server.token("alice");
+    const identity = join(mkdtempSync(join(tmpdir(), "pp-id-")), "id");
+    const native = deviceId(identity);
+    const listening = run(["listen", "-v", "--server", server.url, "--token", token, "--identity", identity], { ms: 120_000 });
+    const sent = await page.evaluate(
+      async ({ server, token, native, size, makeData }) => {
+        const { Node } = await import("/index.js");
+        const data = eval(makeData);
+        const node = await Node.bind({ server, token, label: "chromium" });
+        const deadline = Date.now() + 10_000;
+        while (!(await node.onlinePeers()).some((p) => p.id === native)) {
+          if (Date.now() > deadline) throw new Error("the native listener never came online");
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        const started = performance.now();
+        const conn = await node.connect(native);
+        const first = conn.path;
+        const direct = await new Promise((resolve) => {
+          const t = setTimeout(() => resolve(null), 15_000);
+          conn.addEventListener("pathchange", (e) => {
+            if (e.path === "webrtc") {
+              clearTimeout(t);
+              resolve(performance.now() - started);
+            }
+          });
+        });
+        const { writable } = await conn.openStream();
+        const payload = data(size, 7);
+        const w = writable.getWriter();
+        const t0 = performance.now();
+        for (let off = 0; off < payload.length; off += 256 * 1024) {
+          await w.ready;
+          await w.write(payload.subarray(off, off + 256 * 1024));
+        }
+        await w.close();
+        const path = conn.path;
+        await conn.close();
+        return { first, direct, path, seconds: (performance.now() - t0) / 1000 };
+      },
+      { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
+    );
+    const out = await listening;
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(sent.first, "relay", "connections start on the relay");
+    assert.ok(sent.direct !== null, `no data channel within 15 s; native stderr: ${out.stderr}`);
+    assert.equal(sent.path, "webrtc");
+    assert.equal(sha256(out.stdout), sha256(data(SIZE, 7)));
+    console.log(`browser → native: data channel ${sent.direct.toFixed(0)} ms after connect, ${((SIZE / sent.seconds) / 1e6).toFixed(1)} MB/s`);
+  } finally {
+    await browser.close();
+    site.close();
+    server.close();
+  }
+});
