@@ -444,9 +444,12 @@ impl Conn {
         }
     }
 
-    fn negotiate(&mut self) {
+    /// Carries out the negotiator's actions; whether there were any.
+    fn negotiate(&mut self) -> bool {
         let now = Instant::now();
+        let mut any = false;
         while let Some(action) = self.negotiator.poll_action() {
+            any = true;
             match action {
                 Action::Signal(signal) => {
                     let _ = self.session.send_path_signal(signal.encode().into());
@@ -501,6 +504,7 @@ impl Conn {
                 Action::Down(path) => self.session.handle_path_down(now, path),
             }
         }
+        any
     }
 
     /// What the WebRTC attempt on `path` reports.
@@ -593,7 +597,7 @@ pub(crate) fn turn(conn: &ConnRef) {
                 any = true;
                 c.event(ev, &mut out);
             }
-            c.negotiate();
+            any |= c.negotiate();
             if c.closing.is_some() && c.closed.is_none() && c.session.send_buffered() == 0 {
                 c.session.close(0, "closed");
                 any = true;

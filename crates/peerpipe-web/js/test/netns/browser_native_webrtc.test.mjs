@@ -67,12 +67,76 @@ test("browser → native over a WebRTC data channel, relay first", async () => {
       { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
     );
     const out = await listening;
+    if (process.env.PEERPIPE_WEB_DEBUG) console.log(out.stderr);
     assert.equal(out.code, 0, out.stderr);
     assert.equal(sent.first, "relay", "connections start on the relay");
     assert.ok(sent.direct !== null, `no data channel within 15 s; native stderr: ${out.stderr}`);
     assert.equal(sent.path, "webrtc");
     assert.equal(sha256(out.stdout), sha256(data(SIZE, 7)));
     console.log(`browser → native: data channel ${sent.direct.toFixed(0)} ms after connect, ${((SIZE / sent.seconds) / 1e6).toFixed(1)} MB/s`);
+  } finally {
+    await browser.close();
+    site.close();
+    server.close();
+  }
+});
+
+test("native → browser over a WebRTC data channel, relay first", async () => {
+  const server = await startServer();
+  const site = await serveFiles();
+  const { browser, page } = await openPage(site, CHROMIUM_ARGS);
+  try {
+    const token = server.token("alice");
+    const id = await page.evaluate(
+      async ({ server, token }) => {
+        const { Node } = await import("/index.js");
+        const node = await Node.bind({ server, token, label: "chromium" });
+        window.received = new Promise((resolve, reject) => {
+          node.addEventListener("incomingconnection", async (e) => {
+            try {
+              const conn = await e.accept();
+              const paths = [conn.path];
+              conn.addEventListener("pathchange", (p) => paths.push(p.path));
+              conn.addEventListener("stream", async (s) => {
+                const parts = [];
+                let n = 0;
+                for await (const chunk of s.readable) {
+                  parts.push(chunk);
+                  n += chunk.length;
+                }
+                const all = new Uint8Array(n);
+                let off = 0;
+                for (const p of parts) {
+                  all.set(p, off);
+                  off += p.length;
+                }
+                const path = conn.path;
+                await conn.close();
+                const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+                resolve({ n, paths, path, hash: [...hash].map((b) => b.toString(16).padStart(2, "0")).join("") });
+              });
+            } catch (err) {
+              reject(String(err));
+            }
+          });
+        });
+        return node.id;
+      },
+      { server: server.url, token },
+    );
+    const identity = join(mkdtempSync(join(tmpdir(), "pp-id-")), "id");
+    const payload = data(SIZE, 9);
+    const pushed = await run(["connect", "-v", id, "--server", server.url, "--token", token, "--identity", identity], {
+      stdin: Buffer.from(payload.buffer),
+      ms: 120_000,
+    });
+    assert.equal(pushed.code, 0, pushed.stderr);
+    const got = await page.evaluate(() => window.received);
+    assert.equal(got.n, SIZE);
+    assert.equal(got.hash, sha256(payload));
+    assert.equal(got.paths[0], "relay", "connections start on the relay");
+    assert.ok(got.paths.includes("webrtc"), `paths: ${got.paths}; native stderr: ${pushed.stderr}`);
+    assert.match(pushed.stderr, /direct/, "the native side reports the data channel");
   } finally {
     await browser.close();
     site.close();
