@@ -117,5 +117,8 @@ export class Node extends EventTarget {
   ): void;
 }
 
+/** Bytes of memory the WebAssembly core holds (0 before it loaded). */
+export function memoryBytes(): number;
+
 /** Loads the WebAssembly core (done by `Node.bind` too). */
 export function load(wasm?: string | URL | BufferSource): Promise<void>;

@@ -4,6 +4,7 @@ import init, { WasmNode } from "./pkg/peerpipe_web.js";
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node;
 let loading;
+let core;
 
 /** Loads the WebAssembly core once (`wasm`: its URL or bytes, optional). */
 export function load(wasm) {
@@ -22,12 +23,17 @@ export function load(wasm) {
       }
       const { readFile } = await import("node:fs/promises");
       const bytes = wasm ?? (await readFile(new URL("./pkg/peerpipe_web_bg.wasm", import.meta.url)));
-      await init({ module_or_path: bytes });
+      core = await init({ module_or_path: bytes });
     } else {
-      await init(wasm === undefined ? undefined : { module_or_path: wasm });
+      core = await init(wasm === undefined ? undefined : { module_or_path: wasm });
     }
   })();
   return loading;
+}
+
+/** Bytes of memory the WebAssembly core holds (0 before it loaded). */
+export function memoryBytes() {
+  return core?.memory?.buffer.byteLength ?? 0;
 }
 
 function randomSecret() {
