@@ -78,6 +78,7 @@ export class Connection extends EventTarget {
   send(data: string | ArrayBuffer | ArrayBufferView): Promise<void>;
   sendConfirmed(data: string | ArrayBuffer | ArrayBufferView): Promise<void>;
   openStream(): Promise<Duplex>;
+  restartDirect(): void;
   close(): Promise<void>;
   addEventListener<K extends keyof ConnectionEvents>(
     type: K,

@@ -175,6 +175,9 @@ export class Connection extends EventTarget {
   sendConfirmed(data) { return this.#raw.send(toBytes(data), true); }
   /** Opens a stream: `{ readable, writable }`. */
   async openStream() { return duplex(this.#raw, this.#raw.openStream()); }
+  /** Leaves the current data channel and negotiates a new one, staying on
+   * the relay meanwhile (nothing sent is lost): after a network change. */
+  restartDirect() { this.#raw.restartDirect(); }
   /** Closes once everything sent so far arrived. */
   close() { return this.#raw.close(); }
 }

@@ -95,6 +95,8 @@ pub(crate) struct Conn {
     pub closed: Option<JsValue>,
     timer: Option<(JsValue, Instant)>,
     timer_fn: Option<Closure<dyn FnMut()>>,
+    /// The path last told to the page.
+    told_path: &'static str,
     /// Called once the connection ended, to forget it.
     forget: Option<Box<dyn Fn()>>,
 }
@@ -151,6 +153,7 @@ impl Conn {
             closed: None,
             timer: None,
             timer_fn: None,
+            told_path: "relay",
             forget: None,
         }));
         let weak: Weak<RefCell<Self>> = Rc::downgrade(&conn);
@@ -188,6 +191,12 @@ impl Conn {
             Some(_) => "webrtc",
             None => "relay",
         }
+    }
+
+    /// Leaves the current data channel and negotiates a new one at once,
+    /// staying on the relay meanwhile.
+    pub fn restart_direct(&mut self) {
+        self.negotiator.restart(Instant::now());
     }
 
     /// The relay path came up.
@@ -426,7 +435,13 @@ impl Conn {
             }
             Event::Slow => out.push(Out::Event("slow", JsValue::UNDEFINED)),
             Event::PathFailed(path) => self.negotiator.handle_silent(now, path),
-            Event::PathChanged(_) => out.push(Out::Event("pathchange", self.path().into())),
+            Event::PathChanged(_) => {
+                let path = self.path();
+                if path != self.told_path {
+                    self.told_path = path;
+                    out.push(Out::Event("pathchange", path.into()));
+                }
+            }
             Event::Closed { reason } => {
                 let e = self.aborted.take().unwrap_or_else(|| {
                     let (code, message) = close_reason(&reason);

@@ -68,6 +68,15 @@ impl WasmConnection {
         }
     }
 
+    /// Leaves the current data channel and negotiates a new one at once,
+    /// staying on the relay meanwhile; nothing sent is lost or repeated. For a
+    /// device whose network changed.
+    #[wasm_bindgen(js_name = restartDirect)]
+    pub fn restart_direct(&self) {
+        self.inner.borrow_mut().restart_direct();
+        turn(&self.inner);
+    }
+
     /// Sends a message. Settles once it is queued, or with `confirm` once the
     /// peer's application took it.
     pub fn send(&self, data: &[u8], confirm: bool) -> Promise {

@@ -143,3 +143,61 @@ test("native → browser over a WebRTC data channel, relay first", async () => {
     server.close();
   }
 });
+
+test("the page leaves its data channel mid-stream: relay meanwhile, nothing lost, a new channel after", async () => {
+  const server = await startServer();
+  const site = await serveFiles();
+  const { browser, page } = await openPage(site, CHROMIUM_ARGS);
+  try {
+    const token = server.token("alice");
+    const identity = join(mkdtempSync(join(tmpdir(), "pp-id-")), "id");
+    const native = deviceId(identity);
+    const listening = run(["listen", "--server", server.url, "--token", token, "--identity", identity], { ms: 120_000 });
+    const sent = await page.evaluate(
+      async ({ server, token, native, size, makeData }) => {
+        const { Node } = await import("/index.js");
+        const data = eval(makeData);
+        const node = await Node.bind({ server, token, label: "chromium" });
+        while (!(await node.onlinePeers()).some((p) => p.id === native)) await new Promise((r) => setTimeout(r, 50));
+        const conn = await node.connect(native);
+        const paths = [conn.path];
+        conn.addEventListener("pathchange", (e) => paths.push(e.path));
+        const direct = () =>
+          new Promise((resolve) => {
+            if (conn.path === "webrtc") return resolve(true);
+            const t = setTimeout(() => resolve(false), 15_000);
+            conn.addEventListener("pathchange", (e) => e.path === "webrtc" && (clearTimeout(t), resolve(true)));
+          });
+        if (!(await direct())) throw new Error("no data channel at first");
+        const { writable } = await conn.openStream();
+        const w = writable.getWriter();
+        const payload = data(size, 11);
+        const third = Math.floor(size / 3 / 65536) * 65536;
+        let restarted = false;
+        for (let off = 0; off < payload.length; off += 64 * 1024) {
+          if (!restarted && off >= third) {
+            conn.restartDirect();
+            restarted = true;
+          }
+          await w.write(payload.subarray(off, off + 64 * 1024));
+        }
+        const again = await direct();
+        await w.close();
+        await conn.close();
+        return { paths, again };
+      },
+      { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
+    );
+    const out = await listening;
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(sha256(out.stdout), sha256(data(SIZE, 11)), "nothing lost or repeated");
+    assert.deepEqual(sent.paths.slice(0, 3), ["relay", "webrtc", "relay"], `paths: ${sent.paths}`);
+    // A new channel forms; the session may then leave it for the relay, which
+    // it has measured faster here (path choice by goodput).
+    assert.ok(sent.again && sent.paths.indexOf("webrtc", 3) === 3, `no new data channel after: ${sent.paths}`);
+  } finally {
+    await browser.close();
+    site.close();
+    server.close();
+  }
+});
