@@ -60,7 +60,14 @@ interface ConnectionEvents {
   close: CloseEvent;
 }
 
+export interface ReconnectingEvent extends Event {
+  attempt: number;
+  delay: number;
+}
+
 interface NodeEvents {
+  reconnecting: ReconnectingEvent;
+  reconnected: Event;
   incomingconnection: IncomingConnectionEvent;
   peeronline: PeerOnlineEvent;
   peeroffline: PeerOfflineEvent;

@@ -184,7 +184,10 @@ export class Connection extends EventTarget {
 
 /** A device's node: its link to the server. Events: `incomingconnection`
  * (`peer`, `service`, `accept()`, `reject()`), `peeronline` (`peer`),
- * `peeroffline` (`id`), `stopped` (`reason`), `error` (`reason`). */
+ * `peeroffline` (`id`), `reconnecting` (`attempt`, `delay` in ms: the link
+ * dropped; connections wait, on their data channel if they have one),
+ * `reconnected` (connections are routed again), `stopped` (`reason`: the
+ * server refused the device on reconnect), `error` (`reason`). */
 export class Node extends EventTarget {
   #raw;
 
@@ -230,6 +233,12 @@ export class Node extends EventTarget {
         break;
       case "peeroffline":
         this.dispatchEvent(event("peeroffline", { id: detail.id }));
+        break;
+      case "reconnecting":
+        this.dispatchEvent(event("reconnecting", { attempt: detail.attempt, delay: detail.delay }));
+        break;
+      case "reconnected":
+        this.dispatchEvent(event("reconnected", {}));
         break;
       default:
         this.dispatchEvent(event(type, { reason: detail }));

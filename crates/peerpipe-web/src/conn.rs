@@ -29,8 +29,6 @@ use web_sys::WebSocket;
 use crate::js::{self, Deferred};
 use crate::rtc::{self, RtcAttempt, RtcEvent};
 
-/// The relay path's id in the session.
-pub(crate) const RELAY_PATH: PathId = PathId(1);
 /// The most bytes a stream read hands the page at once.
 const READ_CHUNK: usize = 64 * 1024;
 /// WebSocket bytes buffered in the browser past which the session's packets
@@ -66,13 +64,19 @@ pub(crate) struct DirectSetup {
 
 /// A connection's state, shared by its page handle, the node and its timer.
 pub(crate) struct Conn {
-    /// The server's session id: the relay route.
-    pub route: SessionId,
+    /// The server's session id the connection was set up on: its name for good.
+    pub id: SessionId,
+    /// The relay route now: the server session, its path in the session, and
+    /// the socket it goes out on. `None` while the link to the server is down.
+    route: Option<(SessionId, PathId, WebSocket)>,
+    /// This side dialed: it routes the connection again after a loss.
+    pub dialer: bool,
+    /// A new route was asked for.
+    pub resuming: bool,
     pub peer: PeerInfo,
     pub service: Option<String>,
     session: Session,
     negotiator: Negotiator,
-    ws: WebSocket,
     /// The running WebRTC attempt, with its session path.
     rtc: Option<(PathId, RtcAttempt)>,
     ice_servers: Vec<IceServer>,
@@ -114,15 +118,13 @@ impl Drop for Conn {
 pub(crate) type ConnRef = Rc<RefCell<Conn>>;
 
 impl Conn {
-    /// A connection on `route` whose session runs over the relay WebSocket
-    /// `ws` to start with.
+    /// Connection `id`, not routed yet ([`Conn::route_up`]).
     pub fn new(
-        route: SessionId,
+        id: SessionId,
         peer: PeerInfo,
         service: Option<String>,
         session: Session,
         direct: DirectSetup,
-        ws: WebSocket,
     ) -> ConnRef {
         let DirectSetup {
             dialer,
@@ -130,14 +132,16 @@ impl Conn {
             ice_servers,
         } = direct;
         let conn = Rc::new(RefCell::new(Self {
-            route,
+            id,
+            route: None,
+            dialer,
+            resuming: false,
             peer,
             service,
             session,
             // No QUIC in a browser: the native side answers its QUIC offer's
             // refusal with WebRTC.
             negotiator: Negotiator::new(dialer, allowed, false),
-            ws,
             rtc: None,
             ice_servers,
             me: Weak::new(),
@@ -199,15 +203,44 @@ impl Conn {
         self.negotiator.restart(Instant::now());
     }
 
-    /// The relay path came up.
-    pub fn relay_up(&mut self) {
-        self.session.handle_path_up(Instant::now(), RELAY_PATH);
+    /// The connection is routed on server session `route` (session path
+    /// `path`, out on `ws`); a previous route goes down. With a data channel
+    /// carrying the traffic, the relay waits as a standby.
+    pub fn route_up(&mut self, route: SessionId, path: PathId, ws: WebSocket) {
+        let now = Instant::now();
+        if let Some((_, old, _)) = self.route.take() {
+            self.session.handle_path_down(now, old);
+        }
+        self.route = Some((route, path, ws));
+        let direct = self
+            .session
+            .current_path()
+            .is_some_and(|p| self.negotiator.is_up(p));
+        if direct {
+            self.session.handle_path_standby(now, path);
+        } else {
+            self.session.handle_path_up(now, path);
+        }
+    }
+
+    /// The relay route is gone (the link dropped, or the server ended it):
+    /// the connection waits for another, on its data channel if it has one.
+    pub fn route_down(&mut self) {
+        if let Some((_, path, _)) = self.route.take() {
+            self.session.handle_path_down(Instant::now(), path);
+        }
+    }
+
+    /// The server session the connection is routed on.
+    pub fn route(&self) -> Option<SessionId> {
+        self.route.as_ref().map(|(r, _, _)| *r)
     }
 
     /// A relayed packet arrived.
     pub fn packet(&mut self, payload: Bytes) {
-        self.session
-            .handle_packet(Instant::now(), RELAY_PATH, payload);
+        if let Some((_, path, _)) = &self.route {
+            self.session.handle_packet(Instant::now(), *path, payload);
+        }
     }
 
     /// The server says the peer is gone, or the node stops.
@@ -545,13 +578,15 @@ impl Conn {
     fn transmit(&mut self) -> bool {
         let now = Instant::now();
         loop {
-            let full = match self.session.current_path() {
-                Some(RELAY_PATH) => self.ws.buffered_amount() as f64 > WS_HIGH_WATER,
-                Some(path) => self
+            let full = match (self.session.current_path(), &self.route) {
+                (Some(path), Some((_, relay, ws))) if path == *relay => {
+                    ws.buffered_amount() as f64 > WS_HIGH_WATER
+                }
+                (Some(path), _) => self
                     .rtc
                     .as_ref()
                     .is_some_and(|(p, a)| *p == path && a.buffered() > rtc::HIGH_WATER),
-                None => false,
+                (None, _) => false,
             };
             if full {
                 self.session.handle_path_full();
@@ -560,9 +595,11 @@ impl Conn {
             let Some(t) = self.session.poll_transmit(now) else {
                 return true;
             };
-            if t.path == RELAY_PATH {
-                let frame = relay::encode_frame(self.route, &t.payload);
-                let _ = self.ws.send_with_u8_array(&frame);
+            if let Some((route, path, ws)) = &self.route
+                && t.path == *path
+            {
+                let frame = relay::encode_frame(*route, &t.payload);
+                let _ = ws.send_with_u8_array(&frame);
             } else if let Some((p, a)) = &self.rtc
                 && *p == t.path
             {
@@ -602,7 +639,7 @@ impl Conn {
 /// Runs a turn of `conn`, then tells the page what happened.
 pub(crate) fn turn(conn: &ConnRef) {
     let mut out = Vec::new();
-    let (handler, route, ws, forget) = {
+    let (handler, route, forget) = {
         let mut c = conn.borrow_mut();
         let mut full = false;
         for _ in 0..64 {
@@ -633,7 +670,8 @@ pub(crate) fn turn(conn: &ConnRef) {
         } else {
             None
         };
-        (c.handler.clone(), c.route, c.ws.clone(), forget)
+        let route = c.route.as_ref().map(|(r, _, ws)| (*r, ws.clone()));
+        (c.handler.clone(), route, forget)
     };
     if let Some(forget) = forget {
         forget();
@@ -647,7 +685,9 @@ pub(crate) fn turn(conn: &ConnRef) {
                 None => conn.borrow_mut().early.push((kind, detail)),
             },
             Out::Forget => {
-                let _ = ws.send_with_str(&ClientMessage::Close { session: route }.encode());
+                if let Some((session, ws)) = &route {
+                    let _ = ws.send_with_str(&ClientMessage::Close { session: *session }.encode());
+                }
             }
         }
     }

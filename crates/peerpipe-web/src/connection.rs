@@ -41,7 +41,7 @@ impl WasmConnection {
     /// The server's id for the connection.
     #[wasm_bindgen(getter)]
     pub fn session(&self) -> String {
-        self.inner.borrow().route.to_string()
+        self.inner.borrow().id.to_string()
     }
 
     /// What the connection was asked for with, if anything.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use js_sys::{Array, Function, Reflect, Uint8Array};
 use peerpipe_proto::id::{DeviceId, Identity};
 use peerpipe_proto::relay::{self, RelayHeader};
-use peerpipe_proto::session::{self, Session};
+use peerpipe_proto::session::{self, PathId, Session};
 use peerpipe_proto::signal::{
     ClientMessage, CloseReason, ErrorCode, IceServer, Limits, NONCE_LEN, PeerInfo, ServerMessage,
     SessionId, hello_payload,
@@ -41,6 +41,7 @@ pub(crate) struct Settings {
     pub ice_servers: Option<Vec<IceServer>>,
 }
 
+/// A request to the server waiting for its answer.
 enum Pending {
     ListPeers(Deferred),
     Connect {
@@ -48,13 +49,24 @@ enum Pending {
         service: Option<String>,
     },
     Accept(SessionId),
+    /// Routing connection `id` again.
+    Resume(SessionId),
+    /// Accepting the peer's new route for a connection.
+    ResumeAccept,
 }
+
+/// The first wait before reconnecting, and the longest.
+const BACKOFF_MIN_MS: f64 = 100.0;
+const BACKOFF_MAX_MS: f64 = 4000.0;
 
 /// Where the link is in its life.
 enum Phase {
-    /// Waiting for the challenge, then the welcome; `bind` waits on `done`.
+    /// Waiting for the challenge, then the welcome; `bind` waits on `done`
+    /// (`None`: a reconnect).
     Admission(Option<Deferred>),
     Up,
+    /// The link dropped; a reconnect attempt is due.
+    Reconnecting,
     Closed,
 }
 
@@ -67,18 +79,29 @@ pub(crate) struct NodeState {
     /// Where WebRTC attempts find candidates.
     ice_servers: Vec<IceServer>,
     next_req: u64,
+    /// The next relay path id (relay paths are numbered from 1; direct paths
+    /// carry the negotiator's bits).
+    next_path: u64,
     pending: HashMap<u64, Pending>,
+    /// Connections by their id (the server session they were set up on).
     conns: HashMap<SessionId, ConnRef>,
+    /// Server session → the connection routed on it.
+    routes: HashMap<SessionId, SessionId>,
+    /// Reconnect attempts since the link was last up.
+    attempts: u32,
     /// Connection requests the page has not answered.
     incoming: HashMap<SessionId, (PeerInfo, Option<String>)>,
     on_event: Function,
     /// The socket's callbacks, kept alive with the node.
-    _callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+    callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
+    /// Runs the next reconnect attempt.
+    reconnect: Option<Closure<dyn FnMut()>>,
 }
 
 impl Drop for NodeState {
     fn drop(&mut self) {
-        // The socket may still fire once its callbacks are gone.
+        // The socket may still fire once its callbacks are gone; a pending
+        // reconnect finds the node gone.
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
         let _ = self.ws.close();
@@ -94,36 +117,58 @@ pub(crate) fn bind(
     settings: Settings,
     on_event: Function,
 ) -> Result<(NodeRef, js_sys::Promise), JsValue> {
-    let ws = WebSocket::new(&settings.server).map_err(|e| {
-        js::error(
-            "Config",
-            &format!("cannot open a WebSocket to {}: {e:?}", settings.server),
-        )
-    })?;
-    ws.set_binary_type(BinaryType::Arraybuffer);
+    let ws = open(&settings.server)?;
     let (promise, done) = Deferred::new();
     let node = Rc::new(RefCell::new(NodeState {
         settings,
-        ws: ws.clone(),
+        ws,
         phase: Phase::Admission(Some(done)),
         limits: None,
         ice_servers: Vec::new(),
         next_req: 1,
+        next_path: 1,
         pending: HashMap::new(),
         conns: HashMap::new(),
+        routes: HashMap::new(),
+        attempts: 0,
         incoming: HashMap::new(),
         on_event,
-        _callbacks: Vec::new(),
+        callbacks: Vec::new(),
+        reconnect: None,
     }));
+    wire(&node);
     let weak = Rc::downgrade(&node);
+    let again = Closure::<dyn FnMut()>::new(move || {
+        if let Some(node) = weak.upgrade() {
+            reconnect(&node);
+        }
+    });
+    node.borrow_mut().reconnect = Some(again);
+    Ok((node, promise))
+}
+
+fn open(server: &str) -> Result<WebSocket, JsValue> {
+    let ws = WebSocket::new(server).map_err(|e| {
+        js::error(
+            "Config",
+            &format!("cannot open a WebSocket to {server}: {e:?}"),
+        )
+    })?;
+    ws.set_binary_type(BinaryType::Arraybuffer);
+    Ok(ws)
+}
+
+/// Hands the node's socket its callbacks.
+fn wire(node: &NodeRef) {
     // Events are read by property, not by class: Node.js's `ws` has
     // event classes of its own.
+    let weak = Rc::downgrade(node);
     let on_message = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
         if let (Some(node), Ok(data)) = (weak.upgrade(), Reflect::get(&e, &"data".into())) {
             message(&node, data);
         }
     });
-    let weak = Rc::downgrade(&node);
+    let weak = Rc::downgrade(node);
     let on_close = Closure::<dyn FnMut(JsValue)>::new(move |e: JsValue| {
         let why = Reflect::get(&e, &"reason".into())
             .ok()
@@ -133,10 +178,63 @@ pub(crate) fn bind(
             link_lost(&node, &why);
         }
     });
-    ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-    ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
-    node.borrow_mut()._callbacks = vec![on_message, on_close];
-    Ok((node, promise))
+    let mut n = node.borrow_mut();
+    n.ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    n.ws.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    n.callbacks = vec![on_message, on_close];
+}
+
+/// Attempt to get the link back.
+fn reconnect(node: &NodeRef) {
+    let server = {
+        let n = node.borrow();
+        if !matches!(n.phase, Phase::Reconnecting) {
+            return;
+        }
+        n.settings.server.clone()
+    };
+    match open(&server) {
+        Ok(ws) => {
+            {
+                let mut n = node.borrow_mut();
+                n.ws.set_onmessage(None);
+                n.ws.set_onclose(None);
+                n.ws = ws;
+                n.phase = Phase::Admission(None);
+            }
+            wire(node);
+        }
+        Err(_) => schedule_reconnect(node),
+    }
+}
+
+/// Waits with backoff, then reconnects.
+fn schedule_reconnect(node: &NodeRef) {
+    let (attempt, callback) = {
+        let mut n = node.borrow_mut();
+        n.attempts += 1;
+        n.phase = Phase::Reconnecting;
+        let f: Option<Function> = n
+            .reconnect
+            .as_ref()
+            .map(|c| c.as_ref().clone().unchecked_into());
+        (n.attempts, f)
+    };
+    let delay =
+        (BACKOFF_MIN_MS * 2f64.powi(attempt.saturating_sub(1).min(16) as i32)).min(BACKOFF_MAX_MS);
+    // Spread the attempts of many devices.
+    let delay = delay * (0.75 + 0.5 * js_sys::Math::random());
+    if let Some(f) = callback {
+        js::set_timeout(&f, delay);
+    }
+    emit(
+        node,
+        "reconnecting",
+        Obj::new()
+            .set("attempt", attempt)
+            .set("delay", delay.round())
+            .build(),
+    );
 }
 
 fn emit(node: &NodeRef, kind: &str, detail: JsValue) {
@@ -187,7 +285,13 @@ fn message(node: &NodeRef, data: JsValue) {
         let Ok(header) = RelayHeader::decode(&mut frame) else {
             return;
         };
-        let conn = node.borrow().conns.get(&header.session).cloned();
+        let conn = {
+            let n = node.borrow();
+            n.routes
+                .get(&header.session)
+                .and_then(|id| n.conns.get(id))
+                .cloned()
+        };
         if let Some(conn) = conn {
             conn.borrow_mut().packet(frame);
             turn(&conn);
@@ -197,12 +301,27 @@ fn message(node: &NodeRef, data: JsValue) {
 
 fn fail_admission(node: &NodeRef, e: JsValue) {
     let done = match &mut node.borrow_mut().phase {
-        Phase::Admission(done) => done.take(),
+        Phase::Admission(done) => Some(done.take()),
         _ => None,
     };
-    if let Some(done) = done {
-        done.reject(&e);
-        let _ = node.borrow().ws.close();
+    match done {
+        Some(Some(done)) => {
+            node.borrow_mut().phase = Phase::Closed;
+            done.reject(&e);
+            let _ = node.borrow().ws.close();
+        }
+        // A reconnect the server refused for good (the token expired, say).
+        Some(None) => {
+            node.borrow_mut().phase = Phase::Closed;
+            let _ = node.borrow().ws.close();
+            end_all(
+                node,
+                "NodeStopped",
+                "the server refused this device on reconnect",
+            );
+            emit(node, "stopped", e);
+        }
+        None => {}
     }
 }
 
@@ -218,7 +337,10 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
                 done.resolve(&list);
             }
         }
-        ServerMessage::PeerOnline { peer } => emit(node, "peeronline", peer_js(&peer)),
+        ServerMessage::PeerOnline { peer } => {
+            emit(node, "peeronline", peer_js(&peer));
+            resume_all(node);
+        }
         ServerMessage::PeerOffline { id } => {
             emit(
                 node,
@@ -226,6 +348,12 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
                 Obj::new().set("id", id.to_string()).build(),
             );
         }
+        ServerMessage::Incoming {
+            session,
+            from,
+            resume: Some(id),
+            ..
+        } => incoming_resume(node, session, &from, id),
         ServerMessage::Incoming {
             session,
             from,
@@ -245,7 +373,17 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
         }
         ServerMessage::Connected { req, session, peer } => {
             let pending = node.borrow_mut().pending.remove(&req);
-            if let Some(Pending::Connect { done, service }) = pending {
+            if let Some(Pending::Resume(id)) = pending {
+                let conn = node.borrow().conns.get(&id).cloned();
+                match conn {
+                    Some(conn) => {
+                        conn.borrow_mut().resuming = false;
+                        route(node, &conn, session);
+                        turn(&conn);
+                    }
+                    None => send(&node.borrow().ws, &ClientMessage::Close { session }),
+                }
+            } else if let Some(Pending::Connect { done, service }) = pending {
                 match start_conn(node, session, peer, service, true) {
                     Ok(conn) => {
                         let handle = WasmConnection::from(conn.clone());
@@ -297,6 +435,13 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
                         turn(&conn);
                     }
                 }
+                // The peer is not back yet: tried again when it comes online.
+                Some(Pending::Resume(id)) => {
+                    if let Some(conn) = node.borrow().conns.get(&id) {
+                        conn.borrow_mut().resuming = false;
+                    }
+                }
+                Some(Pending::ResumeAccept) => {}
                 None if session.is_none() && req.is_none() => {
                     emit(node, "error", e);
                 }
@@ -352,8 +497,13 @@ fn admission(node: &NodeRef, msg: ServerMessage) {
                     _ => None,
                 }
             };
-            if let Some(done) = done {
-                done.resolve(&JsValue::UNDEFINED);
+            node.borrow_mut().attempts = 0;
+            match done {
+                Some(done) => done.resolve(&JsValue::UNDEFINED),
+                None => {
+                    emit(node, "reconnected", JsValue::UNDEFINED);
+                    resume_all(node);
+                }
             }
         }
         ServerMessage::Error { code, message, .. } => {
@@ -370,21 +520,24 @@ fn admission(node: &NodeRef, msg: ServerMessage) {
 }
 
 fn link_lost(node: &NodeRef, why: &str) {
-    let (was, conns, pending) = {
-        let mut n = node.borrow_mut();
-        let was = std::mem::replace(&mut n.phase, Phase::Closed);
-        let conns: Vec<ConnRef> = n.conns.drain().map(|(_, c)| c).collect();
-        let pending: Vec<Pending> = n.pending.drain().map(|(_, p)| p).collect();
-        n.incoming.clear();
-        (was, conns, pending)
-    };
     let message = if why.is_empty() {
         "the server closed the connection".to_owned()
     } else {
         format!("the server closed the connection: {why}")
     };
-    if let Phase::Admission(Some(done)) = was {
-        return done.reject(&js::error("Unreachable", &message));
+    let (was, conns, pending) = {
+        let mut n = node.borrow_mut();
+        let was = std::mem::replace(&mut n.phase, Phase::Closed);
+        n.routes.clear();
+        n.incoming.clear();
+        let conns: Vec<ConnRef> = n.conns.values().cloned().collect();
+        let pending: Vec<Pending> = n.pending.drain().map(|(_, p)| p).collect();
+        (was, conns, pending)
+    };
+    match was {
+        Phase::Admission(Some(done)) => return done.reject(&js::error("Unreachable", &message)),
+        Phase::Closed => return,
+        _ => {}
     }
     let e = js::error("NotConnected", &message);
     for p in pending {
@@ -392,52 +545,132 @@ fn link_lost(node: &NodeRef, why: &str) {
             d.reject(&e);
         }
     }
+    // Connections outlive the link: they wait for a new route, on their
+    // data channel if they have one, until their idle time-out.
     for conn in conns {
-        conn.borrow_mut().abort("NodeStopped", &message);
+        {
+            let mut c = conn.borrow_mut();
+            c.resuming = false;
+            c.route_down();
+        }
         turn(&conn);
     }
-    if !matches!(was, Phase::Closed) {
-        emit(node, "stopped", js::error("Unreachable", &message));
+    schedule_reconnect(node);
+}
+
+/// Ends every connection.
+fn end_all(node: &NodeRef, code: &str, message: &str) {
+    let conns: Vec<ConnRef> = node.borrow_mut().conns.drain().map(|(_, c)| c).collect();
+    for conn in conns {
+        conn.borrow_mut().abort(code, message);
+        turn(&conn);
     }
+}
+
+/// Routes connection `conn` on server session `route` (a new relay path).
+fn route(node: &NodeRef, conn: &ConnRef, route: SessionId) {
+    let (path, ws) = {
+        let mut n = node.borrow_mut();
+        let path = PathId(n.next_path);
+        n.next_path += 1;
+        if let Some(old) = conn.borrow().route() {
+            n.routes.remove(&old);
+        }
+        n.routes.insert(route, conn.borrow().id);
+        (path, n.ws.clone())
+    };
+    conn.borrow_mut().route_up(route, path, ws);
+}
+
+/// Asks for a new route for every connection this side dialed that has none.
+fn resume_all(node: &NodeRef) {
+    let todo: Vec<(SessionId, DeviceId, Option<String>)> = {
+        let n = node.borrow();
+        if !matches!(n.phase, Phase::Up) {
+            return;
+        }
+        n.conns
+            .values()
+            .filter_map(|c| {
+                let mut c = c.borrow_mut();
+                (c.dialer && c.route().is_none() && !c.resuming && c.closed.is_none()).then(|| {
+                    c.resuming = true;
+                    (c.id, c.peer.id, c.service.clone())
+                })
+            })
+            .collect()
+    };
+    for (id, to, service) in todo {
+        request(node, Pending::Resume(id), |req| ClientMessage::Connect {
+            req,
+            to,
+            resume: Some(id),
+            service,
+        });
+    }
+}
+
+/// The peer routes connection `id` again on server session `route`.
+fn incoming_resume(node: &NodeRef, route_id: SessionId, from: &PeerInfo, id: SessionId) {
+    let conn = node.borrow().conns.get(&id).cloned();
+    let known = conn
+        .as_ref()
+        .is_some_and(|c| !c.borrow().dialer && c.borrow().peer.id == from.id);
+    let Some(conn) = conn.filter(|_| known) else {
+        send(
+            &node.borrow().ws,
+            &ClientMessage::Reject { session: route_id },
+        );
+        return;
+    };
+    // The accept goes out before the session's first packet on the route.
+    request(node, Pending::ResumeAccept, |req| ClientMessage::Accept {
+        req,
+        session: route_id,
+    });
+    route(node, &conn, route_id);
+    turn(&conn);
 }
 
 /// A new connection on server session `route`, its relay path up.
 fn start_conn(
     node: &NodeRef,
-    route: SessionId,
+    route_id: SessionId,
     peer: PeerInfo,
     service: Option<String>,
     dialer: bool,
 ) -> Result<ConnRef, JsValue> {
-    let mut n = node.borrow_mut();
-    let max_frame = n.limits.as_ref().map_or(64 * 1024, |l| l.max_frame);
-    let max_packet = (max_frame as usize)
-        .saturating_sub(relay::HEADER_LEN)
-        .min(MAX_PACKET);
-    let config = session::Config {
-        max_frame_payload: session::frame_payload_for(max_packet).max(1),
-        max_message_size: n.settings.max_message_size,
-        ..session::Config::default()
+    let conn = {
+        let n = node.borrow();
+        let max_frame = n.limits.as_ref().map_or(64 * 1024, |l| l.max_frame);
+        let max_packet = (max_frame as usize)
+            .saturating_sub(relay::HEADER_LEN)
+            .min(MAX_PACKET);
+        let config = session::Config {
+            max_frame_payload: session::frame_payload_for(max_packet).max(1),
+            max_message_size: n.settings.max_message_size,
+            ..session::Config::default()
+        };
+        let seed = js::random32()?;
+        let s = Session::new(
+            peerpipe_proto::time::Instant::now(),
+            config,
+            &n.settings.identity,
+            peer.id,
+            seed,
+        )
+        .map_err(|e| js::error("Handshake", &e.to_string()))?;
+        let direct = DirectSetup {
+            dialer,
+            allowed: n.settings.direct,
+            ice_servers: n.ice_servers.clone(),
+        };
+        Conn::new(route_id, peer, service, s, direct)
     };
-    let seed = js::random32()?;
-    let s = Session::new(
-        peerpipe_proto::time::Instant::now(),
-        config,
-        &n.settings.identity,
-        peer.id,
-        seed,
-    )
-    .map_err(|e| js::error("Handshake", &e.to_string()))?;
-    let direct = DirectSetup {
-        dialer,
-        allowed: n.settings.direct,
-        ice_servers: n.ice_servers.clone(),
-    };
-    let conn = Conn::new(route, peer, service, s, direct, n.ws.clone());
     let weak = Rc::downgrade(node);
-    conn.borrow_mut().on_forget(move || forget(&weak, route));
-    conn.borrow_mut().relay_up();
-    n.conns.insert(route, conn.clone());
+    conn.borrow_mut().on_forget(move || forget(&weak, route_id));
+    node.borrow_mut().conns.insert(route_id, conn.clone());
+    route(node, &conn, route_id);
     Ok(conn)
 }
 
@@ -544,15 +777,24 @@ pub(crate) fn reject(node: &NodeRef, session: &str) {
 }
 
 /// Forgets an ended connection.
-fn forget(node: &Weak<RefCell<NodeState>>, route: SessionId) {
+fn forget(node: &Weak<RefCell<NodeState>>, id: SessionId) {
     if let Some(node) = node.upgrade() {
-        node.borrow_mut().conns.remove(&route);
+        let mut n = node.borrow_mut();
+        n.conns.remove(&id);
+        n.routes.retain(|_, c| *c != id);
     }
 }
 
 /// Ends every connection and the link.
 pub(crate) fn shutdown(node: &NodeRef) {
     node.borrow_mut().phase = Phase::Closed;
-    link_lost(node, "");
+    let pending: Vec<Pending> = node.borrow_mut().pending.drain().map(|(_, p)| p).collect();
+    let e = js::error("Stopped", "the node was shut down");
+    for p in pending {
+        if let Pending::ListPeers(d) | Pending::Connect { done: d, .. } = p {
+            d.reject(&e);
+        }
+    }
+    end_all(node, "NodeStopped", "the node was shut down");
     let _ = node.borrow().ws.close();
 }

@@ -47,15 +47,26 @@ export async function startServer(extra = []) {
   const dir = mkdtempSync(join(tmpdir(), "peerpipe-web-"));
   const port = await freePort();
   const secretFile = join(dir, "secret");
-  const child = spawn(cli, ["serve", "--listen", `127.0.0.1:${port}`, "--secret-file", secretFile, ...extra], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
-  await waitFor(child, "listening", 10_000);
+  const start = async () => {
+    const child = spawn(cli, ["serve", "--listen", `127.0.0.1:${port}`, "--secret-file", secretFile, ...extra], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    await waitFor(child, "listening", 10_000);
+    return child;
+  };
+  let child = await start();
   const url = `ws://127.0.0.1:${port}/v1/signal`;
   return {
     url,
     dir,
     token: (user) => execFileSync(cli, ["token", "--secret-file", secretFile, "--user", user]).toString().trim(),
+    /** Kills the server (SIGKILL) and starts it again on the same port. */
+    async restart() {
+      const gone = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await gone;
+      child = await start();
+    },
     close() {
       child.kill("SIGKILL");
       rmSync(dir, { recursive: true, force: true });
