@@ -11,13 +11,6 @@ import { openPage, serveFiles } from "./browser.mjs";
 const SIZE = Number(process.env.PEERPIPE_WEB_TEST_MIB ?? 32) << 20;
 
 // Runs in the page: the same pseudo-random bytes as harness.mjs's `data`.
-const PAGE_DATA = `(n, seed) => {
-  const out = new Uint8Array(n); const view = new DataView(out.buffer);
-  let x = seed >>> 0 || 1; let i = 0;
-  for (; i + 4 <= n; i += 4) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; view.setUint32(i, x >>> 0); }
-  for (; i < n; i++) out[i] = i & 0xff;
-  return out;
-}`;
 
 test("browser → native and native → browser streams over the relay", async () => {
   const server = await startServer();
@@ -33,16 +26,12 @@ test("browser → native and native → browser streams over the relay", async (
       ms: 120_000,
     });
     const sent = await page.evaluate(
-      async ({ server, token, native, size, makeData }) => {
+      async ({ server, token, native, size }) => {
         const { Node } = await import("/index.js");
-        const data = eval(makeData);
+        const { data } = await import("/test/shared.mjs");
         const node = await Node.bind({ server, token, label: "chromium" });
         window.node = node;
-        const deadline = Date.now() + 10_000;
-        while (!(await node.onlinePeers()).some((p) => p.id === native)) {
-          if (Date.now() > deadline) throw new Error("the native listener never came online");
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await (await import("/test/shared.mjs")).online(node, native, 10_000);
         const conn = await node.connect(native);
         const { writable } = await conn.openStream();
         const payload = data(size, 7);
@@ -55,7 +44,7 @@ test("browser → native and native → browser streams over the relay", async (
         await conn.close();
         return { path: conn.path, id: node.id };
       },
-      { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
+      { server: server.url, token, native, size: SIZE },
     );
     const out = await listening;
     assert.equal(out.code, 0, out.stderr);
@@ -72,24 +61,11 @@ test("browser → native and native → browser streams over the relay", async (
               try {
                 const conn = await e.accept();
                 conn.addEventListener("stream", async (s) => {
-                  const parts = [];
-                  let n = 0;
-                  const reader = s.readable.getReader();
-                  for (;;) {
-                    const { value, done } = await reader.read();
-                    if (done) break;
-                    parts.push(value);
-                    n += value.length;
-                  }
-                  const all = new Uint8Array(n);
-                  let off = 0;
-                  for (const p of parts) {
-                    all.set(p, off);
-                    off += p.length;
-                  }
+                  const { readAll, sha256hex } = await import("/test/shared.mjs");
+                  const all = await readAll(s.readable);
+                  const n = all.length;
                   await conn.close();
-                  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
-                  resolve({ n, hash: [...hash].map((b) => b.toString(16).padStart(2, "0")).join("") });
+                  resolve({ n, hash: await sha256hex(all) });
                 });
               } catch (err) {
                 reject(String(err));

@@ -11,14 +11,6 @@ import { openPage, serveFiles } from "./browser.mjs";
 
 const SIZE = Number(process.env.PEERPIPE_WEB_TEST_MIB ?? 32) << 20;
 
-const PAGE_DATA = `(n, seed) => {
-  const out = new Uint8Array(n); const view = new DataView(out.buffer);
-  let x = seed >>> 0 || 1; let i = 0;
-  for (; i + 4 <= n; i += 4) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; view.setUint32(i, x >>> 0); }
-  for (; i < n; i++) out[i] = i & 0xff;
-  return out;
-}`;
-
 test("a stream survives a server restart", async () => {
   const server = await startServer();
   const site = await serveFiles();
@@ -31,23 +23,24 @@ test("a stream survives a server restart", async () => {
       ms: 120_000,
     });
     await page.evaluate(
-      async ({ server, token, native, size, makeData }) => {
+      async ({ server, token, native, size }) => {
         const { Node } = await import("/index.js");
         const node = await Node.bind({ server, token, label: "chromium", direct: false });
         window.events = [];
         node.addEventListener("reconnecting", () => window.events.push("reconnecting"));
         node.addEventListener("reconnected", () => window.events.push("reconnected"));
-        while (!(await node.onlinePeers()).some((p) => p.id === native)) await new Promise((r) => setTimeout(r, 50));
+        await (await import("/test/shared.mjs")).online(node, native, 10_000);
         const conn = await node.connect(native);
         const { writable } = await conn.openStream();
         window.conn = conn;
         window.writer = writable.getWriter();
-        window.payload = eval(makeData)(size, 13);
+        const { data } = await import("/test/shared.mjs");
+        window.payload = data(size, 13);
         for (let off = 0; off < size / 3; off += 256 * 1024) {
           await window.writer.write(window.payload.subarray(off, off + 256 * 1024));
         }
       },
-      { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
+      { server: server.url, token, native, size: SIZE },
     );
     await server.restart();
     const result = await page.evaluate(async (size) => {

@@ -100,21 +100,7 @@ export function run(args, { stdin, ms = 60_000, env = {} } = {}) {
   });
 }
 
-/** `n` pseudo-random bytes (xorshift, seeded), fast to make in JS. */
-export function data(n, seed = 1) {
-  const out = new Uint8Array(n);
-  const view = new DataView(out.buffer);
-  let x = seed >>> 0 || 1;
-  let i = 0;
-  for (; i + 4 <= n; i += 4) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    view.setUint32(i, x >>> 0);
-  }
-  for (; i < n; i++) out[i] = i & 0xff;
-  return out;
-}
+export { data } from "./shared.mjs";
 
 /** SHA-256 in hex. */
 export function sha256(bytes) {

@@ -24,13 +24,10 @@ test("browser ↔ browser: confirmed messages and a stream", async () => {
             const messages = [];
             conn.addEventListener("message", (m) => messages.push(m.text()));
             conn.addEventListener("stream", async (s) => {
-              const parts = [];
-              let n = 0;
-              for await (const chunk of s.readable) {
-                parts.push(chunk);
-                n += chunk.length;
-              }
-              const sum = [...new Uint8Array(await crypto.subtle.digest("SHA-256", await new Blob(parts).arrayBuffer()))].join();
+              const { readAll, sha256hex } = await import("/test/shared.mjs");
+              const all = await readAll(s.readable);
+              const n = all.length;
+              const sum = await sha256hex(all);
               resolve({ messages, n, sum, path: conn.path });
             });
           });
@@ -45,16 +42,12 @@ test("browser ↔ browser: confirmed messages and a stream", async () => {
         const node = await Node.bind({ server, token, label: "a" });
         const conn = await node.connect(peer);
         const first = conn.path;
-        await new Promise((resolve) => {
-          if (conn.path === "webrtc") return resolve();
-          const t = setTimeout(resolve, 10_000);
-          conn.addEventListener("pathchange", (e) => e.path === "webrtc" && (clearTimeout(t), resolve()));
-        });
+        await (await import("/test/shared.mjs")).onPath(conn, "webrtc", 10_000);
         for (let i = 0; i < 20; i++) await conn.sendConfirmed(`message ${i}`);
         const size = 8 << 20;
         const payload = new Uint8Array(size);
         for (let i = 0; i < size; i++) payload[i] = (i * 31 + 7) & 0xff;
-        const sum = [...new Uint8Array(await crypto.subtle.digest("SHA-256", payload))].join();
+        const sum = await (await import("/test/shared.mjs")).sha256hex(payload);
         const { writable } = await conn.openStream();
         const w = writable.getWriter();
         for (let off = 0; off < size; off += 1 << 20) await w.write(payload.subarray(off, off + (1 << 20)));

@@ -12,14 +12,6 @@ import { openPage, serveFiles } from "../browser.mjs";
 const SIZE = Number(process.env.PEERPIPE_WEB_TEST_MIB ?? 64) << 20;
 const CHROMIUM_ARGS = ["--disable-features=WebRtcHideLocalIpsWithMdns"];
 
-const PAGE_DATA = `(n, seed) => {
-  const out = new Uint8Array(n); const view = new DataView(out.buffer);
-  let x = seed >>> 0 || 1; let i = 0;
-  for (; i + 4 <= n; i += 4) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; view.setUint32(i, x >>> 0); }
-  for (; i < n; i++) out[i] = i & 0xff;
-  return out;
-}`;
-
 test("browser → native over a WebRTC data channel, relay first", async () => {
   const server = await startServer();
   const site = await serveFiles();
@@ -30,15 +22,11 @@ test("browser → native over a WebRTC data channel, relay first", async () => {
     const native = deviceId(identity);
     const listening = run(["listen", "-v", "--server", server.url, "--token", token, "--identity", identity], { ms: 120_000 });
     const sent = await page.evaluate(
-      async ({ server, token, native, size, makeData }) => {
+      async ({ server, token, native, size }) => {
         const { Node } = await import("/index.js");
-        const data = eval(makeData);
+        const { data } = await import("/test/shared.mjs");
         const node = await Node.bind({ server, token, label: "chromium" });
-        const deadline = Date.now() + 10_000;
-        while (!(await node.onlinePeers()).some((p) => p.id === native)) {
-          if (Date.now() > deadline) throw new Error("the native listener never came online");
-          await new Promise((r) => setTimeout(r, 50));
-        }
+        await (await import("/test/shared.mjs")).online(node, native, 10_000);
         const started = performance.now();
         const conn = await node.connect(native);
         const first = conn.path;
@@ -64,7 +52,7 @@ test("browser → native over a WebRTC data channel, relay first", async () => {
         await conn.close();
         return { first, direct, path, seconds: (performance.now() - t0) / 1000 };
       },
-      { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
+      { server: server.url, token, native, size: SIZE },
     );
     const out = await listening;
     if (process.env.PEERPIPE_WEB_DEBUG) console.log(out.stderr);
@@ -98,22 +86,12 @@ test("native → browser over a WebRTC data channel, relay first", async () => {
               const paths = [conn.path];
               conn.addEventListener("pathchange", (p) => paths.push(p.path));
               conn.addEventListener("stream", async (s) => {
-                const parts = [];
-                let n = 0;
-                for await (const chunk of s.readable) {
-                  parts.push(chunk);
-                  n += chunk.length;
-                }
-                const all = new Uint8Array(n);
-                let off = 0;
-                for (const p of parts) {
-                  all.set(p, off);
-                  off += p.length;
-                }
+                const { readAll, sha256hex } = await import("/test/shared.mjs");
+                const all = await readAll(s.readable);
+                const n = all.length;
                 const path = conn.path;
                 await conn.close();
-                const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
-                resolve({ n, paths, path, hash: [...hash].map((b) => b.toString(16).padStart(2, "0")).join("") });
+                resolve({ n, paths, path, hash: await sha256hex(all) });
               });
             } catch (err) {
               reject(String(err));
@@ -154,20 +132,16 @@ test("the page leaves its data channel mid-stream: relay meanwhile, nothing lost
     const native = deviceId(identity);
     const listening = run(["listen", "--server", server.url, "--token", token, "--identity", identity], { ms: 120_000 });
     const sent = await page.evaluate(
-      async ({ server, token, native, size, makeData }) => {
+      async ({ server, token, native, size }) => {
         const { Node } = await import("/index.js");
-        const data = eval(makeData);
+        const { data } = await import("/test/shared.mjs");
         const node = await Node.bind({ server, token, label: "chromium" });
-        while (!(await node.onlinePeers()).some((p) => p.id === native)) await new Promise((r) => setTimeout(r, 50));
+        await (await import("/test/shared.mjs")).online(node, native, 10_000);
         const conn = await node.connect(native);
         const paths = [conn.path];
         conn.addEventListener("pathchange", (e) => paths.push(e.path));
-        const direct = () =>
-          new Promise((resolve) => {
-            if (conn.path === "webrtc") return resolve(true);
-            const t = setTimeout(() => resolve(false), 15_000);
-            conn.addEventListener("pathchange", (e) => e.path === "webrtc" && (clearTimeout(t), resolve(true)));
-          });
+        const { onPath } = await import("/test/shared.mjs");
+        const direct = () => onPath(conn, "webrtc", 15_000);
         if (!(await direct())) throw new Error("no data channel at first");
         const { writable } = await conn.openStream();
         const w = writable.getWriter();
@@ -186,7 +160,7 @@ test("the page leaves its data channel mid-stream: relay meanwhile, nothing lost
         await conn.close();
         return { paths, again };
       },
-      { server: server.url, token, native, size: SIZE, makeData: PAGE_DATA },
+      { server: server.url, token, native, size: SIZE },
     );
     const out = await listening;
     assert.equal(out.code, 0, out.stderr);
