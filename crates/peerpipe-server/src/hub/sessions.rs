@@ -266,47 +266,44 @@ impl Hub {
         let Some(s) = party.then(|| st.sessions.remove(session)).flatten() else {
             return;
         };
-        let by_initiator = s.initiator.handle.conn == me.handle.conn;
-        match (s.established, by_initiator) {
-            (true, true) => {
-                self.closed_in_order(&s.target.handle, session, CloseReason::PeerClosed)
-            }
-            (true, false) => {
-                self.closed_in_order(&s.initiator.handle, session, CloseReason::PeerClosed)
-            }
-            (false, true) => self.closed(&s.target.handle, session, CloseReason::Cancelled),
-            // The initiator has no session id yet, only its request: a target
-            // that closes a pending session refuses it.
-            (false, false) => self.send_error(
-                &s.initiator.handle,
-                Some(s.req),
-                Some(session),
-                ErrorCode::Rejected,
-                "the device rejected the connection",
-            ),
-        }
+        // The initiator of a pending session has no session id yet, only
+        // its request: a target that closes it refuses it.
+        let refused = (ErrorCode::Rejected, "the device rejected the connection");
+        self.ended_by(&s, session, me, CloseReason::PeerClosed, refused);
     }
 
     /// Connection `me` is gone: every session it is a party of ends, and the
     /// other party hears why.
     pub(super) fn end_sessions_of(&self, st: &mut State, me: &Member) {
         for (id, s) in st.sessions.remove_all_of(me.handle.conn) {
-            let i_am_initiator = s.initiator.handle.conn == me.handle.conn;
-            match (s.established, i_am_initiator) {
-                (true, true) => {
-                    self.closed_in_order(&s.target.handle, id, CloseReason::PeerDisconnected)
-                }
-                (true, false) => {
-                    self.closed_in_order(&s.initiator.handle, id, CloseReason::PeerDisconnected)
-                }
-                (false, true) => self.closed(&s.target.handle, id, CloseReason::Cancelled),
-                (false, false) => self.send_error(
-                    &s.initiator.handle,
-                    Some(s.req),
-                    Some(id),
-                    ErrorCode::PeerOffline,
-                    "the device went offline before it answered",
-                ),
+            let gone = (
+                ErrorCode::PeerOffline,
+                "the device went offline before it answered",
+            );
+            self.ended_by(&s, id, me, CloseReason::PeerDisconnected, gone);
+        }
+    }
+
+    /// Session `id` ended on `me`'s side: the other party hears `reason` if it
+    /// was established (behind the frames relayed to it), that it was
+    /// cancelled if `me` asked for it, else `refusal` as the answer to its
+    /// request.
+    fn ended_by(
+        &self,
+        s: &Session,
+        id: SessionId,
+        me: &Member,
+        reason: CloseReason,
+        refusal: (ErrorCode, &str),
+    ) {
+        let by_initiator = s.initiator.handle.conn == me.handle.conn;
+        match (s.established, by_initiator) {
+            (true, true) => self.closed_in_order(&s.target.handle, id, reason),
+            (true, false) => self.closed_in_order(&s.initiator.handle, id, reason),
+            (false, true) => self.closed(&s.target.handle, id, CloseReason::Cancelled),
+            (false, false) => {
+                let (code, message) = refusal;
+                self.send_error(&s.initiator.handle, Some(s.req), Some(id), code, message);
             }
         }
     }
