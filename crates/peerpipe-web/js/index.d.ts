@@ -65,7 +65,22 @@ export interface ReconnectingEvent extends Event {
   delay: number;
 }
 
+export interface ConnectionAboutEvent extends Event {
+  connection: Connection;
+  peer: PeerInfo;
+  session: string;
+}
+export interface ConnectionClosedEvent extends ConnectionAboutEvent {
+  reason: PeerpipeError;
+}
+export interface NodePathChangeEvent extends ConnectionAboutEvent {
+  path: Path;
+}
+
 interface NodeEvents {
+  connectionclosed: ConnectionClosedEvent;
+  pathchange: NodePathChangeEvent;
+  slow: ConnectionAboutEvent;
   reconnecting: ReconnectingEvent;
   reconnected: Event;
   incomingconnection: IncomingConnectionEvent;

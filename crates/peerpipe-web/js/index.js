@@ -186,8 +186,10 @@ export class Connection extends EventTarget {
  * (`peer`, `service`, `accept()`, `reject()`), `peeronline` (`peer`),
  * `peeroffline` (`id`), `reconnecting` (`attempt`, `delay` in ms: the link
  * dropped; connections wait, on their data channel if they have one),
- * `reconnected` (connections are routed again), `stopped` (`reason`: the
- * server refused the device on reconnect), `error` (`reason`). */
+ * `reconnected` (connections are routed again), `connectionclosed`
+ * (`connection`, `peer`, `session`, `reason`), `pathchange` (`connection`,
+ * `path`, ...), `slow` (`connection`, ...), `stopped` (`reason`: the server
+ * refused the device on reconnect), `error` (`reason`). */
 export class Node extends EventTarget {
   #raw;
 
@@ -223,7 +225,7 @@ export class Node extends EventTarget {
         this.dispatchEvent(event("incomingconnection", {
           peer: detail.peer,
           service: detail.service,
-          accept: async () => new Connection(await raw.accept(session)),
+          accept: async () => this.#watch(new Connection(await raw.accept(session))),
           reject: () => raw.reject(session),
         }));
         break;
@@ -245,12 +247,21 @@ export class Node extends EventTarget {
     }
   }
 
+  // The node reports what happens to its connections too, as natively.
+  #watch(conn) {
+    const about = () => ({ connection: conn, peer: conn.peer, session: conn.session });
+    conn.addEventListener("close", (e) => this.dispatchEvent(event("connectionclosed", { ...about(), reason: e.reason })));
+    conn.addEventListener("pathchange", (e) => this.dispatchEvent(event("pathchange", { ...about(), path: e.path })));
+    conn.addEventListener("slow", () => this.dispatchEvent(event("slow", about())));
+    return conn;
+  }
+
   /** This device's id. */
   get id() { return this.#raw.id; }
   /** This user's other online devices: `[{ id, label }]`. */
   onlinePeers() { return this.#raw.onlinePeers(); }
   /** Connects to device `id`. */
-  async connect(id, { service } = {}) { return new Connection(await this.#raw.connect(id, service)); }
+  async connect(id, { service } = {}) { return this.#watch(new Connection(await this.#raw.connect(id, service))); }
   /** Ends every connection and the link to the server. */
   shutdown() { this.#raw.shutdown(); }
 }

@@ -39,7 +39,11 @@ test("confirmed messages and a stream between two Node.js devices", async () => 
     await w.write(payload);
     await w.close();
     assert.equal(sha256(await got), sha256(payload));
+    const closed = new Promise((resolve) => b.addEventListener("connectionclosed", resolve, { once: true }));
     await ab.close();
+    const e = await closed;
+    assert.equal(e.peer.id, a.id);
+    assert.equal(e.reason.code, "PeerClosed", e.reason.message);
     a.shutdown();
     b.shutdown();
   } finally {
