@@ -95,6 +95,8 @@ export function run(args, { stdin, ms = 60_000, env = {} } = {}) {
       clearTimeout(timer);
       resolve({ code, stdout: Buffer.concat(out), stderr: err });
     });
+    // A child that exits early closes its stdin: its exit code tells why.
+    child.stdin.on("error", () => {});
     if (stdin) child.stdin.end(stdin);
     else child.stdin.end();
   });
