@@ -94,14 +94,18 @@ pub(crate) struct NodeState {
     on_event: Function,
     /// The socket's callbacks, kept alive with the node.
     callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
-    /// Runs the next reconnect attempt.
+    /// Runs the next reconnect attempt, and its pending timer.
     reconnect: Option<Closure<dyn FnMut()>>,
+    reconnect_timer: Option<JsValue>,
 }
 
 impl Drop for NodeState {
     fn drop(&mut self) {
         // The socket may still fire once its callbacks are gone; a pending
-        // reconnect finds the node gone.
+        // reconnect is called off with it.
+        if let Some(timer) = self.reconnect_timer.take() {
+            js::clear_timeout(&timer);
+        }
         self.ws.set_onmessage(None);
         self.ws.set_onclose(None);
         let _ = self.ws.close();
@@ -135,6 +139,7 @@ pub(crate) fn bind(
         on_event,
         callbacks: Vec::new(),
         reconnect: None,
+        reconnect_timer: None,
     }));
     wire(&node);
     let weak = Rc::downgrade(&node);
@@ -187,7 +192,8 @@ fn wire(node: &NodeRef) {
 /// Attempt to get the link back.
 fn reconnect(node: &NodeRef) {
     let server = {
-        let n = node.borrow();
+        let mut n = node.borrow_mut();
+        n.reconnect_timer = None;
         if !matches!(n.phase, Phase::Reconnecting) {
             return;
         }
@@ -225,7 +231,7 @@ fn schedule_reconnect(node: &NodeRef) {
     // Spread the attempts of many devices.
     let delay = delay * (0.75 + 0.5 * js_sys::Math::random());
     if let Some(f) = callback {
-        js::set_timeout(&f, delay);
+        node.borrow_mut().reconnect_timer = js::set_timeout(&f, delay);
     }
     emit(
         node,
