@@ -97,6 +97,8 @@ struct Shared {
     tasks: Mutex<HashMap<u64, AbortHandle>>,
     notify: Notify,
     requested: std::sync::atomic::AtomicU64,
+    /// Writing failed (the disk is full, say): the download ends with this.
+    failed: Mutex<Option<ShareError>>,
 }
 
 /// A running download; add sources with [`Download::add_source`], wait with
@@ -119,6 +121,7 @@ impl Download {
             tasks: Mutex::new(HashMap::new()),
             notify: Notify::new(),
             requested: 0.into(),
+            failed: Mutex::new(None),
         });
         let task = tokio::spawn(run(hash, options, library, rx, shared.clone()));
         Self {
@@ -304,6 +307,15 @@ async fn run(
     let mut dropped = Vec::new();
     let mut last_source = Instant::now();
     loop {
+        if let Some(e) = shared.failed.lock().ok().and_then(|mut f| f.take()) {
+            let ids: Vec<u64> = shared
+                .tasks
+                .lock()
+                .map(|t| t.keys().copied().collect())
+                .unwrap_or_default();
+            abort(&shared, &ids);
+            return Err(e);
+        }
         let mut to_start = Vec::new();
         let (complete, peers, stalled) = {
             let mut guard = shared
@@ -582,7 +594,8 @@ async fn fetch_range(
         .await?;
         let per_chunk = IO_CHUNK / GROUP_SIZE;
         let mut g = r.start;
-        let mut pending: Option<tokio::task::JoinHandle<(u64, u64, Option<u64>)>> = None;
+        type Written = Result<(u64, u64, Option<u64>), ShareError>;
+        let mut pending: Option<tokio::task::JoinHandle<Written>> = None;
         loop {
             let buf = if g < r.end && wanted(&shared, r.id) {
                 let last = (g + per_chunk).min(r.end);
@@ -593,9 +606,20 @@ async fn fetch_range(
                 None
             };
             if let Some(p) = pending.take() {
-                let (first, ok_end, bad) = p
+                let written = p
                     .await
                     .map_err(|_| ShareError::Protocol("disk writer failed"))?;
+                let (first, ok_end, bad) = match written {
+                    Ok(w) => w,
+                    Err(e) => {
+                        // Retrying cannot help: the whole download ends.
+                        if let Ok(mut f) = shared.failed.lock() {
+                            f.get_or_insert(e);
+                        }
+                        shared.notify.notify_one();
+                        return Ok(());
+                    }
+                };
                 if !record(&shared, &content, r.id, first, ok_end, bad) {
                     return Ok(());
                 }
@@ -721,13 +745,13 @@ fn abort_others(shared: &Shared, me: u64, ids: &[u64]) {
 
 /// Verifies groups `first..last` in `buf` and writes the good ones (one write
 /// per blob the chunk touches); returns the end of the verified, written run and
-/// the first group that failed verification, if any.
+/// the first group that failed verification, if any, or why writing failed.
 fn verify_and_write(
     content: &Content,
     first: u64,
     last: u64,
     buf: &[u8],
-) -> (u64, u64, Option<u64>) {
+) -> Result<(u64, u64, Option<u64>), ShareError> {
     let layout = content.layout();
     let mut at = 0usize;
     let mut g = first;
@@ -756,19 +780,16 @@ fn verify_and_write(
         let slot = layout.blobs()[blob];
         let run_end = verified_end.min(slot.first_group + slot.groups());
         let len = layout.range_len(g..run_end) as usize;
-        let written = content.file_of(blob).and_then(|path| {
-            content
-                .write_at(&path, &buf[at..at + len], local * GROUP_SIZE)
-                .map_err(|e| tracing::error!("writing {}: {e}", path.display()))
-                .ok()
-        });
-        if written.is_none() {
-            return (first, g, None);
-        }
+        let Some(path) = content.file_of(blob) else {
+            return Ok((first, g, None));
+        };
+        content
+            .write_at(&path, &buf[at..at + len], local * GROUP_SIZE)
+            .map_err(|source| ShareError::Io { path, source })?;
         at += len;
         g = run_end;
     }
-    (first, verified_end, bad)
+    Ok((first, verified_end, bad))
 }
 
 /// Where each entry of `collection` goes, refusing unsafe or occupied targets.
