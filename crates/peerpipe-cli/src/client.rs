@@ -178,18 +178,20 @@ pub async fn bind_net(args: &NetArgs, token: Option<&str>) -> Result<Node> {
         .with_context(|| format!("joining {url}"))
 }
 
-/// Accepts `HOST:PORT`, `ws://HOST:PORT` or a full URL; fills in the scheme and path.
-fn server_url(s: &str) -> String {
-    let with_scheme = if s.contains("://") {
-        s.to_string()
-    } else {
-        format!("ws://{s}")
+/// Accepts `HOST:PORT`, a `ws://`/`wss://` URL, or the server's `http://`/
+/// `https://` address (as a browser shows it); fills in the scheme and path.
+pub(crate) fn server_url(s: &str) -> String {
+    let with_scheme = match s.split_once("://") {
+        Some(("http", rest)) => format!("ws://{rest}"),
+        Some(("https", rest)) => format!("wss://{rest}"),
+        Some(_) => s.to_string(),
+        None => format!("ws://{s}"),
     };
     let after_scheme = with_scheme.split_once("://").map_or("", |(_, rest)| rest);
-    if after_scheme.contains('/') {
-        with_scheme
-    } else {
-        format!("{with_scheme}/v1/signal")
+    match after_scheme.find('/') {
+        Some(at) if at + 1 < after_scheme.len() => with_scheme,
+        Some(_) => format!("{with_scheme}v1/signal"),
+        None => format!("{with_scheme}/v1/signal"),
     }
 }
 
@@ -272,5 +274,7 @@ mod tests {
         );
         assert_eq!(server_url("ws://h:1"), "ws://h:1/v1/signal");
         assert_eq!(server_url("wss://h/custom"), "wss://h/custom");
+        assert_eq!(server_url("http://h:1/"), "ws://h:1/v1/signal");
+        assert_eq!(server_url("https://h"), "wss://h/v1/signal");
     }
 }

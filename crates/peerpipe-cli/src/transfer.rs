@@ -119,7 +119,11 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
     // Hashing runs while the code is fetched and the receiver arrives.
     let hashing = tokio::spawn(hash_paths(args.paths.clone(), out));
     let node = bind_net(&args.code.net, args.code.token.as_deref()).await?;
-    let result = send_on(&node, hashing, out).await;
+    // The receiver needs the same server: name it in the hint unless it is
+    // the default.
+    let url = crate::client::server_url(&args.code.net.server);
+    let server = (url != crate::DEFAULT_SERVER).then_some(url);
+    let result = send_on(&node, hashing, out, server).await;
     // A clean stop sends what is still queued for the server (such as the key
     // confirmation the receiver needs to tell a wrong code from a lost sender).
     node.shutdown().await;
@@ -130,14 +134,16 @@ async fn send_on(
     node: &Node,
     hashing: tokio::task::JoinHandle<Result<Arc<Content>>>,
     out: Out,
+    server: Option<String>,
 ) -> Result<()> {
     let offer = node
         .offer_code()
         .await
         .context("getting a code from the server")?;
     out.result("code", offer.code());
+    let with_server = server.map(|s| format!(" --server {s}")).unwrap_or_default();
     out.say(format_args!(
-        "on the other device run: peerpipe receive {}",
+        "on the other device run: peerpipe receive {}{with_server}",
         offer.code()
     ));
     // A hashing failure ends the command at once, receiver or not.
