@@ -9,11 +9,12 @@
 mod common;
 
 use std::fs;
-use std::io::Read as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, ServeProcess, TempDir, spawn_send, wait_bounded, wait_timeout};
+use common::{
+    KillOnDrop, ServeProcess, TempDir, spawn_send, stderr_of, wait_bounded, wait_timeout,
+};
 
 #[test]
 #[ignore = "needs root: mounts a small tmpfs in a mount namespace"]
@@ -49,13 +50,7 @@ fn a_full_disk_fails_both_sides_at_once() {
     let status = wait_timeout(&mut receiver, Duration::from_secs(60));
     let took = started.elapsed();
     let _ = receiver.kill();
-    let mut stderr = String::new();
-    receiver
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_of(&mut receiver);
     let status = status.unwrap_or_else(|| panic!("the receiver hung on a full disk: {stderr}"));
     assert!(!status.success(), "the receiver failed: {stderr}");
     assert!(
@@ -71,13 +66,6 @@ fn a_full_disk_fails_both_sides_at_once() {
         "the receiver gave up in {took:?}"
     );
     let status = wait_bounded(&mut sender.child, Duration::from_secs(30));
-    let mut sender_err = String::new();
-    sender
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut sender_err)
-        .unwrap();
+    let sender_err = stderr_of(&mut sender.child);
     assert!(!status.success(), "the sender gave up too: {sender_err}");
 }

@@ -5,10 +5,9 @@
 mod common;
 
 use std::fs;
-use std::io::Read as _;
 use std::time::Duration;
 
-use common::{ServeProcess, TempDir, receive, spawn_send, wait_bounded};
+use common::{ServeProcess, TempDir, receive, spawn_send, stderr_of, wait_bounded};
 
 #[test]
 fn a_wrong_guess_fails_both_sides_and_burns_the_code() {
@@ -31,14 +30,7 @@ fn a_wrong_guess_fails_both_sides_and_burns_the_code() {
     assert!(!wrong.status.success());
     assert!(stderr.contains("codes do not match"), "receiver: {stderr}");
     let status = wait_bounded(&mut sender.child, Duration::from_secs(20));
-    let mut sender_err = String::new();
-    sender
-        .child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut sender_err)
-        .unwrap();
+    let sender_err = stderr_of(&mut sender.child);
     assert!(!status.success(), "the sender gave up");
     assert!(
         sender_err.contains("codes do not match"),

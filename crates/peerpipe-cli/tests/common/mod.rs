@@ -320,6 +320,15 @@ pub fn receive(
         .unwrap()
 }
 
+/// All a finished (or killed) child wrote to its piped stderr.
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut err, &mut text);
+    }
+    text
+}
+
 /// Whether two files have the same bytes, compared in 1 MiB pieces.
 pub fn same_bytes(a: &Path, b: &Path) -> bool {
     use std::io::Read as _;
