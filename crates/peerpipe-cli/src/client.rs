@@ -20,7 +20,7 @@ pub fn id(args: &IdentityArgs) -> Result<()> {
 }
 
 pub async fn peers(args: &ClientArgs) -> Result<()> {
-    let node = bind(args).await?;
+    let node = bind(args, Role::ShortLived).await?;
     let peers = node.online_peers().await.context("listing peers")?;
     for peer in &peers {
         println!("{}\t{}", peer.id, peer.label);
@@ -33,7 +33,7 @@ pub async fn peers(args: &ClientArgs) -> Result<()> {
 }
 
 pub async fn listen(args: &ClientArgs) -> Result<()> {
-    let node = bind(args).await?;
+    let node = bind(args, Role::Holds("listen")).await?;
     let id = node.id();
     tracing::info!("listening as {id}; on another device run: peerpipe connect {id}");
     let incoming = loop {
@@ -94,7 +94,7 @@ pub async fn connect(args: &ConnectArgs) -> Result<()> {
         .peer
         .parse()
         .with_context(|| format!("{:?} is not a device id (see `peerpipe peers`)", args.peer))?;
-    let node = bind(&args.client).await?;
+    let node = bind(&args.client, Role::ShortLived).await?;
     tokio::spawn(log_events(node.clone()));
     let conn = node
         .connect(peer)
@@ -141,15 +141,46 @@ fn load_identity(args: &IdentityArgs) -> Result<peerpipe::Identity> {
     identity::load_or_create(&path)
 }
 
-/// Binds a node with the command line's server, token, identity and label.
-async fn bind(args: &ClientArgs) -> Result<Node> {
-    bind_net(&args.net, Some(&args.token)).await
+/// Which device key a command joins with.
+#[derive(Clone, Copy)]
+pub enum Role {
+    /// The identity file's key, held for this process alone: the command is
+    /// reached by its device id (named here for the error a second one gets).
+    Holds(&'static str),
+    /// A key for this run only, under the same user and label.
+    ShortLived,
 }
 
-/// Binds a node with the command line's server, identity and label; without a
-/// token the device joins anonymously (it may only use one-time codes).
-pub async fn bind_net(args: &NetArgs, token: Option<&str>) -> Result<Node> {
-    let identity = load_identity(&args.identity)?;
+impl Role {
+    /// The key to join with; fails if the identity is held by another command.
+    pub fn identity(self, args: &NetArgs) -> Result<peerpipe::Identity> {
+        match self {
+            Role::Holds(command) => {
+                let path = args
+                    .identity
+                    .identity
+                    .clone()
+                    .unwrap_or_else(identity::default_path);
+                identity::load_exclusive(&path, command)
+            }
+            Role::ShortLived => Ok(identity::short_lived()),
+        }
+    }
+}
+
+/// Binds a node with the command line's server, token, identity and label.
+async fn bind(args: &ClientArgs, role: Role) -> Result<Node> {
+    let identity = role.identity(&args.net)?;
+    bind_net(&args.net, Some(&args.token), identity).await
+}
+
+/// Binds a node with the command line's server and label and the key `identity`;
+/// without a token the device joins anonymously (it may only use one-time codes).
+pub async fn bind_net(
+    args: &NetArgs,
+    token: Option<&str>,
+    identity: peerpipe::Identity,
+) -> Result<Node> {
     let label = args.label.clone().unwrap_or_else(host_name);
     let url = server_url(&args.server);
     let policy = if args.relay_only {

@@ -1,8 +1,9 @@
 //! The device identity file: created on first use, readable only by its owner.
 
 use std::fs;
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail};
 use peerpipe::Identity;
@@ -22,6 +23,71 @@ pub fn config_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("peerpipe")
+}
+
+/// The lock of the identity this process holds, kept open until it exits.
+static HELD: OnceLock<fs::File> = OnceLock::new();
+
+/// Takes the identity at `path` for this process alone (for the commands that
+/// others reach by device id: `listen`, `share`), or says which command has it.
+///
+/// The server knows a device by its key and lets a new link with the same key
+/// replace the old one (a device that reconnects must win over its own dead
+/// link). So two processes must never join with one key: the lock file beside
+/// the identity (`IDENTITY.lock`) makes the second one fail at once, instead of
+/// cutting off the first.
+pub fn load_exclusive(path: &Path, command: &str) -> Result<Identity> {
+    let identity = load_or_create(path)?;
+    let lock_path = lock_path(path);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let holder = if holder.is_empty() {
+                "another peerpipe command".to_string()
+            } else {
+                holder.to_string()
+            };
+            bail!(
+                "the device identity {} is in use by {holder}: only one `listen` or `share` \
+                 can be this device at a time; stop it, or give this one its own device with \
+                 --identity OTHER_FILE",
+                path.display()
+            );
+        }
+        Err(fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", lock_path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "`peerpipe {command}` (pid {})", std::process::id())?;
+    // Held (and locked) until the process exits.
+    let _ = HELD.set(file);
+    Ok(identity)
+}
+
+/// A device key for this run only, never written to disk: the commands that
+/// only look or fetch (`peers`, `connect`, `send`, `receive`, `get`) join as a
+/// short-lived device of the same user, so any number of them run beside a
+/// `listen` or `share` that holds the identity.
+pub fn short_lived() -> Identity {
+    Identity::from_secret_bytes(rand::random())
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".lock");
+    path.with_file_name(name)
 }
 
 /// Reads the identity at `path`, or creates a new one there (mode 0600) if absent.
@@ -140,6 +206,27 @@ mod tests {
             1,
             "no temporary files left"
         );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_held_identity_is_refused_with_its_holder() {
+        let dir = std::env::temp_dir().join(format!("pp-id-lock-{}", rand::random::<u64>()));
+        let path = dir.join("identity");
+        let first = load_exclusive(&path, "listen").unwrap();
+        // Another open file description of the lock conflicts like another process.
+        let other = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(lock_path(&path))
+            .unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(fs::TryLockError::WouldBlock)
+        ));
+        let holder = fs::read_to_string(lock_path(&path)).unwrap();
+        assert!(holder.contains("peerpipe listen"), "{holder}");
+        assert_ne!(short_lived().device_id(), first.device_id());
         fs::remove_dir_all(dir).unwrap();
     }
 

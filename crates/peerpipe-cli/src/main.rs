@@ -266,8 +266,11 @@ struct TokenArgs {
 
 #[derive(Args, Clone)]
 struct IdentityArgs {
-    /// This device's key file; created on first use. Use different files to run
-    /// several devices on one machine. Default: ~/.config/peerpipe/identity.
+    /// This device's key file; created on first use. `listen` and `share`, the
+    /// commands others reach by device id, hold it for themselves (a second one
+    /// is refused); the other commands join as a short-lived device of the same
+    /// user, so they run beside them. Use different files to run several
+    /// listeners on one machine. Default: ~/.config/peerpipe/identity.
     #[arg(long, env = "PEERPIPE_IDENTITY")]
     identity: Option<PathBuf>,
 }

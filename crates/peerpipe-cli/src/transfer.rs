@@ -15,7 +15,8 @@ use peerpipe::share::{self, Content, Download, DownloadOptions, Hash, Library, R
 use peerpipe::{Node, NodeEvent};
 use serde_json::json;
 
-use crate::client::bind_net;
+use crate::client::{Role, bind_net};
+use crate::identity;
 use crate::{GetArgs, ReceiveArgs, SendArgs, ShareArgs};
 
 /// First byte of the message in which a sender names its collection.
@@ -118,7 +119,12 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
     }
     // Hashing runs while the code is fetched and the receiver arrives.
     let hashing = tokio::spawn(hash_paths(args.paths.clone(), out));
-    let node = bind_net(&args.code.net, args.code.token.as_deref()).await?;
+    let node = bind_net(
+        &args.code.net,
+        args.code.token.as_deref(),
+        identity::short_lived(),
+    )
+    .await?;
     // The receiver needs the same server: name it in the hint unless it is
     // the default.
     let url = crate::client::server_url(&args.code.net.server);
@@ -236,7 +242,12 @@ pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
         json: args.net.json,
         quiet,
     };
-    let node = bind_net(&args.net.net, args.net.token.as_deref()).await?;
+    let node = bind_net(
+        &args.net.net,
+        args.net.token.as_deref(),
+        identity::short_lived(),
+    )
+    .await?;
     let result = receive_on(&node, args, out).await;
     node.shutdown().await;
     result
@@ -318,10 +329,11 @@ pub async fn share(args: &ShareArgs, quiet: bool) -> Result<()> {
         json: args.json,
         quiet,
     };
+    let identity = Role::Holds("share").identity(&args.client.net)?;
     let content = hash_paths(args.paths.clone(), out).await?;
     let library = Library::new();
     library.add(content.clone());
-    let node = bind_net(&args.client.net, Some(&args.client.token)).await?;
+    let node = bind_net(&args.client.net, Some(&args.client.token), identity).await?;
     out.result("ticket", &ticket(&content.hash()));
     out.say(
         "sharing with this user's devices; on one of them run: peerpipe get TICKET (Ctrl-C stops)",
@@ -345,7 +357,12 @@ pub async fn get(args: &GetArgs, quiet: bool) -> Result<()> {
         quiet,
     };
     let hash = parse_ticket(&args.ticket)?;
-    let node = bind_net(&args.client.net, Some(&args.client.token)).await?;
+    let node = bind_net(
+        &args.client.net,
+        Some(&args.client.token),
+        identity::short_lived(),
+    )
+    .await?;
     let result = get_on(&node, hash, args, out).await;
     node.shutdown().await;
     result
