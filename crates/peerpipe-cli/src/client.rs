@@ -198,6 +198,12 @@ pub async fn bind_net(
     if let Some(token) = token {
         builder = builder.token(token);
     }
+    if let Some(path) = &args.ca_cert {
+        let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?;
+        let certs = peerpipe::certificates_from_pem(&pem)
+            .with_context(|| format!("--ca-cert {}", path.display()))?;
+        builder = builder.trust_certificates(certs);
+    }
     builder
         .server(url.clone())
         .identity(identity)
@@ -206,7 +212,26 @@ pub async fn bind_net(
         .request_timeout(args.timeout)
         .bind()
         .await
-        .with_context(|| format!("joining {url}"))
+        .map_err(|e| {
+            let hint = match &e {
+                peerpipe::BindError::Tls(_) => Some(
+                    "for a self-signed or private certificate, trust it with --ca-cert PEM_FILE",
+                ),
+                peerpipe::BindError::Unreachable(io)
+                    if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    Some(
+                        "is `peerpipe serve` running there? (--server or PEERPIPE_SERVER names another)",
+                    )
+                }
+                _ => None,
+            };
+            let e = anyhow::Error::new(e).context(format!("joining {url}"));
+            match hint {
+                Some(hint) => anyhow!("{e:#}\n  hint: {hint}"),
+                None => e,
+            }
+        })
 }
 
 /// Accepts `HOST:PORT`, a `ws://`/`wss://` URL, or the server's `http://`/

@@ -176,9 +176,32 @@ struct GetArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Address to listen on.
+    /// Address to listen on: IP:PORT or HOST:PORT (0.0.0.0:7878 for every
+    /// interface).
     #[arg(long, default_value = "127.0.0.1:7878", env = "PEERPIPE_LISTEN")]
-    listen: SocketAddr,
+    listen: String,
+    /// Terminate TLS: the PEM certificate chain (leaf first) clients see;
+    /// clients then use wss://. Needs --tls-key.
+    #[arg(
+        long,
+        env = "PEERPIPE_TLS_CERT",
+        value_name = "PEM_FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "PEERPIPE_TLS_KEY",
+        value_name = "PEM_FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// The URL clients reach this server at, when it differs from what it
+    /// listens on (behind a proxy or NAT, or a certificate's host name), e.g.
+    /// wss://pipe.example.org. Printed at start-up for clients to use.
+    #[arg(long, env = "PEERPIPE_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
     /// File holding the token secret; created with a fresh random secret if absent.
     /// Default: ~/.config/peerpipe/server-secret.
     #[arg(long, env = "PEERPIPE_SECRET_FILE")]
@@ -287,9 +310,14 @@ struct ClientArgs {
 /// How a device reaches the server and its peers (shared by all client commands).
 #[derive(Args, Clone)]
 struct NetArgs {
-    /// Signaling server: a ws:// URL, or HOST:PORT.
+    /// Signaling server: a ws:// or wss:// URL (http:// and https:// work too),
+    /// or HOST:PORT.
     #[arg(long, env = "PEERPIPE_SERVER", default_value = DEFAULT_SERVER)]
     server: String,
+    /// Trust the certificates in this PEM file for a wss:// server, besides the
+    /// system's roots (a private CA, or a server's self-signed certificate).
+    #[arg(long, env = "PEERPIPE_CA_CERT", value_name = "PEM_FILE")]
+    ca_cert: Option<PathBuf>,
     #[command(flatten)]
     identity: IdentityArgs,
     /// A name the user's other devices see for this one. Default: the host name.

@@ -1,5 +1,6 @@
 //! `peerpipe serve` and `peerpipe token`.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -22,7 +23,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         secret_file.display()
     );
     let mut config = Config::new(secret);
-    config.listen = args.listen;
+    config.listen = resolve_listen(&args.listen)?;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls =
+            Some(peerpipe_server::tls_from_pem_files(cert, key).context("--tls-cert/--tls-key")?);
+    }
     if let Some(v) = args.max_frame {
         config.max_frame = usize::try_from(v).context("--max-frame is too large")?;
     }
@@ -64,18 +69,70 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if config.ice_servers.len() > MAX_ICE_SERVERS {
         bail!("at most {MAX_ICE_SERVERS} --stun and --turn servers together");
     }
+    let config_tls = config.tls.is_some();
     let server = Server::bind(config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let web = if config_tls { "https" } else { "http" };
     say!(
-        "peerpipe server listening on {} (health: http://{}/health, metrics: http://{}/metrics)",
+        "peerpipe server listening on {} (health: {web}://{}/health, metrics: {web}://{}/metrics)",
         server.url(),
         server.local_addr(),
         server.local_addr()
     );
+    let urls = match &args.public_url {
+        Some(url) => vec![crate::client::server_url(url)],
+        None => client_urls(server.local_addr(), config_tls),
+    };
+    for url in &urls {
+        say!("clients connect with: --server {url}");
+    }
     peerpipe_server::serve_until_signal(server).await;
     say!("server stopped");
     Ok(())
+}
+
+/// `--listen`: IP:PORT, or HOST:PORT resolved (the first address it names).
+fn resolve_listen(listen: &str) -> Result<SocketAddr> {
+    let mut addrs = listen
+        .to_socket_addrs()
+        .with_context(|| format!("--listen {listen:?} is not IP:PORT or HOST:PORT"))?;
+    addrs
+        .next()
+        .with_context(|| format!("--listen {listen:?} names no address"))
+}
+
+/// The URLs clients use for a server bound to `bound`: that address, or for an
+/// unspecified one (0.0.0.0, ::) the loopback address and the address of the
+/// interface the default route leaves by.
+fn client_urls(bound: SocketAddr, tls: bool) -> Vec<String> {
+    let scheme = if tls { "wss" } else { "ws" };
+    let url = |ip: IpAddr| format!("{scheme}://{}/v1/signal", SocketAddr::new(ip, bound.port()));
+    if !bound.ip().is_unspecified() {
+        return vec![url(bound.ip())];
+    }
+    let (loopback, probe): (IpAddr, SocketAddr) = match bound {
+        SocketAddr::V4(_) => (
+            Ipv4Addr::LOCALHOST.into(),
+            "192.0.2.1:9".parse().expect("an address"),
+        ),
+        SocketAddr::V6(_) => (
+            Ipv6Addr::LOCALHOST.into(),
+            "[2001:db8::1]:9".parse().expect("an address"),
+        ),
+    };
+    let mut urls = vec![url(loopback)];
+    // Connecting a UDP socket sends nothing; it only asks the routing table
+    // which local address would be used.
+    let routed = std::net::UdpSocket::bind(SocketAddr::new(bound.ip(), 0))
+        .and_then(|socket| socket.connect(probe).and_then(|()| socket.local_addr()));
+    if let Ok(local) = routed
+        && !local.ip().is_loopback()
+        && !local.ip().is_unspecified()
+    {
+        urls.push(url(local.ip()));
+    }
+    urls
 }
 
 pub fn token(args: TokenArgs) -> Result<()> {
@@ -101,4 +158,30 @@ fn read_secret(args: &TokenArgs) -> Result<(Vec<u8>, bool)> {
     }
     load_or_create_secret(&args.secret_file)
         .with_context(|| format!("secret file {}", args.secret_file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_takes_host_names_and_refuses_garbage() {
+        assert!(resolve_listen("localhost:7881").unwrap().ip().is_loopback());
+        assert_eq!(
+            resolve_listen("127.0.0.1:7").unwrap(),
+            "127.0.0.1:7".parse().unwrap()
+        );
+        assert!(resolve_listen("no port").is_err());
+    }
+
+    #[test]
+    fn client_urls_never_name_the_unspecified_address() {
+        let urls = client_urls("0.0.0.0:7880".parse().unwrap(), false);
+        assert_eq!(urls[0], "ws://127.0.0.1:7880/v1/signal");
+        assert!(urls.iter().all(|u| !u.contains("0.0.0.0")), "{urls:?}");
+        assert_eq!(
+            client_urls("10.1.2.3:443".parse().unwrap(), true),
+            ["wss://10.1.2.3:443/v1/signal"]
+        );
+    }
 }

@@ -43,6 +43,7 @@ mod hub;
 mod limit;
 mod metrics;
 mod stun;
+mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -64,6 +65,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use metrics::Stats;
+pub use tls::tls_from_pem_files;
 
 use hub::Hub;
 
@@ -119,6 +121,10 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// Whether devices may use one-time codes at all. Default on.
     pub allow_codes: bool,
+    /// TLS for every connection (`wss://`, `https://` for `/health` and
+    /// `/metrics`), from [`tls_from_pem_files`]. Default none: plain `ws://`,
+    /// for loopback or behind a TLS-terminating proxy.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How long an allocated nameplate waits for its claim, and how long the two
     /// devices of a claimed code may connect to each other. Default 10 min.
     pub code_ttl: Duration,
@@ -189,6 +195,7 @@ impl Config {
             stun_listen: None,
             allow_anonymous: true,
             allow_codes: true,
+            tls: None,
             code_ttl: Duration::from_secs(600),
             code_rate_per_ip: 20,
             code_burst_per_ip: 5,
@@ -278,6 +285,8 @@ pub struct Server {
     idle: Arc<Notify>,
     accept: Option<JoinHandle<()>>,
     stun_addr: Option<SocketAddr>,
+    /// Whether connections are TLS (`wss://`).
+    tls: bool,
 }
 
 impl Server {
@@ -300,6 +309,8 @@ impl Server {
             }
             None => None,
         };
+        let tls = config.tls.clone();
+        let handshake_timeout = config.handshake_timeout;
         let hub = Arc::new(Hub::new(config));
         let idle = Arc::new(Notify::new());
         let app = App {
@@ -312,23 +323,44 @@ impl Server {
             .route("/health", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
             .with_state(app);
-        let mut stop = shutdown_rx;
-        // Signaling frames are small and latency-bound: no Nagle delay on them.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-        });
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
+        let mut stop = shutdown_rx.clone();
+        let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
-        });
-        let accept = tokio::spawn(async move {
-            if let Err(e) = serve.await {
-                tracing::error!("server stopped: {e}");
+        };
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let accept = match &tls {
+            Some(config) => {
+                let listener = tls::TlsListener::new(
+                    listener,
+                    config.clone(),
+                    handshake_timeout,
+                    shutdown_rx,
+                )?
+                // TapIo is what lends a custom listener's address to ConnectInfo.
+                .tap_io(|_| {});
+                let serve = axum::serve(listener, service).with_graceful_shutdown(stopped);
+                tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        tracing::error!("server stopped: {e}");
+                    }
+                })
             }
-        });
-        tracing::info!(%addr, "listening");
+            None => {
+                // Signaling frames are small and latency-bound: no Nagle delay on them.
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    }
+                });
+                let serve = axum::serve(listener, service).with_graceful_shutdown(stopped);
+                tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        tracing::error!("server stopped: {e}");
+                    }
+                })
+            }
+        };
+        tracing::info!(%addr, tls = tls.is_some(), "listening");
         Ok(Server {
             addr,
             hub,
@@ -336,6 +368,7 @@ impl Server {
             idle,
             accept: Some(accept),
             stun_addr,
+            tls: tls.is_some(),
         })
     }
 
@@ -350,9 +383,12 @@ impl Server {
         self.stun_addr
     }
 
-    /// The signaling URL devices connect to: `ws://{addr}/v1/signal`.
+    /// The signaling URL devices connect to: `ws://{addr}/v1/signal`, or
+    /// `wss://` with [`Config::tls`] (a certificate names a host, not an
+    /// address: clients give that name).
     pub fn url(&self) -> String {
-        format!("ws://{}/v1/signal", self.addr)
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/v1/signal", self.addr)
     }
 
     /// A snapshot of the server's counters.

@@ -29,6 +29,8 @@ pub(crate) struct Config {
     pub quic: bool,
     /// STUN/TURN servers to use instead of the ones the server announces.
     pub ice_servers: Option<Vec<IceServer>>,
+    /// TLS to a `wss://` server; `None` for `ws://`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 #[cfg(test)]
@@ -51,6 +53,7 @@ impl Config {
             path_policy: PathPolicy::Any,
             quic: true,
             ice_servers: None,
+            tls: None,
         }
     }
 }

@@ -110,6 +110,11 @@ pub enum BindError {
     /// peerpipe server of a compatible version?
     #[error("unexpected handshake from the server: {0}")]
     Protocol(String),
+    /// TLS to a `wss://` server failed: the server's certificate is not trusted
+    /// (trust it with [`NodeBuilder::trust_certificates`](crate::NodeBuilder::trust_certificates))
+    /// or names another host, or there is no usable root certificate.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// No admission within the connect time-out: the server or network is too slow
     /// or unreachable; try again or raise the time-out.
     #[error("no admission from the server within {0:?}")]
@@ -123,6 +128,7 @@ impl BindError {
         matches!(
             self,
             Self::Config(_)
+                | Self::Tls(_)
                 | Self::AnonymousRefused(_)
                 | Self::BadToken
                 | Self::TokenExpired

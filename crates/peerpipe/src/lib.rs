@@ -91,6 +91,7 @@ mod link;
 mod node;
 mod op;
 pub mod share;
+mod tls;
 
 pub use code::CodeOffer;
 pub use command::Incoming;
@@ -105,3 +106,4 @@ pub use node::{Node, NodeBuilder};
 pub use op::Operation;
 pub use peerpipe_proto::id::{DeviceId, Identity};
 pub use peerpipe_proto::signal::{IceServer, PeerInfo, SessionId};
+pub use tls::{CertificateDer, certificates_from_pem};

@@ -39,16 +39,33 @@ pub(crate) async fn dial(cfg: &Config) -> Result<Admitted, BindError> {
 fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> BindError {
     use tokio_tungstenite::tungstenite::Error as E;
     match e {
-        E::Io(e) => BindError::Unreachable(e),
+        // tokio-rustls reports a failed handshake as an I/O error around rustls's.
+        E::Io(e) => match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            Some(tls) => BindError::Tls(tls.to_string()),
+            None => BindError::Unreachable(e),
+        },
+        E::Tls(e) => BindError::Tls(e.to_string()),
         e => BindError::Unreachable(io::Error::other(e)),
     }
 }
 
 async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
-    let (mut ws, _response) =
-        tokio_tungstenite::connect_async_with_config(cfg.server.as_str(), None, true)
-            .await
-            .map_err(ws_error)?;
+    let connector = cfg
+        .tls
+        .clone()
+        .map(tokio_tungstenite::Connector::Rustls)
+        .unwrap_or(tokio_tungstenite::Connector::Plain);
+    let (mut ws, _response) = tokio_tungstenite::connect_async_tls_with_config(
+        cfg.server.as_str(),
+        None,
+        true,
+        Some(connector),
+    )
+    .await
+    .map_err(ws_error)?;
     let nonce = match next_message(&mut ws).await? {
         ServerMessage::Challenge { nonce } => nonce,
         ServerMessage::Error { code, message, .. } => {
@@ -92,6 +109,7 @@ async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
             }
             let local = match ws.get_ref() {
                 MaybeTlsStream::Plain(tcp) => tcp.local_addr().ok(),
+                MaybeTlsStream::Rustls(tls) => tls.get_ref().0.local_addr().ok(),
                 _ => None,
             };
             Ok(Admitted {

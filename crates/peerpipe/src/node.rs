@@ -42,6 +42,7 @@ pub struct NodeBuilder {
     path_policy: PathPolicy,
     quic: bool,
     ice_servers: Option<Vec<IceServer>>,
+    trusted: Vec<crate::CertificateDer<'static>>,
 }
 
 impl Default for NodeBuilder {
@@ -62,6 +63,7 @@ impl Default for NodeBuilder {
             path_policy: PathPolicy::Any,
             quic: true,
             ice_servers: None,
+            trusted: Vec::new(),
         }
     }
 }
@@ -170,6 +172,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Certificates to trust for a `wss://` server besides the system's roots:
+    /// a private CA, or the server's own self-signed certificate (read them
+    /// with [`certificates_from_pem`](crate::certificates_from_pem)). Default none.
+    pub fn trust_certificates(mut self, certs: Vec<crate::CertificateDer<'static>>) -> Self {
+        self.trusted = certs;
+        self
+    }
+
     /// Connects to the server and is admitted (anonymously without a token: a
     /// server that admits no anonymous devices answers
     /// [`BindError::AnonymousRefused`]); then the node runs until
@@ -184,6 +194,11 @@ impl NodeBuilder {
             .unwrap_or_else(|| Identity::from_secret_bytes(rand::random()));
         let mut label: String = self.label.chars().filter(|c| !c.is_control()).collect();
         truncate_utf8(&mut label, MAX_LABEL_LEN);
+        let tls = if server.starts_with("wss://") {
+            Some(crate::tls::client_config(&self.trusted)?)
+        } else {
+            None
+        };
         let cfg = Arc::new(Config {
             server,
             token,
@@ -200,6 +215,7 @@ impl NodeBuilder {
             path_policy: self.path_policy,
             quic: self.quic,
             ice_servers: self.ice_servers,
+            tls,
         });
         let id = cfg.identity.device_id();
         let span = tracing::info_span!("node", id = %id.short());
