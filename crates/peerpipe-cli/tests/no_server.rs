@@ -25,6 +25,9 @@ fn send_without_a_server_names_the_url_and_what_to_check() {
     assert!(!out.status.success());
     assert!(out.stdout.is_empty(), "no code is printed");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("ws://127.0.0.1:{port}/v1/signal")), "{err}");
+    assert!(
+        err.contains(&format!("ws://127.0.0.1:{port}/v1/signal")),
+        "{err}"
+    );
     assert!(err.contains("is `peerpipe serve` running there?"), "{err}");
 }
