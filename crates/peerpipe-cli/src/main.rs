@@ -110,7 +110,7 @@ enum Command {
 struct CodeNetArgs {
     /// Admission token (from `peerpipe token`); without one the device joins
     /// anonymously, which the server allows for codes unless it was told not to.
-    #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true, value_parser = parse_token)]
     token: Option<String>,
     /// Write JSON event lines on stdout (collection, progress, done) instead of progress bars.
     #[arg(long)]
@@ -258,12 +258,23 @@ struct ServeArgs {
     #[arg(long, value_parser = units::parse_duration)]
     code_ttl: Option<Duration>,
     /// Code operations (a send or a receive each) per minute from one IP address
-    /// for anonymous devices, sustained (default 20).
+    /// for anonymous devices, sustained (default 60; a transfer takes two).
     #[arg(long, value_name = "N")]
     code_rate_per_ip: Option<u32>,
-    /// Code operations in a burst from one IP address for anonymous devices (default 5).
+    /// Code operations in a burst from one IP address for anonymous devices (default 30).
     #[arg(long, value_name = "N")]
     code_burst_per_ip: Option<u32>,
+}
+
+/// A token is never empty: `--token ""` (an unset variable, say) is a mistake,
+/// not a request to join anonymously (leave `--token` out for that).
+fn parse_token(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "the token is empty (for `send`/`receive` without a token, leave --token out)".into(),
+        );
+    }
+    Ok(s.to_string())
 }
 
 fn parse_stun(s: &str) -> Result<IceServer, String> {
@@ -301,7 +312,7 @@ struct IdentityArgs {
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// Admission token (from `peerpipe token`).
-    #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true, value_parser = parse_token)]
     token: String,
     #[command(flatten)]
     net: NetArgs,

@@ -11,18 +11,24 @@ fn split_number<'a>(s: &'a str, what: &str) -> Result<(u64, &'a str), String> {
     Ok((n, unit))
 }
 
-/// Parses `N[s|m|h|d]` (plain `N` is seconds).
+/// Parses `N` with a unit, `ms`, `s`, `m`, `h` or `d` (a bare number is refused:
+/// `--ttl 30` could mean seconds or days), and not zero.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let (n, unit) = split_number(s, "a duration like 90s, 15m, 12h or 30d")?;
-    let secs = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        _ => return Err(format!("unknown unit {unit:?}: use s, m, h or d")),
+    let millis: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => return Err(format!("{s:?} needs a unit: {s}s, {s}m, {s}h or {s}d")),
+        _ => return Err(format!("unknown unit {unit:?}: use ms, s, m, h or d")),
     };
-    n.checked_mul(secs)
-        .map(Duration::from_secs)
+    if n == 0 {
+        return Err(format!("{s:?} is zero: give a duration above zero"));
+    }
+    n.checked_mul(millis)
+        .map(Duration::from_millis)
         .ok_or_else(|| format!("{s:?} is too long"))
 }
 
@@ -63,7 +69,10 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("90").unwrap_err().contains("needs a unit"));
+        assert!(parse_duration("0s").unwrap_err().contains("zero"));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(
             parse_duration("30d").unwrap(),

@@ -129,16 +129,17 @@ pub struct Config {
     /// devices of a claimed code may connect to each other. Default 10 min.
     pub code_ttl: Duration,
     /// Code operations (allocate and claim) per minute from one source IP, for
-    /// anonymous devices, sustained. Default 20. (Behind a reverse proxy every
+    /// anonymous devices, sustained. Default 60 (a transfer takes two: the
+    /// sender's allocate and the receiver's claim; a wrong guess burns the code). (Behind a reverse proxy every
     /// device has the proxy's address.)
     pub code_rate_per_ip: u32,
     /// Code operations in a burst from one source IP, for anonymous devices.
-    /// Default 5.
+    /// Default 30.
     pub code_burst_per_ip: u32,
     /// Code operations per minute of one user's devices (with a token), sustained.
-    /// Default 60.
+    /// Default 120.
     pub code_rate_per_user: u32,
-    /// Code operations in a burst of one user's devices. Default 10.
+    /// Code operations in a burst of one user's devices. Default 30.
     pub code_burst_per_user: u32,
 }
 
@@ -197,10 +198,10 @@ impl Config {
             allow_codes: true,
             tls: None,
             code_ttl: Duration::from_secs(600),
-            code_rate_per_ip: 20,
-            code_burst_per_ip: 5,
-            code_rate_per_user: 60,
-            code_burst_per_user: 10,
+            code_rate_per_ip: 60,
+            code_burst_per_ip: 30,
+            code_rate_per_user: 120,
+            code_burst_per_user: 30,
         }
     }
 
