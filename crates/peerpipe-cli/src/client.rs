@@ -90,11 +90,8 @@ pub async fn listen(args: &ClientArgs) -> Result<()> {
 }
 
 pub async fn connect(args: &ConnectArgs) -> Result<()> {
-    let peer: DeviceId = args
-        .peer
-        .parse()
-        .with_context(|| format!("{:?} is not a device id (see `peerpipe peers`)", args.peer))?;
     let node = bind(&args.client, Role::ShortLived).await?;
+    let peer = resolve_peer(&node, &args.peer).await?;
     tokio::spawn(log_events(node.clone()));
     let conn = node
         .connect(peer)
@@ -134,6 +131,52 @@ pub async fn connect(args: &ConnectArgs) -> Result<()> {
     report("sent", total, started);
     node.shutdown().await;
     Ok(())
+}
+
+/// A device named by its full id, or among the online devices by the start of
+/// its id (the short id the logs print) or its exact label; an ambiguous or
+/// unknown name is an error that lists what is online.
+async fn resolve_peer(node: &Node, name: &str) -> Result<DeviceId> {
+    if let Ok(id) = name.parse::<DeviceId>() {
+        return Ok(id);
+    }
+    let peers = node.online_peers().await.context("listing peers")?;
+    let by_prefix: Vec<_> = peers
+        .iter()
+        .filter(|p| name.len() >= 4 && p.id.to_string().starts_with(name))
+        .collect();
+    let matches = if by_prefix.is_empty() {
+        peers.iter().filter(|p| p.label == name).collect()
+    } else {
+        by_prefix
+    };
+    match matches.as_slice() {
+        [one] => Ok(one.id),
+        [] => {
+            let online: Vec<String> = peers
+                .iter()
+                .map(|p| format!("{} ({})", p.id.short(), p.label))
+                .collect();
+            bail!(
+                "{name:?} is not a device id, nor the start of one or the label of an online device; online: {}",
+                if online.is_empty() {
+                    "none".to_string()
+                } else {
+                    online.join(", ")
+                }
+            )
+        }
+        several => {
+            let names: Vec<String> = several
+                .iter()
+                .map(|p| format!("{} ({})", p.id, p.label))
+                .collect();
+            bail!(
+                "{name:?} names several online devices; give more of the id: {}",
+                names.join(", ")
+            )
+        }
+    }
 }
 
 fn load_identity(args: &IdentityArgs) -> Result<peerpipe::Identity> {

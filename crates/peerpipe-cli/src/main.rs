@@ -364,7 +364,8 @@ struct NetArgs {
 
 #[derive(Args)]
 struct ConnectArgs {
-    /// The device to send to (see `peerpipe peers`).
+    /// The device to send to (see `peerpipe peers`): its id, the start of its id
+    /// (at least 4 characters, like the short id in the logs) or its label.
     peer: String,
     #[command(flatten)]
     client: ClientArgs,

@@ -7,7 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
 use common::{
-    ServeProcess, TempDir, bin, device_id, spawn_connect, spawn_listen, wait_bounded, wait_online,
+    ServeProcess, TempDir, device_id, spawn_connect, spawn_listen, wait_bounded, wait_online,
 };
 use rand::RngCore as _;
 
@@ -44,12 +44,68 @@ fn stdin_of_connect_arrives_on_stdout_of_listen() {
 }
 
 #[test]
-fn connect_to_a_malformed_id_fails_with_a_clear_error() {
-    let out = bin()
-        .args(["connect", "not-an-id", "--token", "x"])
+fn connect_to_an_unknown_name_fails_with_what_is_online() {
+    let dir = TempDir::new("unknown-name");
+    let server = ServeProcess::start(&dir.0);
+    let token = server.token("alice");
+    let out = common::client("connect", &["not-an-id"], &server, &token, &dir.path("a"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is not a device id"), "{err}");
+    assert!(err.contains("online: none"), "{err}");
+}
+
+#[test]
+fn connect_takes_the_short_id_or_the_label() {
+    let dir = TempDir::new("short-id");
+    let server = ServeProcess::start(&dir.0);
+    let token = server.token("alice");
+    let key = dir.path("b.key");
+    let id = device_id(&key);
+    for (round, name) in [id[..10].to_string(), "the-listener".to_string()]
+        .into_iter()
+        .enumerate()
+    {
+        let mut listen = common::client(
+            "listen",
+            &["-q", "--label", "the-listener"],
+            &server,
+            &token,
+            &key,
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        wait_online(&server, &token, &dir.path("a.key"), &id);
+        let mut connect = common::client(
+            "connect",
+            &["-q", &name],
+            &server,
+            &token,
+            &dir.path("a.key"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let mut stdin = connect.stdin.take().unwrap();
+        stdin
+            .write_all(format!("round {round}\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        assert!(
+            wait_bounded(&mut connect, Duration::from_secs(30)).success(),
+            "connect {name}"
+        );
+        assert!(wait_bounded(&mut listen, Duration::from_secs(30)).success());
+        let mut got = String::new();
+        listen
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert_eq!(got, format!("round {round}\n"));
+    }
 }
