@@ -16,18 +16,59 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const CHUNK: usize = 256 * 1024;
 
-pub async fn run(size: u64) -> Result<()> {
+/// Where the demo's report goes: stderr, unless `-q`; the live progress line
+/// (rewritten with `\r`) only when stderr is a terminal.
+#[derive(Clone, Copy)]
+struct Out {
+    quiet: bool,
+    tty: bool,
+}
+
+impl Out {
+    fn say(self, text: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            let end = if self.tty { "\x1b[K" } else { "" };
+            say!("{}{end}", text);
+        }
+    }
+
+    /// The progress line, rewritten in place; nothing when not on a terminal.
+    fn progress(self, done: u64, total: u64, started: Instant) {
+        if self.quiet || !self.tty {
+            return;
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        // Like `eprint!`, without failing when stderr is closed.
+        let _ = write!(
+            std::io::stderr(),
+            "\r      {} / {}  {:.1} MB/s\x1b[K\r",
+            human(done),
+            human(total),
+            done as f64 / secs / 1e6
+        );
+    }
+}
+
+pub async fn run(size: u64, quiet: bool) -> Result<()> {
+    use std::io::IsTerminal as _;
+    let out = Out {
+        quiet,
+        tty: std::io::stderr().is_terminal(),
+    };
     let dir = std::env::temp_dir().join(format!("peerpipe-demo-{:016x}", rand::random::<u64>()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let result = run_in(&dir, size).await;
+    let result = run_in(&dir, size, out).await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
-async fn run_in(dir: &Path, size: u64) -> Result<()> {
+async fn run_in(dir: &Path, size: u64, out: Out) -> Result<()> {
     let source = dir.join("source.bin");
     let target = dir.join("received.bin");
-    say!("[1/4] generating a {} file of random bytes", human(size));
+    out.say(format_args!(
+        "[1/4] generating a {} file of random bytes",
+        human(size)
+    ));
     generate(&source, size)?;
 
     let secret: [u8; 32] = rand::random();
@@ -36,7 +77,7 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
     let server = Server::bind(config)
         .await
         .context("starting the embedded server")?;
-    say!("[2/4] embedded server on {}", server.url());
+    out.say(format_args!("[2/4] embedded server on {}", server.url()));
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let token = peerpipe_proto::token::mint(&secret, "demo", now + 3600)?;
@@ -50,26 +91,31 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
     };
     let receiver = node("receiver").await.context("receiver joining")?;
     let sender = node("sender").await.context("sender joining")?;
-    say!(
+    out.say(format_args!(
         "      devices of user \"demo\": sender {} and receiver {}",
         sender.id().short(),
         receiver.id().short()
-    );
+    ));
 
     let receive = tokio::spawn(receive(receiver.clone(), target.clone()));
     let sent = Arc::new(AtomicU64::new(0));
     let relayed_at_start = server.stats().relay_bytes;
-    tokio::spawn(report_paths(sender.clone(), sent.clone(), Instant::now()));
+    tokio::spawn(report_paths(
+        sender.clone(),
+        sent.clone(),
+        Instant::now(),
+        out,
+    ));
     let started = Instant::now();
     let conn = sender
         .connect(receiver.id())
         .await
         .context("sender connecting to receiver")?;
-    say!(
+    out.say(format_args!(
         "[3/4] connected and end-to-end encrypted in {:.1} ms, path: relay (through the server); \
          sending while the direct path is negotiated",
         started.elapsed().as_secs_f64() * 1e3
-    );
+    ));
     let started = Instant::now();
     let mut file = tokio::fs::File::open(&source).await?;
     let mut stream = conn.open_stream().await.context("opening a stream")?;
@@ -87,7 +133,7 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
         sent_total.store(sent, Ordering::Relaxed);
         if last_report.elapsed() >= Duration::from_millis(500) {
             last_report = Instant::now();
-            progress(sent, size, started);
+            out.progress(sent, size, started);
         }
     }
     stream.shutdown().await.context("sending")?;
@@ -96,27 +142,26 @@ async fn run_in(dir: &Path, size: u64) -> Result<()> {
         return Err(e).context("waiting for the receiver to store everything");
     }
     let elapsed = started.elapsed();
-    progress(sent, size, started);
-    say!();
+    out.progress(sent, size, started);
     let received = receive.await.context("receiver task")??;
 
-    say!("[4/4] verifying");
+    out.say(format_args!("[4/4] verifying"));
     if received != size || !same_contents(&source, &target)? {
         bail!("the received file differs from the source ({received} of {size} bytes)");
     }
     let stats = server.stats();
     let secs = elapsed.as_secs_f64().max(1e-9);
-    say!(
+    out.say(format_args!(
         "moved {} in {secs:.2} s: {:.1} MB/s, byte-identical, last path: {}",
         human(size),
         size as f64 / secs / 1e6,
         conn.path()
-    );
-    say!(
+    ));
+    out.say(format_args!(
         "the server relayed {} of it (handshake, path negotiation, and the data sent \
          before the direct path opened)",
         human(stats.relay_bytes.saturating_sub(relayed_at_start)),
-    );
+    ));
     sender.shutdown().await;
     receiver.shutdown().await;
     server.shutdown().await;
@@ -183,28 +228,16 @@ fn same_contents(a: &Path, b: &Path) -> Result<bool> {
 }
 
 /// Prints the sender's path changes with how much was sent by then.
-async fn report_paths(node: Node, sent: Arc<AtomicU64>, started: Instant) {
+async fn report_paths(node: Node, sent: Arc<AtomicU64>, started: Instant, out: Out) {
     while let Some(event) = node.next_event().await {
         if let NodeEvent::PathChanged { path, rtt, .. } = event {
-            say!(
-                "\r      path: {path} after {:.1} ms, {} sent by then (rtt {rtt:.1?})",
+            out.say(format_args!(
+                "      path: {path} after {:.1} ms, {} sent by then (rtt {rtt:.1?})",
                 started.elapsed().as_secs_f64() * 1e3,
                 human(sent.load(Ordering::Relaxed)),
-            );
+            ));
         }
     }
-}
-
-fn progress(done: u64, total: u64, started: Instant) {
-    let secs = started.elapsed().as_secs_f64().max(1e-9);
-    // Like `eprint!`, without failing when stderr is closed.
-    let _ = write!(
-        std::io::stderr(),
-        "\r      {} / {}  {:.1} MB/s   ",
-        human(done),
-        human(total),
-        done as f64 / secs / 1e6
-    );
 }
 
 /// Bytes in binary units, for people.

@@ -408,7 +408,7 @@ async fn run(command: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Peers(args) => client::peers(&args).await,
         Command::Listen(args) => client::listen(&args).await,
         Command::Connect(args) => client::connect(&args).await,
-        Command::Demo(args) => demo::run(args.size).await,
+        Command::Demo(args) => demo::run(args.size, quiet).await,
         Command::Send(args) => transfer::send(&args, quiet).await,
         Command::Receive(args) => transfer::receive(&args, quiet).await,
         Command::Share(args) => transfer::share(&args, quiet).await,

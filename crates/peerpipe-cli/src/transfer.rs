@@ -96,8 +96,8 @@ async fn hash_paths(paths: Vec<PathBuf>, out: Out) -> Result<Arc<Content>> {
     spinner.finish_and_clear();
     let collection = content.collection();
     out.say(format_args!(
-        "{} file(s), {} in all",
-        collection.entries().len(),
+        "{}, {} in all",
+        files(collection.entries().len()),
         crate::demo::human(collection.total_size())
     ));
     out.event(json!({
@@ -529,8 +529,9 @@ async fn follow(download: &Download, out: Out) -> Result<Report> {
 fn finish_report(report: &Report, out: Out) {
     if report.reused_groups > 0 {
         out.say(format_args!(
-            "resumed: {} group(s) were verified on disk, {} fetched",
-            report.reused_groups, report.missing_groups
+            "resumed: {} was already here and verified, {} fetched",
+            crate::demo::human(report.total_bytes.saturating_sub(report.fetched_bytes)),
+            crate::demo::human(report.fetched_bytes)
         ));
     }
     for peer in &report.dropped_peers {
@@ -540,10 +541,19 @@ fn finish_report(report: &Report, out: Out) {
         ));
     }
     out.say(format_args!(
-        "received {} in {} file(s), verified",
+        "received {} in {}, verified",
         crate::demo::human(report.total_bytes),
-        report.files.len()
+        files(report.files.len())
     ));
+}
+
+/// "1 file", "3 files".
+fn files(n: usize) -> String {
+    if n == 1 {
+        "1 file".to_string()
+    } else {
+        format!("{n} files")
+    }
 }
 
 fn short_name(path: &str) -> String {

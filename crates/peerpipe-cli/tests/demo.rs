@@ -20,3 +20,24 @@ fn demo_moves_a_file_byte_identical() {
     assert!(err.contains("byte-identical"), "{err}");
     assert!(err.contains("MB/s"), "{err}");
 }
+
+#[test]
+fn demo_is_silent_with_q_and_writes_no_carriage_returns_to_a_pipe() {
+    let quiet = bin()
+        .args(["demo", "--size", "1MiB", "-q"])
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    let piped = bin().args(["demo", "--size", "1MiB"]).output().unwrap();
+    assert!(piped.status.success());
+    assert!(
+        !piped.stderr.contains(&b'\r'),
+        "progress rewritten in a pipe"
+    );
+    assert!(!piped.stderr.contains(&0x1b), "terminal escapes in a pipe");
+}
