@@ -262,6 +262,9 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
     let mut options = DownloadOptions::new(args.out.clone());
     options.force = args.force;
     options.cursor = Some(0);
+    // A code names one sender, and no other source can come: once its
+    // connection is gone, the download is over.
+    options.no_source_timeout = Duration::from_secs(1);
     let download = Download::start(hash, options, Library::new());
     download.add_source(conn.clone());
     let report = match follow(&download, out).await {
@@ -272,12 +275,28 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
             why.extend_from_slice(format!("{e:#}").as_bytes());
             let _ = conn.send(Bytes::from(why)).await;
             conn.close().await;
+            if !matches!(
+                e.downcast_ref::<share::ShareError>(),
+                Some(
+                    share::ShareError::Exists(_)
+                        | share::ShareError::UnsafeTarget(..)
+                        | share::ShareError::Input(_)
+                )
+            ) {
+                return Err(e.context(format!(
+                    "interrupted; what arrived verified stays in {0}: to fetch only the rest, \
+                     ask the sender for a new code and run `peerpipe receive NEW_CODE -o {0}`",
+                    args.out.display()
+                )));
+            }
             return Err(e);
         }
     };
-    conn.send_confirmed(Bytes::from_static(DONE))
-        .await
-        .context("telling the sender")?;
+    // Everything is on disk and verified: a sender that went away just now
+    // does not make that a failure.
+    if let Err(e) = conn.send_confirmed(Bytes::from_static(DONE)).await {
+        tracing::warn!("could not tell the sender that everything arrived: {e}");
+    }
     conn.close().await;
     finish_report(&report, out);
     Ok(())

@@ -324,6 +324,18 @@ async fn run(
                 .map_err(|_| ShareError::Protocol("lock"))?;
             let fetch = guard.as_mut().ok_or(ShareError::Protocol("no scheduler"))?;
             let now = Instant::now();
+            // A source whose connection ended is gone (it may come back as a
+            // new connection); its requests go to the others.
+            let gone: Vec<u64> = sources
+                .iter()
+                .filter(|(_, s)| s.conn.close_reason().is_some())
+                .map(|(&key, _)| key)
+                .collect();
+            for key in gone {
+                let ids = fetch.remove_peer(key);
+                abort(&shared, &ids);
+                sources.remove(&key);
+            }
             for (&key, source) in &sources {
                 fetch.set_rtt(key, source.conn.rtt());
             }

@@ -64,7 +64,9 @@ pub enum ShareError {
     #[error("refusing to write under {0}: {1}")]
     UnsafeTarget(PathBuf, &'static str),
     /// No connected peer has (the rest of) the collection.
-    #[error("no peer with the collection is reachable")]
+    #[error(
+        "no device that has the files is connected any more (the sender stopped or lost its network)"
+    )]
     NoSource,
     /// Something took too long.
     #[error("timed out waiting for {0}")]
