@@ -58,6 +58,11 @@ fn a_tree_and_a_file_arrive_identical() {
     );
     let status = wait_bounded(&mut sender.child, Duration::from_secs(30));
     assert!(status.success(), "send failed");
+    // A good transfer warns about nothing on either side.
+    let receiver_log = String::from_utf8_lossy(&receiver.stderr);
+    assert!(!receiver_log.contains("WARN"), "{receiver_log}");
+    let sender_log = common::stderr_of(&mut sender.child);
+    assert!(!sender_log.contains("WARN"), "{sender_log}");
     assert!(
         sender.rest.next().is_none(),
         "the code is the only line on stdout"

@@ -808,7 +808,14 @@ impl Actor {
                 if code.is_fatal() {
                     return Some(LinkEnd::Lost(format!("server error {code}: {message}")));
                 }
-                tracing::warn!(?session, %code, "server error: {message}");
+                match session {
+                    // Frames still in flight when a session ended are refused
+                    // by the server: expected, and no one's problem.
+                    Some(s) if !self.routes.contains_key(&s) => {
+                        tracing::debug!(session = ?s, %code, "server error for an ended session: {message}");
+                    }
+                    _ => tracing::warn!(?session, %code, "server error: {message}"),
+                }
             }
             other => tracing::warn!("unexpected message from the server: {other:?}"),
         }
