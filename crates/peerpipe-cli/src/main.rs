@@ -206,30 +206,30 @@ struct ServeArgs {
     /// Default: ~/.config/peerpipe/server-secret.
     #[arg(long, env = "PEERPIPE_SECRET_FILE")]
     secret_file: Option<PathBuf>,
-    /// Largest binary frame accepted, relay header included (e.g. 128KiB).
-    #[arg(long, value_parser = units::parse_size)]
-    max_frame: Option<u64>,
+    /// Largest binary frame accepted, relay header included.
+    #[arg(long, default_value = "128KiB", value_parser = units::parse_size)]
+    max_frame: u64,
     /// Control messages per second allowed per connection.
-    #[arg(long)]
-    control_rate: Option<u32>,
+    #[arg(long, default_value = "20")]
+    control_rate: u32,
     /// Relayed frames per second allowed per connection (excess is delayed, not dropped).
-    #[arg(long)]
-    relay_rate: Option<u32>,
+    #[arg(long, default_value = "20000")]
+    relay_rate: u32,
     /// Devices one user may have online at once.
-    #[arg(long)]
-    max_devices_per_user: Option<usize>,
-    /// Time a new connection has to authenticate (e.g. 10s).
-    #[arg(long, value_parser = units::parse_duration)]
-    handshake_timeout: Option<Duration>,
-    /// Silence after which a device is dropped and shown offline (e.g. 30s).
-    #[arg(long, value_parser = units::parse_duration)]
-    idle_timeout: Option<Duration>,
-    /// Time a device has to answer a connection request (e.g. 30s).
-    #[arg(long, value_parser = units::parse_duration)]
-    accept_timeout: Option<Duration>,
+    #[arg(long, default_value = "32")]
+    max_devices_per_user: usize,
+    /// Time a new connection has to authenticate.
+    #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
+    handshake_timeout: Duration,
+    /// Silence after which a device is dropped and shown offline.
+    #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
+    idle_timeout: Duration,
+    /// Time a device has to answer a connection request.
+    #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
+    accept_timeout: Duration,
     /// Time a device may stop reading relayed data before it is disconnected.
-    #[arg(long, value_parser = units::parse_duration)]
-    slow_consumer_timeout: Option<Duration>,
+    #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
+    slow_consumer_timeout: Duration,
     /// A STUN server to announce to devices for direct paths: HOST:PORT or
     /// stun:HOST:PORT. Repeat for several.
     #[arg(long, value_name = "URL", value_parser = parse_stun)]
@@ -254,16 +254,16 @@ struct ServeArgs {
     /// Refuse one-time codes altogether (and with them anonymous devices).
     #[arg(long)]
     no_codes: bool,
-    /// How long a code waits for its receiver (e.g. 10m).
-    #[arg(long, value_parser = units::parse_duration)]
-    code_ttl: Option<Duration>,
+    /// How long a code waits for its receiver.
+    #[arg(long, default_value = "10m", value_parser = units::parse_duration)]
+    code_ttl: Duration,
     /// Code operations (a send or a receive each) per minute from one IP address
-    /// for anonymous devices, sustained (default 60; a transfer takes two).
-    #[arg(long, value_name = "N")]
-    code_rate_per_ip: Option<u32>,
-    /// Code operations in a burst from one IP address for anonymous devices (default 30).
-    #[arg(long, value_name = "N")]
-    code_burst_per_ip: Option<u32>,
+    /// for anonymous devices, sustained (a transfer takes two).
+    #[arg(long, default_value = "60", value_name = "N")]
+    code_rate_per_ip: u32,
+    /// Code operations in a burst from one IP address for anonymous devices.
+    #[arg(long, default_value = "30", value_name = "N")]
+    code_burst_per_ip: u32,
 }
 
 /// A token is never empty: `--token ""` (an unset variable, say) is a mistake,

@@ -28,42 +28,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         config.tls =
             Some(peerpipe_server::tls_from_pem_files(cert, key).context("--tls-cert/--tls-key")?);
     }
-    if let Some(v) = args.max_frame {
-        config.max_frame = usize::try_from(v).context("--max-frame is too large")?;
-    }
-    if let Some(v) = args.control_rate {
-        config.control_rate = v;
-    }
-    if let Some(v) = args.relay_rate {
-        config.relay_rate = v;
-    }
-    if let Some(v) = args.max_devices_per_user {
-        config.max_devices_per_user = v;
-    }
-    if let Some(v) = args.handshake_timeout {
-        config.handshake_timeout = v;
-    }
-    if let Some(v) = args.idle_timeout {
-        config.idle_timeout = v;
-        config.ping_interval = config.ping_interval.min(v / 3);
-    }
-    if let Some(v) = args.accept_timeout {
-        config.accept_timeout = v;
-    }
-    if let Some(v) = args.slow_consumer_timeout {
-        config.slow_consumer_timeout = v;
-    }
+    config.max_frame = usize::try_from(args.max_frame).context("--max-frame is too large")?;
+    config.control_rate = args.control_rate;
+    config.relay_rate = args.relay_rate;
+    config.max_devices_per_user = args.max_devices_per_user;
+    config.handshake_timeout = args.handshake_timeout;
+    config.idle_timeout = args.idle_timeout;
+    config.ping_interval = config.ping_interval.min(args.idle_timeout / 3);
+    config.accept_timeout = args.accept_timeout;
+    config.slow_consumer_timeout = args.slow_consumer_timeout;
     config.allow_anonymous = !args.no_anonymous;
     config.allow_codes = !args.no_codes;
-    if let Some(v) = args.code_ttl {
-        config.code_ttl = v;
-    }
-    if let Some(v) = args.code_rate_per_ip {
-        config.code_rate_per_ip = v;
-    }
-    if let Some(v) = args.code_burst_per_ip {
-        config.code_burst_per_ip = v;
-    }
+    config.code_ttl = args.code_ttl;
+    config.code_rate_per_ip = args.code_rate_per_ip;
+    config.code_burst_per_ip = args.code_burst_per_ip;
     config.ice_servers = args.stun.into_iter().chain(args.turn).collect();
     config.stun_listen = args.stun_listen;
     if config.ice_servers.len() > MAX_ICE_SERVERS {
@@ -183,5 +161,32 @@ mod tests {
             client_urls("10.1.2.3:443".parse().unwrap(), true),
             ["wss://10.1.2.3:443/v1/signal"]
         );
+    }
+}
+
+#[cfg(test)]
+mod defaults {
+    use clap::Parser as _;
+
+    /// What `serve --help` shows as defaults is what the server uses.
+    #[test]
+    fn serve_defaults_are_the_servers() {
+        let crate::Cli { command, .. } = crate::Cli::parse_from(["peerpipe", "serve"]);
+        let crate::Command::Serve(args) = command else {
+            panic!("not serve")
+        };
+        let server = peerpipe_server::Config::new(vec![0; 32]);
+        assert_eq!(args.max_frame, server.max_frame as u64);
+        assert_eq!(args.control_rate, server.control_rate);
+        assert_eq!(args.relay_rate, server.relay_rate);
+        assert_eq!(args.max_devices_per_user, server.max_devices_per_user);
+        assert_eq!(args.handshake_timeout, server.handshake_timeout);
+        assert_eq!(args.idle_timeout, server.idle_timeout);
+        assert_eq!(args.accept_timeout, server.accept_timeout);
+        assert_eq!(args.slow_consumer_timeout, server.slow_consumer_timeout);
+        assert_eq!(args.code_ttl, server.code_ttl);
+        assert_eq!(args.code_rate_per_ip, server.code_rate_per_ip);
+        assert_eq!(args.code_burst_per_ip, server.code_burst_per_ip);
+        assert_eq!(args.idle_timeout / 3, server.ping_interval);
     }
 }
