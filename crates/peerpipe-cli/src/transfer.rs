@@ -114,9 +114,11 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
         json: args.code.json,
         quiet,
     };
-    for path in &args.paths {
-        std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
-    }
+    // What would make the send fail is found before a code is handed out.
+    let paths = args.paths.clone();
+    tokio::task::spawn_blocking(move || Content::check_paths(&paths))
+        .await
+        .context("checking the files")??;
     // Hashing runs while the code is fetched and the receiver arrives.
     let hashing = tokio::spawn(hash_paths(args.paths.clone(), out));
     let node = bind_net(

@@ -72,25 +72,38 @@ impl Content {
         }
     }
 
+    /// Checks, without hashing, what [`Content::from_paths`] would refuse or
+    /// fail on: a path that is missing or unreadable, a file in a directory that
+    /// cannot be opened, two files that would arrive under one name. Quick
+    /// (metadata and an open per file), for a sender to run before it hands out
+    /// a code.
+    pub fn check_paths(paths: &[PathBuf]) -> Result<(), ShareError> {
+        let found = scan(paths)?;
+        let mut names: Vec<(&str, &Path)> = found
+            .iter()
+            .map(|(name, path, _)| (name.as_str(), path.as_path()))
+            .collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(ShareError::Input(format!(
+                "{} and {} would both arrive as {}: send them from different directories, or one at a time",
+                pair[0].1.display(),
+                pair[1].1.display(),
+                pair[0].0
+            )));
+        }
+        for (_, path, _) in &found {
+            File::open(path).map_err(|e| ShareError::io(path, e))?;
+        }
+        Ok(())
+    }
+
     /// Hashes files and directories from disk into a collection this node holds
     /// in full. A file is listed under its name; a directory under its name with
     /// everything below it. Symbolic links and special files are skipped (logged).
     /// Blocking: call it from a blocking thread.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Self, ShareError> {
-        let mut found = Vec::new();
-        for path in paths {
-            let meta = std::fs::metadata(path).map_err(|e| ShareError::io(path, e))?;
-            let name = path
-                .canonicalize()
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .ok_or_else(|| ShareError::Input(format!("{} has no name", path.display())))?;
-            if meta.is_dir() {
-                walk(path, &name, &mut found)?;
-            } else {
-                found.push((name, path.clone(), meta));
-            }
-        }
+        let found = scan(paths)?;
         let outboards = hash_all(&found)?;
         let mut entries = Vec::with_capacity(found.len());
         let mut blobs: HashMap<Hash, (Outboard, PathBuf)> = HashMap::new();
@@ -242,6 +255,25 @@ impl Content {
     pub(crate) fn write_at(&self, path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
         self.writer.write_at(path, data, offset)
     }
+}
+
+/// Every file under `paths` with the name it arrives under.
+fn scan(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>, ShareError> {
+    let mut found = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| ShareError::io(path, e))?;
+        let name = path
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .ok_or_else(|| ShareError::Input(format!("{} has no name", path.display())))?;
+        if meta.is_dir() {
+            walk(path, &name, &mut found)?;
+        } else {
+            found.push((name, path.clone(), meta));
+        }
+    }
+    Ok(found)
 }
 
 fn walk(

@@ -31,8 +31,10 @@ pub const SERVICE: &str = "share";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ShareError {
-    /// Reading or writing a local file failed.
-    #[error("{path}: {source}")]
+    /// Reading or writing a local file failed. Displays the path; what went
+    /// wrong is the error's [`source`](std::error::Error::source) (shown by
+    /// `{:#}` in anyhow, say), so it is never printed twice.
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
