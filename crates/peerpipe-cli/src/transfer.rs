@@ -244,6 +244,15 @@ pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
         json: args.net.json,
         quiet,
     };
+    // Before the code is used up: a code is good for one try.
+    if let Ok(meta) = std::fs::metadata(&args.out)
+        && !meta.is_dir()
+    {
+        bail!(
+            "-o {} is a file, not a directory: name a directory to receive into (it is created if absent); the code is not used up",
+            args.out.display()
+        );
+    }
     let node = bind_net(
         &args.net.net,
         args.net.token.as_deref(),
