@@ -51,30 +51,33 @@ test("browser → native and native → browser streams over the relay", async (
     assert.equal(sent.path, "relay");
     assert.equal(sha256(out.stdout), sha256(data(SIZE, 7)));
 
-    // Native → browser.
-    const received = page.evaluate(
-      () =>
-        new Promise((resolve, reject) => {
-          window.node.addEventListener(
-            "incomingconnection",
-            async (e) => {
-              try {
-                const conn = await e.accept();
-                conn.addEventListener("stream", async (s) => {
-                  const { readAll, sha256hex } = await import("/test/shared.mjs");
-                  const all = await readAll(s.readable);
-                  const n = all.length;
-                  await conn.close();
-                  resolve({ n, hash: await sha256hex(all) });
-                });
-              } catch (err) {
-                reject(String(err));
-              }
-            },
-            { once: true },
-          );
-        }),
-    );
+    // Native → browser. The page listens before the CLI dials (a connection
+    // request with no listener yet would wait out the CLI's time-out).
+    await page.evaluate(() => {
+      window.received = new Promise((resolve, reject) => {
+        window.node.addEventListener(
+          "incomingconnection",
+          async (e) => {
+            try {
+              const conn = await e.accept();
+              conn.addEventListener("stream", async (s) => {
+                const { readAll, sha256hex } = await import("/test/shared.mjs");
+                const all = await readAll(s.readable);
+                const n = all.length;
+                await conn.close();
+                resolve({ n, hash: await sha256hex(all) });
+              });
+            } catch (err) {
+              reject(String(err));
+            }
+          },
+          { once: true },
+        );
+      });
+    });
+    const received = page.evaluate(() => window.received);
+    // Should the CLI fail first, its error is the one reported, not this one's.
+    received.catch(() => {});
     const payload = data(SIZE, 9);
     const pushed = await run(["connect", sent.id, "--server", server.url, "--token", token, "--identity", identity, "--relay-only"], {
       stdin: Buffer.from(payload.buffer),
