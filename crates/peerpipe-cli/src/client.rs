@@ -180,8 +180,12 @@ async fn resolve_peer(node: &Node, name: &str) -> Result<DeviceId> {
 }
 
 fn load_identity(args: &IdentityArgs) -> Result<peerpipe::Identity> {
-    let path = args.identity.clone().unwrap_or_else(identity::default_path);
-    identity::load_or_create(&path)
+    identity::load_or_create(&identity_path(args))
+}
+
+/// `--identity`, or the default identity file.
+fn identity_path(args: &IdentityArgs) -> std::path::PathBuf {
+    args.identity.clone().unwrap_or_else(identity::default_path)
 }
 
 /// Which device key a command joins with.
@@ -199,12 +203,7 @@ impl Role {
     pub fn identity(self, args: &NetArgs) -> Result<peerpipe::Identity> {
         match self {
             Role::Holds(command) => {
-                let path = args
-                    .identity
-                    .identity
-                    .clone()
-                    .unwrap_or_else(identity::default_path);
-                identity::load_exclusive(&path, command)
+                identity::load_exclusive(&identity_path(&args.identity), command)
             }
             Role::ShortLived => Ok(identity::short_lived()),
         }

@@ -79,16 +79,7 @@ fn connect_takes_the_short_id_or_the_label() {
         .spawn()
         .unwrap();
         wait_online(&server, &token, &dir.path("a.key"), &id);
-        let mut connect = common::client(
-            "connect",
-            &["-q", &name],
-            &server,
-            &token,
-            &dir.path("a.key"),
-        )
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        let mut connect = spawn_connect(&server, &token, &dir.path("a.key"), &name);
         let mut stdin = connect.stdin.take().unwrap();
         stdin
             .write_all(format!("round {round}\n").as_bytes())

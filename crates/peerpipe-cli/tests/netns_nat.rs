@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, bin, run_ok, wait_bounded};
+use peerpipe_netem::{Entered, enter};
 
-const INSIDE: &str = "PEERPIPE_TEST_IN_NETNS";
 const TEST: &str = "the_quic_path_is_hole_punched_through_two_nats";
 const SERVER: &str = "198.51.100.254";
 
@@ -74,17 +74,9 @@ fn inside(ns: &str, program: &std::path::Path) -> Command {
 #[test]
 #[ignore = "needs unshare, nsenter and iptables: its own step of .ci/run"]
 fn the_quic_path_is_hole_punched_through_two_nats() {
-    if std::env::var_os(INSIDE).is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let status = Command::new("unshare")
-            .args(["-rnm"])
-            .arg(exe)
-            .args([TEST, "--exact", "--ignored", "--nocapture"])
-            .env(INSIDE, "1")
-            .status()
-            .expect("running unshare -rnm");
-        assert!(status.success(), "the test inside the namespaces failed");
-        return;
+    match enter(&[TEST, "--exact", "--ignored", "--nocapture"]).expect("running unshare -rnm") {
+        Entered::Ran(status) => assert!(status.success(), "the test inside the namespaces failed"),
+        Entered::Inside => {}
     }
     let status = Command::new("bash").args(["-c", SETUP]).status().unwrap();
     assert!(status.success(), "setting up the namespaces failed");

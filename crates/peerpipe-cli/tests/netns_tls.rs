@@ -14,9 +14,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{KillOnDrop, TempDir, same_bytes, wait_bounded};
+use common::{KillOnDrop, Sender, TempDir, same_bytes, wait_bounded};
+use peerpipe_netem::{Entered, enter};
 
-const INSIDE: &str = "PEERPIPE_TEST_IN_NETNS";
 const TEST: &str = "a_file_crosses_two_machines_through_a_tls_server";
 const SERVER: &str = "10.77.0.1";
 
@@ -49,17 +49,9 @@ fn on(ns: &str) -> Command {
 #[test]
 #[ignore = "needs unshare and nsenter: its own step of .ci/run"]
 fn a_file_crosses_two_machines_through_a_tls_server() {
-    if std::env::var_os(INSIDE).is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let status = Command::new("unshare")
-            .args(["-rnm"])
-            .arg(exe)
-            .args([TEST, "--exact", "--ignored", "--nocapture"])
-            .env(INSIDE, "1")
-            .status()
-            .expect("running unshare -rnm");
-        assert!(status.success(), "the test inside the namespaces failed");
-        return;
+    match enter(&[TEST, "--exact", "--ignored", "--nocapture"]).expect("running unshare -rnm") {
+        Entered::Ran(status) => assert!(status.success(), "the test inside the namespaces failed"),
+        Entered::Inside => {}
     }
     let status = Command::new("bash").args(["-c", SETUP]).status().unwrap();
     assert!(status.success(), "setting up the namespaces failed");
@@ -120,22 +112,14 @@ fn a_file_crosses_two_machines_through_a_tls_server() {
     );
 
     // Machine B trusting it sends to a receiver on machine A.
-    let mut send = KillOnDrop(
-        on("mb")
-            .arg("send")
-            .arg(&source)
-            .args(["--server", &url, "--ca-cert"])
-            .arg(&cert_pem)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let code = BufReader::new(send.stdout.take().unwrap())
-        .lines()
-        .next()
-        .expect("send printed a code")
-        .unwrap();
+    let mut send = on("mb");
+    send.arg("send")
+        .arg(&source)
+        .args(["--server", &url, "--ca-cert"])
+        .arg(&cert_pem);
+    let Sender {
+        mut child, code, ..
+    } = Sender::spawn(send);
     let out = dir.path("received");
     let received = on("ma")
         .args(["receive", &code, "--server", &url, "--ca-cert"])
@@ -150,5 +134,5 @@ fn a_file_crosses_two_machines_through_a_tls_server() {
         String::from_utf8_lossy(&received.stderr)
     );
     assert!(same_bytes(&source, &out.join("report.bin")));
-    assert!(wait_bounded(&mut send, Duration::from_secs(30)).success());
+    assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
 }

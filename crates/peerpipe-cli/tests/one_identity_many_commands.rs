@@ -10,8 +10,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::{
-    KillOnDrop, ServeProcess, TempDir, client, device_id, receive, run_ok, same_bytes, spawn_send,
-    wait_bounded, wait_online,
+    KillOnDrop, ServeProcess, TempDir, client, device_id, receive, run_ok, same_bytes,
+    spawn_connect, spawn_send, wait_bounded, wait_online,
 };
 
 #[test]
@@ -54,10 +54,7 @@ fn peers_and_connect_run_beside_a_listen_of_the_same_identity() {
     assert!(err.contains("--identity"), "{err}");
 
     // `connect` with the same identity reaches the listener.
-    let mut connect = client("connect", &["-q", &id], &server, &token, &key)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut connect = spawn_connect(&server, &token, &key, &id);
     let mut stdin = connect.stdin.take().unwrap();
     stdin.write_all(b"hello from the same identity\n").unwrap();
     drop(stdin);

@@ -4,12 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use common::{KillOnDrop, ServeProcess, TempDir, bin, same_bytes, wait_bounded};
+use common::{Sender, ServeProcess, TempDir, bin, same_bytes, wait_bounded};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written as PEM.
 fn write_certificate(dir: &Path) -> (String, String) {
@@ -37,22 +35,14 @@ fn send_and_receive_through_a_tls_server() {
 
     let source = dir.path("secret-plans.txt");
     std::fs::write(&source, "sent over wss\n".repeat(1000)).unwrap();
-    let mut send = KillOnDrop(
-        bin()
-            .arg("send")
-            .arg(&source)
-            .args(["--server", &url, "--ca-cert", &cert])
-            .env_remove("PEERPIPE_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let code = BufReader::new(send.stdout.take().unwrap())
-        .lines()
-        .next()
-        .expect("send printed a code")
-        .unwrap();
+    let mut send = bin();
+    send.arg("send")
+        .arg(&source)
+        .args(["--server", &url, "--ca-cert", &cert])
+        .env_remove("PEERPIPE_TOKEN");
+    let Sender {
+        mut child, code, ..
+    } = Sender::spawn(send);
 
     let out = dir.path("out");
     let received = bin()
@@ -68,7 +58,7 @@ fn send_and_receive_through_a_tls_server() {
         String::from_utf8_lossy(&received.stderr)
     );
     assert!(same_bytes(&source, &out.join("secret-plans.txt")));
-    assert!(wait_bounded(&mut send, Duration::from_secs(30)).success());
+    assert!(wait_bounded(&mut child, Duration::from_secs(30)).success());
 }
 
 #[test]

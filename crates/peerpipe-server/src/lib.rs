@@ -69,6 +69,25 @@ pub use tls::tls_from_pem_files;
 
 use hub::Hub;
 
+/// Serves `service` on `listener` in a task until `stopped` completes.
+fn spawn_serve<L>(
+    listener: L,
+    service: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let serve = axum::serve(listener, service).with_graceful_shutdown(stopped);
+    tokio::spawn(async move {
+        if let Err(e) = serve.await {
+            tracing::error!("server stopped: {e}");
+        }
+    })
+}
+
 /// How long [`Server::shutdown`] waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -330,36 +349,23 @@ impl Server {
         };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
         let accept = match &tls {
-            Some(config) => {
-                let listener = tls::TlsListener::new(
-                    listener,
-                    config.clone(),
-                    handshake_timeout,
-                    shutdown_rx,
-                )?
-                // TapIo is what lends a custom listener's address to ConnectInfo.
-                .tap_io(|_| {});
-                let serve = axum::serve(listener, service).with_graceful_shutdown(stopped);
-                tokio::spawn(async move {
-                    if let Err(e) = serve.await {
-                        tracing::error!("server stopped: {e}");
-                    }
-                })
-            }
-            None => {
-                // Signaling frames are small and latency-bound: no Nagle delay on them.
-                let listener = listener.tap_io(|tcp| {
+            Some(config) => spawn_serve(
+                tls::TlsListener::new(listener, config.clone(), handshake_timeout, shutdown_rx)?
+                    // TapIo is what lends a custom listener's address to ConnectInfo.
+                    .tap_io(|_| {}),
+                service,
+                stopped,
+            ),
+            // Signaling frames are small and latency-bound: no Nagle delay on them.
+            None => spawn_serve(
+                listener.tap_io(|tcp| {
                     if let Err(e) = tcp.set_nodelay(true) {
                         tracing::debug!("cannot set TCP_NODELAY: {e}");
                     }
-                });
-                let serve = axum::serve(listener, service).with_graceful_shutdown(stopped);
-                tokio::spawn(async move {
-                    if let Err(e) = serve.await {
-                        tracing::error!("server stopped: {e}");
-                    }
-                })
-            }
+                }),
+                service,
+                stopped,
+            ),
         };
         tracing::info!(%addr, tls = tls.is_some(), "listening");
         Ok(Server {

@@ -292,13 +292,20 @@ pub fn spawn_send(server: &ServeProcess, identity: &Path, paths: &[&Path]) -> Se
         .args(paths)
         .args(["--server", &server.url, "--identity"])
         .arg(identity)
-        .env_remove("PEERPIPE_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = KillOnDrop(command.spawn().unwrap());
-    let mut rest = BufReader::new(child.stdout.take().unwrap()).lines();
-    let code = rest.next().expect("peerpipe send printed a code").unwrap();
-    Sender { child, code, rest }
+        .env_remove("PEERPIPE_TOKEN");
+    Sender::spawn(command)
+}
+
+impl Sender {
+    /// Starts a `peerpipe send` command line, stdout and stderr piped, and
+    /// waits for its code line.
+    pub fn spawn(mut command: Command) -> Self {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = KillOnDrop(command.spawn().unwrap());
+        let mut rest = BufReader::new(child.stdout.take().unwrap()).lines();
+        let code = rest.next().expect("peerpipe send printed a code").unwrap();
+        Sender { child, code, rest }
+    }
 }
 
 /// `peerpipe receive CODE -o OUT [EXTRA]` as an anonymous device; its output.
