@@ -251,10 +251,16 @@ impl Conn {
         }
     }
 
-    /// Sets the page's event handler and hands it what happened before.
+    /// Sets the page's event handler and hands it what happened before, then
+    /// the messages that waited for it (a turn after this sends their
+    /// confirmations).
     pub fn set_handler(&mut self, handler: Function) -> Vec<(&'static str, JsValue)> {
         self.handler = Some(handler);
-        std::mem::take(&mut self.early)
+        let mut early = std::mem::take(&mut self.early);
+        while let Some(m) = self.session.recv_message() {
+            early.push(("message", js::bytes(&m.data)));
+        }
+        early
     }
 
     /// Sends a message; the promise settles when it is queued, or, with
@@ -439,11 +445,15 @@ impl Conn {
                 }
             }
             Event::StreamOpenable => out.push(Out::Event("streamopenable", JsValue::UNDEFINED)),
-            Event::MessageReceived => {
+            // Taking a message is what confirms it to its sender: messages stay
+            // in the session (its bounded queue holds the sender back) until
+            // the page has a handler to hand them to.
+            Event::MessageReceived if self.handler.is_some() => {
                 while let Some(m) = self.session.recv_message() {
                     out.push(Out::Event("message", js::bytes(&m.data)));
                 }
             }
+            Event::MessageReceived => {}
             Event::MessageWritable => {
                 let queued: Vec<_> = self.queued.drain(..).collect();
                 for (data, confirm, done) in queued {

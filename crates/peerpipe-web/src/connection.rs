@@ -66,6 +66,8 @@ impl WasmConnection {
         for (kind, detail) in early {
             let _ = handler.call2(&JsValue::UNDEFINED, &kind.into(), &detail);
         }
+        // The messages just handed over are taken: confirm them.
+        turn(&self.inner);
     }
 
     /// Leaves the current data channel and negotiates a new one at once,
