@@ -74,9 +74,12 @@ fn inside(ns: &str, program: &std::path::Path) -> Command {
 #[test]
 #[ignore = "needs unshare, nsenter and iptables: its own step of .ci/run"]
 fn the_quic_path_is_hole_punched_through_two_nats() {
-    match enter(&[TEST, "--exact", "--ignored", "--nocapture"]).expect("running unshare -rnm") {
-        Entered::Ran(status) => assert!(status.success(), "the test inside the namespaces failed"),
-        Entered::Inside => {}
+    // Outside, run this test again inside namespaces of its own, and only there.
+    if let Entered::Ran(status) =
+        enter(&[TEST, "--exact", "--ignored", "--nocapture"]).expect("running unshare -rnm")
+    {
+        assert!(status.success(), "the test inside the namespaces failed");
+        return;
     }
     let status = Command::new("bash").args(["-c", SETUP]).status().unwrap();
     assert!(status.success(), "setting up the namespaces failed");
