@@ -525,7 +525,31 @@ pub enum ClientMessage {
         /// The nameplate.
         nameplate: u32,
     },
+    /// Let device `peer` route connection `connection` to this device again
+    /// ([`ClientMessage::Connect`] with `resume`) although it is not this user's
+    /// device: the two met through a one-time code, whose grant ended once they
+    /// were connected. The target of such a connection sends this when it
+    /// accepts it and again after every reconnect, since the server forgets it
+    /// with the link (and on a restart); without it the server answers such a
+    /// resume `not_found`, as for any device of another user. At most
+    /// [`MAX_RESUMABLE`] per connection. No answer.
+    AllowResume {
+        /// The device that dialed the connection.
+        peer: DeviceId,
+        /// The connection: the server session it was first set up on.
+        connection: SessionId,
+    },
+    /// Withdraw an [`ClientMessage::AllowResume`]: the connection ended. No answer.
+    RevokeResume {
+        /// The device that dialed the connection.
+        peer: DeviceId,
+        /// The connection: the server session it was first set up on.
+        connection: SessionId,
+    },
 }
+
+/// How many [`ClientMessage::AllowResume`] one server connection may hold at once.
+pub const MAX_RESUMABLE: usize = 64;
 
 /// A frame from the server to a device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -900,6 +924,14 @@ mod tests {
                 body: encode_code_body(&[1, 2, 3]),
             },
             ClientMessage::CodeRelease { nameplate: 3 },
+            ClientMessage::AllowResume {
+                peer: dev(4),
+                connection: SessionId(9),
+            },
+            ClientMessage::RevokeResume {
+                peer: dev(4),
+                connection: SessionId(9),
+            },
         ];
         let reqs: Vec<_> = msgs.iter().map(ClientMessage::req).collect();
         assert_eq!(
@@ -914,6 +946,8 @@ mod tests {
                 None,
                 Some(7),
                 Some(8),
+                None,
+                None,
                 None,
                 None
             ]

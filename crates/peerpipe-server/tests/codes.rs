@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::{Result, bail, ensure};
 use common::{Client, Device, TestServer, bounded, expect_silence, identity};
 use peerpipe_proto::signal::{
-    ClientMessage, ErrorCode, MAX_CODE_BODY, MAX_CODE_MESSAGES, ServerMessage, encode_code_body,
+    ClientMessage, ErrorCode, MAX_CODE_BODY, MAX_CODE_MESSAGES, ServerMessage, SessionId,
+    encode_code_body,
 };
 
 const QUIET: Duration = Duration::from_millis(200);
@@ -74,11 +75,21 @@ async fn try_connect(
     to: &mut Device,
     req: u64,
 ) -> Result<Result<Option<String>, (ErrorCode, String)>> {
+    try_connect_resuming(from, to, req, None).await
+}
+
+/// Like [`try_connect`], routing connection `resume` again if given.
+async fn try_connect_resuming(
+    from: &mut Device,
+    to: &mut Device,
+    req: u64,
+    resume: Option<SessionId>,
+) -> Result<Result<Option<String>, (ErrorCode, String)>> {
     from.client
         .send(&ClientMessage::Connect {
             req,
             to: to.id,
-            resume: None,
+            resume,
             service: Some("code".into()),
         })
         .await?;
@@ -368,6 +379,58 @@ async fn anonymous_devices_are_alone() -> Result<()> {
             Err((ErrorCode::NotFound, _))
         ));
         expect_silence(&mut a.client, QUIET).await?;
+        expect_silence(&mut y.client, QUIET).await?;
+        Ok(())
+    })
+    .await
+}
+
+/// After its code is gone (released, or lost in a server restart), a code's
+/// connection may be routed again by the device that dialed it exactly while
+/// the other device allows it: for that connection id, from that device.
+#[tokio::test]
+async fn only_an_allowed_resume_crosses_users() -> Result<()> {
+    bounded(async {
+        let server = TestServer::start().await?;
+        let mut x = server.anonymous("x").await?;
+        let mut y = server.anonymous("y").await?;
+        let mut z = server.anonymous("z").await?;
+        let conn = SessionId(0x5eed);
+        let not_found = |r: &Result<Option<String>, (ErrorCode, String)>| {
+            matches!(r, Err((ErrorCode::NotFound, _)))
+        };
+        // Not allowed yet: the same answer as for a device that does not exist.
+        assert!(not_found(
+            &try_connect_resuming(&mut x, &mut y, 1, Some(conn)).await?
+        ));
+        y.client
+            .send(&ClientMessage::AllowResume {
+                peer: x.id,
+                connection: conn,
+            })
+            .await?;
+        assert!(matches!(
+            try_connect_resuming(&mut x, &mut y, 2, Some(conn)).await?,
+            Ok(Some(_))
+        ));
+        // Another connection id, a fresh connect, another device: refused.
+        let other = Some(SessionId(0x5eee));
+        assert!(not_found(
+            &try_connect_resuming(&mut x, &mut y, 3, other).await?
+        ));
+        assert!(not_found(&try_connect(&mut x, &mut y, 4).await?));
+        assert!(not_found(
+            &try_connect_resuming(&mut z, &mut y, 5, Some(conn)).await?
+        ));
+        y.client
+            .send(&ClientMessage::RevokeResume {
+                peer: x.id,
+                connection: conn,
+            })
+            .await?;
+        assert!(not_found(
+            &try_connect_resuming(&mut x, &mut y, 6, Some(conn)).await?
+        ));
         expect_silence(&mut y.client, QUIET).await?;
         Ok(())
     })

@@ -7,6 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod files;
+
 /// The built `peerpipe` binary.
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_peerpipe"))
@@ -286,12 +288,23 @@ pub struct Sender {
 /// `peerpipe send PATHS` as an anonymous device (no token), stdout and stderr
 /// piped; waits for its code line.
 pub fn spawn_send(server: &ServeProcess, identity: &Path, paths: &[&Path]) -> Sender {
+    spawn_send_with(server, identity, paths, &[])
+}
+
+/// Like [`spawn_send`], with extra `peerpipe send` flags.
+pub fn spawn_send_with(
+    server: &ServeProcess,
+    identity: &Path,
+    paths: &[&Path],
+    extra: &[&str],
+) -> Sender {
     let mut command = bin();
     command
         .arg("send")
         .args(paths)
         .args(["--server", &server.url, "--identity"])
         .arg(identity)
+        .args(extra)
         .env_remove("PEERPIPE_TOKEN");
     Sender::spawn(command)
 }
@@ -316,15 +329,28 @@ pub fn receive(
     out: &Path,
     extra: &[&str],
 ) -> std::process::Output {
-    bin()
+    receive_command(server, identity, code, out, extra)
+        .output()
+        .unwrap()
+}
+
+/// The command line of [`receive`], to spawn it with other stdio.
+pub fn receive_command(
+    server: &ServeProcess,
+    identity: &Path,
+    code: &str,
+    out: &Path,
+    extra: &[&str],
+) -> Command {
+    let mut command = bin();
+    command
         .args(["receive", code, "--server", &server.url, "--identity"])
         .arg(identity)
         .arg("-o")
         .arg(out)
         .args(extra)
-        .env_remove("PEERPIPE_TOKEN")
-        .output()
-        .unwrap()
+        .env_remove("PEERPIPE_TOKEN");
+    command
 }
 
 /// All a finished (or killed) child wrote to its piped stderr.

@@ -15,7 +15,7 @@
 //! cluster of nodes keeps presence and sessions in shared storage, and routes
 //! a message for a device on another node to that node.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -132,6 +132,9 @@ struct State {
     code_rate_ip: HashMap<IpAddr, TokenBucket>,
     /// Code operations of devices with a token, per user.
     code_rate_user: HashMap<Arc<str>, TokenBucket>,
+    /// Per connection id: the (device, connection) pairs of another user it
+    /// lets route a connection to it again ([`ClientMessage::AllowResume`]).
+    resumable: HashMap<u64, HashSet<(DeviceId, SessionId)>>,
 }
 
 /// Everything the connections share.
@@ -285,6 +288,7 @@ impl Hub {
                 self.code_closed(&code, Some(me.handle.conn));
             }
         }
+        st.resumable.remove(&me.handle.conn);
         self.end_sessions_of(&mut st, me);
     }
 
@@ -342,6 +346,12 @@ impl Hub {
             ClientMessage::Accept { req, session } => self.accept(me, req, session),
             ClientMessage::Reject { session } => self.reject(me, session),
             ClientMessage::Close { session } => self.close(me, session),
+            ClientMessage::AllowResume { peer, connection } => {
+                self.allow_resume(me, peer, connection)
+            }
+            ClientMessage::RevokeResume { peer, connection } => {
+                self.revoke_resume(me, peer, connection)
+            }
             _ => self.send_error(
                 &me.handle,
                 None,

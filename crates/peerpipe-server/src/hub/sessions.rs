@@ -1,12 +1,15 @@
 //! Sessions: connection requests between two devices, from `connect` through
 //! `accept` (or reject, time-out, cancel) to `close`, and the route relayed
-//! frames of an established session take.
+//! frames of an established session take; which connections of a device may
+//! be routed to it again across users (a code's, after its code is gone).
 //!
 //! With [`super::presence`] this is the part that a cluster of server nodes
 //! keeps in shared storage: the hub's connection loop asks only
 //! [`Hub::relay_target`] where a frame goes.
 
 use std::collections::{HashMap, HashSet};
+
+use peerpipe_proto::signal::MAX_RESUMABLE;
 
 use super::*;
 
@@ -107,7 +110,45 @@ impl Sessions {
     }
 }
 
+impl State {
+    /// Whether connection `target` lets `from` route connection `id` to it again.
+    fn resume_allowed(&self, target: u64, from: DeviceId, id: SessionId) -> bool {
+        self.resumable
+            .get(&target)
+            .is_some_and(|set| set.contains(&(from, id)))
+    }
+}
+
 impl Hub {
+    /// `me` lets `peer` route connection `connection` to it again, across users.
+    pub(super) fn allow_resume(&self, me: &Member, peer: DeviceId, connection: SessionId) {
+        let mut st = self.lock();
+        let set = st.resumable.entry(me.handle.conn).or_default();
+        if set.len() >= MAX_RESUMABLE && !set.contains(&(peer, connection)) {
+            drop(st);
+            self.send_error(
+                &me.handle,
+                None,
+                None,
+                ErrorCode::RateLimited,
+                "too many connections held open for resuming: revoke ended ones",
+            );
+            return;
+        }
+        set.insert((peer, connection));
+    }
+
+    /// `me` withdraws an [`Hub::allow_resume`]: the connection ended.
+    pub(super) fn revoke_resume(&self, me: &Member, peer: DeviceId, connection: SessionId) {
+        let mut st = self.lock();
+        if let Some(set) = st.resumable.get_mut(&me.handle.conn) {
+            set.remove(&(peer, connection));
+            if set.is_empty() {
+                st.resumable.remove(&me.handle.conn);
+            }
+        }
+    }
+
     pub(super) fn connect(
         self: &Arc<Self>,
         me: &Member,
@@ -138,12 +179,15 @@ impl Hub {
         }
         let mut st = self.lock();
         // Devices of the same user, or the two devices of a live code (and only
-        // these two connections: no other device of either user).
+        // these two connections: no other device of either user), or a
+        // connection the target lets this device route again.
         let target = st
             .presence
             .get(&to)
             .filter(|t| {
-                (t.user == me.user && !me.anonymous) || st.code_grant(me.handle.conn, t.handle.conn)
+                (t.user == me.user && !me.anonymous)
+                    || st.code_grant(me.handle.conn, t.handle.conn)
+                    || resume.is_some_and(|id| st.resume_allowed(t.handle.conn, me.device, id))
             })
             .cloned();
         let Some(target) = target else {

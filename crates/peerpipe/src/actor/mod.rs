@@ -94,6 +94,15 @@ struct Conn {
     route: Option<(SessionId, PathId)>,
     /// A request to route it again is out.
     resuming: bool,
+    /// Made with a one-time code, so with a device of another user: the
+    /// server routes it again only while the side that accepted it allows
+    /// that ([`ClientMessage::AllowResume`]), and no presence says when that
+    /// side is back, so the dialer retries on a timer.
+    by_code: bool,
+    /// When the dialer may try again to route it (after a "not yet").
+    retry_at: Option<Instant>,
+    /// Attempts to route it again that failed in a row, for the backoff.
+    retries: u32,
 }
 
 /// Where what arrives for a nameplate of this node goes.
@@ -338,9 +347,8 @@ impl Actor {
                 reason,
                 established,
             } => {
-                if let Some(route) = self.forgotten(id, reason, established) {
-                    self.send_signal(ClientMessage::Close { session: route })
-                        .await;
+                for msg in self.forgotten(id, reason, established) {
+                    self.send_signal(msg).await;
                 }
             }
             Report::Slow { operation, elapsed } => {
@@ -370,6 +378,8 @@ impl Actor {
         self.codes.clear();
         for conn in self.conns.values_mut() {
             conn.resuming = false;
+            conn.retry_at = None;
+            conn.retries = 0;
             if let Some((_, path)) = conn.route.take() {
                 deliver(&conn.input, Input::PathDown(path));
             }
@@ -453,6 +463,7 @@ impl Actor {
             out: out_tx.clone(),
             max_frame: limits.max_frame,
         });
+        self.allow_resumes().await;
         self.resume_all().await;
         let (ping_every, idle) = keepalive(&limits);
         tracing::debug!(?limits, "server link up");
@@ -500,6 +511,7 @@ impl Actor {
                 }
                 _ = housekeeping.tick() => {
                     self.pending.retain(|_, p| !p.abandoned());
+                    self.resume_all().await;
                 }
                 () = tokio::time::sleep_until(last_rx + idle), if blocked.is_none() => {
                     break LinkEnd::Lost(format!("no traffic from the server for {idle:?}"));
@@ -600,8 +612,16 @@ impl Actor {
                 self.send_signal(ClientMessage::Accept { req, session })
                     .await;
                 let waiter = Waiter::Accept(reply);
+                let (peer_id, by_code) = (peer.id, psk.is_some());
                 if self.start_conn(session, peer, false, service, psk.as_ref(), waiter) {
                     self.pending.insert(req, Pending::Accept(session));
+                    if by_code {
+                        self.send_signal(ClientMessage::AllowResume {
+                            peer: peer_id,
+                            connection: session,
+                        })
+                        .await;
+                    }
                 }
             }
             Command::Reject { session } => {
@@ -751,6 +771,7 @@ impl Actor {
                     let link_ok = self.link.is_some();
                     if let Some(mut conn) = self.conns.remove(&id) {
                         conn.resuming = false;
+                        conn.retries = 0;
                         tracing::debug!(session = %id, route = %session, "routed again");
                         self.route(&mut conn, session);
                         self.conns.insert(id, conn);

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The longest wait between two attempts to route a code's connection again.
+const RESUME_RETRY_MAX: Duration = Duration::from_secs(2);
+
 impl Actor {
     pub(super) fn request_id(&mut self) -> u64 {
         let req = self.next_req;
@@ -42,8 +45,22 @@ impl Actor {
                 conn.resuming = false;
                 match code {
                     // Wait for the peer to come back (its PeerOnline resumes).
-                    ErrorCode::PeerOffline | ErrorCode::Timeout | ErrorCode::RateLimited => {
+                    ErrorCode::PeerOffline | ErrorCode::Timeout | ErrorCode::RateLimited
+                        if !conn.by_code =>
+                    {
                         tracing::debug!(session = %id, %code, "cannot route yet: {message}");
+                    }
+                    // A code's peer is another user's device: `not_found` until it
+                    // is back and allows the route again. Try again later; the
+                    // connection's idle time-out bounds the waiting.
+                    ErrorCode::PeerOffline
+                    | ErrorCode::Timeout
+                    | ErrorCode::RateLimited
+                    | ErrorCode::NotFound => {
+                        conn.retries = conn.retries.saturating_add(1);
+                        let delay = backoff(conn.retries, self.cfg.backoff_min, RESUME_RETRY_MAX);
+                        conn.retry_at = Some(Instant::now() + delay);
+                        tracing::debug!(session = %id, %code, ?delay, "cannot route yet: {message}");
                     }
                     // The peer's node does not know the connection any more.
                     _ => {

@@ -5,14 +5,17 @@
 use super::*;
 
 impl Actor {
-    /// Drops a connection whose driver ended; returns the route to close.
+    /// Drops a connection whose driver ended; returns what to tell the server
+    /// (close its route, withdraw its resume allowance).
     pub(super) fn forgotten(
         &mut self,
         id: SessionId,
         reason: CloseReason,
         established: bool,
-    ) -> Option<SessionId> {
-        let conn = self.conns.remove(&id)?;
+    ) -> Vec<ClientMessage> {
+        let Some(conn) = self.conns.remove(&id) else {
+            return Vec::new();
+        };
         if established {
             self.emit(NodeEvent::ConnectionClosed {
                 peer: conn.inner.peer.id,
@@ -20,9 +23,18 @@ impl Actor {
                 reason,
             });
         }
-        let (route, _) = conn.route?;
-        self.routes.remove(&route);
-        Some(route)
+        let mut out = Vec::new();
+        if let Some((route, _)) = conn.route {
+            self.routes.remove(&route);
+            out.push(ClientMessage::Close { session: route });
+        }
+        if conn.by_code && !conn.inner.dialer {
+            out.push(ClientMessage::RevokeResume {
+                peer: conn.inner.peer.id,
+                connection: id,
+            });
+        }
+        out
     }
 
     /// Starts a connection routed on server session `route` (which names it).
@@ -71,6 +83,9 @@ impl Actor {
             task,
             route: None,
             resuming: false,
+            by_code: psk.is_some(),
+            retry_at: None,
+            retries: 0,
         };
         self.route(&mut conn, route);
         self.conns.insert(route, conn);
@@ -98,8 +113,14 @@ impl Actor {
         self.routes.insert(route, conn.inner.id);
     }
 
-    /// Routes again every connection this side dialed whose peer is online.
+    /// Routes again every connection this side dialed whose peer is online,
+    /// and every one made with a code whose retry is due (no presence tells
+    /// when a device of another user is back).
     pub(super) async fn resume_all(&mut self) {
+        if self.link.is_none() {
+            return;
+        }
+        let now = Instant::now();
         let ids: Vec<SessionId> = self
             .conns
             .iter()
@@ -107,12 +128,33 @@ impl Actor {
                 c.inner.dialer
                     && c.route.is_none()
                     && !c.resuming
-                    && self.peers.contains_key(&c.inner.peer.id)
+                    && if c.by_code {
+                        c.retry_at.is_none_or(|at| at <= now)
+                    } else {
+                        self.peers.contains_key(&c.inner.peer.id)
+                    }
             })
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
             self.resume(id).await;
+        }
+    }
+
+    /// On a new link: lets the peers of the code connections this side
+    /// accepted route them again (the server forgot that with the old link).
+    pub(super) async fn allow_resumes(&mut self) {
+        let allow: Vec<ClientMessage> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.by_code && !c.inner.dialer)
+            .map(|(id, c)| ClientMessage::AllowResume {
+                peer: c.inner.peer.id,
+                connection: *id,
+            })
+            .collect();
+        for msg in allow {
+            self.send_signal(msg).await;
         }
     }
 
