@@ -132,12 +132,32 @@ export class Node extends EventTarget {
   readonly id: string;
   onlinePeers(): Promise<PeerInfo[]>;
   connect(id: string, options?: { service?: string }): Promise<Connection>;
+  /** Offers a one-time code that a device of any user can claim. */
+  offerCode(): Promise<CodeOffer>;
+  /** Claims a one-time code and connects to its offerer. Fails with
+   * `Malformed`, `NotFound` (no such code, or already used), `WrongCode`
+   * (the words differ; the code is used up), `TimedOut`, `PeerGone`. */
+  claimCode(code: string): Promise<Connection>;
   shutdown(): void;
   addEventListener<K extends keyof NodeEvents>(
     type: K,
     listener: (event: NodeEvents[K]) => void,
     options?: boolean | AddEventListenerOptions,
   ): void;
+}
+
+/** A one-time code this node offers. */
+export class CodeOffer {
+  /** The code to show, like `7-amber-falcon`. */
+  readonly code: string;
+  /** Milliseconds the code stays valid unclaimed, from its allocation. */
+  readonly validFor: number;
+  /** Waits for the claim, runs the key exchange and accepts the claimer's
+   * connection (its `service` is `"code"`). Fails with `Expired`,
+   * `WrongCode`, `PeerGone`, `TimedOut`, `Cancelled`, `NotConnected`. */
+  accept(): Promise<Connection>;
+  /** Withdraws the code. */
+  cancel(): void;
 }
 
 /** Bytes of memory the WebAssembly core holds (0 before it loaded). */

@@ -262,6 +262,36 @@ export class Node extends EventTarget {
   onlinePeers() { return this.#raw.onlinePeers(); }
   /** Connects to device `id`. */
   async connect(id, { service } = {}) { return this.#watch(new Connection(await this.#raw.connect(id, service))); }
+  /** Offers a one-time code (`7-amber-falcon`) that a device of any user can
+   * claim with `claimCode`; the server learns only its number. */
+  async offerCode() {
+    const raw = await this.#raw.offerCode();
+    return new CodeOffer(raw, (c) => this.#watch(c));
+  }
+  /** Claims a one-time code and connects to the device that offered it; the
+   * key agreed from the code is bound into the end-to-end handshake. */
+  async claimCode(code) { return this.#watch(new Connection(await this.#raw.claimCode(code))); }
   /** Ends every connection and the link to the server. */
   shutdown() { this.#raw.shutdown(); }
+}
+
+/** A one-time code this node offers (from `Node.offerCode`). */
+export class CodeOffer {
+  #raw;
+  #watch;
+
+  constructor(raw, watch) {
+    this.#raw = raw;
+    this.#watch = watch;
+  }
+
+  /** The code to show, like `7-amber-falcon`. */
+  get code() { return this.#raw.code; }
+  /** Milliseconds the code stays valid unclaimed, from its allocation. */
+  get validFor() { return this.#raw.validFor; }
+  /** Waits for the claim, runs the key exchange and accepts the claimer's
+   * connection. */
+  async accept() { return this.#watch(new Connection(await this.#raw.accept())); }
+  /** Withdraws the code; a waiting `accept()` fails with `Cancelled`. */
+  cancel() { this.#raw.cancel(); }
 }

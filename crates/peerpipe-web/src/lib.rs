@@ -10,13 +10,14 @@
 //! session's credit window.
 //!
 //! The JavaScript package in `js/` (built by `scripts/web-build`) wraps the
-//! two classes exported here, [`WasmNode`] and [`WasmConnection`], as
-//! `Node` and `Connection` with DOM events and WHATWG streams, and keeps the
+//! classes exported here, [`WasmNode`], [`WasmConnection`] and [`WasmCodeOffer`], as
+//! `Node`, `Connection` and `CodeOffer` with DOM events and WHATWG streams, and keeps the
 //! device key in IndexedDB. Connections start on the server's relay and move
 //! to a WebRTC data channel (the host's `RTCPeerConnection`) when the network
 //! allows, driven by the same negotiator as natively
-//! ([`peerpipe_proto::direct::negotiator`]). What this build does not do yet:
-//! reconnecting to the server, one-time codes.
+//! ([`peerpipe_proto::direct::negotiator`]). The node reconnects to the server
+//! with backoff and routes its connections again; one-time codes
+//! ([`WasmCodeOffer`], [`WasmNode::claim_code`]) connect devices of two users.
 //!
 //! Natively the crate compiles too (for `cargo test` and docs), though its
 //! functions need a JavaScript host to run:
@@ -27,6 +28,7 @@
 //! assert_eq!(identity.device_id().to_string().len(), 52);
 //! ```
 
+mod code;
 mod conn;
 mod connection;
 mod js;
@@ -39,6 +41,7 @@ use peerpipe_proto::signal::IceServer;
 use wasm_bindgen::JsCast as _;
 use wasm_bindgen::prelude::*;
 
+pub use crate::code::WasmCodeOffer;
 pub use crate::connection::WasmConnection;
 use crate::node::NodeRef;
 
@@ -114,6 +117,22 @@ impl WasmNode {
     /// Accepts the connection request `session` (from `incomingconnection`).
     pub fn accept(&self, session: &str) -> Promise {
         node::accept(&self.inner, session)
+    }
+
+    /// Offers a one-time code (`7-amber-falcon`) that a device of any user
+    /// can claim with [`WasmNode::claim_code`]; settles with a
+    /// [`WasmCodeOffer`] whose `accept()` gives the connection.
+    #[wasm_bindgen(js_name = offerCode)]
+    pub fn offer_code(&self) -> Promise {
+        code::offer(&self.inner)
+    }
+
+    /// Claims the one-time code `code` and connects to the device that offered
+    /// it, the agreed key bound into the end-to-end handshake; fails with
+    /// `Malformed`, `NotFound` (no such code, or used), `WrongCode`, ...
+    #[wasm_bindgen(js_name = claimCode)]
+    pub fn claim_code(&self, code: &str) -> Promise {
+        code::claim(&self.inner, code)
     }
 
     /// Rejects the connection request `session`.

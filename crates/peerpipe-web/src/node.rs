@@ -21,6 +21,9 @@ use wasm_bindgen::JsCast as _;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, WebSocket};
 
+use peerpipe_proto::code::{Code, Psk};
+
+use crate::code::{self, CodeState};
 use crate::conn::{Conn, ConnRef, DirectSetup, turn};
 use crate::connection::WasmConnection;
 use crate::js::{self, Deferred, Obj};
@@ -42,11 +45,20 @@ pub(crate) struct Settings {
 }
 
 /// A request to the server waiting for its answer.
-enum Pending {
+pub(crate) enum Pending {
     ListPeers(Deferred),
     Connect {
         done: Deferred,
         service: Option<String>,
+        /// The key of a one-time code, bound into the handshake.
+        psk: Option<Psk>,
+    },
+    /// A nameplate for a code offer.
+    CodeAllocate(Deferred),
+    /// Claiming `code`.
+    CodeClaim {
+        done: Deferred,
+        code: Code,
     },
     Accept(SessionId),
     /// Routing connection `id` again.
@@ -72,7 +84,7 @@ enum Phase {
 
 /// The node's state, shared by the page's handle and the socket's callbacks.
 pub(crate) struct NodeState {
-    settings: Settings,
+    pub(crate) settings: Settings,
     ws: WebSocket,
     phase: Phase,
     limits: Option<Limits>,
@@ -91,6 +103,8 @@ pub(crate) struct NodeState {
     attempts: u32,
     /// Connection requests the page has not answered.
     incoming: HashMap<SessionId, (PeerInfo, Option<String>)>,
+    /// One-time codes by nameplate.
+    pub(crate) codes: HashMap<u32, CodeState>,
     on_event: Function,
     /// The socket's callbacks, kept alive with the node.
     callbacks: Vec<Closure<dyn FnMut(JsValue)>>,
@@ -136,6 +150,7 @@ pub(crate) fn bind(
         routes: HashMap::new(),
         attempts: 0,
         incoming: HashMap::new(),
+        codes: HashMap::new(),
         on_event,
         callbacks: Vec::new(),
         reconnect: None,
@@ -277,6 +292,11 @@ fn send(ws: &WebSocket, msg: &ClientMessage) {
     let _ = ws.send_with_str(&msg.encode());
 }
 
+/// Sends `msg` to the server on the node's link.
+pub(crate) fn signal(node: &NodeRef, msg: &ClientMessage) {
+    send(&node.borrow().ws, msg);
+}
+
 fn message(node: &NodeRef, data: JsValue) {
     if let Some(text) = data.as_string() {
         match ServerMessage::decode(&text) {
@@ -366,6 +386,10 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
             service,
             ..
         } => {
+            // The connection of a code goes to the code's offer.
+            if service.as_deref() == Some(code::SERVICE) && code::incoming(node, session, &from) {
+                return;
+            }
             let detail = Obj::new()
                 .set("session", session.to_string())
                 .set("peer", peer_js(&from))
@@ -389,8 +413,8 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
                     }
                     None => send(&node.borrow().ws, &ClientMessage::Close { session }),
                 }
-            } else if let Some(Pending::Connect { done, service }) = pending {
-                match start_conn(node, session, peer, service, true) {
+            } else if let Some(Pending::Connect { done, service, psk }) = pending {
+                match start_conn(node, session, peer, service, psk.as_ref(), true) {
                     Ok(conn) => {
                         let handle = WasmConnection::from(conn.clone());
                         conn.borrow_mut().wait_connected(done, handle.into());
@@ -406,6 +430,33 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
         ServerMessage::Accepted { req, .. } => {
             node.borrow_mut().pending.remove(&req);
         }
+        ServerMessage::CodeAllocated {
+            req,
+            nameplate,
+            ttl_ms,
+        } => {
+            let pending = node.borrow_mut().pending.remove(&req);
+            match pending {
+                Some(Pending::CodeAllocate(done)) => code::allocated(node, done, nameplate, ttl_ms),
+                _ => signal(node, &ClientMessage::CodeRelease { nameplate }),
+            }
+        }
+        ServerMessage::CodeJoined {
+            req,
+            nameplate,
+            peer,
+        } => {
+            let pending = node.borrow_mut().pending.remove(&req);
+            match pending {
+                Some(Pending::CodeClaim { done, code }) if code.nameplate() == nameplate => {
+                    code::joined(node, done, code, peer)
+                }
+                _ => signal(node, &ClientMessage::CodeRelease { nameplate }),
+            }
+        }
+        ServerMessage::CodeClaimed { nameplate, peer } => code::claimed(node, nameplate, peer),
+        ServerMessage::CodeMessage { nameplate, body } => code::message(node, nameplate, &body),
+        ServerMessage::CodeClosed { nameplate } => code::closed(node, nameplate),
         ServerMessage::Closed { session, reason } => {
             let conn = node.borrow_mut().conns.remove(&session);
             node.borrow_mut().incoming.remove(&session);
@@ -433,7 +484,12 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
             let pending = req.and_then(|r| node.borrow_mut().pending.remove(&r));
             let e = server_error(code, &message);
             match pending {
-                Some(Pending::ListPeers(done) | Pending::Connect { done, .. }) => done.reject(&e),
+                Some(
+                    Pending::ListPeers(done)
+                    | Pending::Connect { done, .. }
+                    | Pending::CodeAllocate(done)
+                    | Pending::CodeClaim { done, .. },
+                ) => done.reject(&e),
                 Some(Pending::Accept(id)) => {
                     let conn = node.borrow_mut().conns.remove(&id);
                     if let Some(conn) = conn {
@@ -546,11 +602,9 @@ fn link_lost(node: &NodeRef, why: &str) {
         _ => {}
     }
     let e = js::error("NotConnected", &message);
-    for p in pending {
-        if let Pending::ListPeers(d) | Pending::Connect { done: d, .. } = p {
-            d.reject(&e);
-        }
-    }
+    reject_pending(pending, &e);
+    // Codes end at the server with the link.
+    code::fail_all(node, &e);
     // Connections outlive the link: they wait for a new route, on their
     // data channel if they have one, until their idle time-out.
     for conn in conns {
@@ -562,6 +616,19 @@ fn link_lost(node: &NodeRef, why: &str) {
         turn(&conn);
     }
     schedule_reconnect(node);
+}
+
+/// Fails the requests whose callers wait.
+fn reject_pending(pending: Vec<Pending>, e: &JsValue) {
+    for p in pending {
+        if let Pending::ListPeers(d)
+        | Pending::Connect { done: d, .. }
+        | Pending::CodeAllocate(d)
+        | Pending::CodeClaim { done: d, .. } = p
+        {
+            d.reject(e);
+        }
+    }
 }
 
 /// Ends every connection.
@@ -644,6 +711,7 @@ fn start_conn(
     route_id: SessionId,
     peer: PeerInfo,
     service: Option<String>,
+    psk: Option<&Psk>,
     dialer: bool,
 ) -> Result<ConnRef, JsValue> {
     let conn = {
@@ -658,12 +726,13 @@ fn start_conn(
             ..session::Config::default()
         };
         let seed = js::random32()?;
-        let s = Session::new(
+        let s = Session::with_psk(
             peerpipe_proto::time::Instant::now(),
             config,
             &n.settings.identity,
             peer.id,
             seed,
+            psk,
         )
         .map_err(|e| js::error("Handshake", &e.to_string()))?;
         let direct = DirectSetup {
@@ -680,7 +749,7 @@ fn start_conn(
     Ok(conn)
 }
 
-fn up(node: &NodeRef) -> Result<(), JsValue> {
+pub(crate) fn up(node: &NodeRef) -> Result<(), JsValue> {
     match node.borrow().phase {
         Phase::Up => Ok(()),
         _ => Err(js::error(
@@ -690,7 +759,7 @@ fn up(node: &NodeRef) -> Result<(), JsValue> {
     }
 }
 
-fn request(node: &NodeRef, pending: Pending, msg: impl FnOnce(u64) -> ClientMessage) {
+pub(crate) fn request(node: &NodeRef, pending: Pending, msg: impl FnOnce(u64) -> ClientMessage) {
     let mut n = node.borrow_mut();
     let req = n.next_req;
     n.next_req += 1;
@@ -721,20 +790,29 @@ pub(crate) fn connect(node: &NodeRef, to: &str, service: Option<String>) -> js_s
             return promise;
         }
     };
+    dial(node, to, service, None, done);
+    promise
+}
+
+/// Asks the server to connect to `to`; `done` settles with the connection.
+pub(crate) fn dial(
+    node: &NodeRef,
+    to: DeviceId,
+    service: Option<String>,
+    psk: Option<Psk>,
+    done: Deferred,
+) {
     if let Err(e) = up(node) {
-        done.reject(&e);
-        return promise;
+        return done.reject(&e);
     }
     let svc = service.clone();
-    request(node, Pending::Connect { done, service }, move |req| {
-        ClientMessage::Connect {
-            req,
-            to,
-            resume: None,
-            service: svc,
-        }
+    let pending = Pending::Connect { done, service, psk };
+    request(node, pending, move |req| ClientMessage::Connect {
+        req,
+        to,
+        resume: None,
+        service: svc,
     });
-    promise
 }
 
 /// Accepts connection request `session`.
@@ -752,16 +830,29 @@ pub(crate) fn accept(node: &NodeRef, session: &str) -> js_sys::Promise {
         ));
         return promise;
     };
+    accept_with(node, id, peer, service, None, done);
+    promise
+}
+
+/// Accepts connection request `id` from `peer`; `done` settles with the
+/// connection.
+pub(crate) fn accept_with(
+    node: &NodeRef,
+    id: SessionId,
+    peer: PeerInfo,
+    service: Option<String>,
+    psk: Option<Psk>,
+    done: Deferred,
+) {
     if let Err(e) = up(node) {
-        done.reject(&e);
-        return promise;
+        return done.reject(&e);
     }
     // The accept goes out before the session's first packet.
     request(node, Pending::Accept(id), |req| ClientMessage::Accept {
         req,
         session: id,
     });
-    match start_conn(node, id, peer, service, false) {
+    match start_conn(node, id, peer, service, psk.as_ref(), false) {
         Ok(conn) => {
             let handle = WasmConnection::from(conn.clone());
             conn.borrow_mut().wait_connected(done, handle.into());
@@ -769,7 +860,6 @@ pub(crate) fn accept(node: &NodeRef, session: &str) -> js_sys::Promise {
         }
         Err(e) => done.reject(&e),
     }
-    promise
 }
 
 /// Rejects connection request `session`.
@@ -796,11 +886,8 @@ pub(crate) fn shutdown(node: &NodeRef) {
     node.borrow_mut().phase = Phase::Closed;
     let pending: Vec<Pending> = node.borrow_mut().pending.drain().map(|(_, p)| p).collect();
     let e = js::error("Stopped", "the node was shut down");
-    for p in pending {
-        if let Pending::ListPeers(d) | Pending::Connect { done: d, .. } = p {
-            d.reject(&e);
-        }
-    }
+    reject_pending(pending, &e);
+    code::fail_all(node, &e);
     end_all(node, "NodeStopped", "the node was shut down");
     let _ = node.borrow().ws.close();
 }
