@@ -94,6 +94,11 @@ enum Command {
     Send(SendArgs),
     /// Receive what `peerpipe send` offers under CODE, verified, into a directory.
     ///
+    /// First shows what is coming (how many files, their size, the first names)
+    /// and, when stdin is a terminal, asks before fetching anything (--yes
+    /// accepts without asking). Existing files that differ from the incoming
+    /// ones are refused before anything is fetched (--force replaces them).
+    ///
     /// An interrupted receive resumes when run again with the same -o directory
     /// and a new code: what is already verified there is not fetched again.
     Receive(ReceiveArgs),
@@ -138,6 +143,11 @@ struct ReceiveArgs {
     /// Replace existing files that differ from the incoming ones.
     #[arg(long)]
     force: bool,
+    /// Accept without asking. Without it, `receive` shows what is coming and
+    /// asks before fetching anything when stdin is a terminal (otherwise it
+    /// accepts without asking, for scripts).
+    #[arg(short, long)]
+    yes: bool,
     #[command(flatten)]
     net: CodeNetArgs,
 }

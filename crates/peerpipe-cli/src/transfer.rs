@@ -4,6 +4,7 @@
 //! Machine-readable output (the code, the ticket, `--json` lines) goes to stdout;
 //! progress bars and chatter go to stderr.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +29,10 @@ const PREPARING: &[u8] = &[2];
 const DONE: &[u8] = b"peerpipe-share-done";
 /// The start of the message either side sends when it gives up, before the reason.
 const FAILED: &[u8] = b"peerpipe-share-failed: ";
+/// The reason a receiver gives when its user declined the files.
+const DECLINED: &str = "declined";
+/// Names shown in the summary of what is coming.
+const SUMMARY_NAMES: usize = 5;
 /// Ticket prefix: version 1, then the collection hash in base32.
 const TICKET_PREFIX: &str = "pp1";
 
@@ -212,6 +217,9 @@ async fn send_on(
             Ok(Some(message)) if message.as_ref() == DONE => break Ok(()),
             Ok(Some(message)) if message.starts_with(FAILED) => {
                 let why = String::from_utf8_lossy(&message[FAILED.len()..]).into_owned();
+                if why == DECLINED {
+                    break Err(anyhow!("the receiver declined the files; nothing was sent"));
+                }
                 break Err(anyhow!("the receiver stopped: {why}"));
             }
             Ok(Some(_)) => continue,
@@ -276,16 +284,33 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
     // A code names one sender, and no other source can come: once its
     // connection is gone, the download is over.
     options.no_source_timeout = Duration::from_secs(1);
+    // Nothing is written or fetched before the user has seen what is coming.
+    options.confirm = true;
     let download = Download::start(hash, options, Library::new());
     download.add_source(conn.clone());
-    let report = match follow(&download, out).await {
+    let accepted = match download.offered().await {
+        Some(collection) => accept(&collection, args, out).await,
+        // The download ended before it knew what is coming: `follow` says why.
+        None => Ok(()),
+    };
+    let outcome = match accepted {
+        Ok(()) => {
+            download.proceed();
+            follow(&download, out).await
+        }
+        Err(e) => Err(e),
+    };
+    let report = match outcome {
         Ok(report) => report,
         Err(e) => {
             // Tell the sender why, so it does not wait for a receiver that is gone.
             let mut why = FAILED.to_vec();
-            why.extend_from_slice(format!("{e:#}").as_bytes());
+            why.extend_from_slice(reason_for_sender(&e).as_bytes());
             let _ = conn.send(Bytes::from(why)).await;
             conn.close().await;
+            if e.is::<Declined>() {
+                return Err(e);
+            }
             if !matches!(
                 e.downcast_ref::<share::ShareError>(),
                 Some(
@@ -311,6 +336,103 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
     conn.close().await;
     finish_report(&report, out);
     Ok(())
+}
+
+/// The user declined what the sender offers.
+#[derive(Debug)]
+struct Declined;
+
+impl std::fmt::Display for Declined {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("declined: nothing was received (the sender is told)")
+    }
+}
+
+impl std::error::Error for Declined {}
+
+/// Shows what is coming and, when stdin is a terminal and `--yes` is not
+/// given, asks whether to take it; `Err(Declined)` for anything but yes.
+async fn accept(collection: &share::Collection, args: &ReceiveArgs, out: Out) -> Result<()> {
+    let ask = !args.yes && std::io::stdin().is_terminal();
+    let summary = summary(collection);
+    if ask {
+        // Shown even with -q: a question needs its context.
+        say!("{summary}");
+    } else {
+        out.say(&summary);
+    }
+    out.event(json!({
+        "event": "offer",
+        "files": collection.entries().len(),
+        "bytes": collection.total_size(),
+    }));
+    if !ask {
+        return Ok(());
+    }
+    let answer = tokio::task::spawn_blocking(|| {
+        use std::io::Write as _;
+        let mut err = std::io::stderr();
+        let _ = write!(err, "Accept? [y/N] ");
+        let _ = err.flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .context("asking whether to accept")?
+    .context("reading the answer")?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Declined.into()),
+    }
+}
+
+/// What is coming, for the user: "3 files, 1.2 GiB in all" and the first
+/// top-level names with their sizes.
+fn summary(collection: &share::Collection) -> String {
+    // Top-level names in the collection's order, with their files and bytes.
+    let mut tops: Vec<(&str, usize, u64)> = Vec::new();
+    for entry in collection.entries() {
+        let (top, nested) = match entry.path.split_once('/') {
+            Some((top, _)) => (top, true),
+            None => (entry.path.as_str(), false),
+        };
+        match tops.iter_mut().find(|(name, ..)| *name == top) {
+            Some((_, files, bytes)) => {
+                *files += 1;
+                *bytes += entry.size;
+            }
+            None => tops.push((top, usize::from(nested), entry.size)),
+        }
+    }
+    let mut text = format!(
+        "the sender offers {}, {} in all:",
+        files(collection.entries().len()),
+        crate::demo::human(collection.total_size())
+    );
+    for (name, nested, bytes) in tops.iter().take(SUMMARY_NAMES) {
+        let what = if *nested > 0 {
+            format!(
+                "{name}/ ({}, {})",
+                files(*nested),
+                crate::demo::human(*bytes)
+            )
+        } else {
+            format!("{name} ({})", crate::demo::human(*bytes))
+        };
+        text.push_str(&format!("\n  {what}"));
+    }
+    if tops.len() > SUMMARY_NAMES {
+        text.push_str(&format!("\n  and {} more", tops.len() - SUMMARY_NAMES));
+    }
+    text
+}
+
+/// What the sender is told when the receive fails.
+fn reason_for_sender(e: &anyhow::Error) -> String {
+    if e.is::<Declined>() {
+        return DECLINED.to_owned();
+    }
+    format!("{e:#}")
 }
 
 /// Waits for the sender to name its collection: within `limit`, or for as long

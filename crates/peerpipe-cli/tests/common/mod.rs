@@ -380,3 +380,56 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
         }
     }
 }
+
+/// `command` run on a pseudo-terminal (util-linux `script`): its stdin, stdout
+/// and stderr are the terminal, which the returned command's stdin and stdout
+/// feed and show (stdout and stderr mixed). Exits with `command`'s status.
+pub fn in_pty(command: &Command) -> Command {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    let mut line = String::from("env");
+    for (key, value) in command.get_envs() {
+        match value {
+            None => line.push_str(&format!(" -u {}", quote(key))),
+            Some(v) => line.push_str(&format!(" {}={}", key.to_string_lossy(), quote(v))),
+        }
+    }
+    line.push(' ');
+    line.push_str(&quote(command.get_program()));
+    for arg in command.get_args() {
+        line.push(' ');
+        line.push_str(&quote(arg));
+    }
+    let mut script = Command::new("script");
+    script.args(["--quiet", "--return", "--command", &line, "/dev/null"]);
+    script
+}
+
+/// Runs `command` (from [`in_pty`]) with `input` typed on its terminal, for at
+/// most `bound`; its status (`None`: killed at the bound) and all it showed.
+pub fn run_in_pty(
+    mut command: Command,
+    input: &str,
+    bound: Duration,
+) -> (Option<ExitStatus>, String) {
+    use std::io::Write as _;
+    let mut child = KillOnDrop(
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn script (util-linux)"),
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+        text
+    });
+    // stdin stays open until the end: `script` may end the session at its EOF.
+    let status = wait_timeout(&mut child, bound);
+    drop(stdin);
+    (status, reader.join().unwrap_or_default())
+}

@@ -13,7 +13,7 @@ use peerpipe_share::fetch::{self, Fetch, Received};
 use peerpipe_share::hash::{GROUP_SIZE, Hash, Outboard, group_range};
 use peerpipe_share::wire::{Request, Status};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::AbortHandle;
 
 use super::ShareError;
@@ -40,6 +40,11 @@ pub struct DownloadOptions {
     pub request_timeout: Duration,
     /// Give up when no peer is left for this long while data is missing.
     pub no_source_timeout: Duration,
+    /// Wait for [`Download::proceed`] once the collection is known and the
+    /// targets are checked (existing files that differ refuse the download
+    /// then), before anything is written or any file data is asked for; see
+    /// [`Download::offered`]. Dropping the [`Download`] while it waits ends it.
+    pub confirm: bool,
 }
 
 impl DownloadOptions {
@@ -53,6 +58,7 @@ impl DownloadOptions {
             have_interval: Duration::from_millis(50),
             request_timeout: Duration::from_secs(30),
             no_source_timeout: Duration::from_secs(30),
+            confirm: false,
         }
     }
 }
@@ -108,6 +114,16 @@ pub struct Download {
     sources: mpsc::UnboundedSender<Connection>,
     shared: Arc<Shared>,
     task: Mutex<Option<tokio::task::JoinHandle<Result<Report, ShareError>>>>,
+    /// The collection, once known and its targets checked.
+    offered: watch::Receiver<Option<Arc<Collection>>>,
+    /// Set by [`Download::proceed`].
+    proceed: watch::Sender<bool>,
+}
+
+/// The two ends of a [`DownloadOptions::confirm`] gate, inside the download's task.
+struct Gate {
+    offered: watch::Sender<Option<Arc<Collection>>>,
+    proceed: watch::Receiver<bool>,
 }
 
 impl Download {
@@ -123,13 +139,37 @@ impl Download {
             requested: 0.into(),
             failed: Mutex::new(None),
         });
-        let task = tokio::spawn(run(hash, options, library, rx, shared.clone()));
+        let (offered_tx, offered) = watch::channel(None);
+        let (proceed, proceed_rx) = watch::channel(false);
+        let gate = Gate {
+            offered: offered_tx,
+            proceed: proceed_rx,
+        };
+        let task = tokio::spawn(run(hash, options, library, rx, shared.clone(), gate));
         Self {
             hash,
             sources: tx,
             shared,
             task: Mutex::new(Some(task)),
+            offered,
+            proceed,
         }
+    }
+
+    /// Waits until the collection is known and its targets are checked: what
+    /// is coming, to show before [`Download::proceed`] (with
+    /// [`DownloadOptions::confirm`]). `None` if the download ended first:
+    /// [`Download::finish`] tells why.
+    pub async fn offered(&self) -> Option<Arc<Collection>> {
+        let mut rx = self.offered.clone();
+        let known = rx.wait_for(Option::is_some).await.ok()?;
+        known.clone()
+    }
+
+    /// Lets a download started with [`DownloadOptions::confirm`] go on past
+    /// [`Download::offered`]. Without `confirm` it does nothing.
+    pub fn proceed(&self) {
+        self.proceed.send_replace(true);
     }
 
     /// The collection being fetched.
@@ -227,6 +267,7 @@ async fn run(
     library: Library,
     mut incoming: mpsc::UnboundedReceiver<Connection>,
     shared: Arc<Shared>,
+    mut gate: Gate,
 ) -> Result<Report, ShareError> {
     let mut sources: HashMap<u64, Source> = HashMap::new();
     // 1. The collection and its outboards, from the first source that has them;
@@ -253,25 +294,33 @@ async fn run(
     };
     let mut next_key = sources.len() as u64;
     let layout = Layout::new(&collection);
-    // 2. Targets and what is on disk already.
+    // 2. Targets and what is on disk already: checked (read only), then,
+    // once the caller lets the download go on, prepared.
     let targets = plan_targets(&options, &collection)?;
     let force = options.force;
+    let held = {
+        let (collection, targets) = (collection.clone(), targets.clone());
+        tokio::task::spawn_blocking(move || held_targets(&collection, &targets, force))
+            .await
+            .map_err(|_| ShareError::Protocol("checking the existing files failed"))??
+    };
+    gate.offered
+        .send_replace(Some(Arc::new(collection.clone())));
+    if options.confirm {
+        gate.proceed
+            .wait_for(|&go| go)
+            .await
+            .map_err(|_| ShareError::Cancelled)?;
+    }
     let partial = options
         .out
         .join(format!(".peerpipe-{}.partial", &hash.to_hex()[..16]));
     let (files, done) = {
-        let (collection, outboards, targets, partial) = (
-            collection.clone(),
-            outboards.clone(),
-            targets.clone(),
-            partial.clone(),
-        );
+        let (outboards, partial) = (outboards.clone(), partial.clone());
         let layout = layout.clone();
-        tokio::task::spawn_blocking(move || {
-            prepare(&collection, &layout, &outboards, &targets, &partial, force)
-        })
-        .await
-        .map_err(|_| ShareError::Protocol("preparing the download failed"))??
+        tokio::task::spawn_blocking(move || prepare(&layout, &outboards, &held, &partial))
+            .await
+            .map_err(|_| ShareError::Protocol("preparing the download failed"))??
     };
     let reused = done.count();
     let missing = layout.groups() - reused;
@@ -849,34 +898,40 @@ pub(crate) fn safe_target(out: &Path, rel: &str) -> Result<PathBuf, ShareError> 
     Ok(at)
 }
 
-/// Sets up the partial directory and finds what is verified on disk: groups of
-/// partial files from an earlier attempt, and blobs an existing target already
-/// holds (then that file serves as the blob). An existing target of the right
-/// size but other contents is refused unless `force`. Partial files are made
-/// when their first bytes arrive, not here: a collection of many small files
-/// starts fetching at once.
-fn prepare(
+/// The blobs existing targets hold already, by hash (then that file serves as
+/// the blob); reads only. An existing target of the right size but other
+/// contents is refused unless `force`.
+fn held_targets(
     collection: &Collection,
-    layout: &Layout,
-    outboards: &[Outboard],
     targets: &[PathBuf],
-    partial: &Path,
     force: bool,
-) -> Result<(Vec<PathBuf>, Bitmap), ShareError> {
-    // Blobs an existing target holds already, by hash.
-    let mut held: HashMap<Hash, &PathBuf> = HashMap::new();
+) -> Result<HashMap<Hash, PathBuf>, ShareError> {
+    let mut held = HashMap::new();
     for (entry, target) in collection.entries().iter().zip(targets) {
         if held.contains_key(&entry.hash) {
             continue;
         }
         if fs::symlink_metadata(target).is_ok_and(|m| m.is_file() && m.len() == entry.size) {
             if hash_file(target, entry.size)?.root() == entry.hash {
-                held.insert(entry.hash, target);
+                held.insert(entry.hash, target.clone());
             } else if !force {
                 return Err(ShareError::Exists(target.clone()));
             }
         }
     }
+    Ok(held)
+}
+
+/// Sets up the partial directory and finds what is verified on disk: groups of
+/// partial files from an earlier attempt, and the blobs of `held` (from
+/// [`held_targets`]). Partial files are made when their first bytes arrive,
+/// not here: a collection of many small files starts fetching at once.
+fn prepare(
+    layout: &Layout,
+    outboards: &[Outboard],
+    held: &HashMap<Hash, PathBuf>,
+    partial: &Path,
+) -> Result<(Vec<PathBuf>, Bitmap), ShareError> {
     fs::create_dir_all(partial).map_err(|e| ShareError::io(partial, e))?;
     // What an earlier attempt left: only those files are read back.
     let earlier: std::collections::HashSet<std::ffi::OsString> = fs::read_dir(partial)
@@ -887,7 +942,7 @@ fn prepare(
     let mut files = Vec::with_capacity(layout.blobs().len());
     let mut buf = Vec::new();
     for (blob, slot) in layout.blobs().iter().enumerate() {
-        if let Some(&target) = held.get(&slot.hash) {
+        if let Some(target) = held.get(&slot.hash) {
             done.set_range(slot.first_group..slot.first_group + slot.groups());
             files.push(target.clone());
             continue;

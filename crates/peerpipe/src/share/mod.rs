@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 pub use content::{Content, Library};
 pub use download::{Download, DownloadOptions, FileProgress, Report};
+pub use peerpipe_share::collection::{Collection, Entry};
 pub use peerpipe_share::hash::Hash;
 pub use serve::serve;
 
@@ -76,6 +77,9 @@ pub enum ShareError {
     /// Bad input from the user.
     #[error("{0}")]
     Input(String),
+    /// The download was dropped while it waited for [`Download::proceed`].
+    #[error("the download was cancelled before it started")]
+    Cancelled,
 }
 
 impl ShareError {
