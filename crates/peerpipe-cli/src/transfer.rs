@@ -31,6 +31,9 @@ const DONE: &[u8] = b"peerpipe-share-done";
 const FAILED: &[u8] = b"peerpipe-share-failed: ";
 /// The reason a receiver gives when its user declined the files.
 const DECLINED: &str = "declined";
+/// The reason a receiver gives for a problem of its own that the sender cannot
+/// help with (an existing file, a path it refuses): its local paths stay its own.
+const ENDED: &str = "the receiver ended the transfer";
 /// Names shown in the summary of what is coming.
 const SUMMARY_NAMES: usize = 5;
 /// Ticket prefix: version 1, then the collection hash in base32.
@@ -220,6 +223,9 @@ async fn send_on(
                 if why == DECLINED {
                     break Err(anyhow!("the receiver declined the files; nothing was sent"));
                 }
+                if why == ENDED {
+                    break Err(anyhow!("{ENDED} (a problem on its side)"));
+                }
                 break Err(anyhow!("the receiver stopped: {why}"));
             }
             Ok(Some(_)) => continue,
@@ -311,13 +317,18 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
             if e.is::<Declined>() {
                 return Err(e);
             }
+            if let Some(share::ShareError::Exists(path)) = e.downcast_ref::<share::ShareError>() {
+                bail!(
+                    "{} exists and differs from the incoming file; nothing was fetched. \
+                     Receive into another directory (-o DIR), remove or rename that \
+                     file, or replace it with --force; the sender needs to send again (a code \
+                     is good for one try)",
+                    path.display()
+                );
+            }
             if !matches!(
                 e.downcast_ref::<share::ShareError>(),
-                Some(
-                    share::ShareError::Exists(_)
-                        | share::ShareError::UnsafeTarget(..)
-                        | share::ShareError::Input(_)
-                )
+                Some(share::ShareError::UnsafeTarget(..) | share::ShareError::Input(_))
             ) {
                 return Err(e.context(format!(
                     "interrupted; what arrived verified stays in {0}: to fetch only the rest, \
@@ -427,12 +438,29 @@ fn summary(collection: &share::Collection) -> String {
     text
 }
 
-/// What the sender is told when the receive fails.
+/// What the sender is told when the receive fails: never a local path of the
+/// receiver's.
 fn reason_for_sender(e: &anyhow::Error) -> String {
     if e.is::<Declined>() {
         return DECLINED.to_owned();
     }
-    format!("{e:#}")
+    match e.downcast_ref::<share::ShareError>() {
+        // The reason (a full disk, say) without the path.
+        Some(share::ShareError::Io { source, .. }) => {
+            format!("could not write the files: {source}")
+        }
+        // About the sender's data or the connection: nothing local.
+        Some(
+            share::ShareError::Corrupt
+            | share::ShareError::Collection(_)
+            | share::ShareError::NoSource
+            | share::ShareError::Timeout(_)
+            | share::ShareError::Protocol(_)
+            | share::ShareError::NotFound
+            | share::ShareError::NotHeld,
+        ) => format!("{e}"),
+        _ => ENDED.to_owned(),
+    }
 }
 
 /// Waits for the sender to name its collection: within `limit`, or for as long
