@@ -20,6 +20,10 @@ use common::{
 };
 
 const MIB: u64 = 1024 * 1024;
+/// Relayed frames per second and connection: tens of MB/s, so that the
+/// receiver's progress events (two a second) see the kill point well before
+/// the end, in a release build too.
+const SERVE: &[&str] = &["--relay-rate", "1000"];
 /// The file sent.
 const SIZE: u64 = 192 * MIB;
 /// The server is killed once the receiver reports this much verified.
@@ -71,7 +75,7 @@ fn wait_done(
 #[test]
 fn a_relay_only_send_survives_a_server_restart() {
     let dir = TempDir::new("send-restart");
-    let mut server = ServeProcess::start(&dir.0);
+    let mut server = ServeProcess::start_with(&dir.0, SERVE);
     let addr = server.addr().to_string();
     let source = dir.path("big.bin");
     write_input(&source, SIZE, 7).unwrap();
@@ -127,7 +131,7 @@ fn a_relay_only_send_survives_a_server_restart() {
     server.child.wait().unwrap();
     let at_kill = done.load(Ordering::Relaxed);
     std::thread::sleep(DOWN_FOR);
-    server = ServeProcess::start_on(&addr, &server.secret_file, Duration::from_secs(5));
+    server = ServeProcess::start_on_with(&addr, &server.secret_file, Duration::from_secs(5), SERVE);
     let restarted = Instant::now();
     let at_restart = done.load(Ordering::Relaxed);
     assert!(

@@ -87,9 +87,14 @@ impl ServeProcess {
     /// a server comes back after a restart: tokens minted before stay valid. Retries
     /// while the port is still taken, for at most `bound`.
     pub fn start_on(addr: &str, secret_file: &Path, bound: Duration) -> Self {
+        Self::start_on_with(addr, secret_file, bound, &[])
+    }
+
+    /// Like [`ServeProcess::start_on`], with extra `peerpipe serve` flags.
+    pub fn start_on_with(addr: &str, secret_file: &Path, bound: Duration, extra: &[&str]) -> Self {
         let deadline = Instant::now() + bound;
         loop {
-            match Self::spawn(addr, secret_file, &[]) {
+            match Self::spawn(addr, secret_file, extra) {
                 Ok(server) => return server,
                 Err(e) if Instant::now() > deadline => {
                     panic!("peerpipe serve did not start on {addr} within {bound:?}: {e}")
