@@ -228,9 +228,20 @@ struct ServeArgs {
     /// Devices one user may have online at once.
     #[arg(long, default_value = "32")]
     max_devices_per_user: usize,
-    /// Time a new connection has to authenticate.
+    /// Time a new connection has to authenticate (and to send its HTTP request
+    /// head, and finish its TLS handshake).
     #[arg(long, default_value = "10s", value_parser = units::parse_duration)]
     handshake_timeout: Duration,
+    /// TCP connections open at once; lowered at start to fit below the
+    /// process's open-file limit. Over it, new connections get HTTP 503
+    /// (`/health` still answers).
+    #[arg(long, default_value = "16384")]
+    max_connections: usize,
+    /// TCP connections open at once from one address (an IPv6 /64 counts as
+    /// one). Over it, new connections get HTTP 429. Behind a reverse proxy
+    /// raise it: every device has the proxy's address.
+    #[arg(long, default_value = "256")]
+    max_connections_per_ip: usize,
     /// Silence after which a device is dropped and shown offline.
     #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
     idle_timeout: Duration,

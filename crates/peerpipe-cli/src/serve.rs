@@ -33,6 +33,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     config.relay_rate = args.relay_rate;
     config.max_devices_per_user = args.max_devices_per_user;
     config.handshake_timeout = args.handshake_timeout;
+    config.max_connections = args.max_connections;
+    config.max_connections_per_ip = args.max_connections_per_ip;
     config.idle_timeout = args.idle_timeout;
     config.ping_interval = config.ping_interval.min(args.idle_timeout / 3);
     config.accept_timeout = args.accept_timeout;
@@ -181,6 +183,8 @@ mod defaults {
         assert_eq!(args.relay_rate, server.relay_rate);
         assert_eq!(args.max_devices_per_user, server.max_devices_per_user);
         assert_eq!(args.handshake_timeout, server.handshake_timeout);
+        assert_eq!(args.max_connections, server.max_connections);
+        assert_eq!(args.max_connections_per_ip, server.max_connections_per_ip);
         assert_eq!(args.idle_timeout, server.idle_timeout);
         assert_eq!(args.accept_timeout, server.accept_timeout);
         assert_eq!(args.slow_consumer_timeout, server.slow_consumer_timeout);

@@ -38,6 +38,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![deny(missing_docs)]
 
+mod accept;
 mod conn;
 mod hub;
 mod limit;
@@ -57,7 +58,6 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt as _;
 use peerpipe_proto::signal::{IceServer, MAX_ICE_SERVERS, MAX_TEXT_FRAME};
 use peerpipe_proto::token::MIN_SECRET_LEN;
 use tokio::net::TcpListener;
@@ -68,25 +68,6 @@ pub use metrics::Stats;
 pub use tls::tls_from_pem_files;
 
 use hub::Hub;
-
-/// Serves `service` on `listener` in a task until `stopped` completes.
-fn spawn_serve<L>(
-    listener: L,
-    service: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, SocketAddr>,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> JoinHandle<()>
-where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
-    SocketAddr: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
-{
-    let serve = axum::serve(listener, service).with_graceful_shutdown(stopped);
-    tokio::spawn(async move {
-        if let Err(e) = serve.await {
-            tracing::error!("server stopped: {e}");
-        }
-    })
-}
 
 /// How long [`Server::shutdown`] waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -111,8 +92,17 @@ pub struct Config {
     pub relay_rate: u32,
     /// Devices one user may have online at once. Default 32.
     pub max_devices_per_user: usize,
-    /// Time a new connection has to present a valid hello. Default 10 s.
+    /// Time a new connection has to present a valid hello, and to send its
+    /// HTTP request head (and finish its TLS handshake). Default 10 s.
     pub handshake_timeout: Duration,
+    /// TCP connections open at once (HTTP and WebSocket); lowered at start to
+    /// fit below the process's open-file limit. A connection over it gets HTTP
+    /// 503 (`GET /health` is still answered). Default 16 384.
+    pub max_connections: usize,
+    /// TCP connections open at once from one address (an IPv6 /64 counts as
+    /// one). A connection over it gets HTTP 429. Default 256. (Behind a reverse
+    /// proxy every device has the proxy's address.)
+    pub max_connections_per_ip: usize,
     /// Silence (no frame at all, pongs included) after which a connection is
     /// dropped with `idle_timeout`. Default 30 s.
     pub idle_timeout: Duration,
@@ -173,6 +163,8 @@ impl std::fmt::Debug for Config {
             .field("relay_rate", &self.relay_rate)
             .field("max_devices_per_user", &self.max_devices_per_user)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("idle_timeout", &self.idle_timeout)
             .field("ping_interval", &self.ping_interval)
             .field("accept_timeout", &self.accept_timeout)
@@ -206,6 +198,8 @@ impl Config {
             relay_rate: 20_000,
             max_devices_per_user: 32,
             handshake_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
+            max_connections_per_ip: 256,
             idle_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(10),
             accept_timeout: Duration::from_secs(30),
@@ -276,6 +270,9 @@ impl Config {
         if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
             return invalid("ping_interval and idle_timeout must not be zero".into());
         }
+        if self.max_connections == 0 || self.max_connections_per_ip == 0 {
+            return invalid("max_connections and max_connections_per_ip must not be zero".into());
+        }
         if self.ice_servers.len() > MAX_ICE_SERVERS {
             return invalid(format!("at most {MAX_ICE_SERVERS} ICE servers"));
         }
@@ -291,6 +288,7 @@ impl Config {
 #[derive(Clone)]
 struct App {
     hub: Arc<Hub>,
+    gate: Arc<accept::Gate>,
     shutdown: watch::Receiver<bool>,
     idle: Arc<Notify>,
 }
@@ -331,9 +329,18 @@ impl Server {
         };
         let tls = config.tls.clone();
         let handshake_timeout = config.handshake_timeout;
+        let max_connections = accept::fit_to_open_file_limit(config.max_connections);
+        if max_connections < config.max_connections {
+            tracing::warn!(
+                max_connections,
+                "connection limit lowered to fit the open-file limit (raise it with ulimit -n)"
+            );
+        }
+        let gate = accept::Gate::new(max_connections, config.max_connections_per_ip);
         let hub = Arc::new(Hub::new(config));
         let idle = Arc::new(Notify::new());
         let app = App {
+            gate: gate.clone(),
             hub: hub.clone(),
             shutdown: shutdown_rx.clone(),
             idle: idle.clone(),
@@ -343,30 +350,16 @@ impl Server {
             .route("/health", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
             .with_state(app);
-        let mut stop = shutdown_rx.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let accept = match &tls {
-            Some(config) => spawn_serve(
-                tls::TlsListener::new(listener, config.clone(), handshake_timeout, shutdown_rx)?
-                    // TapIo is what lends a custom listener's address to ConnectInfo.
-                    .tap_io(|_| {}),
-                service,
-                stopped,
-            ),
-            // Signaling frames are small and latency-bound: no Nagle delay on them.
-            None => spawn_serve(
-                listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!("cannot set TCP_NODELAY: {e}");
-                    }
-                }),
-                service,
-                stopped,
-            ),
-        };
+        let accept = tokio::spawn(accept::run(
+            listener,
+            accept::Accept {
+                router,
+                gate,
+                tls: tls.clone().map(tokio_rustls::TlsAcceptor::from),
+                head_timeout: handshake_timeout,
+                stop: shutdown_rx,
+            },
+        ));
         tracing::info!(%addr, tls = tls.is_some(), "listening");
         Ok(Server {
             addr,
@@ -474,7 +467,7 @@ async fn metrics_text(State(app): State<App>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.hub.render_metrics(),
+        app.hub.render_metrics() + &app.gate.render(),
     )
         .into_response()
 }
