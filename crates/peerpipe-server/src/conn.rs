@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::Instrument as _;
 
-use crate::hub::{Data, Fatal, Handle, Hub, Member};
+use crate::hub::{Data, Fatal, Handle, Hub, Member, Outbox};
 use crate::limit::TokenBucket;
 
 /// Marks "the last binary frame had a bad header" in the refused-frame memory
@@ -74,14 +74,24 @@ async fn serve(
     let (data_tx, data_rx) = mpsc::channel(hub.config.outbound_queue.max(1));
     let (kill_tx, kill_rx) = watch::channel(None);
     let (finish_tx, finish_rx) = oneshot::channel();
+    // News of every device of the user fits, with room for churn.
+    let presence = Arc::new(Outbox::new(
+        hub.config.max_devices_per_user.saturating_mul(4).max(256),
+    ));
     let handle = Handle {
         conn,
         ctrl: ctrl_tx,
         data: data_tx,
+        presence: presence.clone(),
         kill: Arc::new(kill_tx),
     };
+    let queues = Queues {
+        ctrl: ctrl_rx,
+        presence,
+        data: data_rx,
+    };
     let writer = tokio::spawn(
-        write_loop(sink, ctrl_rx, data_rx, finish_rx, hub.config.ping_interval)
+        write_loop(sink, queues, finish_rx, hub.config.ping_interval)
             .instrument(tracing::Span::current()),
     );
     let mut stop = Stop {
@@ -453,12 +463,32 @@ fn data_message(item: Data) -> Message {
     }
 }
 
-/// Writes control frames first, then data, plus pings, until told to finish; then
-/// sends the control frames still queued, the last error (if any) and a close frame.
+/// What a connection's writer sends, in this order of precedence.
+struct Queues {
+    ctrl: mpsc::Receiver<String>,
+    presence: Arc<Outbox>,
+    data: mpsc::Receiver<Data>,
+}
+
+impl Queues {
+    /// The next frame already waiting, if any.
+    fn try_next(&mut self) -> Option<Message> {
+        if let Ok(text) = self.ctrl.try_recv() {
+            return Some(Message::Text(Utf8Bytes::from(text)));
+        }
+        if let Some(news) = self.presence.take() {
+            return Some(Message::Text(Utf8Bytes::from(news.encode())));
+        }
+        self.data.try_recv().ok().map(data_message)
+    }
+}
+
+/// Writes control frames first, then presence news, then data, plus pings,
+/// until told to finish; then sends the control frames still queued, the last
+/// error (if any) and a close frame.
 async fn write_loop(
     mut sink: Sink,
-    mut ctrl: mpsc::Receiver<String>,
-    mut data: mpsc::Receiver<Data>,
+    mut q: Queues,
     mut finish: oneshot::Receiver<Option<(ErrorCode, String)>>,
     ping_interval: Duration,
 ) {
@@ -468,8 +498,12 @@ async fn write_loop(
         let msg = tokio::select! {
             biased;
             f = &mut finish => break f.ok().flatten(),
-            Some(text) = ctrl.recv() => Message::Text(Utf8Bytes::from(text)),
-            Some(item) = data.recv() => data_message(item),
+            Some(text) = q.ctrl.recv() => Message::Text(Utf8Bytes::from(text)),
+            () = q.presence.ready() => match q.presence.take() {
+                Some(news) => Message::Text(Utf8Bytes::from(news.encode())),
+                None => continue,
+            },
+            Some(item) = q.data.recv() => data_message(item),
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
         // Feed what is already queued behind it and flush once: few writes for
@@ -477,13 +511,7 @@ async fn write_loop(
         let write = async {
             sink.feed(msg).await?;
             for _ in 0..WRITE_BATCH {
-                let next = match ctrl.try_recv() {
-                    Ok(text) => Message::Text(Utf8Bytes::from(text)),
-                    Err(_) => match data.try_recv() {
-                        Ok(item) => data_message(item),
-                        Err(_) => break,
-                    },
-                };
+                let Some(next) = q.try_next() else { break };
                 sink.feed(next).await?;
             }
             sink.flush().await
@@ -507,7 +535,7 @@ async fn write_loop(
             Some((code, _)) => (1008, code.as_str()),
         };
         // Control frames queued before the end still go out (data does not).
-        while let Ok(text) = ctrl.try_recv() {
+        while let Ok(text) = q.ctrl.try_recv() {
             sink.send(Message::Text(Utf8Bytes::from(text))).await?;
         }
         if let Some((_, text)) = &last {

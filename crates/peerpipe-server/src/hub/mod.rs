@@ -31,10 +31,12 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 mod codes;
+mod outbox;
 mod presence;
 mod sessions;
 
 use self::codes::CodeEntry;
+pub(crate) use self::outbox::Outbox;
 use self::presence::Presence;
 use self::sessions::Sessions;
 use crate::Config;
@@ -76,6 +78,8 @@ pub(crate) struct Handle {
     pub(crate) ctrl: mpsc::Sender<String>,
     /// Relayed binary frames, and the ends of established sessions behind them.
     pub(crate) data: mpsc::Sender<Data>,
+    /// Presence news, coalesced per device; sent after the control frames.
+    pub(crate) presence: Arc<Outbox>,
     /// Set once to close the connection with an error.
     pub(crate) kill: Arc<watch::Sender<Option<Fatal>>>,
 }
@@ -194,6 +198,19 @@ impl Hub {
         }
     }
 
+    /// Tells `to` that `device` is online (`Some`) or offline, coalesced with
+    /// older news of it; a connection that read none of it for many devices is
+    /// a slow consumer.
+    fn tell_presence(&self, to: &Handle, device: DeviceId, online: Option<PeerInfo>) {
+        if !to.presence.push(device, online) {
+            tracing::debug!(conn = to.conn, "presence news not read: slow consumer");
+            to.kill(Fatal::new(
+                ErrorCode::SlowConsumer,
+                "this connection did not read its presence news in time",
+            ));
+        }
+    }
+
     /// Sends an error frame to `to`.
     pub(crate) fn send_error(
         &self,
@@ -251,18 +268,16 @@ impl Hub {
                 "the same device connected again; this connection is replaced",
             ));
             if old.user != me.user {
-                let offline = ServerMessage::PeerOffline { id: me.device };
                 for h in st.presence.others_of(&old.user, me.device) {
-                    self.deliver(&h, &offline);
+                    self.tell_presence(&h, me.device, None);
                 }
             }
         }
         let peers = st.presence.peers_of(&me.user, me.device);
         self.deliver(&me.handle, &welcome(peers));
         st.presence.join(me, !me.anonymous);
-        let online = ServerMessage::PeerOnline { peer: me.info() };
         for h in st.presence.others_of(&me.user, me.device) {
-            self.deliver(&h, &online);
+            self.tell_presence(&h, me.device, Some(me.info()));
         }
         Ok(())
     }
@@ -273,9 +288,8 @@ impl Hub {
         let mut st = self.lock();
         if st.presence.is_current(me) {
             st.presence.leave(&me.device);
-            let offline = ServerMessage::PeerOffline { id: me.device };
             for h in st.presence.others_of(&me.user, me.device) {
-                self.deliver(&h, &offline);
+                self.tell_presence(&h, me.device, None);
             }
         }
         let plates: Vec<u32> = st
