@@ -9,33 +9,48 @@
 //! claimed once, so an attacker gets one online guess in 65 536 per code.
 //!
 //! After SPAKE2 each side sends a key confirmation (HMAC-SHA256 under a key
-//! derived from the SPAKE2 output, over its side, its own device id and the
-//! nameplate) and checks the other's: a mismatch means the two typed different
-//! codes ([`PakeError::WrongCode`]). On success both hold the same [`Psk`],
-//! derived from the SPAKE2 output with another label, which authenticates their
-//! session's Noise handshake (`KKpsk2`, see [`crate::session::handshake`]).
+//! derived from the SPAKE2 output, over its side and the nameplate) and checks
+//! the other's: a mismatch means the two typed different codes
+//! ([`PakeError::WrongCode`]). Only then does each side say who it is: a
+//! [`CodeFrame::Hello`] with its device id and label, authenticated under the
+//! same key. The server tells neither device about the other, so a device
+//! that claims a code with the wrong words (a squatter guessing numbers)
+//! learns nothing of the device that offered it. On success both hold the
+//! same [`Psk`], derived from the SPAKE2 output with another label, which
+//! authenticates their session's Noise handshake (`KKpsk2`, see
+//! [`crate::session::handshake`]) between exactly the two introduced devices.
 //!
 //! The exchange is sans-IO, with typed states that consume themselves:
 //! [`Pake::start`] gives the first [`CodeFrame`] to send; [`Pake::finish`] takes the
 //! peer's and gives a [`Confirm`] (and our confirmation frame); [`Confirm::verify`]
-//! takes the peer's confirmation and gives the [`Psk`].
+//! takes the peer's confirmation and gives [`Keyed`]; [`Keyed::hello`] is our
+//! introduction and [`Keyed::accept`] takes the peer's, giving who it is and the
+//! [`Psk`].
 //!
 //! ```
 //! use peerpipe_proto::code::{Code, CodeFrame, Pake, Side};
 //! use peerpipe_proto::id::Identity;
+//! use peerpipe_proto::signal::PeerInfo;
 //!
 //! let code: Code = "7-amber-falcon".parse().unwrap();
-//! let (alice, bob) = (Identity::from_secret_bytes([1; 32]), Identity::from_secret_bytes([2; 32]));
+//! let me = |n, label: &str| PeerInfo {
+//!     id: Identity::from_secret_bytes([n; 32]).device_id(),
+//!     label: label.into(),
+//! };
+//! let (alice, bob) = (me(1, "alice's laptop"), me(2, "bob's phone"));
 //! let (a, a_msg) = Pake::start(&code, Side::Allocator, [3; 32]);
 //! let (b, b_msg) = Pake::start(&code, Side::Claimer, [4; 32]);
-//! let CodeFrame::Pake(b_msg) = b_msg else { unreachable!() };
-//! let CodeFrame::Pake(a_msg) = a_msg else { unreachable!() };
-//! let (a, a_confirm) = a.finish(&b_msg, &alice.device_id()).unwrap();
-//! let (b, b_confirm) = b.finish(&a_msg, &bob.device_id()).unwrap();
-//! let CodeFrame::Confirm(a_confirm) = a_confirm else { unreachable!() };
-//! let CodeFrame::Confirm(b_confirm) = b_confirm else { unreachable!() };
-//! let a_psk = a.verify(&b_confirm, &bob.device_id()).unwrap();
-//! let b_psk = b.verify(&a_confirm, &alice.device_id()).unwrap();
+//! let (CodeFrame::Pake(a_msg), CodeFrame::Pake(b_msg)) = (a_msg, b_msg) else { unreachable!() };
+//! let (a, a_confirm) = a.finish(&b_msg).unwrap();
+//! let (b, b_confirm) = b.finish(&a_msg).unwrap();
+//! let (CodeFrame::Confirm(a_confirm), CodeFrame::Confirm(b_confirm)) = (a_confirm, b_confirm)
+//! else { unreachable!() };
+//! let a = a.verify(&b_confirm).unwrap();
+//! let b = b.verify(&a_confirm).unwrap();
+//! let (a_hello, b_hello) = (a.hello(&alice).encode(), b.hello(&bob).encode());
+//! let (who_b, a_psk) = a.accept(&CodeFrame::decode(&b_hello).unwrap()).unwrap();
+//! let (who_a, b_psk) = b.accept(&CodeFrame::decode(&a_hello).unwrap()).unwrap();
+//! assert_eq!((who_a, who_b), (alice, bob));
 //! assert_eq!(a_psk, b_psk);
 //! ```
 
@@ -51,6 +66,7 @@ use spake2::{Ed25519Group, Identity as SpakeIdentity, Password, Spake2};
 
 use crate::id::DeviceId;
 pub use crate::session::handshake::Psk;
+use crate::signal::{MAX_LABEL_LEN, PeerInfo};
 
 /// The 256 words of a code: distinct, lowercase ASCII, 3 to 8 letters.
 pub const WORDS: [&str; 256] = [
@@ -85,10 +101,11 @@ pub const WORDS: [&str; 256] = [
 /// The most decimal digits of a nameplate in a code's text.
 const MAX_NAMEPLATE_DIGITS: usize = 9;
 /// The SPAKE2 identity both sides use (symmetric mode).
-const SPAKE_ID: &[u8] = b"peerpipe-code-v1";
-const CONFIRM_INFO: &[u8] = b"peerpipe-code-v1 confirm";
-const PSK_INFO: &[u8] = b"peerpipe-code-v1 psk";
-const CONFIRM_DOMAIN: &[u8] = b"peerpipe-code-v1 confirmation\0";
+const SPAKE_ID: &[u8] = b"peerpipe-code-v2";
+const CONFIRM_INFO: &[u8] = b"peerpipe-code-v2 confirm";
+const PSK_INFO: &[u8] = b"peerpipe-code-v2 psk";
+const CONFIRM_DOMAIN: &[u8] = b"peerpipe-code-v2 confirmation\0";
+const HELLO_DOMAIN: &[u8] = b"peerpipe-code-v2 hello\0";
 /// Length of a SPAKE2 message (side byte and a group element).
 pub const PAKE_MSG_LEN: usize = 33;
 /// Length of a key confirmation.
@@ -228,6 +245,15 @@ pub enum CodeFrame {
     Pake([u8; PAKE_MSG_LEN]),
     /// The key confirmation.
     Confirm([u8; CONFIRM_LEN]),
+    /// Who the sender is, sent once the confirmations matched: its device id,
+    /// its label (at most [`MAX_LABEL_LEN`] bytes of UTF-8), and a MAC over
+    /// both under the confirmed key.
+    Hello {
+        /// The sender's device.
+        peer: PeerInfo,
+        /// HMAC-SHA256 over side, device id, label and nameplate.
+        mac: [u8; CONFIRM_LEN],
+    },
 }
 
 /// Why a code exchange failed.
@@ -245,27 +271,62 @@ pub enum PakeError {
 impl CodeFrame {
     const PAKE: u8 = 1;
     const CONFIRM: u8 = 2;
+    const HELLO: u8 = 3;
 
     /// The frame's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let (tag, body): (u8, &[u8]) = match self {
-            Self::Pake(m) => (Self::PAKE, m),
-            Self::Confirm(m) => (Self::CONFIRM, m),
-        };
-        let mut v = Vec::with_capacity(1 + body.len());
-        v.push(tag);
-        v.extend_from_slice(body);
+        let mut v = Vec::with_capacity(1 + 32 + 1 + MAX_LABEL_LEN + CONFIRM_LEN);
+        match self {
+            Self::Pake(m) => {
+                v.push(Self::PAKE);
+                v.extend_from_slice(m);
+            }
+            Self::Confirm(m) => {
+                v.push(Self::CONFIRM);
+                v.extend_from_slice(m);
+            }
+            Self::Hello { peer, mac } => {
+                v.push(Self::HELLO);
+                v.extend_from_slice(peer.id.as_bytes());
+                // A label is at most MAX_LABEL_LEN (64) bytes: its length fits a byte.
+                let label = &peer.label.as_bytes()[..peer.label.len().min(MAX_LABEL_LEN)];
+                v.push(label.len() as u8);
+                v.extend_from_slice(label);
+                v.extend_from_slice(mac);
+            }
+        }
         v
     }
 
     /// Decodes a frame; anything but an exact frame is [`PakeError::Malformed`].
     pub fn decode(bytes: &[u8]) -> Result<Self, PakeError> {
+        let bad = |_| PakeError::Malformed;
         match bytes.split_first() {
-            Some((&Self::PAKE, m)) => m.try_into().map(Self::Pake),
-            Some((&Self::CONFIRM, m)) => m.try_into().map(Self::Confirm),
-            _ => return Err(PakeError::Malformed),
+            Some((&Self::PAKE, m)) => m.try_into().map(Self::Pake).map_err(bad),
+            Some((&Self::CONFIRM, m)) => m.try_into().map(Self::Confirm).map_err(bad),
+            Some((&Self::HELLO, m)) => {
+                let (id, rest) = m.split_at_checked(32).ok_or(PakeError::Malformed)?;
+                let (&len, rest) = rest.split_first().ok_or(PakeError::Malformed)?;
+                let len = usize::from(len);
+                if len > MAX_LABEL_LEN || rest.len() != len + CONFIRM_LEN {
+                    return Err(PakeError::Malformed);
+                }
+                let (label, mac) = rest.split_at(len);
+                let id: [u8; 32] = id.try_into().map_err(bad)?;
+                let label = std::str::from_utf8(label).map_err(|_| PakeError::Malformed)?;
+                if label.chars().any(char::is_control) {
+                    return Err(PakeError::Malformed);
+                }
+                Ok(Self::Hello {
+                    peer: PeerInfo {
+                        id: DeviceId::from_bytes(id).map_err(|_| PakeError::Malformed)?,
+                        label: label.to_owned(),
+                    },
+                    mac: mac.try_into().map_err(bad)?,
+                })
+            }
+            _ => Err(PakeError::Malformed),
         }
-        .map_err(|_| PakeError::Malformed)
     }
 }
 
@@ -309,12 +370,8 @@ impl Pake {
     }
 
     /// Takes the peer's SPAKE2 message; returns the next state and our key
-    /// confirmation frame (for `own`, this device's id).
-    pub fn finish(
-        self,
-        peer_msg: &[u8; PAKE_MSG_LEN],
-        own: &DeviceId,
-    ) -> Result<(Confirm, CodeFrame), PakeError> {
+    /// confirmation frame.
+    pub fn finish(self, peer_msg: &[u8; PAKE_MSG_LEN]) -> Result<(Confirm, CodeFrame), PakeError> {
         let key = self
             .spake
             .finish(peer_msg)
@@ -331,7 +388,7 @@ impl Pake {
             side: self.side,
             nameplate: self.nameplate,
         };
-        let mine = confirm.mac(self.side, own).finalize().into_bytes().into();
+        let mine = confirm.mac(self.side).finalize().into_bytes().into();
         Ok((confirm, CodeFrame::Confirm(mine)))
     }
 }
@@ -354,29 +411,86 @@ impl fmt::Debug for Confirm {
 }
 
 impl Confirm {
-    fn mac(&self, side: Side, device: &DeviceId) -> Hmac<Sha256> {
-        // A 32-byte key always fits HMAC.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.confirm_key)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(CONFIRM_DOMAIN);
-        mac.update(side.label());
-        mac.update(device.as_bytes());
+    fn mac(&self, side: Side) -> Hmac<Sha256> {
+        let mut mac = keyed_mac(&self.confirm_key, CONFIRM_DOMAIN, side);
         mac.update(&self.nameplate.to_be_bytes());
         mac
     }
 
-    /// Checks the peer's confirmation (`peer` is the device the server says it
-    /// is); returns the session key both now share.
-    pub fn verify(
-        self,
-        confirmation: &[u8; CONFIRM_LEN],
-        peer: &DeviceId,
-    ) -> Result<Psk, PakeError> {
-        self.mac(self.side.other(), peer)
+    /// Checks the peer's confirmation; on success both sides hold the same key.
+    pub fn verify(self, confirmation: &[u8; CONFIRM_LEN]) -> Result<Keyed, PakeError> {
+        self.mac(self.side.other())
             .verify_slice(confirmation)
             .map_err(|_| PakeError::WrongCode)?;
-        Ok(self.psk)
+        Ok(Keyed {
+            confirm_key: self.confirm_key,
+            psk: self.psk,
+            side: self.side,
+            nameplate: self.nameplate,
+        })
     }
+}
+
+/// The third state: the confirmations matched; the two introduce themselves.
+pub struct Keyed {
+    confirm_key: [u8; 32],
+    psk: Psk,
+    side: Side,
+    nameplate: u32,
+}
+
+impl fmt::Debug for Keyed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyed")
+            .field("side", &self.side)
+            .field("nameplate", &self.nameplate)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keyed {
+    fn mac(&self, side: Side, peer: &PeerInfo) -> Hmac<Sha256> {
+        let mut mac = keyed_mac(&self.confirm_key, HELLO_DOMAIN, side);
+        mac.update(peer.id.as_bytes());
+        mac.update(&[peer.label.len().min(MAX_LABEL_LEN) as u8]);
+        mac.update(&peer.label.as_bytes()[..peer.label.len().min(MAX_LABEL_LEN)]);
+        mac.update(&self.nameplate.to_be_bytes());
+        mac
+    }
+
+    /// Our introduction: `me` is this device (a longer label is cut to
+    /// [`MAX_LABEL_LEN`] bytes, on a character boundary).
+    pub fn hello(&self, me: &PeerInfo) -> CodeFrame {
+        let mut label = me.label.clone();
+        while label.len() > MAX_LABEL_LEN {
+            label.pop();
+        }
+        let peer = PeerInfo { id: me.id, label };
+        let mac = self.mac(self.side, &peer).finalize().into_bytes().into();
+        CodeFrame::Hello { peer, mac }
+    }
+
+    /// Takes the peer's introduction; returns who it is and the key their
+    /// session's handshake must prove.
+    pub fn accept(self, hello: &CodeFrame) -> Result<(PeerInfo, Psk), PakeError> {
+        let CodeFrame::Hello { peer, mac } = hello else {
+            return Err(PakeError::Malformed);
+        };
+        self.mac(self.side.other(), peer)
+            .verify_slice(mac)
+            .map_err(|_| PakeError::WrongCode)?;
+        Ok((peer.clone(), self.psk))
+    }
+}
+
+/// HMAC-SHA256 under `key`, started with `domain` and `side`.
+fn keyed_mac(key: &[u8; 32], domain: &[u8], side: Side) -> Hmac<Sha256> {
+    // A 32-byte key always fits HMAC.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(domain);
+    mac.update(side.label());
+    mac
 }
 
 #[cfg(test)]
@@ -444,50 +558,90 @@ mod tests {
         );
     }
 
-    fn run(a_code: &str, b_code: &str) -> (Result<Psk, PakeError>, Result<Psk, PakeError>) {
-        let (alice, bob) = (
-            Identity::from_secret_bytes([1; 32]).device_id(),
-            Identity::from_secret_bytes([2; 32]).device_id(),
-        );
+    fn info(n: u8, label: &str) -> PeerInfo {
+        PeerInfo {
+            id: Identity::from_secret_bytes([n; 32]).device_id(),
+            label: label.into(),
+        }
+    }
+
+    fn decode(f: CodeFrame) -> CodeFrame {
+        CodeFrame::decode(&f.encode()).unwrap()
+    }
+
+    /// Runs both sides to their confirmations' check.
+    fn run(a_code: &str, b_code: &str) -> (Result<Keyed, PakeError>, Result<Keyed, PakeError>) {
         let (a, am) = Pake::start(&a_code.parse().unwrap(), Side::Allocator, [5; 32]);
         let (b, bm) = Pake::start(&b_code.parse().unwrap(), Side::Claimer, [6; 32]);
-        let decode = |f: CodeFrame| CodeFrame::decode(&f.encode()).unwrap();
         let (CodeFrame::Pake(am), CodeFrame::Pake(bm)) = (decode(am), decode(bm)) else {
             panic!("pake frames")
         };
-        let (a, ac) = a.finish(&bm, &alice).unwrap();
-        let (b, bc) = b.finish(&am, &bob).unwrap();
+        let (a, ac) = a.finish(&bm).unwrap();
+        let (b, bc) = b.finish(&am).unwrap();
         let (CodeFrame::Confirm(ac), CodeFrame::Confirm(bc)) = (decode(ac), decode(bc)) else {
             panic!("confirm frames")
         };
-        (a.verify(&bc, &bob), b.verify(&ac, &alice))
+        (a.verify(&bc), b.verify(&ac))
     }
 
     #[test]
-    fn same_code_gives_the_same_key() {
+    fn same_code_gives_the_same_key_and_the_introductions() {
         let (a, b) = run("3-amber-falcon", "3-amber-falcon");
-        assert_eq!(a.unwrap(), b.unwrap());
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let (alice, bob) = (info(1, "alice"), info(2, "bob ✓"));
+        let (a_hello, b_hello) = (decode(a.hello(&alice)), decode(b.hello(&bob)));
+        let (who_b, ka) = a.accept(&b_hello).unwrap();
+        let (who_a, kb) = b.accept(&a_hello).unwrap();
+        assert_eq!((who_a, who_b), (alice, bob));
+        assert_eq!(ka, kb);
     }
 
     #[test]
-    fn different_codes_fail_on_both_sides() {
+    fn different_codes_fail_on_both_sides_before_anyone_is_introduced() {
         let (a, b) = run("3-amber-falcon", "3-amber-fox");
-        assert_eq!(a, Err(PakeError::WrongCode));
-        assert_eq!(b, Err(PakeError::WrongCode));
+        assert_eq!(a.err(), Some(PakeError::WrongCode));
+        assert_eq!(b.err(), Some(PakeError::WrongCode));
+    }
+
+    #[test]
+    fn a_forged_or_reflected_introduction_is_refused() {
+        let (a, b) = run("3-amber-falcon", "3-amber-falcon");
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let alice = info(1, "alice");
+        // Our own introduction sent back does not verify.
+        let mine = a.hello(&alice);
+        let (a2, _) = run("3-amber-falcon", "3-amber-falcon");
+        assert_eq!(a2.unwrap().accept(&mine).err(), Some(PakeError::WrongCode));
+        // Another device or label under the peer's MAC does not either.
+        let CodeFrame::Hello { mac, .. } = b.hello(&info(2, "bob")) else {
+            panic!()
+        };
+        let forged = CodeFrame::Hello {
+            peer: info(9, "bob"),
+            mac,
+        };
+        assert_eq!(a.accept(&forged).err(), Some(PakeError::WrongCode));
+    }
+
+    #[test]
+    fn a_long_label_is_cut_on_a_character_boundary() {
+        let (a, _) = run("3-amber-falcon", "3-amber-falcon");
+        let long = info(1, &"é".repeat(40));
+        let CodeFrame::Hello { peer, .. } = decode(a.unwrap().hello(&long)) else {
+            panic!()
+        };
+        assert_eq!(peer.label, "é".repeat(32));
     }
 
     #[test]
     fn a_reflected_confirmation_is_refused() {
-        let alice = Identity::from_secret_bytes([1; 32]).device_id();
-        let bob = Identity::from_secret_bytes([2; 32]).device_id();
         let code: Code = "3-amber-falcon".parse().unwrap();
         let (a, _) = Pake::start(&code, Side::Allocator, [5; 32]);
         let (_, bm) = Pake::start(&code, Side::Claimer, [6; 32]);
         let CodeFrame::Pake(bm) = bm else { panic!() };
-        let (a, ac) = a.finish(&bm, &alice).unwrap();
+        let (a, ac) = a.finish(&bm).unwrap();
         let CodeFrame::Confirm(ac) = ac else { panic!() };
-        // Our own confirmation sent back, under either id, does not verify.
-        assert_eq!(a.verify(&ac, &bob), Err(PakeError::WrongCode));
+        assert_eq!(a.verify(&ac).err(), Some(PakeError::WrongCode));
     }
 
     #[test]
@@ -498,9 +652,26 @@ mod tests {
         assert_eq!(CodeFrame::decode(&[3; 33]), Err(PakeError::Malformed));
         assert!(CodeFrame::decode(&[1; 34]).is_ok());
         assert!(CodeFrame::decode(&[2; 33]).is_ok());
+        let mut hello = vec![3];
+        hello.extend(info(1, "").id.as_bytes());
+        hello.push(2);
+        hello.extend(b"ok");
+        hello.extend([0; 32]);
+        assert!(CodeFrame::decode(&hello).is_ok());
+        let mut long = hello.clone();
+        long.push(0);
+        assert_eq!(CodeFrame::decode(&long), Err(PakeError::Malformed));
+        let mut control = hello.clone();
+        control[34] = b'\n';
+        assert_eq!(CodeFrame::decode(&control), Err(PakeError::Malformed));
+        let mut too_long = vec![3];
+        too_long.extend(info(1, "").id.as_bytes());
+        too_long.push(65);
+        too_long.extend([b'a'; 65]);
+        too_long.extend([0; 32]);
+        assert_eq!(CodeFrame::decode(&too_long), Err(PakeError::Malformed));
         let code: Code = "3-amber-falcon".parse().unwrap();
         let (a, _) = Pake::start(&code, Side::Allocator, [5; 32]);
-        let id = Identity::from_secret_bytes([1; 32]).device_id();
-        assert_eq!(a.finish(&[0; 33], &id).err(), Some(PakeError::Malformed));
+        assert_eq!(a.finish(&[0; 33]).err(), Some(PakeError::Malformed));
     }
 }

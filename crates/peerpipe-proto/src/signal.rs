@@ -636,7 +636,7 @@ pub enum ServerMessage {
     CodeAllocated {
         /// The request this answers.
         req: u64,
-        /// The nameplate: the smallest number from 1 not in use.
+        /// The nameplate: a free number drawn at random (short while few codes are live).
         nameplate: u32,
         /// How long the nameplate stays valid unclaimed (and the two devices may
         /// connect after a claim), in milliseconds.
@@ -647,8 +647,6 @@ pub enum ServerMessage {
     CodeClaimed {
         /// The nameplate.
         nameplate: u32,
-        /// The device that claimed it.
-        peer: PeerInfo,
     },
     /// The claim went through.
     CodeJoined {
@@ -656,8 +654,6 @@ pub enum ServerMessage {
         req: u64,
         /// The nameplate.
         nameplate: u32,
-        /// The device that allocated it.
-        peer: PeerInfo,
     },
     /// A message from the other device of a code.
     CodeMessage {
@@ -1000,20 +996,10 @@ mod tests {
                 nameplate: 7,
                 ttl_ms: 600_000,
             },
-            ServerMessage::CodeClaimed {
-                nameplate: 7,
-                peer: PeerInfo {
-                    id: dev(3),
-                    label: "x".into(),
-                },
-            },
+            ServerMessage::CodeClaimed { nameplate: 7 },
             ServerMessage::CodeJoined {
                 req: 2,
                 nameplate: 7,
-                peer: PeerInfo {
-                    id: dev(4),
-                    label: String::new(),
-                },
             },
             ServerMessage::CodeMessage {
                 nameplate: 7,

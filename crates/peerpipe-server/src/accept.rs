@@ -60,20 +60,6 @@ pub(crate) enum Refusal {
     PerAddress,
 }
 
-/// The key an address is counted under: itself for IPv4, its /64 for IPv6.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
 /// The largest number of connections that fits below the process's
 /// open-file limit (Linux: `/proc/self/limits`), at most `wanted`.
 pub(crate) fn fit_to_open_file_limit(wanted: usize) -> usize {
@@ -159,7 +145,7 @@ impl Gate {
 
     /// A place for a connection from `ip`, or why there is none.
     fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
-        let key = address_key(ip);
+        let key = crate::limit::address_key(ip);
         let mut per = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             return Err(Refusal::Full);
@@ -432,17 +418,6 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(mut tcp: S, why: Refusal) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_ipv6_slash_64_is_one_address() {
-        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
-        let b: IpAddr = "2001:db8:1:2:bbbb::7".parse().unwrap();
-        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(address_key(a), address_key(b));
-        assert_ne!(address_key(a), address_key(c));
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(address_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
-    }
 
     #[test]
     fn the_gate_counts_per_address_and_in_total_and_gives_back() {

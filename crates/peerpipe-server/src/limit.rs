@@ -1,8 +1,24 @@
 //! Token buckets for the per-connection rate limits.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+/// The key an address is limited under: itself for IPv4, its /64 for IPv6
+/// (one household, one budget).
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
 
 /// A token bucket: `rate` tokens per second, at most `burst` saved up.
 #[derive(Debug)]
@@ -80,6 +96,17 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_address() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::7".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(address_key(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
 
     #[test]
     fn policing_allows_the_burst_then_the_rate() {

@@ -3,8 +3,9 @@
 //! as the native library does.
 //!
 //! A code's life, per nameplate: the allocator waits for a claim; once the
-//! other device is known and the page waits for the result, both run SPAKE2
-//! and key confirmation through the server; then the claimer dials the
+//! code is claimed and the page waits for the result, both run SPAKE2, key
+//! confirmation and their introductions (who each device is, said only once
+//! the other proved the code) through the server; then the claimer dials the
 //! allocator with the agreed key bound into the end-to-end handshake and the
 //! allocator accepts that one request. Frames that arrive before the exchange
 //! starts wait in a small inbox; every step is bounded by a timer.
@@ -14,7 +15,7 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::{Function, Promise};
-use peerpipe_proto::code::{Code, CodeFrame, Confirm, Pake, Psk, Side};
+use peerpipe_proto::code::{Code, CodeFrame, Confirm, Keyed, Pake, Psk, Side};
 use peerpipe_proto::signal::{self, ClientMessage, PeerInfo, SessionId};
 use wasm_bindgen::JsCast as _;
 use wasm_bindgen::prelude::*;
@@ -42,7 +43,10 @@ enum Step {
     Pake(Pake),
     /// Our key confirmation is out.
     Confirm(Confirm),
-    /// Both agree on the key; the allocator waits for the connection request.
+    /// The confirmations matched and our introduction is out.
+    Introduced(Keyed),
+    /// Both agree on the key and know each other; the allocator waits for
+    /// the connection request.
     Keyed(Psk),
 }
 
@@ -50,7 +54,9 @@ enum Step {
 pub(crate) struct CodeState {
     code: Code,
     side: Side,
-    /// The other device, once the server named it.
+    /// Whether the code is claimed (always, for the claimer).
+    claimed: bool,
+    /// The other device, once it introduced itself.
     peer: Option<PeerInfo>,
     step: Step,
     /// Settles with the connection or the reason there is none.
@@ -72,11 +78,12 @@ impl Drop for CodeState {
 }
 
 impl CodeState {
-    fn new(code: Code, side: Side, peer: Option<PeerInfo>, done: Option<Deferred>) -> Self {
+    fn new(code: Code, side: Side, done: Option<Deferred>) -> Self {
         Self {
             code,
             side,
-            peer,
+            claimed: side == Side::Claimer,
+            peer: None,
             step: Step::Idle,
             done,
             inbox: VecDeque::new(),
@@ -183,7 +190,7 @@ pub(crate) fn allocated(node: &NodeRef, done: Deferred, nameplate: u32, ttl_ms: 
     };
     node.borrow_mut()
         .codes
-        .insert(nameplate, CodeState::new(code, Side::Allocator, None, None));
+        .insert(nameplate, CodeState::new(code, Side::Allocator, None));
     let offer = WasmCodeOffer {
         node: Rc::downgrade(node),
         nameplate,
@@ -216,21 +223,21 @@ pub(crate) fn claim(node: &NodeRef, text: &str) -> Promise {
     promise
 }
 
-/// The claim of `code` went through: `peer` offered it.
-pub(crate) fn joined(node: &NodeRef, done: Deferred, code: Code, peer: PeerInfo) {
+/// The claim of `code` went through.
+pub(crate) fn joined(node: &NodeRef, done: Deferred, code: Code) {
     let nameplate = code.nameplate();
-    let state = CodeState::new(code, Side::Claimer, Some(peer), Some(done));
+    let state = CodeState::new(code, Side::Claimer, Some(done));
     node.borrow_mut().codes.insert(nameplate, state);
     start(node, nameplate);
 }
 
 /// Another device claimed our `nameplate`.
-pub(crate) fn claimed(node: &NodeRef, nameplate: u32, peer: PeerInfo) {
+pub(crate) fn claimed(node: &NodeRef, nameplate: u32) {
     let known = {
         let mut n = node.borrow_mut();
         match n.codes.get_mut(&nameplate) {
-            Some(state) if state.side == Side::Allocator && state.peer.is_none() => {
-                state.peer = Some(peer);
+            Some(state) if state.side == Side::Allocator && !state.claimed => {
+                state.claimed = true;
                 true
             }
             _ => false,
@@ -274,11 +281,7 @@ pub(crate) fn message(node: &NodeRef, nameplate: u32, body: &str) {
 
 /// The server ended `nameplate`: it expired, or the other device left.
 pub(crate) fn closed(node: &NodeRef, nameplate: u32) {
-    let waiting = node
-        .borrow()
-        .codes
-        .get(&nameplate)
-        .map(|s| s.peer.is_none());
+    let waiting = node.borrow().codes.get(&nameplate).map(|s| !s.claimed);
     let e = match waiting {
         None => return,
         Some(true) => js::error("Expired", "the code expired before anyone claimed it"),
@@ -351,7 +354,7 @@ fn start(node: &NodeRef, nameplate: u32) {
         let Some(state) = n.codes.get_mut(&nameplate) else {
             return;
         };
-        if state.peer.is_none() || state.done.is_none() || !matches!(state.step, Step::Idle) {
+        if !state.claimed || state.done.is_none() || !matches!(state.step, Step::Idle) {
             return;
         }
         let (pake, first) = Pake::start(&state.code, state.side, seed);
@@ -371,56 +374,53 @@ fn frame(node: &NodeRef, nameplate: u32, bytes: &[u8]) {
         Ok(frame) => frame,
         Err(e) => return fail(node, nameplate, &js::error("Protocol", &e.to_string())),
     };
-    let own = node.borrow().settings.identity.device_id();
+    let me = PeerInfo {
+        id: node.borrow().settings.identity.device_id(),
+        label: node.borrow().settings.label.clone(),
+    };
     let mut n = node.borrow_mut();
     let Some(state) = n.codes.get_mut(&nameplate) else {
         return;
     };
     let step = std::mem::replace(&mut state.step, Step::Idle);
-    let peer = state.peer.as_ref().map(|p| p.id);
-    match (step, frame, peer) {
-        (Step::Pake(pake), CodeFrame::Pake(msg), Some(_)) => match pake.finish(&msg, &own) {
+    let e = match (step, frame) {
+        (Step::Pake(pake), CodeFrame::Pake(msg)) => match pake.finish(&msg) {
             Ok((confirm, ours)) => {
                 state.step = Step::Confirm(confirm);
                 drop(n);
-                send_frame(node, nameplate, &ours);
+                return send_frame(node, nameplate, &ours);
             }
-            Err(e) => {
-                drop(n);
-                fail(node, nameplate, &js::error("Protocol", &e.to_string()));
-            }
+            Err(e) => js::error("Protocol", &e.to_string()),
         },
-        (Step::Confirm(confirm), CodeFrame::Confirm(theirs), Some(peer)) => {
-            match confirm.verify(&theirs, &peer) {
-                Ok(psk) => {
+        (Step::Confirm(confirm), CodeFrame::Confirm(theirs)) => match confirm.verify(&theirs) {
+            Ok(keyed) => {
+                let hello = keyed.hello(&me);
+                state.step = Step::Introduced(keyed);
+                drop(n);
+                return send_frame(node, nameplate, &hello);
+            }
+            Err(_) => js::error(
+                "WrongCode",
+                "the code does not match the other device's (it is used up now)",
+            ),
+        },
+        (Step::Introduced(agreed), hello @ CodeFrame::Hello { .. }) => {
+            match agreed.accept(&hello) {
+                Ok((peer, psk)) => {
+                    state.peer = Some(peer);
                     state.step = Step::Keyed(psk);
                     let side = state.side;
                     let early = state.early.is_some();
                     drop(n);
-                    keyed(node, nameplate, side, early);
+                    return keyed(node, nameplate, side, early);
                 }
-                Err(_) => {
-                    drop(n);
-                    fail(
-                        node,
-                        nameplate,
-                        &js::error(
-                            "WrongCode",
-                            "the code does not match the other device's (it is used up now)",
-                        ),
-                    );
-                }
+                Err(e) => js::error("Protocol", &format!("the other device's introduction: {e}")),
             }
         }
-        _ => {
-            drop(n);
-            fail(
-                node,
-                nameplate,
-                &js::error("Protocol", "the code exchange went out of order"),
-            );
-        }
-    }
+        _ => js::error("Protocol", "the code exchange went out of order"),
+    };
+    drop(n);
+    fail(node, nameplate, &e);
 }
 
 /// The key of `nameplate` is agreed: the claimer dials, the allocator takes

@@ -441,20 +441,16 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
                 _ => signal(node, &ClientMessage::CodeRelease { nameplate }),
             }
         }
-        ServerMessage::CodeJoined {
-            req,
-            nameplate,
-            peer,
-        } => {
+        ServerMessage::CodeJoined { req, nameplate } => {
             let pending = node.borrow_mut().pending.remove(&req);
             match pending {
                 Some(Pending::CodeClaim { done, code }) if code.nameplate() == nameplate => {
-                    code::joined(node, done, code, peer)
+                    code::joined(node, done, code)
                 }
                 _ => signal(node, &ClientMessage::CodeRelease { nameplate }),
             }
         }
-        ServerMessage::CodeClaimed { nameplate, peer } => code::claimed(node, nameplate, peer),
+        ServerMessage::CodeClaimed { nameplate } => code::claimed(node, nameplate),
         ServerMessage::CodeMessage { nameplate, body } => code::message(node, nameplate, &body),
         ServerMessage::CodeClosed { nameplate } => code::closed(node, nameplate),
         ServerMessage::Closed { session, reason } => {

@@ -142,25 +142,25 @@ impl CodeOffer {
         // The server ends the code at its time-out; this is a bound in case it
         // does not say so.
         let deadline = Instant::now() + self.ttl + self.node.request_timeout();
-        let peer = loop {
+        loop {
             match timeout_at(deadline, self.rx.recv()).await {
                 Err(_) | Ok(Some(CodeSignal::Closed)) => return Err(CodeError::Expired),
                 Ok(None) => return Err(link_gone(&self.node)),
-                Ok(Some(CodeSignal::Claimed(peer))) => break peer,
+                Ok(Some(CodeSignal::Claimed)) => break,
                 // Nothing else can come before a claim.
                 Ok(Some(CodeSignal::Message(_) | CodeSignal::Incoming(_))) => {}
             }
-        };
-        tracing::debug!(nameplate, peer = %peer.id.short(), "code claimed; exchanging keys");
+        }
+        tracing::debug!(nameplate, "code claimed; exchanging keys");
         let mut exchange = Exchange {
             node: &self.node,
             rx: &mut self.rx,
             nameplate,
-            peer: &peer,
             early: None,
         };
-        let psk = exchange.run(&self.code, Side::Allocator).await?;
-        let incoming = match exchange.early.take() {
+        let (peer, psk) = exchange.run(&self.code, Side::Allocator).await?;
+        let early = exchange.early.take().filter(|i| i.peer().id == peer.id);
+        let incoming = match early {
             Some(incoming) => incoming,
             None => {
                 let deadline = Instant::now() + self.node.connect_timeout();
@@ -195,20 +195,16 @@ pub(crate) async fn claim(node: &Node, text: &str) -> Result<Connection, CodeErr
         cmd: node.command_sender().clone(),
         nameplate,
     };
-    let peer = slot
-        .peer
-        .take()
-        .ok_or_else(|| CodeError::Protocol("the server did not say who offered the code".into()))?;
-    tracing::debug!(nameplate, peer = %peer.id.short(), "code joined; exchanging keys");
-    let psk = Exchange {
+    tracing::debug!(nameplate, "code joined; exchanging keys");
+    let (peer, psk) = Exchange {
         node,
         rx: &mut slot.rx,
         nameplate,
-        peer: &peer,
         early: None,
     }
     .run(&code, Side::Claimer)
     .await?;
+    tracing::debug!(nameplate, peer = %peer.id.short(), "code confirmed; connecting");
     node.connect_with(peer.id, Some(CodeOffer::SERVICE.to_owned()), Some(psk))
         .await
         .map_err(CodeError::Connect)
@@ -224,19 +220,22 @@ fn link_gone(node: &Node) -> CodeError {
     }
 }
 
-/// The SPAKE2 exchange and key confirmation with the other device of a code.
+/// The SPAKE2 exchange, key confirmation and introductions with the other
+/// device of a code.
 struct Exchange<'a> {
     node: &'a Node,
     rx: &'a mut mpsc::Receiver<CodeSignal>,
     nameplate: u32,
-    peer: &'a PeerInfo,
-    /// The other device's connection, if it came before the exchange ended.
+    /// A code connection that came before the exchange ended (the caller
+    /// checks it is the introduced device's).
     early: Option<Incoming>,
 }
 
 impl Exchange<'_> {
-    /// Runs the exchange within the request time-out; returns the session key.
-    async fn run(&mut self, code: &Code, side: Side) -> Result<Psk, CodeError> {
+    /// Runs the exchange within the request time-out; returns who the other
+    /// device is (as it introduced itself once the code was confirmed) and
+    /// the session key.
+    async fn run(&mut self, code: &Code, side: Side) -> Result<(PeerInfo, Psk), CodeError> {
         let limit = self.node.request_timeout();
         let deadline = Instant::now() + limit;
         let (pake, frame) = Pake::start(code, side, rand::random());
@@ -248,7 +247,7 @@ impl Exchange<'_> {
         };
         let peer_msg: &[u8; PAKE_MSG_LEN] = &peer_msg;
         let (confirm, frame) = pake
-            .finish(peer_msg, &self.node.id())
+            .finish(peer_msg)
             .map_err(|e| CodeError::Protocol(e.to_string()))?;
         self.send(frame).await?;
         let CodeFrame::Confirm(theirs) = self.next(deadline, limit).await? else {
@@ -256,10 +255,15 @@ impl Exchange<'_> {
                 "expected the key confirmation second".into(),
             ));
         };
-        confirm.verify(&theirs, &self.peer.id).map_err(|_| {
+        let keyed = confirm.verify(&theirs).map_err(|_| {
             tracing::info!(nameplate = self.nameplate, "the codes do not match");
             CodeError::WrongCode
-        })
+        })?;
+        self.send(keyed.hello(self.node.info())).await?;
+        let hello = self.next(deadline, limit).await?;
+        keyed
+            .accept(&hello)
+            .map_err(|e| CodeError::Protocol(format!("the other device's introduction: {e}")))
     }
 
     async fn send(&self, frame: CodeFrame) -> Result<(), CodeError> {
@@ -281,9 +285,7 @@ impl Exchange<'_> {
                     return CodeFrame::decode(&body)
                         .map_err(|e| CodeError::Protocol(e.to_string()));
                 }
-                Ok(Some(CodeSignal::Incoming(i))) if i.peer().id == self.peer.id => {
-                    self.early = Some(i);
-                }
+                Ok(Some(CodeSignal::Incoming(i))) => self.early = Some(i),
                 Ok(Some(_)) => {}
             }
         }

@@ -73,8 +73,9 @@ pub(crate) const CODE_QUEUE: usize = 16;
 /// What the actor hands a code's owner.
 #[derive(Debug)]
 pub(crate) enum CodeSignal {
-    /// A device claimed the offered nameplate.
-    Claimed(PeerInfo),
+    /// A device claimed the offered nameplate (who it is, it says inside the
+    /// exchange).
+    Claimed,
     /// A code message from the other device.
     Message(Vec<u8>),
     /// The nameplate ended at the server (expired, released, the other device left).
@@ -89,8 +90,6 @@ pub(crate) struct CodeSlot {
     pub nameplate: u32,
     /// How long the server keeps the nameplate.
     pub ttl: Duration,
-    /// The allocating device, for a claim.
-    pub peer: Option<PeerInfo>,
     pub rx: mpsc::Receiver<CodeSignal>,
 }
 

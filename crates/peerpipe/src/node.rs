@@ -218,6 +218,10 @@ impl NodeBuilder {
             tls,
         });
         let id = cfg.identity.device_id();
+        let me = PeerInfo {
+            id,
+            label: cfg.label.clone(),
+        };
         let span = tracing::info_span!("node", id = %id.short());
         if cfg.path_policy != PathPolicy::RelayOnly {
             crate::direct::warm_up();
@@ -230,7 +234,7 @@ impl NodeBuilder {
         let task = tokio::spawn(actor.run(admitted).instrument(span));
         Ok(Node {
             inner: Arc::new(NodeInner {
-                id,
+                me,
                 cmd: cmd_tx,
                 events: tokio::sync::Mutex::new(events_rx),
                 stop: stop_tx,
@@ -244,7 +248,8 @@ impl NodeBuilder {
 }
 
 struct NodeInner {
-    id: DeviceId,
+    /// This device, as others see it.
+    me: PeerInfo,
     cmd: mpsc::Sender<Command>,
     events: tokio::sync::Mutex<mpsc::Receiver<NodeEvent>>,
     stop: watch::Sender<bool>,
@@ -272,7 +277,9 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.inner.id).finish()
+        f.debug_struct("Node")
+            .field("id", &self.inner.me.id)
+            .finish()
     }
 }
 
@@ -287,7 +294,7 @@ impl Node {
 
     /// This device's id.
     pub fn id(&self) -> DeviceId {
-        self.inner.id
+        self.inner.me.id
     }
 
     /// Asks the server for this user's other online devices.
@@ -396,6 +403,11 @@ impl Node {
 
     pub(crate) fn command_sender(&self) -> &mpsc::Sender<Command> {
         &self.inner.cmd
+    }
+
+    /// This device's id and label, as a code exchange introduces it.
+    pub(crate) fn info(&self) -> &PeerInfo {
+        &self.inner.me
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {

@@ -17,7 +17,7 @@ async fn connect_by_code(offerer: &Node, claimer: &Node) -> Result<(Connection, 
     let offer = offerer.offer_code().await.context("offering a code")?;
     let code = offer.code().to_owned();
     tracing::info!(%code, "offered");
-    ensure!(offer.nameplate() < 10, "a short code: {code}");
+    ensure!(offer.nameplate() < 1000, "a short code: {code}");
     ensure!(code.starts_with(&format!("{}-", offer.nameplate())));
     ensure!(offer.valid_for() > Duration::ZERO);
     let accepting = tokio::spawn(offer.accept());

@@ -13,6 +13,8 @@ const CODE_NOT_FOUND: &str = "no such code, or it was used already";
 const MAX_CODES_PER_CONN: usize = 8;
 /// Rate-limit buckets kept before idle ones are forgotten.
 const MAX_BUCKETS: usize = 4096;
+/// Nameplates are drawn from at least `1..=NAMEPLATE_RANGE`.
+const NAMEPLATE_RANGE: u32 = 999;
 
 #[derive(Debug)]
 pub(super) struct CodeEntry {
@@ -76,16 +78,16 @@ impl State {
         Some(code)
     }
 
-    /// The smallest nameplate from 1 not in use.
+    /// A free nameplate, drawn at random from `1..=range` where the range is
+    /// at least [`NAMEPLATE_RANGE`] and ten times the live codes: short to
+    /// type, and a guesser cannot tell which number the next code gets
+    /// (claiming one early meets no one).
     pub(super) fn free_nameplate(&self) -> Option<u32> {
-        let mut next: u32 = 1;
-        for &n in self.codes.keys() {
-            if n != next {
-                break;
-            }
-            next = next.checked_add(1)?;
-        }
-        Some(next)
+        let live = u32::try_from(self.codes.len()).ok()?;
+        let range = live.checked_mul(10)?.max(NAMEPLATE_RANGE);
+        (0..64)
+            .map(|_| rand::Rng::gen_range(&mut rand::thread_rng(), 1..=range))
+            .find(|n| !self.codes.contains_key(n))
     }
 }
 
@@ -125,8 +127,9 @@ impl Hub {
             let now = Instant::now();
             let allowed = if me.anonymous {
                 prune(&mut st.code_rate_ip, now);
+                // One household (an IPv6 /64) shares one budget.
                 st.code_rate_ip
-                    .entry(me.ip)
+                    .entry(crate::limit::address_key(me.ip))
                     .or_insert_with(|| {
                         TokenBucket::per_minute(cfg.code_rate_per_ip, cfg.code_burst_per_ip, now)
                     })
@@ -243,30 +246,19 @@ impl Hub {
             );
             return;
         }
+        // Neither side learns who the other is here: each introduces itself
+        // inside the exchange, once the other proved it knows the code.
         // The one claim: from now on the nameplate is this device's and the
         // allocator's, right code or wrong.
         code.claimer = Some(me.clone());
-        let allocator = code.allocator.clone();
+        let allocator = code.allocator.handle.clone();
         self.code_timer(code, nameplate);
         st.codes_by_conn
             .entry(me.handle.conn)
             .or_default()
             .insert(nameplate);
-        self.deliver(
-            &me.handle,
-            &ServerMessage::CodeJoined {
-                req,
-                nameplate,
-                peer: allocator.info(),
-            },
-        );
-        self.deliver(
-            &allocator.handle,
-            &ServerMessage::CodeClaimed {
-                nameplate,
-                peer: me.info(),
-            },
-        );
+        self.deliver(&me.handle, &ServerMessage::CodeJoined { req, nameplate });
+        self.deliver(&allocator, &ServerMessage::CodeClaimed { nameplate });
         tracing::debug!(nameplate, "code claimed");
     }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
+use peerpipe_proto::code::CodeFrame;
 use peerpipe_proto::id::DeviceId;
 use peerpipe_proto::relay::RelayHeader;
 use peerpipe_proto::session::handshake::Psk;
@@ -698,7 +699,6 @@ impl Actor {
                     let slot = CodeSlot {
                         nameplate,
                         ttl: Duration::from_millis(ttl_ms),
-                        peer: None,
                         rx,
                     };
                     if reply.send(Ok(slot)).is_err() {
@@ -711,22 +711,14 @@ impl Actor {
                         .await;
                 }
             },
-            ServerMessage::CodeJoined {
-                req,
-                nameplate,
-                peer,
-            } => match self.pending.remove(&req) {
+            ServerMessage::CodeJoined { req, nameplate } => match self.pending.remove(&req) {
                 Some(Pending::CodeClaim(reply)) if !reply.is_closed() => {
                     let (tx, rx) = mpsc::channel(CODE_QUEUE);
-                    let route = CodeRoute {
-                        tx,
-                        peer: Some(peer.id),
-                    };
+                    let route = CodeRoute { tx, peer: None };
                     self.codes.insert(nameplate, route);
                     let slot = CodeSlot {
                         nameplate,
                         ttl: Duration::ZERO,
-                        peer: Some(peer),
                         rx,
                     };
                     if reply.send(Ok(slot)).is_err() {
@@ -739,16 +731,21 @@ impl Actor {
                         .await;
                 }
             },
-            ServerMessage::CodeClaimed { nameplate, peer } => {
-                let peer_id = peer.id;
-                if let Some(route) = self.codes.get_mut(&nameplate) {
-                    route.peer = Some(peer_id);
-                }
-                self.code_signal(nameplate, CodeSignal::Claimed(peer)).await;
+            ServerMessage::CodeClaimed { nameplate } => {
+                self.code_signal(nameplate, CodeSignal::Claimed).await;
             }
             ServerMessage::CodeMessage { nameplate, body } => {
                 match signal::decode_code_body(&body) {
-                    Ok(body) => self.code_signal(nameplate, CodeSignal::Message(body)).await,
+                    Ok(body) => {
+                        // The other device's introduction says which connection
+                        // request will be the code's (checked by the exchange).
+                        if let (Ok(CodeFrame::Hello { peer, .. }), Some(route)) =
+                            (CodeFrame::decode(&body), self.codes.get_mut(&nameplate))
+                        {
+                            route.peer = Some(peer.id);
+                        }
+                        self.code_signal(nameplate, CodeSignal::Message(body)).await
+                    }
                     Err(e) => tracing::warn!(nameplate, "bad code message: {e}"),
                 }
             }
