@@ -73,6 +73,10 @@ pub(crate) struct Conn {
     pub dialer: bool,
     /// A new route was asked for.
     pub resuming: bool,
+    /// Made with a one-time code, so with a device of another user: the
+    /// server routes it again only while the accepting side allows it, and no
+    /// presence says when that side is back, so the dialer retries on a timer.
+    pub by_code: bool,
     pub peer: PeerInfo,
     pub service: Option<String>,
     session: Session,
@@ -136,6 +140,7 @@ impl Conn {
             route: None,
             dialer,
             resuming: false,
+            by_code: false,
             peer,
             service,
             session,

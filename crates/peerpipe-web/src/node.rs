@@ -111,13 +111,19 @@ pub(crate) struct NodeState {
     /// Runs the next reconnect attempt, and its pending timer.
     reconnect: Option<Closure<dyn FnMut()>>,
     reconnect_timer: Option<JsValue>,
+    /// Asks again for routes of code connections, and its pending timer.
+    resume_retry: Option<Closure<dyn FnMut()>>,
+    resume_timer: Option<JsValue>,
 }
 
 impl Drop for NodeState {
     fn drop(&mut self) {
         // The socket may still fire once its callbacks are gone; a pending
         // reconnect is called off with it.
-        if let Some(timer) = self.reconnect_timer.take() {
+        for timer in [self.reconnect_timer.take(), self.resume_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             js::clear_timeout(&timer);
         }
         self.ws.set_onmessage(None);
@@ -155,6 +161,8 @@ pub(crate) fn bind(
         callbacks: Vec::new(),
         reconnect: None,
         reconnect_timer: None,
+        resume_retry: None,
+        resume_timer: None,
     }));
     wire(&node);
     let weak = Rc::downgrade(&node);
@@ -164,6 +172,14 @@ pub(crate) fn bind(
         }
     });
     node.borrow_mut().reconnect = Some(again);
+    let weak = Rc::downgrade(&node);
+    let retry = Closure::<dyn FnMut()>::new(move || {
+        if let Some(node) = weak.upgrade() {
+            node.borrow_mut().resume_timer = None;
+            resume_all(&node);
+        }
+    });
+    node.borrow_mut().resume_retry = Some(retry);
     Ok((node, promise))
 }
 
@@ -493,10 +509,17 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
                         turn(&conn);
                     }
                 }
-                // The peer is not back yet: tried again when it comes online.
+                // The peer is not back yet: tried again when it comes online,
+                // or (a code's peer, whose presence this node does not see)
+                // after a while.
                 Some(Pending::Resume(id)) => {
-                    if let Some(conn) = node.borrow().conns.get(&id) {
-                        conn.borrow_mut().resuming = false;
+                    let by_code = node.borrow().conns.get(&id).is_some_and(|c| {
+                        let mut c = c.borrow_mut();
+                        c.resuming = false;
+                        c.by_code
+                    });
+                    if by_code {
+                        retry_resumes_later(node);
                     }
                 }
                 Some(Pending::ResumeAccept) => {}
@@ -560,6 +583,7 @@ fn admission(node: &NodeRef, msg: ServerMessage) {
                 Some(done) => done.resolve(&JsValue::UNDEFINED),
                 None => {
                     emit(node, "reconnected", JsValue::UNDEFINED);
+                    allow_resumes(node);
                     resume_all(node);
                 }
             }
@@ -679,6 +703,44 @@ fn resume_all(node: &NodeRef) {
     }
 }
 
+/// The longest wait before asking again for a code connection's route.
+const RESUME_RETRY_MS: f64 = 1000.0;
+
+/// Asks again, in a while, for the routes of connections that have none.
+fn retry_resumes_later(node: &NodeRef) {
+    let mut n = node.borrow_mut();
+    if n.resume_timer.is_some() {
+        return;
+    }
+    let f: Option<Function> = n
+        .resume_retry
+        .as_ref()
+        .map(|c| c.as_ref().clone().unchecked_into());
+    if let Some(f) = f {
+        n.resume_timer = js::set_timeout(&f, RESUME_RETRY_MS);
+    }
+}
+
+/// On a new link: lets the peers of the code connections this side accepted
+/// route them again (the server forgot that with the old link).
+fn allow_resumes(node: &NodeRef) {
+    let allow: Vec<ClientMessage> = node
+        .borrow()
+        .conns
+        .values()
+        .filter_map(|c| {
+            let c = c.borrow();
+            (c.by_code && !c.dialer && c.closed.is_none()).then(|| ClientMessage::AllowResume {
+                peer: c.peer.id,
+                connection: c.id,
+            })
+        })
+        .collect();
+    for msg in &allow {
+        signal(node, msg);
+    }
+}
+
 /// The peer routes connection `id` again on server session `route`.
 fn incoming_resume(node: &NodeRef, route_id: SessionId, from: &PeerInfo, id: SessionId) {
     let conn = node.borrow().conns.get(&id).cloned();
@@ -738,8 +800,15 @@ fn start_conn(
         };
         Conn::new(route_id, peer, service, s, direct)
     };
+    conn.borrow_mut().by_code = psk.is_some();
+    // The accepting side of a code connection withdraws its allowance at the end.
+    let revoke = (psk.is_some() && !dialer).then(|| ClientMessage::RevokeResume {
+        peer: conn.borrow().peer.id,
+        connection: route_id,
+    });
     let weak = Rc::downgrade(node);
-    conn.borrow_mut().on_forget(move || forget(&weak, route_id));
+    conn.borrow_mut()
+        .on_forget(move || forget(&weak, route_id, revoke.as_ref()));
     node.borrow_mut().conns.insert(route_id, conn.clone());
     route(node, &conn, route_id);
     Ok(conn)
@@ -848,8 +917,17 @@ pub(crate) fn accept_with(
         req,
         session: id,
     });
+    let allow = psk.is_some().then_some(ClientMessage::AllowResume {
+        peer: peer.id,
+        connection: id,
+    });
     match start_conn(node, id, peer, service, psk.as_ref(), false) {
         Ok(conn) => {
+            // A code's peer is another user's device: the server lets it route
+            // this connection again only because this side says so.
+            if let Some(allow) = &allow {
+                signal(node, allow);
+            }
             let handle = WasmConnection::from(conn.clone());
             conn.borrow_mut().wait_connected(done, handle.into());
             turn(&conn);
@@ -869,11 +947,17 @@ pub(crate) fn reject(node: &NodeRef, session: &str) {
 }
 
 /// Forgets an ended connection.
-fn forget(node: &Weak<RefCell<NodeState>>, id: SessionId) {
+fn forget(node: &Weak<RefCell<NodeState>>, id: SessionId, revoke: Option<&ClientMessage>) {
     if let Some(node) = node.upgrade() {
-        let mut n = node.borrow_mut();
-        n.conns.remove(&id);
-        n.routes.retain(|_, c| *c != id);
+        let gone = {
+            let mut n = node.borrow_mut();
+            n.routes.retain(|_, c| *c != id);
+            n.conns.remove(&id)
+        };
+        drop(gone);
+        if let Some(msg) = revoke {
+            signal(&node, msg);
+        }
     }
 }
 
