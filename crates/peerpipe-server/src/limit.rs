@@ -1,4 +1,4 @@
-//! Token buckets for the per-connection rate limits.
+//! Token buckets for the rate limits, and the key an address is limited under.
 
 use std::net::IpAddr;
 use std::time::Duration;
