@@ -249,8 +249,19 @@ struct ServeArgs {
     #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
     accept_timeout: Duration,
     /// Time a device may stop reading relayed data before it is disconnected.
+    /// Only that device: the devices relaying to it are never slowed or closed.
     #[arg(long, default_value = "30s", value_parser = units::parse_duration)]
     slow_consumer_timeout: Duration,
+    /// Relayed data queued for one session's receiver (each frame counted with
+    /// 64 bytes of overhead). Past it that session ends with reason
+    /// relay_overflow, both devices stay online. The default holds a session's
+    /// largest flow-control window (16 MiB) and its packet overhead.
+    #[arg(long, default_value = "17MiB", value_parser = units::parse_size)]
+    relay_session_queue: u64,
+    /// Relayed data queued for one device over all its sessions; past it the
+    /// session whose frame does not fit ends, as above.
+    #[arg(long, default_value = "64MiB", value_parser = units::parse_size)]
+    relay_connection_queue: u64,
     /// A STUN server to announce to devices for direct paths: HOST:PORT or
     /// stun:HOST:PORT. Repeat for several.
     #[arg(long, value_name = "URL", value_parser = parse_stun)]

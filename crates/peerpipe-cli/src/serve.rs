@@ -39,6 +39,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     config.ping_interval = config.ping_interval.min(args.idle_timeout / 3);
     config.accept_timeout = args.accept_timeout;
     config.slow_consumer_timeout = args.slow_consumer_timeout;
+    config.relay_session_queue =
+        usize::try_from(args.relay_session_queue).context("--relay-session-queue is too large")?;
+    config.relay_connection_queue = usize::try_from(args.relay_connection_queue)
+        .context("--relay-connection-queue is too large")?;
     config.allow_anonymous = !args.no_anonymous;
     config.allow_codes = !args.no_codes;
     config.code_ttl = args.code_ttl;
@@ -188,6 +192,11 @@ mod defaults {
         assert_eq!(args.idle_timeout, server.idle_timeout);
         assert_eq!(args.accept_timeout, server.accept_timeout);
         assert_eq!(args.slow_consumer_timeout, server.slow_consumer_timeout);
+        assert_eq!(args.relay_session_queue, server.relay_session_queue as u64);
+        assert_eq!(
+            args.relay_connection_queue,
+            server.relay_connection_queue as u64
+        );
         assert_eq!(args.code_ttl, server.code_ttl);
         assert_eq!(args.code_rate_per_ip, server.code_rate_per_ip);
         assert_eq!(args.code_burst_per_ip, server.code_burst_per_ip);

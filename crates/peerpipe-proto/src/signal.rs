@@ -418,6 +418,12 @@ pub enum CloseReason {
     Timeout,
     /// The server is shutting down.
     ShuttingDown,
+    /// More of the session's relayed frames waited for the receiving device
+    /// than the server queues for one session (or for one receiving device):
+    /// the sender went past the session's flow-control window, or the receiver
+    /// stopped reading. Only this session ended; both devices stay online and
+    /// may route it again.
+    RelayOverflow,
     /// A reason this version does not know.
     #[serde(other)]
     Unknown,
@@ -431,6 +437,7 @@ impl fmt::Display for CloseReason {
             Self::Cancelled => "cancelled",
             Self::Timeout => "timed out",
             Self::ShuttingDown => "server shutting down",
+            Self::RelayOverflow => "relay queue overflowed",
             Self::Unknown => "unknown",
         })
     }

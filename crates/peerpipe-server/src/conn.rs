@@ -1,6 +1,14 @@
 //! One WebSocket connection: the handshake, then a reader loop (control messages,
-//! relay forwarding with backpressure, rate limits, idle time-out) and a writer task
-//! that drains the control queue before the data queue and sends the pings.
+//! relay forwarding, rate limits, idle time-out) and a writer task that drains
+//! the control queue, then presence news, then the relay queue, and sends the
+//! pings.
+//!
+//! The reader never waits for another connection: a relayed frame goes into
+//! the receiver's queue for its session ([`RelayQueue`]), bounded by what the
+//! session's flow control lets an honest sender have in flight, and the reader
+//! reads on. A receiver that stops reading stalls only its own writer; after
+//! [`Config::slow_consumer_timeout`](crate::Config::slow_consumer_timeout)
+//! without progress that writer closes its own connection as a slow consumer.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,7 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tracing::Instrument as _;
 
-use crate::hub::{Data, Fatal, Handle, Hub, Member, Outbox};
+use crate::hub::{Data, Fatal, Handle, Hub, Member, Outbox, RelayQueue};
 use crate::limit::TokenBucket;
 
 /// Marks "the last binary frame had a bad header" in the refused-frame memory
@@ -71,7 +79,10 @@ async fn serve(
 ) {
     let (sink, mut stream) = socket.split();
     let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
-    let (data_tx, data_rx) = mpsc::channel(hub.config.outbound_queue.max(1));
+    let relay = Arc::new(RelayQueue::new(
+        hub.config.relay_session_queue,
+        hub.config.relay_connection_queue,
+    ));
     let (kill_tx, kill_rx) = watch::channel(None);
     let (finish_tx, finish_rx) = oneshot::channel();
     // News of every device of the user fits, with room for churn.
@@ -81,17 +92,21 @@ async fn serve(
     let handle = Handle {
         conn,
         ctrl: ctrl_tx,
-        data: data_tx,
+        relay: relay.clone(),
         presence: presence.clone(),
         kill: Arc::new(kill_tx),
     };
     let queues = Queues {
         ctrl: ctrl_rx,
         presence,
-        data: data_rx,
+        relay,
+    };
+    let timing = WriterTiming {
+        ping_interval: hub.config.ping_interval,
+        stall: hub.config.slow_consumer_timeout,
     };
     let writer = tokio::spawn(
-        write_loop(sink, queues, finish_rx, hub.config.ping_interval)
+        write_loop(sink, queues, finish_rx, timing, handle.clone())
             .instrument(tracing::Span::current()),
     );
     let mut stop = Stop {
@@ -129,6 +144,8 @@ async fn serve(
         }
     };
     let _ = timeout(CLOSE_GRACE, futures_util::future::join(writer, drain)).await;
+    // Frames still arriving for this connection's sessions are dropped.
+    handle.relay.close();
 }
 
 /// What ends a connection from the outside: a kill (replaced, slow consumer) or
@@ -379,8 +396,9 @@ async fn read_loop(
     }
 }
 
-/// Forwards one relay frame, waiting for the rate and for room in the receiver's
-/// queue (which stops this connection's reads: backpressure to the sender).
+/// Forwards one relay frame, waiting only for this connection's relay rate:
+/// never for the receiver. A frame that does not fit the receiver's queue for
+/// its session ends that session (and only it).
 async fn forward(
     hub: &Arc<Hub>,
     me: &Member,
@@ -428,25 +446,10 @@ async fn forward(
             _ = sleep(wait) => {}
         }
     }
-    let reserved = tokio::select! {
-        biased;
-        f = stop.wait() => return Some(f),
-        r = timeout(hub.config.slow_consumer_timeout, to.data.reserve()) => r,
-    };
-    match reserved {
-        Ok(Ok(permit)) => {
-            hub.metrics.relayed(frame.len());
-            permit.send(Data::Relay(frame));
-        }
-        // The receiver is gone; its session closes with it.
-        Ok(Err(_)) => {}
-        Err(_) => {
-            tracing::info!(receiver = to.conn, "receiver too slow: disconnecting it");
-            to.kill(Fatal::new(
-                ErrorCode::SlowConsumer,
-                "this connection did not read relayed data in time",
-            ));
-        }
+    let len = frame.len();
+    match to.relay.push(header.session, frame) {
+        Ok(()) => hub.metrics.relayed(len),
+        Err(overflow) => hub.relay_overflow(me, header.session, overflow),
     }
     None
 }
@@ -467,7 +470,7 @@ fn data_message(item: Data) -> Message {
 struct Queues {
     ctrl: mpsc::Receiver<String>,
     presence: Arc<Outbox>,
-    data: mpsc::Receiver<Data>,
+    relay: Arc<RelayQueue>,
 }
 
 impl Queues {
@@ -479,19 +482,55 @@ impl Queues {
         if let Some(news) = self.presence.take() {
             return Some(Message::Text(Utf8Bytes::from(news.encode())));
         }
-        self.data.try_recv().ok().map(data_message)
+        self.relay.take().map(data_message)
     }
 }
 
-/// Writes control frames first, then presence news, then data, plus pings,
-/// until told to finish; then sends the control frames still queued, the last
-/// error (if any) and a close frame.
+/// The writer's clocks.
+struct WriterTiming {
+    /// How often to ping.
+    ping_interval: Duration,
+    /// How long one write may make no progress before the connection is a
+    /// slow consumer.
+    stall: Duration,
+}
+
+/// Why a write did not complete.
+enum WriteEnd {
+    /// The socket took nothing for the stall time-out.
+    Stalled,
+    /// The socket failed.
+    Failed(axum::Error),
+}
+
+/// Runs one sink operation within the stall time-out.
+async fn step(
+    stall: Duration,
+    op: impl std::future::Future<Output = Result<(), axum::Error>>,
+) -> Result<(), WriteEnd> {
+    match timeout(stall, op).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(WriteEnd::Failed(e)),
+        Err(_) => Err(WriteEnd::Stalled),
+    }
+}
+
+/// Writes control frames first, then presence news, then relayed data, plus
+/// pings, until told to finish; then sends the control frames still queued, the
+/// last error (if any) and a close frame. A write that makes no progress for
+/// the stall time-out closes this connection (`me`) as a slow consumer: only
+/// this connection, whose peer stopped reading.
 async fn write_loop(
     mut sink: Sink,
     mut q: Queues,
     mut finish: oneshot::Receiver<Option<(ErrorCode, String)>>,
-    ping_interval: Duration,
+    timing: WriterTiming,
+    me: Handle,
 ) {
+    let WriterTiming {
+        ping_interval,
+        stall,
+    } = timing;
     let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let last = loop {
@@ -503,27 +542,41 @@ async fn write_loop(
                 Some(news) => Message::Text(Utf8Bytes::from(news.encode())),
                 None => continue,
             },
-            Some(item) = q.data.recv() => data_message(item),
+            () = q.relay.ready() => match q.relay.take() {
+                Some(item) => data_message(item),
+                None => continue,
+            },
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
         // Feed what is already queued behind it and flush once: few writes for
         // many small frames, no added delay for a lone one.
         let write = async {
-            sink.feed(msg).await?;
+            step(stall, sink.feed(msg)).await?;
             for _ in 0..WRITE_BATCH {
                 let Some(next) = q.try_next() else { break };
-                sink.feed(next).await?;
+                step(stall, sink.feed(next)).await?;
             }
-            sink.flush().await
+            step(stall, sink.flush()).await
         };
         // A blocked write is abandoned on finish: the frame stays in the WebSocket's
         // buffer and goes out first if the socket drains within the grace.
         tokio::select! {
             biased;
             f = &mut finish => break f.ok().flatten(),
-            r = write => if let Err(e) = r {
-                tracing::debug!("write error: {e}");
-                return;
+            r = write => match r {
+                Ok(()) => {}
+                Err(WriteEnd::Failed(e)) => {
+                    tracing::debug!("write error: {e}");
+                    return;
+                }
+                Err(WriteEnd::Stalled) => {
+                    tracing::info!("the device does not read: disconnecting it");
+                    me.kill(Fatal::new(
+                        ErrorCode::SlowConsumer,
+                        "this connection did not read relayed data in time",
+                    ));
+                    break (&mut finish).await.ok().flatten();
+                }
             },
         }
     };

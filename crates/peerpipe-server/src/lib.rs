@@ -5,9 +5,11 @@
 //! server challenge with the device key), see their user's other devices come and
 //! go, negotiate sessions with them and relay binary frames through the server.
 //! The server checks every frame, rate-limits control messages, shapes relay
-//! traffic, keeps every per-connection queue bounded (a receiver that does not read
-//! slows its sender down through TCP, and is disconnected as a slow consumer if it
-//! stays stuck), and never lets a device learn about another user's devices.
+//! traffic, keeps every per-connection queue bounded, and never lets a device learn
+//! about another user's devices. A receiver that does not read costs only itself:
+//! relayed frames queue per session, within what the session's end-to-end flow
+//! control lets its sender have in flight, the sender's link keeps being read, and
+//! the receiver is disconnected as a slow consumer if its socket stays stuck.
 //!
 //! Devices of different users (or anonymous devices, admitted without a token
 //! when [`Config::allow_anonymous`] is on) meet through one-time codes: one
@@ -110,10 +112,30 @@ pub struct Config {
     pub ping_interval: Duration,
     /// Time the target of a connect has to accept or reject it. Default 30 s.
     pub accept_timeout: Duration,
-    /// Relayed frames queued for one connection before its senders wait. Default 64.
+    /// Unused since relayed frames queue per session, in bytes (see
+    /// [`Config::relay_session_queue`]); senders no longer wait for a
+    /// receiver. Kept so that existing code setting it builds. Default 64.
     pub outbound_queue: usize,
-    /// How long a sender waits for room in a receiver's queue before the receiver is
-    /// disconnected with `slow_consumer`. Default 30 s.
+    /// Bytes of relayed frames queued for one session's receiver, each frame
+    /// charged its length plus 64 bytes of bookkeeping. A frame over it ends
+    /// that session (both devices get `closed` with reason `relay_overflow`;
+    /// neither connection closes). Default 17 MiB: a session's receiver
+    /// grants at most its largest window of credit beyond what its
+    /// application took (`max_window` of the session config, 16 MiB; the
+    /// windows start at 64 KiB per stream and 256 KiB per session and grow
+    /// only as the reader keeps up), so an honest sender never has more data
+    /// than that in flight, wherever it sits; the extra MiB covers the packet
+    /// headers (under 1 % of a 16 KiB frame), acknowledgements and pings.
+    pub relay_session_queue: usize,
+    /// Bytes of relayed frames queued for one connection over all its
+    /// sessions (charged as for [`Config::relay_session_queue`]). A frame
+    /// over it ends the session it belongs to, as above. Default 64 MiB: four
+    /// sessions with their windows full.
+    pub relay_connection_queue: usize,
+    /// How long a connection's socket may take nothing the server writes
+    /// (relayed frames, control messages, pings) before the connection is
+    /// closed with `slow_consumer`. Only that connection: the devices that
+    /// relay to it are never slowed or closed because of it. Default 30 s.
     pub slow_consumer_timeout: Duration,
     /// STUN/TURN servers announced to every device in its welcome, for direct
     /// paths (at most [`MAX_ICE_SERVERS`]).
@@ -169,6 +191,8 @@ impl std::fmt::Debug for Config {
             .field("ping_interval", &self.ping_interval)
             .field("accept_timeout", &self.accept_timeout)
             .field("outbound_queue", &self.outbound_queue)
+            .field("relay_session_queue", &self.relay_session_queue)
+            .field("relay_connection_queue", &self.relay_connection_queue)
             .field("slow_consumer_timeout", &self.slow_consumer_timeout)
             .field("stun_listen", &self.stun_listen)
             .field("allow_anonymous", &self.allow_anonymous)
@@ -204,6 +228,8 @@ impl Config {
             ping_interval: Duration::from_secs(10),
             accept_timeout: Duration::from_secs(30),
             outbound_queue: 64,
+            relay_session_queue: 17 << 20,
+            relay_connection_queue: 64 << 20,
             slow_consumer_timeout: Duration::from_secs(30),
             ice_servers: Vec::new(),
             stun_listen: None,
@@ -269,6 +295,14 @@ impl Config {
         }
         if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
             return invalid("ping_interval and idle_timeout must not be zero".into());
+        }
+        if self.relay_session_queue < self.max_frame || self.relay_connection_queue < self.max_frame
+        {
+            return invalid(format!(
+                "relay_session_queue and relay_connection_queue must hold at least one \
+                 frame of max_frame ({} bytes)",
+                self.max_frame
+            ));
         }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
             return invalid("max_connections and max_connections_per_ip must not be zero".into());

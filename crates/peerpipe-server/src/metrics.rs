@@ -23,6 +23,9 @@ pub struct Stats {
     pub relay_bytes: u64,
     /// Relayed binary frames since start.
     pub relay_frames: u64,
+    /// Sessions ended since start because their relayed frames overflowed the
+    /// receiver's queue ([`CloseReason::RelayOverflow`](peerpipe_proto::signal::CloseReason::RelayOverflow)).
+    pub relay_overflows: u64,
     /// Error frames sent since start, by [`ErrorCode::as_str`]; codes never sent are absent.
     pub errors: BTreeMap<&'static str, u64>,
 }
@@ -33,6 +36,7 @@ pub(crate) struct Metrics {
     connections_total: AtomicU64,
     relay_bytes: AtomicU64,
     relay_frames: AtomicU64,
+    relay_overflows: AtomicU64,
     errors: [AtomicU64; CODES.len()],
 }
 
@@ -52,6 +56,10 @@ impl Metrics {
         self.relay_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    pub(crate) fn relay_overflow(&self) {
+        self.relay_overflows.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn error(&self, code: ErrorCode) {
         let i = CODES
             .iter()
@@ -67,6 +75,7 @@ impl Metrics {
             sessions,
             relay_bytes: self.relay_bytes.load(Ordering::Relaxed),
             relay_frames: self.relay_frames.load(Ordering::Relaxed),
+            relay_overflows: self.relay_overflows.load(Ordering::Relaxed),
             errors: CODES
                 .iter()
                 .zip(&self.errors)
@@ -120,6 +129,12 @@ impl Metrics {
             "counter",
             "Relayed binary frames.",
             self.relay_frames.load(Ordering::Relaxed),
+        );
+        metric(
+            "peerpipe_relay_overflows_total",
+            "counter",
+            "Sessions ended because their relayed frames overflowed the receiver's queue.",
+            self.relay_overflows.load(Ordering::Relaxed),
         );
         out.push_str("# HELP peerpipe_errors_total Error frames sent, by code.\n");
         out.push_str("# TYPE peerpipe_errors_total counter\n");

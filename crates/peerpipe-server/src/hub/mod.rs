@@ -7,7 +7,8 @@
 //!   admission and departure, and the dispatch of control messages;
 //! - [`presence`]: who is online for which user;
 //! - [`sessions`]: connection requests, their answers, and where relayed frames go;
-//! - [`codes`]: one-time codes.
+//! - [`codes`]: one-time codes;
+//! - [`relay_queue`]: relayed frames waiting for a connection, per session.
 //!
 //! The connection loop (`conn.rs`) reaches the hub only through
 //! [`Hub::register`], [`Hub::unregister`], [`Hub::control`],
@@ -33,11 +34,13 @@ use tokio::time::Instant;
 mod codes;
 mod outbox;
 mod presence;
+mod relay_queue;
 mod sessions;
 
 use self::codes::CodeEntry;
 pub(crate) use self::outbox::Outbox;
 use self::presence::Presence;
+pub(crate) use self::relay_queue::{Overflow, RelayQueue};
 use self::sessions::Sessions;
 use crate::Config;
 use crate::limit::TokenBucket;
@@ -59,7 +62,7 @@ impl Fatal {
     }
 }
 
-/// What goes through a connection's ordered data queue.
+/// What goes through a connection's relay queue, in order per session.
 #[derive(Debug)]
 pub(crate) enum Data {
     /// A relayed binary frame.
@@ -76,8 +79,9 @@ pub(crate) struct Handle {
     pub(crate) conn: u64,
     /// Encoded control frames; drained first by the writer.
     pub(crate) ctrl: mpsc::Sender<String>,
-    /// Relayed binary frames, and the ends of established sessions behind them.
-    pub(crate) data: mpsc::Sender<Data>,
+    /// Relayed binary frames, and the ends of established sessions behind
+    /// them, queued per session.
+    pub(crate) relay: Arc<RelayQueue>,
     /// Presence news, coalesced per device; sent after the control frames.
     pub(crate) presence: Arc<Outbox>,
     /// Set once to close the connection with an error.
@@ -313,22 +317,11 @@ impl Hub {
 
     /// Tells `to` that an established session ended, behind every frame already
     /// relayed to it: the other party's reader queued those before it could send its
-    /// close or drop. The data queue may be full (that is backpressure, not a fault),
-    /// so a task waits for room up to the slow-consumer time-out.
-    fn closed_in_order(&self, to: &Handle, session: SessionId, reason: CloseReason) {
-        let msg = Data::Closed(ServerMessage::Closed { session, reason }.encode());
-        let to = to.clone();
-        let wait = self.config.slow_consumer_timeout;
-        tokio::spawn(async move {
-            if let Err(mpsc::error::SendTimeoutError::Timeout(_)) =
-                to.data.send_timeout(msg, wait).await
-            {
-                to.kill(Fatal::new(
-                    ErrorCode::SlowConsumer,
-                    "this connection did not read relayed data in time",
-                ));
-            }
-        });
+    /// close or drop. With `discard`, the frames still queued for it are dropped
+    /// instead (a route that overflowed).
+    fn closed_in_order(&self, to: &Handle, session: SessionId, reason: CloseReason, discard: bool) {
+        let msg = ServerMessage::Closed { session, reason }.encode();
+        to.relay.push_closed(session, msg, discard);
     }
 
     /// Handles a decoded control message from an admitted connection.

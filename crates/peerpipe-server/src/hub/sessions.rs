@@ -342,8 +342,8 @@ impl Hub {
     ) {
         let by_initiator = s.initiator.handle.conn == me.handle.conn;
         match (s.established, by_initiator) {
-            (true, true) => self.closed_in_order(&s.target.handle, id, reason),
-            (true, false) => self.closed_in_order(&s.initiator.handle, id, reason),
+            (true, true) => self.closed_in_order(&s.target.handle, id, reason, false),
+            (true, false) => self.closed_in_order(&s.initiator.handle, id, reason, false),
             (false, true) => self.closed(&s.target.handle, id, CloseReason::Cancelled),
             (false, false) => {
                 let (code, message) = refusal;
@@ -368,6 +368,39 @@ impl Hub {
             );
             self.closed(&s.target.handle, id, CloseReason::Timeout);
         }
+    }
+
+    /// A frame `from` relayed on `session` did not fit the receiver's queue
+    /// (`overflow` says which bound): that session ends, for both parties,
+    /// with [`CloseReason::RelayOverflow`]; the receiver's frames of it still
+    /// queued are dropped (the devices resend them on a new route). Neither
+    /// connection is closed, and no other session is touched.
+    pub(crate) fn relay_overflow(&self, from: &Member, session: SessionId, overflow: Overflow) {
+        let mut st = self.lock();
+        let party = st
+            .sessions
+            .map
+            .get(&session)
+            .is_some_and(|s| s.established && s.is_party(from.handle.conn));
+        let Some(s) = party.then(|| st.sessions.remove(session)).flatten() else {
+            return;
+        };
+        drop(st);
+        let (sender, receiver) = if s.initiator.handle.conn == from.handle.conn {
+            (&s.initiator, &s.target)
+        } else {
+            (&s.target, &s.initiator)
+        };
+        tracing::info!(
+            %session,
+            receiver = receiver.handle.conn,
+            bound = ?overflow,
+            "relay queue overflowed: ending this session only"
+        );
+        self.metrics.relay_overflow();
+        let reason = CloseReason::RelayOverflow;
+        self.closed_in_order(&receiver.handle, session, reason, true);
+        self.closed_in_order(&sender.handle, session, reason, false);
     }
 
     /// The connection relayed frames of `session` from connection `conn` go to, if
