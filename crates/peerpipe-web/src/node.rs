@@ -478,6 +478,10 @@ fn server_message(node: &NodeRef, msg: ServerMessage) {
                         ("PeerDisconnected", "the peer's device went offline")
                     }
                     CloseReason::PeerClosed => ("PeerClosed", "the peer closed the connection"),
+                    CloseReason::RelayOverflow => (
+                        "RelayOverflow",
+                        "the server ended the relay route: the sender outran flow control",
+                    ),
                     _ => (
                         "Cancelled",
                         "the connection request ended before it was answered",
