@@ -70,6 +70,9 @@ test("a wrong, malformed, unknown or withdrawn code is a typed error", async () 
     const waiting = withdrawn.accept();
     withdrawn.cancel();
     await assert.rejects(waiting, (e) => e.code === "Cancelled");
+    // A request on alice's link, answered after the server took the release
+    // (a device's messages are handled in order; bob's are not ordered with them).
+    await alice.onlinePeers();
     await assert.rejects(bob.claimCode(withdrawn.code), (e) => e.code === "NotFound", "a withdrawn code");
     alice.shutdown();
     bob.shutdown();
