@@ -225,7 +225,7 @@ struct ServeArgs {
     /// Relayed frames per second allowed per connection (excess is delayed, not dropped).
     #[arg(long, default_value = "20000")]
     relay_rate: u32,
-    /// Devices one user may have online at once.
+    /// Devices one user may have online at once (1 to 4096).
     #[arg(long, default_value = "32")]
     max_devices_per_user: usize,
     /// Time a new connection has to authenticate (and to send its HTTP request

@@ -32,8 +32,16 @@ use crate::id::DeviceId;
 
 /// The signaling protocol version this crate speaks.
 pub const VERSION: u8 = 1;
-/// The most bytes a text frame may have. Larger frames are refused unparsed.
+/// The most bytes a text frame from a client may have. Larger frames are
+/// refused unparsed.
 pub const MAX_TEXT_FRAME: usize = 16 * 1024;
+/// The most devices a [`ServerMessage::Welcome`] or [`ServerMessage::Peers`]
+/// lists, and so the most devices a server lets one user have online.
+pub const MAX_LISTED_PEERS: usize = 4096;
+/// The most bytes a text frame from the server may have: a list of
+/// [`MAX_LISTED_PEERS`] devices with the longest labels fits. Larger frames
+/// are refused unparsed.
+pub const MAX_SERVER_TEXT_FRAME: usize = 1024 * 1024;
 /// The most bytes a device label may have.
 pub const MAX_LABEL_LEN: usize = 64;
 /// The most bytes of free text (error messages, reject reasons) in a frame.
@@ -695,9 +703,10 @@ pub enum ServerMessage {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
-    /// The frame is larger than [`MAX_TEXT_FRAME`].
-    #[error("text frame of {0} bytes exceeds the limit of {MAX_TEXT_FRAME}")]
-    TooLarge(usize),
+    /// The frame is larger than [`MAX_TEXT_FRAME`] (from a client) or
+    /// [`MAX_SERVER_TEXT_FRAME`] (from the server): its size and the limit.
+    #[error("text frame of {0} bytes exceeds the limit of {1}")]
+    TooLarge(usize, usize),
     /// The frame's version is not [`VERSION`].
     #[error("unsupported protocol version {0}")]
     Version(u64),
@@ -711,7 +720,7 @@ impl DecodeError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Version(_) => ErrorCode::UnsupportedVersion,
-            Self::TooLarge(_) | Self::Invalid(_) => ErrorCode::BadRequest,
+            Self::TooLarge(..) | Self::Invalid(_) => ErrorCode::BadRequest,
         }
     }
 }
@@ -729,9 +738,9 @@ fn encode<T: Serialize>(msg: &T) -> String {
     serde_json::to_string(&EnvelopeOut { v: VERSION, msg }).unwrap_or_default()
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError> {
-    if text.len() > MAX_TEXT_FRAME {
-        return Err(DecodeError::TooLarge(text.len()));
+fn decode<T: for<'de> Deserialize<'de>>(text: &str, limit: usize) -> Result<T, DecodeError> {
+    if text.len() > limit {
+        return Err(DecodeError::TooLarge(text.len(), limit));
     }
     let mut value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| DecodeError::Invalid(e.to_string()))?;
@@ -785,7 +794,7 @@ impl ClientMessage {
     /// A connect's service label is checked by the server (it answers the request
     /// with `bad_request`), not here.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        let msg: Self = decode(text)?;
+        let msg: Self = decode(text, MAX_TEXT_FRAME)?;
         match &msg {
             Self::Hello {
                 token,
@@ -817,8 +826,15 @@ impl ServerMessage {
 
     /// Decodes a text frame from the server.
     pub fn decode(text: &str) -> Result<Self, DecodeError> {
-        let msg: Self = decode(text)?;
+        let msg: Self = decode(text, MAX_SERVER_TEXT_FRAME)?;
         match &msg {
+            Self::Welcome { peers, .. } | Self::Peers { peers, .. }
+                if peers.len() > MAX_LISTED_PEERS =>
+            {
+                return Err(DecodeError::Invalid(format!(
+                    "a list of more than {MAX_LISTED_PEERS} devices"
+                )));
+            }
             Self::Incoming {
                 service: Some(service),
                 ..
@@ -1106,7 +1122,48 @@ mod tests {
         );
         assert!(matches!(
             ClientMessage::decode(&big),
-            Err(DecodeError::TooLarge(_))
+            Err(DecodeError::TooLarge(_, MAX_TEXT_FRAME))
+        ));
+    }
+
+    #[test]
+    fn the_longest_list_of_devices_fits_a_server_frame() {
+        // Labels of quotes are the longest once escaped.
+        let peer = PeerInfo {
+            id: dev(7),
+            label: "\"".repeat(MAX_LABEL_LEN),
+        };
+        let peers = vec![peer; MAX_LISTED_PEERS];
+        let text = ServerMessage::Peers {
+            req: u64::MAX,
+            peers: peers.clone(),
+        }
+        .encode();
+        assert!(text.len() <= MAX_SERVER_TEXT_FRAME, "{}", text.len());
+        assert!(
+            matches!(ServerMessage::decode(&text), Ok(ServerMessage::Peers { peers: p, .. }) if p.len() == MAX_LISTED_PEERS)
+        );
+        let mut more = peers;
+        more.push(PeerInfo {
+            id: dev(8),
+            label: String::new(),
+        });
+        let text = ServerMessage::Peers {
+            req: 1,
+            peers: more,
+        }
+        .encode();
+        assert!(matches!(
+            ServerMessage::decode(&text),
+            Err(DecodeError::Invalid(_))
+        ));
+        let big = format!(
+            r#"{{"v":1,"type":"peers","req":1,"peers":[],"x":"{}"}}"#,
+            "a".repeat(MAX_SERVER_TEXT_FRAME)
+        );
+        assert!(matches!(
+            ServerMessage::decode(&big),
+            Err(DecodeError::TooLarge(_, MAX_SERVER_TEXT_FRAME))
         ));
     }
 

@@ -60,7 +60,7 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use peerpipe_proto::signal::{IceServer, MAX_ICE_SERVERS, MAX_TEXT_FRAME};
+use peerpipe_proto::signal::{IceServer, MAX_ICE_SERVERS, MAX_LISTED_PEERS, MAX_TEXT_FRAME};
 use peerpipe_proto::token::MIN_SECRET_LEN;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -92,7 +92,8 @@ pub struct Config {
     /// Binary frames per second a connection may relay, sustained. Default 20 000.
     /// Excess frames wait (the sender is slowed down); none are dropped.
     pub relay_rate: u32,
-    /// Devices one user may have online at once. Default 32.
+    /// Devices one user may have online at once: 1 to
+    /// [`MAX_LISTED_PEERS`](peerpipe_proto::signal::MAX_LISTED_PEERS). Default 32.
     pub max_devices_per_user: usize,
     /// Time a new connection has to present a valid hello, and to send its
     /// HTTP request head (and finish its TLS handshake). Default 10 s.
@@ -302,6 +303,11 @@ impl Config {
                 "relay_session_queue and relay_connection_queue must hold at least one \
                  frame of max_frame ({} bytes)",
                 self.max_frame
+            ));
+        }
+        if self.max_devices_per_user == 0 || self.max_devices_per_user > MAX_LISTED_PEERS {
+            return invalid(format!(
+                "max_devices_per_user must be 1 to {MAX_LISTED_PEERS} (a welcome lists them all)"
             ));
         }
         if self.max_connections == 0 || self.max_connections_per_ip == 0 {
