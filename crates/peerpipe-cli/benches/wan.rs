@@ -20,7 +20,8 @@
 //! Environment: `PEERPIPE_BENCH_WAN_MIB` (default 64), `PEERPIPE_BENCH_WAN_PROFILES`
 //! (comma-separated names out of lossy, distant, long-fat, bursty; default
 //! all), `PEERPIPE_BENCH_WAN_LIMIT` (seconds a run may take, default 120),
-//! `PEERPIPE_BENCH_WAN_SEED` (the links' seed, default 1). Needs `unshare`,
+//! `PEERPIPE_BENCH_WAN_SEED` (the links' seed, default 1), `PEERPIPE_BENCH_WAN_ROWS`
+//! (only the rows whose name contains this, e.g. `no-quic`). Needs `unshare`,
 //! `nsenter`, `ip` and `nc` (OpenBSD netcat).
 
 #[path = "../tests/common/wan.rs"]
@@ -135,7 +136,8 @@ fn run_profile(
         nc.as_secs_f64(),
         mbit(nc)
     );
-    for row in ROWS {
+    let only = std::env::var("PEERPIPE_BENCH_WAN_ROWS").unwrap_or_default();
+    for row in ROWS.iter().filter(|r| r.what.contains(only.as_str())) {
         let _ = std::fs::remove_file(&output);
         let out = wan.path("received");
         let _ = std::fs::remove_dir_all(&out);

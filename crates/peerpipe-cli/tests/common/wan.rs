@@ -122,7 +122,7 @@ fn paths_in(log: &str) -> String {
 /// The last lines of a log, for an error.
 fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 impl Wan {
@@ -222,7 +222,7 @@ impl Wan {
         )?;
         let mut listen = self.peerpipe("b", "listen", "b");
         listen
-            .args(["-q", "--token", &self.token])
+            .args(["-v", "--token", &self.token])
             .args(flags)
             .stdout(File::create(output)?)
             .stderr(Stdio::piped());
@@ -262,10 +262,11 @@ impl Wan {
         if let Err(e) = received.and(sent) {
             let got = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
             bail!(
-                "{e:#} ({} of {} MiB received); the sender's log:\n{}",
+                "{e:#} ({} of {} MiB received); the sender's log:\n{}\nthe receiver's log:\n{}",
                 got >> 20,
                 std::fs::metadata(input)?.len() >> 20,
-                tail(&sender_log)
+                tail(&sender_log),
+                tail(&receiver_log)
             );
         }
         ensure!(
