@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -28,10 +27,13 @@ use peerpipe_proto::signal::{
 use peerpipe_proto::token::{self, TokenError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument as _;
 
 use crate::hub::{Data, Fatal, Handle, Hub, Member, Outbox, RelayQueue};
 use crate::limit::TokenBucket;
+use crate::upgrade::Socket;
 
 /// Marks "the last binary frame had a bad header" in the refused-frame memory
 /// (session 0 is never allocated).
@@ -56,7 +58,7 @@ impl Drop for ConnGuard {
 /// Serves one upgraded WebSocket until it closes.
 pub(crate) async fn run(
     hub: Arc<Hub>,
-    socket: WebSocket,
+    socket: Socket,
     shutdown: watch::Receiver<bool>,
     idle: Arc<tokio::sync::Notify>,
     ip: IpAddr,
@@ -73,7 +75,7 @@ pub(crate) async fn run(
 async fn serve(
     hub: Arc<Hub>,
     conn: u64,
-    socket: WebSocket,
+    socket: Socket,
     shutdown: watch::Receiver<bool>,
     ip: IpAddr,
 ) {
@@ -183,7 +185,7 @@ fn unix_now() -> u64 {
 async fn handshake(
     hub: &Arc<Hub>,
     handle: &Handle,
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut SplitStream<Socket>,
     stop: &mut Stop,
     ip: IpAddr,
 ) -> Result<Member, Option<Fatal>> {
@@ -214,7 +216,7 @@ async fn handshake(
                     "expected a hello text frame first",
                 )));
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return Err(None),
         }
     };
@@ -309,7 +311,7 @@ async fn handshake(
 async fn read_loop(
     hub: &Arc<Hub>,
     me: &Member,
-    stream: &mut SplitStream<WebSocket>,
+    stream: &mut SplitStream<Socket>,
     stop: &mut Stop,
 ) -> Option<Fatal> {
     let cfg = &hub.config;
@@ -391,7 +393,7 @@ async fn read_loop(
                 }
             }
             Message::Close(_) => return None,
-            Message::Ping(_) | Message::Pong(_) => {}
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     }
 }
@@ -454,7 +456,7 @@ async fn forward(
     None
 }
 
-type Sink = SplitSink<WebSocket, Message>;
+type Sink = SplitSink<Socket, Message>;
 
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 64;
@@ -500,13 +502,13 @@ enum WriteEnd {
     /// The socket took nothing for the stall time-out.
     Stalled,
     /// The socket failed.
-    Failed(axum::Error),
+    Failed(WsError),
 }
 
 /// Runs one sink operation within the stall time-out.
 async fn step(
     stall: Duration,
-    op: impl std::future::Future<Output = Result<(), axum::Error>>,
+    op: impl std::future::Future<Output = Result<(), WsError>>,
 ) -> Result<(), WriteEnd> {
     match timeout(stall, op).await {
         Ok(Ok(())) => Ok(()),
@@ -596,7 +598,7 @@ async fn write_loop(
                 .await?;
         }
         sink.send(Message::Close(Some(CloseFrame {
-            code,
+            code: code.into(),
             reason: Utf8Bytes::from(reason),
         })))
         .await

@@ -44,9 +44,11 @@ mod accept;
 mod conn;
 mod hub;
 mod limit;
+mod memory;
 mod metrics;
 mod stun;
 mod tls;
+mod upgrade;
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,8 +57,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -390,6 +391,7 @@ impl Server {
             .route("/health", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
             .with_state(app);
+        tokio::spawn(memory::give_back(hub.clone(), shutdown_rx.clone()));
         let accept = tokio::spawn(accept::run(
             listener,
             accept::Accept {
@@ -485,20 +487,38 @@ impl Drop for Server {
 async fn signal(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: WebSocketUpgrade,
+    mut req: Request,
 ) -> Response {
     if *app.shutdown.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    let accept = match upgrade::accept_key(req.method(), req.headers()) {
+        Ok(accept) => accept,
+        Err(refusal) => return refusal,
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            "this connection cannot be upgraded\n",
+        )
+            .into_response();
+    };
     let limit = app
         .hub
         .config
         .max_frame
         .max(MAX_TEXT_FRAME)
         .saturating_mul(4);
-    ws.max_message_size(limit)
-        .max_frame_size(limit)
-        .on_upgrade(move |socket| conn::run(app.hub, socket, app.shutdown, app.idle, peer.ip()))
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let socket = upgrade::socket(upgraded, limit).await;
+                conn::run(app.hub, socket, app.shutdown, app.idle, peer.ip()).await;
+            }
+            Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
+        }
+    });
+    upgrade::switching_protocols(accept)
 }
 
 async fn metrics_text(State(app): State<App>) -> Response {
