@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,12 +119,15 @@ pub struct Download {
     offered: watch::Receiver<Option<Arc<Collection>>>,
     /// Set by [`Download::proceed`].
     proceed: watch::Sender<bool>,
+    /// Bytes still to write into the output's filesystem, set with `offered`.
+    to_write: Arc<AtomicU64>,
 }
 
 /// The two ends of a [`DownloadOptions::confirm`] gate, inside the download's task.
 struct Gate {
     offered: watch::Sender<Option<Arc<Collection>>>,
     proceed: watch::Receiver<bool>,
+    to_write: Arc<AtomicU64>,
 }
 
 impl Download {
@@ -141,9 +145,11 @@ impl Download {
         });
         let (offered_tx, offered) = watch::channel(None);
         let (proceed, proceed_rx) = watch::channel(false);
+        let to_write = Arc::new(AtomicU64::new(0));
         let gate = Gate {
             offered: offered_tx,
             proceed: proceed_rx,
+            to_write: to_write.clone(),
         };
         let task = tokio::spawn(run(hash, options, library, rx, shared.clone(), gate));
         Self {
@@ -153,6 +159,7 @@ impl Download {
             task: Mutex::new(Some(task)),
             offered,
             proceed,
+            to_write,
         }
     }
 
@@ -164,6 +171,18 @@ impl Download {
         let mut rx = self.offered.clone();
         let known = rx.wait_for(Option::is_some).await.ok()?;
         known.clone()
+    }
+
+    /// Bytes the download still has to write below [`DownloadOptions::out`],
+    /// once [`Download::offered`] returned: the files neither in place already
+    /// nor verified in the partial data of an earlier attempt, and the copies
+    /// of files the collection lists more than once. For a free-space check
+    /// before [`Download::proceed`].
+    pub fn to_write(&self) -> Option<u64> {
+        self.offered
+            .borrow()
+            .is_some()
+            .then(|| self.to_write.load(Ordering::Acquire))
     }
 
     /// Lets a download started with [`DownloadOptions::confirm`] go on past
@@ -304,6 +323,13 @@ async fn run(
             .await
             .map_err(|_| ShareError::Protocol("checking the existing files failed"))??
     };
+    let partial = options
+        .out
+        .join(format!(".peerpipe-{}.partial", &hash.to_hex()[..16]));
+    gate.to_write.store(
+        to_write(&collection, &targets, &held, &partial),
+        Ordering::Release,
+    );
     gate.offered
         .send_replace(Some(Arc::new(collection.clone())));
     if options.confirm {
@@ -312,9 +338,6 @@ async fn run(
             .await
             .map_err(|_| ShareError::Cancelled)?;
     }
-    let partial = options
-        .out
-        .join(format!(".peerpipe-{}.partial", &hash.to_hex()[..16]));
     let (files, done) = {
         let (outboards, partial) = (outboards.clone(), partial.clone());
         let layout = layout.clone();
@@ -490,7 +513,7 @@ fn abort(shared: &Shared, ids: &[u64]) {
 }
 
 /// Opens a stream, sends `request`, and reads the status byte.
-async fn ask(conn: &Connection, request: Request) -> Result<crate::Stream, ShareError> {
+pub(crate) async fn ask(conn: &Connection, request: Request) -> Result<crate::Stream, ShareError> {
     let mut stream = conn.open_stream().await?;
     stream.write_all(&request.encode()).await?;
     stream.finish()?;
@@ -516,7 +539,7 @@ async fn read_len(stream: &mut crate::Stream, len: u64) -> Result<Vec<u8>, Share
 }
 
 /// The verified collection and outboards from `conn`'s peer.
-async fn metadata(
+pub(crate) async fn metadata(
     conn: &Connection,
     hash: Hash,
     limit: Duration,
@@ -922,6 +945,35 @@ fn held_targets(
     Ok(held)
 }
 
+/// Bytes a download still writes (see [`Download::to_write`]): per entry, none
+/// when its target holds the blob already; the blob less what an earlier
+/// attempt left in `partial` for the first entry of a blob; a whole copy for
+/// every further one.
+fn to_write(
+    collection: &Collection,
+    targets: &[PathBuf],
+    held: &HashMap<Hash, PathBuf>,
+    partial: &Path,
+) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    for (entry, target) in collection.entries().iter().zip(targets) {
+        let first = seen.insert(entry.hash);
+        let bytes = match held.get(&entry.hash) {
+            Some(at) if at == target => 0,
+            Some(_) => entry.size,
+            None if first => {
+                let there = fs::metadata(partial.join(entry.hash.to_hex()))
+                    .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(&m) * 512);
+                entry.size.saturating_sub(there)
+            }
+            None => entry.size,
+        };
+        total = total.saturating_add(bytes);
+    }
+    total
+}
+
 /// Sets up the partial directory and finds what is verified on disk: groups of
 /// partial files from an earlier attempt, and the blobs of `held` (from
 /// [`held_targets`]). Partial files are made when their first bytes arrive,
@@ -1032,6 +1084,42 @@ fn finalize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn to_write_counts_what_is_not_in_place_yet() {
+        use peerpipe_share::collection::Entry;
+        let entry = |path: &str, size: u64, seed: &[u8]| Entry {
+            path: path.into(),
+            size,
+            mode: 0o644,
+            hash: Hash::of(seed),
+        };
+        let collection = Collection::new(vec![
+            entry("a", 1000, b"one"),
+            entry("b", 1000, b"one"),
+            entry("c", 5000, b"two"),
+            entry("d", 7000, b"three"),
+        ])
+        .unwrap();
+        let out = std::env::temp_dir().join(format!("to-write-{:x}", rand::random::<u64>()));
+        let targets: Vec<PathBuf> = collection
+            .entries()
+            .iter()
+            .map(|e| out.join(&e.path))
+            .collect();
+        let nowhere = out.join("partial");
+        // Nothing here: every entry, a second copy of "one" included.
+        assert_eq!(
+            to_write(&collection, &targets, &HashMap::new(), &nowhere),
+            14_000
+        );
+        // "a" holds "one" already: "b" is a copy of it; "c" is in place.
+        let held = HashMap::from([
+            (Hash::of(b"one"), out.join("a")),
+            (Hash::of(b"two"), out.join("c")),
+        ]);
+        assert_eq!(to_write(&collection, &targets, &held, &nowhere), 8_000);
+    }
 
     #[test]
     fn have_polls_slow_down_for_large_collections() {

@@ -8,12 +8,15 @@
 //! (see `peerpipe_share::fetch` for the scheduling), verifies every 16 KiB
 //! group before it is written, keeps partial data in a hidden directory next to
 //! the targets, and resumes from what is verified there. What it holds is served
-//! to other peers while it runs, so downloaders reshare.
+//! to other peers while it runs, so downloaders reshare. A [`Single`] streams
+//! a one-file collection from one peer in order into a writer instead (to
+//! standard output, say), verified, without touching the disk.
 
 mod content;
 mod disk;
 mod download;
 mod serve;
+mod single;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +25,7 @@ pub use download::{Download, DownloadOptions, FileProgress, Report};
 pub use peerpipe_share::collection::{Collection, Entry};
 pub use peerpipe_share::hash::Hash;
 pub use serve::serve;
+pub use single::Single;
 
 use crate::StreamError;
 
