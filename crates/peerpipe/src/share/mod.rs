@@ -49,6 +49,10 @@ pub enum ShareError {
     /// A stream to the peer failed.
     #[error("stream: {0}")]
     Stream(#[from] std::io::Error),
+    /// Writing to the caller's writer failed ([`Single::write_to`]); what
+    /// went wrong is the error's source.
+    #[error("writing the output")]
+    Output(#[source] std::io::Error),
     /// The peer does not have the collection.
     #[error("the peer does not have this collection")]
     NotFound,

@@ -51,7 +51,8 @@ impl Single {
     /// Streams the one file from `conn`'s peer into `out`, in order, each
     /// 16 KiB group verified before it is written; `written` counts the bytes
     /// written so far (for a progress bar). A read that waits longer than
-    /// `stall` for data ends it with [`ShareError::Timeout`]. Refuses a
+    /// `stall` for data ends it with [`ShareError::Timeout`]; a failed write
+    /// to `out` is [`ShareError::Output`]. Refuses a
     /// collection of more than one file with [`ShareError::Input`] before
     /// asking for any data. Flushes `out` at the end.
     pub async fn write_to<W: AsyncWrite + Unpin>(
@@ -94,12 +95,12 @@ impl Single {
                     }
                     at += len;
                 }
-                out.write_all(&buf).await?;
+                out.write_all(&buf).await.map_err(ShareError::Output)?;
                 written.fetch_add(buf.len() as u64, Ordering::Relaxed);
                 g = last;
             }
         }
-        out.flush().await?;
+        out.flush().await.map_err(ShareError::Output)?;
         Ok(written.load(Ordering::Relaxed))
     }
 }
