@@ -50,7 +50,8 @@ const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
         peerpipe connect DEVICE_ID --identity /tmp/b < in.bin\n\n\
         Files to anyone, with a one-time code (no token needed):\n  \
         peerpipe send ./photos                             # prints a code like 7-amber-falcon\n  \
-        peerpipe receive 7-amber-falcon -o ./inbox         # on the other device"
+        peerpipe receive 7-amber-falcon -o ./inbox         # on the other device\n\n\
+        Shell completions: peerpipe completions bash|zsh|fish|elvish|powershell"
 )]
 struct Cli {
     /// More diagnostics on stderr (-v: debug, -vv: trace).
@@ -108,6 +109,20 @@ enum Command {
     /// Fetch a ticket's files from every online device of this user that holds
     /// them (verified, resumable); devices fetching the same ticket trade parts.
     Get(GetArgs),
+    /// Print a shell completion script on stdout.
+    #[command(after_help = "Install, for example:\n  \
+        bash: peerpipe completions bash > ~/.local/share/bash-completion/completions/peerpipe\n  \
+        zsh:  peerpipe completions zsh > ~/.zfunc/_peerpipe   (with fpath+=~/.zfunc before compinit)\n  \
+        fish: peerpipe completions fish > ~/.config/fish/completions/peerpipe.fish\n  \
+        elvish: peerpipe completions elvish >> ~/.config/elvish/rc.elv\n  \
+        powershell: peerpipe completions powershell >> $PROFILE")]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    shell: clap_complete::Shell,
 }
 
 /// Options of `send` and `receive`.
@@ -445,7 +460,20 @@ async fn run(command: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Receive(args) => transfer::receive(&args, quiet).await,
         Command::Share(args) => transfer::share(&args, quiet).await,
         Command::Get(args) => transfer::get(&args, quiet).await,
+        Command::Completions(args) => completions(args.shell),
     }
+}
+
+/// Writes the completion script for `shell` to stdout.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use std::io::Write as _;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "peerpipe", &mut script);
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&script)?;
+    stdout.flush()?;
+    Ok(())
 }
 
 fn init_tracing(verbose: u8, quiet: bool) {
