@@ -138,6 +138,13 @@ export class Node extends EventTarget {
    * `Malformed`, `NotFound` (no such code, or already used), `WrongCode`
    * (the words differ; the code is used up), `TimedOut`, `PeerGone`. */
   claimCode(code: string): Promise<Connection>;
+  /** Claims the one-time code of a sender of files (the CLI's `peerpipe
+   * send`) and settles once its list of files arrived, verified against
+   * the hash the sender named. Fails as `claimCode`, or with
+   * `SenderStopped` (its reason in the message), `NotSending` (the code's
+   * device sends no files), `Corrupt`, `Collection` (an unsafe or malformed
+   * list), `TooLarge` (more than 64 GiB), `TimedOut`. */
+  receiveCode(code: string): Promise<Receive>;
   shutdown(): void;
   addEventListener<K extends keyof NodeEvents>(
     type: K,
@@ -158,6 +165,92 @@ export class CodeOffer {
   accept(): Promise<Connection>;
   /** Withdraws the code. */
   cancel(): void;
+}
+
+/** One offered file. */
+export interface OfferedFile {
+  /** Relative, `/`-separated, checked: no `..`, `.`, empty or absolute part. */
+  path: string;
+  size: number;
+}
+
+/** Where one file is written: a WHATWG `WritableStream` (written in order
+ * from the start, every write awaited), or an object whose methods may
+ * return promises, each awaited before the next call. `write` gets a fresh
+ * `Uint8Array` of verified bytes (at most 1 MiB) that the sink may keep. */
+export type FileSink =
+  | WritableStream<Uint8Array>
+  | {
+      write(bytes: Uint8Array): unknown;
+      close(): unknown;
+      /** The file will not be complete: the receive failed or was cancelled. */
+      abort?(reason: PeerpipeError): unknown;
+    };
+
+/** Where a receive writes: `open` is called for every file in order (for
+ * files with the same contents, and empty files, together), the previous
+ * one closed first except for those. */
+export interface ReceiveSink {
+  open(path: string, size: number): FileSink | Promise<FileSink>;
+}
+
+export interface ReceiveProgressEvent extends Event {
+  /** Bytes verified and written, of all files. */
+  bytes: number;
+  /** Bytes verified, some perhaps not written yet. */
+  verified: number;
+  total: number;
+  /** The file being written, and its bytes written. */
+  path: string;
+  fileBytes: number;
+  fileSize: number;
+}
+export interface ReceiveFileEvent extends Event {
+  /** A file written in full and closed. */
+  path: string;
+  size: number;
+}
+interface ReceiveEvents {
+  progress: ReceiveProgressEvent;
+  file: ReceiveFileEvent;
+}
+
+export interface ReceiveReport {
+  bytes: number;
+  files: number;
+  seconds: number;
+}
+
+/** Files a sender offers over a one-time code (from `Node.receiveCode`).
+ * Nothing is fetched or written before `accept`. Memory stays bounded
+ * whatever the size: at most 8 MiB requested and 8 MiB verified waiting
+ * for the sink. */
+export class Receive extends EventTarget {
+  readonly files: readonly OfferedFile[];
+  readonly total: number;
+  /** The collection's BLAKE3 hash, hex. */
+  readonly hash: string;
+  readonly peer: PeerInfo;
+  readonly path: Path;
+  /** Fetches the files, verifies every 16 KiB group in WebAssembly before
+   * it is handed to the sink, writes them in order and tells the sender
+   * (whose `peerpipe send` then exits 0). Fails with `Corrupt` (nothing
+   * unverified was written; the sink's file is aborted), `Protocol`,
+   * `NotHeld`, `Sink` (the sink threw: `cause` holds what it threw),
+   * `Cancelled`, `TimedOut` (no data for a minute), `Busy` (accepted or
+   * declined already), or how the connection ended (`PeerClosed`,
+   * `PeerDisconnected`, ...). */
+  accept(sink: ReceiveSink): Promise<ReceiveReport>;
+  /** Refuses: the sender is told (its `peerpipe send` exits non-zero,
+   * saying the receiver declined). */
+  decline(): Promise<void>;
+  /** Stops the receive (as `decline` before `accept`). */
+  cancel(): void;
+  addEventListener<K extends keyof ReceiveEvents>(
+    type: K,
+    listener: (event: ReceiveEvents[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
 }
 
 /** Bytes of memory the WebAssembly core holds (0 before it loaded). */

@@ -1,6 +1,6 @@
 // peerpipe for browsers and Node.js 20+: a thin JavaScript layer (events,
 // WHATWG streams, the device key) over the Rust core in WebAssembly.
-import init, { WasmNode } from "./pkg/peerpipe_web.js";
+import init, { WasmNode, WasmReceive } from "./pkg/peerpipe_web.js";
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node;
 let loading;
@@ -271,8 +271,83 @@ export class Node extends EventTarget {
   /** Claims a one-time code and connects to the device that offered it; the
    * key agreed from the code is bound into the end-to-end handshake. */
   async claimCode(code) { return this.#watch(new Connection(await this.#raw.claimCode(code))); }
+  /** Claims a one-time code of a sender of files (`peerpipe send`) and
+   * settles with a `Receive` once its list of files arrived, verified: see
+   * `Receive.accept` to fetch them, `Receive.decline` to refuse. */
+  async receiveCode(code) {
+    const conn = await this.#raw.claimCode(code);
+    return new Receive(await WasmReceive.start(conn));
+  }
   /** Ends every connection and the link to the server. */
   shutdown() { this.#raw.shutdown(); }
+}
+
+/** A file sink the receive writes through: `sink.open(path, size)` gave
+ * a WHATWG `WritableStream` (written in order, each write awaited) or an
+ * object with `write(bytes)`, `close()` and optionally `abort(reason)`. */
+function fileSink(handle, path) {
+  if (handle && typeof handle.getWriter === "function") {
+    const writer = handle.getWriter();
+    return {
+      write: (bytes) => writer.write(bytes),
+      close: () => writer.close(),
+      abort: (reason) => writer.abort(reason),
+    };
+  }
+  if (handle && typeof handle.write === "function") {
+    return {
+      write: (bytes) => handle.write(bytes),
+      close: () => handle.close?.(),
+      abort: (reason) => handle.abort?.(reason),
+    };
+  }
+  throw Object.assign(new TypeError(`sink.open("${path}") gave neither a WritableStream nor { write, close }`), {
+    code: "Sink",
+  });
+}
+
+/** Files offered over a one-time code (from `Node.receiveCode`). Events
+ * during `accept`: `progress` (`bytes` verified and written, `verified`,
+ * `total`, `path`, `fileBytes`, `fileSize`), `file` (`path`, `size`: a file
+ * written and closed). */
+export class Receive extends EventTarget {
+  #raw;
+  #files;
+
+  constructor(raw) {
+    super();
+    this.#raw = raw;
+    this.#files = Object.freeze(raw.files.map((f) => Object.freeze(f)));
+  }
+
+  /** The offered files, in order: `[{ path, size }]` (paths relative, `/`
+   * separated, checked: no `..`, no absolute path). */
+  get files() { return this.#files; }
+  /** Bytes of all files. */
+  get total() { return this.#raw.total; }
+  /** The collection's BLAKE3 hash in hex. */
+  get hash() { return this.#raw.hash; }
+  /** The sender's device: `{ id, label }`. */
+  get peer() { return this.#raw.peer; }
+  /** `"relay"` or `"webrtc"`. */
+  get path() { return this.#raw.path; }
+
+  /** Fetches the files, verifying every 16 KiB group before it is
+   * written, and writes each through `sink.open(path, size)` (see
+   * `fileSink`). Settles with `{ bytes, files, seconds }` once all are
+   * closed and the sender was told. */
+  accept(sink) {
+    if (!sink || typeof sink.open !== "function") {
+      return Promise.reject(Object.assign(new TypeError("accept(sink) needs a sink with open(path, size)"), { code: "Sink" }));
+    }
+    const open = async (path, size) => fileSink(await sink.open(path, size), path);
+    return this.#raw.accept(open, (type, detail) => this.dispatchEvent(event(type, detail)));
+  }
+  /** Refuses the files: the sender is told; settles once the connection closed. */
+  decline() { return this.#raw.decline(); }
+  /** Stops: before `accept` as `decline`; during it `accept` fails with
+   * `Cancelled`, open sinks are aborted and the sender is told. */
+  cancel() { this.#raw.cancel(); }
 }
 
 /** A one-time code this node offers (from `Node.offerCode`). */

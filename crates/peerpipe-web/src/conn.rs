@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::{Rc, Weak};
+use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 use js_sys::Function;
@@ -107,6 +108,9 @@ pub(crate) struct Conn {
     told_path: &'static str,
     /// Called once the connection ended, to forget it.
     forget: Option<Box<dyn Fn()>>,
+    /// Rust tasks waiting on the connection ([`until`]): woken after every
+    /// turn in which the session had events.
+    wakers: Vec<Waker>,
 }
 
 impl Drop for Conn {
@@ -164,6 +168,7 @@ impl Conn {
             timer_fn: None,
             told_path: "relay",
             forget: None,
+            wakers: Vec::new(),
         }));
         let weak: Weak<RefCell<Self>> = Rc::downgrade(&conn);
         let fire = Closure::<dyn FnMut()>::new(move || {
@@ -654,6 +659,7 @@ impl Conn {
 /// Runs a turn of `conn`, then tells the page what happened.
 pub(crate) fn turn(conn: &ConnRef) {
     let mut out = Vec::new();
+    let mut wake = Vec::new();
     let (handler, route, forget) = {
         let mut c = conn.borrow_mut();
         let mut full = false;
@@ -663,6 +669,9 @@ pub(crate) fn turn(conn: &ConnRef) {
             while let Some(ev) = c.session.poll_event() {
                 any = true;
                 c.event(ev, &mut out);
+            }
+            if any || c.closed.is_some() {
+                wake.append(&mut c.wakers);
             }
             any |= c.negotiate();
             if c.closing.is_some() && c.closed.is_none() && c.session.send_buffered() == 0 {
@@ -691,6 +700,9 @@ pub(crate) fn turn(conn: &ConnRef) {
     if let Some(forget) = forget {
         forget();
     }
+    for waker in wake {
+        waker.wake();
+    }
     for item in out {
         match item {
             Out::Event(kind, detail) => match &handler {
@@ -704,6 +716,88 @@ pub(crate) fn turn(conn: &ConnRef) {
                     let _ = ws.send_with_str(&ClientMessage::Close { session: *session }.encode());
                 }
             }
+        }
+    }
+}
+
+/// Waits until `ready` returns a value, trying again after every turn of
+/// `conn` in which its session had events (data, credit, a message, its end).
+/// For Rust tasks on the connection; `ready` must not call into the page.
+pub(crate) fn until<'a, T>(
+    conn: &'a ConnRef,
+    mut ready: impl FnMut(&mut Conn) -> Option<T> + 'a,
+) -> impl std::future::Future<Output = T> + 'a {
+    std::future::poll_fn(move |cx| {
+        let mut c = conn.borrow_mut();
+        match ready(&mut c) {
+            Some(v) => Poll::Ready(v),
+            None => {
+                if !c.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    c.wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    })
+}
+
+/// Rust-side stream and message calls, for tasks that drive a protocol on
+/// the connection themselves (a share download) instead of the page.
+impl Conn {
+    /// Why the connection ended, if it did.
+    fn ended(&self) -> Option<JsValue> {
+        self.closed.clone().or_else(|| self.aborted.clone())
+    }
+
+    /// The next message from the peer, taken (which confirms it), or why
+    /// there is none; `None` while nothing is there yet.
+    pub fn poll_message(&mut self) -> Option<Result<Bytes, JsValue>> {
+        if let Some(m) = self.session.recv_message() {
+            return Some(Ok(m.data));
+        }
+        self.ended().map(Err)
+    }
+
+    /// Opens a stream, or `None` while the peer's stream limit is reached.
+    pub fn poll_open(&mut self) -> Option<Result<StreamId, JsValue>> {
+        if let Some(e) = self.ended() {
+            return Some(Err(e));
+        }
+        match self.session.open_stream() {
+            Ok(id) => Some(Ok(id)),
+            Err(session::OpenError::Limit) => None,
+            Err(e) => Some(Err(js::error("Closed", &e.to_string()))),
+        }
+    }
+
+    /// Writes some of `data` to stream `id`: how much, or `None` while it
+    /// waits for credit.
+    pub fn poll_write(&mut self, id: StreamId, data: &[u8]) -> Option<Result<usize, JsValue>> {
+        if let Some(e) = self.ended() {
+            return Some(Err(e));
+        }
+        match self.session.stream(id).write(data) {
+            Ok(n) => Some(Ok(n)),
+            Err(WriteError::Blocked) => None,
+            Err(e) => Some(Err(write_error(e))),
+        }
+    }
+
+    /// Reads up to `max` bytes of stream `id` (`Ok(None)` at its end), or
+    /// `None` while nothing is buffered.
+    pub fn poll_read(
+        &mut self,
+        id: StreamId,
+        max: usize,
+    ) -> Option<Result<Option<Bytes>, JsValue>> {
+        match self.session.stream(id).read(max) {
+            Ok(chunk) => Some(Ok(chunk)),
+            Err(ReadError::Blocked) => self.ended().map(Err),
+            Err(ReadError::Reset(code)) => Some(Err(js::error(
+                "Reset",
+                &format!("the peer reset the stream with code {code}"),
+            ))),
+            Err(e) => Some(Err(js::error("Stopped", &e.to_string()))),
         }
     }
 }

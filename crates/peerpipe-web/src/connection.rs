@@ -22,6 +22,13 @@ impl From<ConnRef> for WasmConnection {
     }
 }
 
+impl WasmConnection {
+    /// The connection this handle is on.
+    pub(crate) fn conn(&self) -> &ConnRef {
+        &self.inner
+    }
+}
+
 fn stream_id(id: f64) -> StreamId {
     StreamId(id as u64)
 }

@@ -33,7 +33,9 @@ mod conn;
 mod connection;
 mod js;
 mod node;
+mod receive;
 mod rtc;
+mod task;
 
 use js_sys::{Function, Promise, Uint8Array};
 use peerpipe_proto::id::Identity;
@@ -44,6 +46,7 @@ use wasm_bindgen::prelude::*;
 pub use crate::code::WasmCodeOffer;
 pub use crate::connection::WasmConnection;
 use crate::node::NodeRef;
+pub use crate::receive::WasmReceive;
 
 /// A device's node: its link to the server. The JavaScript package wraps it
 /// as `Node`; this is the low-level handle it uses.

@@ -79,6 +79,29 @@ export function deviceId(identity) {
   return execFileSync(cli, ["id", "--identity", identity]).toString().trim();
 }
 
+/** `peerpipe send PATH...` as user `token`'s device: `code` resolves with
+ * the code it prints, `done` with its exit `{ code, stderr }`. */
+export function nativeSend(server, token, ...paths) {
+  const child = spawn(cli, ["send", ...paths, "--server", server.url, "--token", token], { stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr.on("data", (d) => (err += d));
+  const done = new Promise((resolve) => child.on("exit", (code) => resolve({ code, stderr: err })));
+  const code = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no code within 20 s; stderr: ${err}`)), 20_000);
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+      const line = out.split("\n").find((l) => /^[0-9]+-[a-z]+-[a-z]+$/.test(l.trim()));
+      if (line) {
+        clearTimeout(timer);
+        resolve(line.trim());
+      }
+    });
+    child.on("exit", (c) => reject(new Error(`send exited with ${c} before a code; stderr: ${err}`)));
+  });
+  return { child, code, done };
+}
+
 /** Runs the CLI with `args`; resolves `{ code, stdout, stderr }` within `ms`. */
 export function run(args, { stdin, ms = 60_000, env = {} } = {}) {
   return new Promise((resolve, reject) => {

@@ -3,12 +3,11 @@
 // unknown code is a typed error.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { Node } from "../index.js";
-import { cli, data, run, sha256, startServer } from "./harness.mjs";
+import { data, nativeSend, run, sha256, startServer } from "./harness.mjs";
 
 const MIB = 1 << 20;
 
@@ -80,28 +79,6 @@ test("a wrong, malformed, unknown or withdrawn code is a typed error", async () 
     server.close();
   }
 });
-
-/** `peerpipe send FILE`, resolving its code from stdout; `done` is its exit. */
-function nativeSend(server, token, file) {
-  const child = spawn(cli, ["send", file, "--server", server.url, "--token", token], { stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  child.stderr.on("data", (d) => (err += d));
-  const done = new Promise((resolve) => child.on("exit", (code) => resolve({ code, stderr: err })));
-  const code = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no code within 20 s; stderr: ${err}`)), 20_000);
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-      const line = out.split("\n").find((l) => /^[0-9]+-[a-z]+-[a-z]+$/.test(l.trim()));
-      if (line) {
-        clearTimeout(timer);
-        resolve(line.trim());
-      }
-    });
-    child.on("exit", (c) => reject(new Error(`send exited with ${c} before a code; stderr: ${err}`)));
-  });
-  return { child, code, done };
-}
 
 test("codes interoperate with the native CLI both ways", async () => {
   const server = await startServer();

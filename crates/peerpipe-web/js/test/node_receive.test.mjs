@@ -1,0 +1,231 @@
+// Receiving files by code in the JavaScript package: the CLI's `peerpipe
+// send` of a tree (nested folders, empty files, the same contents twice, a
+// 64 MiB file) → `Node.receiveCode` writing through a sink into a temporary
+// directory; a wrong code, a decline and a failing sink, each a typed error
+// on this side and a non-zero exit with its reason on the CLI's.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { createReadStream, mkdtempSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdir, open } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { Node, memoryBytes } from "../index.js";
+import { data, nativeSend, startServer } from "./harness.mjs";
+
+const MIB = 1 << 20;
+
+/** Every file under `root`: relative path → size. */
+function listing(root) {
+  const out = {};
+  const walk = (dir) => {
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else out[relative(root, p)] = statSync(p).size;
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** SHA-256 of a file, streamed. */
+function fileHash(path) {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    createReadStream(path)
+      .on("data", (d) => h.update(d))
+      .on("end", () => resolve(h.digest("hex")))
+      .on("error", reject);
+  });
+}
+
+/** A sink writing under `root`: a WHATWG WritableStream per file (each
+ * write awaited by the receive), or with `plain` an object with write and
+ * close. Records the most bytes any one write carried. */
+function dirSink(root, { plain = false } = {}) {
+  const seen = { opened: [], largestWrite: 0, aborted: [] };
+  return {
+    seen,
+    async open(path, size) {
+      assert.ok(!path.startsWith("/") && !path.split("/").includes(".."), path);
+      seen.opened.push([path, size]);
+      const full = join(root, path);
+      await mkdir(dirname(full), { recursive: true });
+      const fh = await open(full, "w");
+      let at = 0;
+      const write = async (bytes) => {
+        seen.largestWrite = Math.max(seen.largestWrite, bytes.length);
+        let done = 0;
+        while (done < bytes.length) {
+          const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, at + done);
+          done += bytesWritten;
+        }
+        at += bytes.length;
+      };
+      if (plain) {
+        return { write, close: () => fh.close(), abort: async () => { seen.aborted.push(path); await fh.close(); } };
+      }
+      return new WritableStream({
+        write,
+        close: () => fh.close(),
+        abort: async () => {
+          seen.aborted.push(path);
+          await fh.close();
+        },
+      });
+    },
+  };
+}
+
+/** A tree with nested folders, two empty files, two files with the same
+ * contents and one of `bigMiB` MiB; returns its root. */
+function makeTree(dir, bigMiB) {
+  const root = join(dir, "tree");
+  mkdirSync(join(root, "nested", "deeper"), { recursive: true });
+  mkdirSync(join(root, "hollow"), { recursive: true });
+  writeFileSync(join(root, "a.txt"), "hello from the CLI\n");
+  writeFileSync(join(root, "nested", "same-as-a.txt"), "hello from the CLI\n");
+  writeFileSync(join(root, "nested", "deeper", "odd.bin"), data(MIB + 7, 3));
+  writeFileSync(join(root, "nested", "empty"), "");
+  writeFileSync(join(root, "hollow", "also-empty"), "");
+  writeFileSync(join(root, "big.bin"), data(bigMiB * MIB, 9));
+  return root;
+}
+
+test("a tree sent by the CLI arrives through a sink, verified, and the sender exits 0", async () => {
+  const server = await startServer();
+  const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+  let node;
+  try {
+    const src = makeTree(dir, 64);
+    const out = join(dir, "out");
+    // Relay only: the figure printed is the relay's.
+    node = await Node.bind({ server: server.url, token: server.token("web"), label: "web", direct: false });
+    const sender = nativeSend(server, server.token("cli"), src);
+    const receive = await node.receiveCode(await sender.code);
+    // The offer: every file with its size, before anything is fetched.
+    const offered = Object.fromEntries(receive.files.map((f) => [f.path, f.size]));
+    const expected = Object.fromEntries(Object.entries(listing(src)).map(([p, n]) => [`tree/${p}`, n]));
+    assert.deepEqual(offered, expected);
+    assert.equal(receive.total, Object.values(expected).reduce((a, b) => a + b, 0));
+    assert.match(receive.hash, /^[0-9a-f]{64}$/);
+    assert.equal(receive.path, "relay");
+
+    const sink = dirSink(out);
+    const progress = [];
+    const files = [];
+    receive.addEventListener("progress", (e) => progress.push({ bytes: e.bytes, verified: e.verified, total: e.total }));
+    receive.addEventListener("file", (e) => files.push(e.path));
+    const report = await receive.accept(sink);
+    const mbps = receive.total / MIB / report.seconds;
+    console.log(`received ${(receive.total / MIB).toFixed(1)} MiB in ${report.seconds.toFixed(2)} s over the relay: ${mbps.toFixed(1)} MiB/s; wasm memory ${(memoryBytes() / MIB).toFixed(1)} MiB`);
+    assert.equal(report.files, receive.files.length);
+    assert.equal(report.bytes, receive.total);
+
+    // What landed equals the source, file by file.
+    assert.deepEqual(listing(out), expected);
+    for (const path of Object.keys(listing(src))) {
+      assert.equal(await fileHash(join(out, "tree", path)), await fileHash(join(src, path)), path);
+    }
+    assert.deepEqual(files.sort(), Object.keys(expected).sort());
+    // Progress only grows and ends at the total; the sink got bounded writes.
+    assert.ok(progress.length > 2, `${progress.length} progress events`);
+    for (let i = 1; i < progress.length; i++) assert.ok(progress[i].bytes >= progress[i - 1].bytes);
+    assert.equal(progress.at(-1).bytes, receive.total);
+    assert.ok(progress.every((p) => p.verified >= p.bytes && p.total === receive.total));
+    assert.ok(sink.seen.largestWrite <= MIB, `a write of ${sink.seen.largestWrite} bytes`);
+    // The 64 MiB file never sat in the core's memory whole.
+    assert.ok(memoryBytes() < 64 * MIB, `wasm memory grew to ${memoryBytes()} bytes`);
+
+    const sent = await sender.done;
+    assert.equal(sent.code, 0, sent.stderr);
+    assert.match(sent.stderr, /verified everything/);
+    await assert.rejects(receive.accept(sink), (e) => e.code === "Busy");
+  } finally {
+    node?.shutdown();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a wrong code is a typed error, and the sender gives up", async () => {
+  const server = await startServer();
+  const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+  let node;
+  try {
+    const file = join(dir, "file");
+    writeFileSync(file, data(MIB, 4));
+    node = await Node.bind({ server: server.url, token: server.token("web") });
+    const sender = nativeSend(server, server.token("cli"), file);
+    const [n, w1] = (await sender.code).split("-");
+    const wrong = `${n}-${w1 === "amber" ? "apple" : "amber"}-falcon`;
+    await assert.rejects(node.receiveCode(wrong), (e) => e.code === "WrongCode" && /code/i.test(e.message));
+    const sent = await sender.done;
+    assert.notEqual(sent.code, 0, sent.stderr);
+    await assert.rejects(node.receiveCode("not a code"), (e) => e.code === "Malformed");
+  } finally {
+    node?.shutdown();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a declined offer fetches nothing, and the CLI sender exits saying so", async () => {
+  const server = await startServer();
+  const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+  let node;
+  try {
+    const src = makeTree(dir, 1);
+    node = await Node.bind({ server: server.url, token: server.token("web") });
+    const sender = nativeSend(server, server.token("cli"), src);
+    const receive = await node.receiveCode(await sender.code);
+    assert.equal(receive.files.length, 6);
+    await receive.decline();
+    const sent = await sender.done;
+    assert.notEqual(sent.code, 0, sent.stderr);
+    assert.match(sent.stderr, /declined/);
+    await assert.rejects(receive.accept(dirSink(join(dir, "out"))), (e) => e.code === "Busy");
+  } finally {
+    node?.shutdown();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a sink that fails ends the receive with Sink, aborts the file, and the sender hears it ended", async () => {
+  const server = await startServer();
+  const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+  let node;
+  try {
+    const file = join(dir, "file");
+    writeFileSync(file, data(8 * MIB, 6));
+    node = await Node.bind({ server: server.url, token: server.token("web") });
+    const sender = nativeSend(server, server.token("cli"), file);
+    const receive = await node.receiveCode(await sender.code);
+    const inner = dirSink(join(dir, "out"), { plain: true });
+    let writes = 0;
+    const failing = {
+      async open(path, size) {
+        const f = await inner.open(path, size);
+        return {
+          write: async (bytes) => {
+            if (++writes === 3) throw new Error("disk full (simulated)");
+            return f.write(bytes);
+          },
+          close: () => f.close(),
+          abort: (why) => f.abort(why),
+        };
+      },
+    };
+    await assert.rejects(receive.accept(failing), (e) => e.code === "Sink" && /disk full/.test(e.message) && e.cause instanceof Error);
+    assert.deepEqual(inner.seen.aborted, ["file"]);
+    const sent = await sender.done;
+    assert.notEqual(sent.code, 0, sent.stderr);
+    assert.match(sent.stderr, /the receiver ended the transfer/);
+  } finally {
+    node?.shutdown();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
