@@ -241,6 +241,7 @@ pub(super) fn pump(state: &StateRef) {
         while let Some(r) = fetch.poll_request(now) {
             issue.push(r);
         }
+        s.requests += issue.len();
     }
     for r in issue {
         let state = Rc::clone(state);
@@ -251,8 +252,12 @@ pub(super) fn pump(state: &StateRef) {
 /// Carries out request `r` and tells the scheduler it ended.
 async fn request(state: StateRef, r: fetch::Request<u32>) {
     let result = get(&state, r).await;
-    if let Some(f) = state.borrow_mut().fetch.as_mut() {
-        f.handle_finished(r.id);
+    {
+        let mut s = state.borrow_mut();
+        s.requests -= 1;
+        if let Some(f) = s.fetch.as_mut() {
+            f.handle_finished(r.id);
+        }
     }
     if let Err(e) = result {
         fail(&state, e);

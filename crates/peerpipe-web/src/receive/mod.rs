@@ -78,6 +78,8 @@ struct State {
     ready_bytes: u64,
     /// Fresh verified bytes so far.
     verified: u64,
+    /// Requests whose streams are still open.
+    requests: usize,
     /// Why the receive failed, once it did.
     failed: Option<JsValue>,
     wakers: Wakers,
@@ -206,6 +208,7 @@ async fn offer(conn: &ConnRef) -> Result<State, JsValue> {
         ready: BTreeMap::new(),
         ready_bytes: 0,
         verified: 0,
+        requests: 0,
         failed: None,
         wakers: Wakers::default(),
     })
@@ -354,6 +357,17 @@ async fn run(state: &StateRef, open: &Function, on_event: &Function) -> Result<J
     let started = js_sys::Date::now();
     fetching::begin(state);
     writing::write_files(state, open, on_event).await?;
+    // Every file is written; the answers still open must end as they should
+    // (a sender that sends more than asked broke the protocol).
+    let settled = wait(state, |s| {
+        if let Some(e) = &s.failed {
+            return Some(Err(e.clone()));
+        }
+        (s.requests == 0).then_some(Ok(()))
+    });
+    if let Some(Err(e)) = task::timeout(GOODBYE_MS, settled).await {
+        return Err(e);
+    }
     let conn = state.borrow().conn.clone();
     // Everything is verified and written: a sender that went away just now
     // does not make that a failure.
