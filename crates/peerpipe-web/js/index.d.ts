@@ -253,6 +253,12 @@ export class Receive extends EventTarget {
   ): void;
 }
 
+/** A sink writing into a browser directory (OPFS's
+ * `navigator.storage.getDirectory()`, or `showDirectoryPicker()`'s): folders
+ * made as needed, each file through `createWritable()`, so a failed or
+ * cancelled receive leaves no partial file. */
+export function directorySink(dir: FileSystemDirectoryHandle): ReceiveSink;
+
 /** Bytes of memory the WebAssembly core holds (0 before it loaded). */
 export function memoryBytes(): number;
 

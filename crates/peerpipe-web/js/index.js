@@ -306,6 +306,33 @@ function fileSink(handle, path) {
   });
 }
 
+/** A receive sink (for `Receive.accept`) writing into a browser directory:
+ * the Origin Private File System (`await navigator.storage.getDirectory()`)
+ * or a folder the user picked (`showDirectoryPicker()`). Folders are made as
+ * needed; each file goes through `createWritable()`, whose data the browser
+ * keeps aside until `close()`, so a receive that fails or is cancelled
+ * leaves no partial file (the file's entry is removed too). */
+export function directorySink(dir) {
+  return {
+    async open(path) {
+      const parts = path.split("/");
+      const name = parts.pop();
+      let parent = dir;
+      for (const part of parts) parent = await parent.getDirectoryHandle(part, { create: true });
+      const file = await parent.getFileHandle(name, { create: true });
+      const writer = (await file.createWritable()).getWriter();
+      return {
+        write: (bytes) => writer.write(bytes),
+        close: () => writer.close(),
+        abort: async (reason) => {
+          await writer.abort(reason).catch(() => {});
+          await parent.removeEntry(name).catch(() => {});
+        },
+      };
+    },
+  };
+}
+
 /** Files offered over a one-time code (from `Node.receiveCode`). Events
  * during `accept`: `progress` (`bytes` verified and written, `verified`,
  * `total`, `path`, `fileBytes`, `fileSize`), `file` (`path`, `size`: a file

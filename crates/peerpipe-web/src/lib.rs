@@ -17,7 +17,10 @@
 //! allows, driven by the same negotiator as natively
 //! ([`peerpipe_proto::direct::negotiator`]). The node reconnects to the server
 //! with backoff and routes its connections again; one-time codes
-//! ([`WasmCodeOffer`], [`WasmNode::claim_code`]) connect devices of two users.
+//! ([`WasmCodeOffer`], [`WasmNode::claim_code`]) connect devices of two users,
+//! and [`WasmReceive`] receives the files a `peerpipe send` offers on such a
+//! code, verified in 16 KiB groups ([`peerpipe_share`]) before the page's
+//! sink gets them.
 //!
 //! Natively the crate compiles too (for `cargo test` and docs), though its
 //! functions need a JavaScript host to run:

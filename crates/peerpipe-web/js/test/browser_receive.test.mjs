@@ -34,23 +34,19 @@ test("a page receives a tree from the CLI by code into OPFS", async () => {
         const { Node } = await import("/index.js");
         const { sha256hex } = await import("/test/shared.mjs");
         const node = await Node.bind({ server, token, label: "chromium", direct: false });
+        window.node = node;
         const receive = await node.receiveCode(code);
+        const { directorySink } = await import("/index.js");
         const opfs = await navigator.storage.getDirectory();
+        const inbox = await opfs.getDirectoryHandle("inbox", { create: true });
         const dirOf = async (parts) => {
-          let d = opfs;
-          for (const p of parts) d = await d.getDirectoryHandle(p, { create: true });
+          let d = inbox;
+          for (const p of parts) d = await d.getDirectoryHandle(p);
           return d;
         };
         let events = 0;
         receive.addEventListener("progress", () => events++);
-        const report = await receive.accept({
-          async open(path) {
-            const parts = path.split("/");
-            const name = parts.pop();
-            const file = await (await dirOf(parts)).getFileHandle(name, { create: true });
-            return file.createWritable();
-          },
-        });
+        const report = await receive.accept(directorySink(inbox));
         const hashes = {};
         for (const { path } of receive.files) {
           const parts = path.split("/");
@@ -58,7 +54,6 @@ test("a page receives a tree from the CLI by code into OPFS", async () => {
           const file = await (await (await dirOf(parts)).getFileHandle(name)).getFile();
           hashes[path] = { size: file.size, hash: await sha256hex(await file.arrayBuffer()) };
         }
-        node.shutdown();
         return { hashes, report, events, offered: receive.files.map((f) => f.path) };
       },
       { server: server.url, token: server.token("page"), code },
@@ -72,6 +67,24 @@ test("a page receives a tree from the CLI by code into OPFS", async () => {
     console.log(`page received ${(BIG / MIB).toFixed(0)} MiB into OPFS in ${got.report.seconds.toFixed(2)} s`);
     const sent = await sender.done;
     assert.equal(sent.code, 0, sent.stderr);
+
+    // Cancelled mid-transfer: the CLI hears it ended, and OPFS holds no part of the file.
+    const again = nativeSend(server, server.token("cli"), join(dir, "photos/2026/march/big.raw"));
+    const cancelled = await page.evaluate(async (code) => {
+      const { directorySink } = await import("/index.js");
+      const receive = await window.node.receiveCode(code);
+      const opfs = await navigator.storage.getDirectory();
+      const later = await opfs.getDirectoryHandle("later", { create: true });
+      receive.addEventListener("progress", (e) => e.bytes > 0 && receive.cancel());
+      const error = await receive.accept(directorySink(later)).then(() => null, (e) => e.code);
+      const left = [];
+      for await (const name of later.keys()) left.push(name);
+      return { error, left };
+    }, await again.code);
+    assert.deepEqual(cancelled, { error: "Cancelled", left: [] });
+    const stopped = await again.done;
+    assert.notEqual(stopped.code, 0, stopped.stderr);
+    assert.match(stopped.stderr, /the receiver ended the transfer/);
   } finally {
     await browser.close();
     site.close();

@@ -149,6 +149,49 @@ test("a tree sent by the CLI arrives through a sink, verified, and the sender ex
   }
 });
 
+test("a slow sink holds the transfer back: verified bytes waiting for it stay bounded", async () => {
+  const server = await startServer();
+  const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+  let node;
+  try {
+    const file = join(dir, "file");
+    writeFileSync(file, data(48 * MIB, 8));
+    node = await Node.bind({ server: server.url, token: server.token("web"), direct: false });
+    const sender = nativeSend(server, server.token("cli"), file);
+    const receive = await node.receiveCode(await sender.code);
+    const inner = dirSink(join(dir, "out"), { plain: true });
+    // Every write takes 25 ms: about 40 MiB/s at most, slower than the relay.
+    const slow = {
+      async open(path, size) {
+        const f = await inner.open(path, size);
+        return {
+          write: async (bytes) => {
+            await new Promise((r) => setTimeout(r, 25));
+            return f.write(bytes);
+          },
+          close: () => f.close(),
+        };
+      },
+    };
+    let ahead = 0;
+    receive.addEventListener("progress", (e) => (ahead = Math.max(ahead, e.verified - e.bytes)));
+    await receive.accept(slow);
+    // 8 MiB may wait for the sink and 8 MiB more be on its way (the bounds
+    // of the receive), plus the write in progress.
+    assert.ok(ahead > 0, "the fetching ran ahead of the sink");
+    assert.ok(ahead <= 17 * MIB, `${(ahead / MIB).toFixed(1)} MiB verified ahead of the sink`);
+    assert.ok(memoryBytes() < 48 * MIB, `wasm memory grew to ${memoryBytes()} bytes`);
+    assert.equal(await fileHash(join(dir, "out", "file")), await fileHash(file));
+    const sent = await sender.done;
+    assert.equal(sent.code, 0, sent.stderr);
+    console.log(`slow sink: at most ${(ahead / MIB).toFixed(1)} MiB verified ahead of it`);
+  } finally {
+    node?.shutdown();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("a wrong code is a typed error, and the sender gives up", async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
