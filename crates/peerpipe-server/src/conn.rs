@@ -25,13 +25,13 @@ use peerpipe_proto::signal::{
     ClientMessage, ErrorCode, Limits, NONCE_LEN, ServerMessage, SessionId, hello_payload,
 };
 use peerpipe_proto::token::{self, TokenError};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument as _;
 
-use crate::hub::{Data, Fatal, Handle, Hub, Member, Outbox, RelayQueue};
+use crate::hub::{ControlQueue, Data, Fatal, Handle, Hub, Member, Outbox, RelayQueue};
 use crate::limit::TokenBucket;
 use crate::upgrade::Socket;
 
@@ -55,10 +55,14 @@ impl Drop for ConnGuard {
     }
 }
 
-/// Serves one upgraded WebSocket until it closes.
+/// Serves one upgraded WebSocket, split into its halves, until it closes.
+///
+/// It takes the halves rather than the socket: a socket moved into a future stays
+/// in its state for the whole connection, and these futures live as long as an
+/// idle device.
 pub(crate) async fn run(
     hub: Arc<Hub>,
-    socket: Socket,
+    (sink, stream): (Sink, SplitStream<Socket>),
     shutdown: watch::Receiver<bool>,
     idle: Arc<tokio::sync::Notify>,
     ip: IpAddr,
@@ -67,7 +71,7 @@ pub(crate) async fn run(
     let span = tracing::info_span!("conn", id = conn, device = tracing::field::Empty);
     hub.metrics.connection_opened();
     let _guard = ConnGuard(hub.clone(), idle);
-    serve(hub, conn, socket, shutdown, ip)
+    serve(hub, conn, sink, stream, shutdown, ip)
         .instrument(span)
         .await;
 }
@@ -75,12 +79,12 @@ pub(crate) async fn run(
 async fn serve(
     hub: Arc<Hub>,
     conn: u64,
-    socket: Socket,
+    sink: Sink,
+    mut stream: SplitStream<Socket>,
     shutdown: watch::Receiver<bool>,
     ip: IpAddr,
 ) {
-    let (sink, mut stream) = socket.split();
-    let (ctrl_tx, ctrl_rx) = mpsc::channel(CONTROL_QUEUE);
+    let ctrl = Arc::new(ControlQueue::new(CONTROL_QUEUE));
     let relay = Arc::new(RelayQueue::new(
         hub.config.relay_session_queue,
         hub.config.relay_connection_queue,
@@ -93,13 +97,13 @@ async fn serve(
     ));
     let handle = Handle {
         conn,
-        ctrl: ctrl_tx,
+        ctrl: ctrl.clone(),
         relay: relay.clone(),
         presence: presence.clone(),
         kill: Arc::new(kill_tx),
     };
     let queues = Queues {
-        ctrl: ctrl_rx,
+        ctrl,
         presence,
         relay,
     };
@@ -146,8 +150,9 @@ async fn serve(
         }
     };
     let _ = timeout(CLOSE_GRACE, futures_util::future::join(writer, drain)).await;
-    // Frames still arriving for this connection's sessions are dropped.
+    // Frames still arriving for this connection are dropped.
     handle.relay.close();
+    handle.ctrl.close();
 }
 
 /// What ends a connection from the outside: a kill (replaced, slow consumer) or
@@ -388,9 +393,15 @@ async fn read_loop(
                         ),
                     ));
                 }
-                if let Some(fatal) = forward(hub, me, frame, &mut relay, &mut refused, stop).await {
-                    return Some(fatal);
+                // Every binary frame counts toward the relay rate, a refused one too.
+                if let Some(wait) = relay.take_shaped(Instant::now()) {
+                    tokio::select! {
+                        biased;
+                        f = stop.wait() => return Some(f),
+                        _ = sleep(wait) => {}
+                    }
                 }
+                forward(hub, me, frame, &mut refused);
             }
             Message::Close(_) => return None,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
@@ -398,17 +409,11 @@ async fn read_loop(
     }
 }
 
-/// Forwards one relay frame, waiting only for this connection's relay rate:
-/// never for the receiver. A frame that does not fit the receiver's queue for
-/// its session ends that session (and only it).
-async fn forward(
-    hub: &Arc<Hub>,
-    me: &Member,
-    frame: Bytes,
-    relay: &mut TokenBucket,
-    refused: &mut Option<SessionId>,
-    stop: &mut Stop,
-) -> Option<Fatal> {
+/// Forwards one relay frame without waiting: never for the receiver. A frame
+/// that does not fit the receiver's queue for its session ends that session
+/// (and only it). Not `async`, so that its state is no part of the reader's,
+/// which lives as long as the connection.
+fn forward(hub: &Arc<Hub>, me: &Member, frame: Bytes, refused: &mut Option<SessionId>) {
     let header = match RelayHeader::peek(&frame) {
         Ok(h) => h,
         Err(e) => {
@@ -422,7 +427,7 @@ async fn forward(
                     &e.to_string(),
                 );
             }
-            return None;
+            return;
         }
     };
     let Some(to) = hub.relay_target(me.handle.conn, header.session) else {
@@ -438,25 +443,17 @@ async fn forward(
                 "no established session of this connection has this id",
             );
         }
-        return None;
+        return;
     };
     *refused = None;
-    if let Some(wait) = relay.take_shaped(Instant::now()) {
-        tokio::select! {
-            biased;
-            f = stop.wait() => return Some(f),
-            _ = sleep(wait) => {}
-        }
-    }
     let len = frame.len();
     match to.relay.push(header.session, frame) {
         Ok(()) => hub.metrics.relayed(len),
         Err(overflow) => hub.relay_overflow(me, header.session, overflow),
     }
-    None
 }
 
-type Sink = SplitSink<Socket, Message>;
+pub(crate) type Sink = SplitSink<Socket, Message>;
 
 /// Frames written per flush at most.
 const WRITE_BATCH: usize = 64;
@@ -470,7 +467,7 @@ fn data_message(item: Data) -> Message {
 
 /// What a connection's writer sends, in this order of precedence.
 struct Queues {
-    ctrl: mpsc::Receiver<String>,
+    ctrl: Arc<ControlQueue>,
     presence: Arc<Outbox>,
     relay: Arc<RelayQueue>,
 }
@@ -478,7 +475,7 @@ struct Queues {
 impl Queues {
     /// The next frame already waiting, if any.
     fn try_next(&mut self) -> Option<Message> {
-        if let Ok(text) = self.ctrl.try_recv() {
+        if let Some(text) = self.ctrl.take() {
             return Some(Message::Text(Utf8Bytes::from(text)));
         }
         if let Some(news) = self.presence.take() {
@@ -539,7 +536,10 @@ async fn write_loop(
         let msg = tokio::select! {
             biased;
             f = &mut finish => break f.ok().flatten(),
-            Some(text) = q.ctrl.recv() => Message::Text(Utf8Bytes::from(text)),
+            () = q.ctrl.ready() => match q.ctrl.take() {
+                Some(text) => Message::Text(Utf8Bytes::from(text)),
+                None => continue,
+            },
             () = q.presence.ready() => match q.presence.take() {
                 Some(news) => Message::Text(Utf8Bytes::from(news.encode())),
                 None => continue,
@@ -590,7 +590,7 @@ async fn write_loop(
             Some((code, _)) => (1008, code.as_str()),
         };
         // Control frames queued before the end still go out (data does not).
-        while let Ok(text) = q.ctrl.try_recv() {
+        while let Some(text) = q.ctrl.take() {
             sink.send(Message::Text(Utf8Bytes::from(text))).await?;
         }
         if let Some((_, text)) = &last {

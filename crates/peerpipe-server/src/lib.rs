@@ -61,6 +61,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::StreamExt as _;
 use peerpipe_proto::signal::{IceServer, MAX_ICE_SERVERS, MAX_LISTED_PEERS, MAX_TEXT_FRAME};
 use peerpipe_proto::token::MIN_SECRET_LEN;
 use tokio::net::TcpListener;
@@ -512,8 +513,8 @@ async fn signal(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let socket = upgrade::socket(upgraded, limit).await;
-                conn::run(app.hub, socket, app.shutdown, app.idle, peer.ip()).await;
+                let halves = upgrade::socket(upgraded, limit).await.split();
+                conn::run(app.hub, halves, app.shutdown, app.idle, peer.ip()).await;
             }
             Err(e) => tracing::debug!("WebSocket upgrade failed: {e}"),
         }

@@ -27,17 +27,19 @@ use peerpipe_proto::signal::{
     ClientMessage, CloseReason, ErrorCode, MAX_REASON_LEN, PeerInfo, ServerMessage, SessionId,
     truncate_utf8, valid_service,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 mod codes;
+mod control;
 mod outbox;
 mod presence;
 mod relay_queue;
 mod sessions;
 
 use self::codes::CodeEntry;
+pub(crate) use self::control::ControlQueue;
 pub(crate) use self::outbox::Outbox;
 use self::presence::Presence;
 pub(crate) use self::relay_queue::{Overflow, RelayQueue};
@@ -78,7 +80,7 @@ pub(crate) struct Handle {
     /// Unique per connection (a device that reconnects gets a new one).
     pub(crate) conn: u64,
     /// Encoded control frames; drained first by the writer.
-    pub(crate) ctrl: mpsc::Sender<String>,
+    pub(crate) ctrl: Arc<ControlQueue>,
     /// Relayed binary frames, and the ends of established sessions behind
     /// them, queued per session.
     pub(crate) relay: Arc<RelayQueue>,
@@ -189,16 +191,15 @@ impl Hub {
         if let ServerMessage::Error { code, .. } = msg {
             self.metrics.error(*code);
         }
-        match to.ctrl.try_send(msg.encode()) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match to.ctrl.push(msg.encode()) {
+            Ok(()) | Err(control::Refused::Closed) => {}
+            Err(control::Refused::Full) => {
                 tracing::debug!(conn = to.conn, "control queue full: slow consumer");
                 to.kill(Fatal::new(
                     ErrorCode::SlowConsumer,
                     "this connection did not read its control messages in time",
                 ));
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
 

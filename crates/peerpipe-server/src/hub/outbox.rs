@@ -64,7 +64,11 @@ impl Outbox {
         let mut p = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let device = p.order.pop_front()?;
         let news = p.latest.remove(&device)?;
-        if !p.order.is_empty() {
+        if p.order.is_empty() {
+            // A burst (a thousand devices of the user joining) leaves maps sized
+            // for it; an idle connection should not keep them.
+            *p = Pending::default();
+        } else {
             self.ready.notify_one();
         }
         Some(match news {
