@@ -15,7 +15,10 @@ macro_rules! say {
 mod client;
 mod demo;
 mod identity;
+mod qr;
 mod serve;
+mod space;
+mod spool;
 mod transfer;
 mod units;
 
@@ -88,17 +91,22 @@ enum Command {
     /// Send files or directories to anyone: prints a one-time code (on stdout)
     /// and waits until the receiver has verified everything.
     ///
+    /// Instead of files: a short text (--text), printed by the receiver, or
+    /// standard input (`-`), received as one file.
+    ///
     /// The code (like 7-amber-falcon) works across users and without a token:
     /// its words feed a password-authenticated key exchange through the server,
     /// so neither the server nor someone guessing can read or alter the transfer,
     /// and a wrong guess burns the code. Give it to the receiver by voice or chat.
     Send(SendArgs),
-    /// Receive what `peerpipe send` offers under CODE, verified, into a directory.
+    /// Receive what `peerpipe send` offers under CODE, verified, into a directory
+    /// (or one file to stdout with -o -; a text is always printed on stdout).
     ///
     /// First shows what is coming (how many files, their size, the first names)
     /// and, when stdin is a terminal, asks before fetching anything (--yes
     /// accepts without asking). Existing files that differ from the incoming
-    /// ones are refused before anything is fetched (--force replaces them).
+    /// ones are refused before anything is fetched (--force replaces them), and
+    /// so is an offer larger than the free space where it would be written.
     ///
     /// An interrupted receive resumes when run again with the same -o directory
     /// and a new code: what is already verified there is not fetched again.
@@ -140,19 +148,49 @@ struct CodeNetArgs {
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    peerpipe send ./photos report.pdf          # files and directories\n  \
+    peerpipe send --text 'the wifi password is hunter2'\n  \
+    pg_dump shop | peerpipe send - --name shop.sql\n  \
+    peerpipe send --qr ./video.mkv             # also a QR code of the receive command")]
 struct SendArgs {
     /// Files and directories to send (directories with everything below them).
-    #[arg(required = true)]
+    /// `-` alone reads standard input to its end and sends it as one file
+    /// named `stdin` (or --name); it is kept in a private temporary directory
+    /// (in $TMPDIR) until the send ends, so it must fit there.
+    #[arg(required_unless_present = "text", value_name = "PATH")]
     paths: Vec<PathBuf>,
+    /// Send this short text instead of files (at most 64 KiB); the receiver
+    /// prints it on its standard output and writes nothing to disk.
+    #[arg(long, value_name = "TEXT", conflicts_with_all = ["paths", "name"])]
+    text: Option<String>,
+    /// The file name the receiver gets for what `-` reads from standard input
+    /// (default: stdin).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Also show the receive command as a QR code on stderr (for a phone's
+    /// camera); the code line on stdout stays as it is.
+    #[arg(long)]
+    qr: bool,
     #[command(flatten)]
     code: CodeNetArgs,
 }
 
 #[derive(Args)]
+#[command(after_help = "Examples:\n  \
+    peerpipe receive 7-amber-falcon -o ./inbox\n  \
+    peerpipe receive                           # asks for the code\n  \
+    peerpipe receive 7-amber-falcon -o - > dump.sql   # the one file, to stdout\n  \
+    peerpipe receive 7-amber-falcon -o - | tar x      # a tar sent with: tar c DIR | peerpipe send -")]
 struct ReceiveArgs {
-    /// The code `peerpipe send` printed, e.g. 7-amber-falcon.
-    code: String,
-    /// Directory to write into (created if absent).
+    /// The code `peerpipe send` printed, e.g. 7-amber-falcon. Without it,
+    /// `receive` asks for it when stdin is a terminal (the code then stays out
+    /// of the shell's history and the process list).
+    code: Option<String>,
+    /// Directory to write into (created if absent). `-` writes the one file
+    /// offered to standard output instead, verified as it streams (an offer
+    /// of several files is declined; the sender is told). A text sent with
+    /// `send --text` is always printed on standard output.
     #[arg(short, long, default_value = ".")]
     out: PathBuf,
     /// Replace existing files that differ from the incoming ones.
@@ -438,7 +476,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, cli.quiet)) {
+    let result = runtime.block_on(run(cli.command, cli.quiet));
+    // A blocking read of a terminal or of stdin that was cut short (by Ctrl-C,
+    // say) must not keep the process from exiting.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say!("error: {e:#}");

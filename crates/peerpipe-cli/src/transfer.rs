@@ -15,13 +15,24 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use peerpipe::share::{self, Content, Download, DownloadOptions, Hash, Library, Report};
 use peerpipe::{Node, NodeEvent};
 use serde_json::json;
+use tokio::io::AsyncWriteExt as _;
 
 use crate::client::{Role, bind_net};
 use crate::identity;
+use crate::spool::Spool;
 use crate::{GetArgs, ReceiveArgs, SendArgs, ShareArgs};
 
 /// First byte of the message in which a sender names its collection.
 const ANNOUNCE: u8 = 1;
+/// First byte of the message in which a sender names a one-file collection
+/// that is a text (`send --text`): the receiver prints it, writes nothing.
+const ANNOUNCE_TEXT: u8 = 3;
+/// The largest text `send --text` takes and `receive` prints.
+const MAX_TEXT: u64 = 64 * 1024;
+/// The name of a text's one file in its collection.
+const TEXT_NAME: &str = "text";
+/// The name of what `send -` reads, without --name.
+const STDIN_NAME: &str = "stdin";
 /// The message a sender sends when the receiver arrives before hashing is done:
 /// the names follow when it is (however long that takes).
 const PREPARING: &[u8] = &[2];
@@ -93,7 +104,7 @@ fn bytes_bar(total: u64, label: &str) -> ProgressBar {
 }
 
 /// Hashes the paths into a collection, with a spinner.
-async fn hash_paths(paths: Vec<PathBuf>, out: Out) -> Result<Arc<Content>> {
+async fn hash_paths(paths: Vec<PathBuf>, out: Out, text: bool) -> Result<Arc<Content>> {
     let spinner = out
         .bars()
         .add(ProgressBar::new_spinner().with_message("hashing"));
@@ -103,11 +114,18 @@ async fn hash_paths(paths: Vec<PathBuf>, out: Out) -> Result<Arc<Content>> {
         .context("hashing")??;
     spinner.finish_and_clear();
     let collection = content.collection();
-    out.say(format_args!(
-        "{}, {} in all",
-        files(collection.entries().len()),
-        crate::demo::human(collection.total_size())
-    ));
+    if text {
+        out.say(format_args!(
+            "a text, {}",
+            crate::demo::human(collection.total_size())
+        ));
+    } else {
+        out.say(format_args!(
+            "{}, {} in all",
+            files(collection.entries().len()),
+            crate::demo::human(collection.total_size())
+        ));
+    }
     out.event(json!({
         "event": "collection",
         "hash": content.hash().to_hex(),
@@ -122,13 +140,81 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
         json: args.code.json,
         quiet,
     };
+    let stdin = args.paths.iter().any(|p| p.as_os_str() == "-");
+    if stdin && args.paths.len() > 1 {
+        bail!(
+            "`-` (standard input) is sent alone: send the other paths with another `peerpipe send`"
+        );
+    }
+    if args.name.is_some() && !stdin {
+        bail!("--name names what `-` reads from standard input: add `-`, or leave --name out");
+    }
+    // A spooled input lives until the send ends, and goes then, also when it
+    // is interrupted.
+    let spool = if let Some(text) = &args.text {
+        if text.len() as u64 > MAX_TEXT {
+            bail!(
+                "the text is {}; --text takes at most {}: send a longer one as a file \
+                 (`peerpipe send FILE`, or `peerpipe send -` to read it from standard input)",
+                crate::demo::human(text.len() as u64),
+                crate::demo::human(MAX_TEXT)
+            );
+        }
+        Some(Spool::bytes(TEXT_NAME, text.as_bytes())?)
+    } else if stdin {
+        if std::io::stdin().is_terminal() {
+            out.say("reading standard input to its end (Ctrl-D ends it)");
+        }
+        let name = args.name.clone().unwrap_or_else(|| STDIN_NAME.to_owned());
+        let reading = tokio::task::spawn_blocking(move || Spool::stdin(&name));
+        Some(until_stopped(async { reading.await.context("reading standard input")? }).await?)
+    } else {
+        None
+    };
+    let paths = match &spool {
+        Some(spool) => vec![spool.file().to_path_buf()],
+        None => args.paths.clone(),
+    };
+    let kind = if args.text.is_some() {
+        ANNOUNCE_TEXT
+    } else {
+        ANNOUNCE
+    };
+    let sending = send_paths(args, paths, kind, out);
+    if spool.is_some() {
+        until_stopped(sending).await
+    } else {
+        sending.await
+    }
+}
+
+/// Runs `work` until it ends or the process is told to stop (Ctrl-C, SIGTERM,
+/// SIGHUP): then `work` is dropped and an error returned, so that what the
+/// caller holds is cleaned up.
+async fn until_stopped<T>(work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = (
+        signal(SignalKind::terminate()).context("watching for SIGTERM")?,
+        signal(SignalKind::hangup()).context("watching for SIGHUP")?,
+    );
+    tokio::select! {
+        done = work => done,
+        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        _ = term.recv() => Err(anyhow!("terminated")),
+        _ = hup.recv() => Err(anyhow!("hung up")),
+    }
+}
+
+/// `send` of files on disk.
+async fn send_paths(args: &SendArgs, paths: Vec<PathBuf>, kind: u8, out: Out) -> Result<()> {
     // What would make the send fail is found before a code is handed out.
-    let paths = args.paths.clone();
-    tokio::task::spawn_blocking(move || Content::check_paths(&paths))
+    let checked = paths.clone();
+    tokio::task::spawn_blocking(move || Content::check_paths(&checked))
         .await
         .context("checking the files")??;
     // Hashing runs while the code is fetched and the receiver arrives.
-    let hashing = tokio::spawn(hash_paths(args.paths.clone(), out));
+    let text = kind == ANNOUNCE_TEXT;
+    let hashing = tokio::spawn(hash_paths(paths, out, text));
     let node = bind_net(
         &args.code.net,
         args.code.token.as_deref(),
@@ -139,29 +225,52 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
     // the default.
     let url = crate::client::server_url(&args.code.net.server);
     let server = (url != crate::DEFAULT_SERVER).then_some(url);
-    let result = send_on(&node, hashing, out, server).await;
+    let how = How {
+        kind,
+        server,
+        qr: args.qr,
+    };
+    let result = send_on(&node, hashing, out, how).await;
     // A clean stop sends what is still queued for the server (such as the key
     // confirmation the receiver needs to tell a wrong code from a lost sender).
     node.shutdown().await;
     result
 }
 
+/// How `send_on` offers what it sends.
+struct How {
+    /// [`ANNOUNCE`] or [`ANNOUNCE_TEXT`].
+    kind: u8,
+    /// The server to name in the receive hint (none: the default).
+    server: Option<String>,
+    /// Also show the receive command as a QR code.
+    qr: bool,
+}
+
 async fn send_on(
     node: &Node,
     hashing: tokio::task::JoinHandle<Result<Arc<Content>>>,
     out: Out,
-    server: Option<String>,
+    how: How,
 ) -> Result<()> {
     let offer = node
         .offer_code()
         .await
         .context("getting a code from the server")?;
     out.result("code", offer.code());
-    let with_server = server.map(|s| format!(" --server {s}")).unwrap_or_default();
-    out.say(format_args!(
-        "on the other device run: peerpipe receive {}{with_server}",
-        offer.code()
-    ));
+    let with_server = how
+        .server
+        .map(|s| format!(" --server {s}"))
+        .unwrap_or_default();
+    let command = format!("peerpipe receive {}{with_server}", offer.code());
+    out.say(format_args!("on the other device run: {command}"));
+    if how.qr {
+        // Asked for: shown even with -q, on stderr like all chatter.
+        match crate::qr::render(&command) {
+            Ok(lines) => say!("{}", lines.join("\n")),
+            Err(e) => say!("no QR code: {e:#}"),
+        }
+    }
     // A hashing failure ends the command at once, receiver or not.
     let mut hashing = hashing;
     let mut hashed = None;
@@ -196,7 +305,7 @@ async fn send_on(
     };
     let library = Library::new();
     library.add(content.clone());
-    let mut announce = vec![ANNOUNCE];
+    let mut announce = vec![how.kind];
     announce.extend_from_slice(content.hash().as_bytes());
     conn.send(Bytes::from(announce))
         .await
@@ -258,8 +367,15 @@ pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
         json: args.net.json,
         quiet,
     };
+    let to_stdout = args.out.as_os_str() == "-";
     // Before the code is used up: a code is good for one try.
-    if let Ok(meta) = std::fs::metadata(&args.out)
+    if to_stdout && args.net.json {
+        bail!(
+            "-o - writes the file to stdout, and so does --json with its events: leave one out; the code is not used up"
+        );
+    }
+    if !to_stdout
+        && let Ok(meta) = std::fs::metadata(&args.out)
         && !meta.is_dir()
     {
         bail!(
@@ -267,23 +383,132 @@ pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
             args.out.display()
         );
     }
+    let code = match &args.code {
+        Some(code) => code.clone(),
+        None => ask_code().await?,
+    };
     let node = bind_net(
         &args.net.net,
         args.net.token.as_deref(),
         identity::short_lived(),
     )
     .await?;
-    let result = receive_on(&node, args, out).await;
+    let result = receive_on(&node, &code, args, out).await;
     node.shutdown().await;
     result
 }
 
-async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
-    let conn = node
-        .claim_code(&args.code)
-        .await
-        .context("using the code")?;
-    let hash = announced(&conn, args.net.net.timeout, out).await?;
+/// Asks for the code on the terminal (`Code: ` on stderr); without a terminal
+/// an error that says to pass it.
+async fn ask_code() -> Result<String> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "no code given: pass the code `peerpipe send` printed, as in `peerpipe receive 7-amber-falcon` \
+             (receive asks for it only when stdin is a terminal)"
+        );
+    }
+    let line = tokio::task::spawn_blocking(|| {
+        use std::io::Write as _;
+        let mut err = std::io::stderr();
+        let _ = write!(err, "Code: ");
+        let _ = err.flush();
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).map(|_| line)
+    })
+    .await
+    .context("asking for the code")?
+    .context("reading the code")?;
+    let code = line.trim();
+    if code.is_empty() {
+        bail!("no code typed: type the code `peerpipe send` printed, like 7-amber-falcon");
+    }
+    Ok(code.to_owned())
+}
+
+/// What a sender announced.
+enum Offer {
+    /// A collection of files.
+    Files(Hash),
+    /// A text (`send --text`): a one-file collection to print.
+    Text(Hash),
+}
+
+async fn receive_on(node: &Node, code: &str, args: &ReceiveArgs, out: Out) -> Result<()> {
+    let conn = node.claim_code(code).await.context("using the code")?;
+    // Only files received into a directory leave verified parts to resume from.
+    let mut resumable = false;
+    let outcome = match announced(&conn, args.net.net.timeout, out).await? {
+        Offer::Text(hash) => receive_text(&conn, hash, args.net.net.timeout, out).await,
+        Offer::Files(hash) if args.out.as_os_str() == "-" => {
+            receive_stdout(&conn, hash, args, out).await
+        }
+        Offer::Files(hash) => {
+            resumable = true;
+            receive_files(&conn, hash, args, out).await
+        }
+    };
+    match outcome {
+        Ok(finished) => {
+            // Everything is written out and verified: a sender that went
+            // away just now does not make that a failure.
+            if let Err(e) = conn.send_confirmed(Bytes::from_static(DONE)).await {
+                tracing::warn!("could not tell the sender that everything arrived: {e}");
+            }
+            conn.close().await;
+            finished(out);
+            Ok(())
+        }
+        Err(e) => {
+            // Tell the sender why, so it does not wait for a receiver that is gone.
+            let mut why = FAILED.to_vec();
+            why.extend_from_slice(reason_for_sender(&e).as_bytes());
+            let _ = conn.send(Bytes::from(why)).await;
+            conn.close().await;
+            Err(explain(e, args, resumable))
+        }
+    }
+}
+
+/// What a successful receive says once the sender was told.
+type Finished = Box<dyn FnOnce(Out) + Send>;
+
+/// The receiver's own words for why a receive failed.
+fn explain(e: anyhow::Error, args: &ReceiveArgs, resumable: bool) -> anyhow::Error {
+    if e.is::<Declined>() || e.is::<NoSpace>() || e.is::<NotOne>() {
+        return e;
+    }
+    if let Some(share::ShareError::Exists(path)) = e.downcast_ref::<share::ShareError>() {
+        return anyhow!(
+            "{} exists and differs from the incoming file; nothing was fetched. \
+             Receive into another directory (-o DIR), remove or rename that \
+             file, or replace it with --force; the sender needs to send again (a code \
+             is good for one try)",
+            path.display()
+        );
+    }
+    if !resumable {
+        return e;
+    }
+    if !matches!(
+        e.downcast_ref::<share::ShareError>(),
+        Some(share::ShareError::UnsafeTarget(..) | share::ShareError::Input(_))
+    ) {
+        return e.context(format!(
+            "interrupted; what arrived verified stays in {0}: to fetch only the rest, \
+             ask the sender for a new code and run `peerpipe receive NEW_CODE -o {0}`",
+            args.out.display()
+        ));
+    }
+    e
+}
+
+/// Receives a collection into the `-o` directory.
+async fn receive_files(
+    conn: &peerpipe::Connection,
+    hash: Hash,
+    args: &ReceiveArgs,
+    out: Out,
+) -> Result<Finished> {
     let mut options = DownloadOptions::new(args.out.clone());
     options.force = args.force;
     options.cursor = Some(0);
@@ -294,60 +519,180 @@ async fn receive_on(node: &Node, args: &ReceiveArgs, out: Out) -> Result<()> {
     options.confirm = true;
     let download = Download::start(hash, options, Library::new());
     download.add_source(conn.clone());
-    let accepted = match download.offered().await {
-        Some(collection) => accept(&collection, args, out).await,
-        // The download ended before it knew what is coming: `follow` says why.
-        None => Ok(()),
-    };
-    let outcome = match accepted {
-        Ok(()) => {
-            download.proceed();
-            follow(&download, out).await
-        }
-        Err(e) => Err(e),
-    };
-    let report = match outcome {
-        Ok(report) => report,
-        Err(e) => {
-            // Tell the sender why, so it does not wait for a receiver that is gone.
-            let mut why = FAILED.to_vec();
-            why.extend_from_slice(reason_for_sender(&e).as_bytes());
-            let _ = conn.send(Bytes::from(why)).await;
-            conn.close().await;
-            if e.is::<Declined>() {
-                return Err(e);
-            }
-            if let Some(share::ShareError::Exists(path)) = e.downcast_ref::<share::ShareError>() {
-                bail!(
-                    "{} exists and differs from the incoming file; nothing was fetched. \
-                     Receive into another directory (-o DIR), remove or rename that \
-                     file, or replace it with --force; the sender needs to send again (a code \
-                     is good for one try)",
-                    path.display()
-                );
-            }
-            if !matches!(
-                e.downcast_ref::<share::ShareError>(),
-                Some(share::ShareError::UnsafeTarget(..) | share::ShareError::Input(_))
-            ) {
-                return Err(e.context(format!(
-                    "interrupted; what arrived verified stays in {0}: to fetch only the rest, \
-                     ask the sender for a new code and run `peerpipe receive NEW_CODE -o {0}`",
-                    args.out.display()
-                )));
-            }
-            return Err(e);
-        }
-    };
-    // Everything is on disk and verified: a sender that went away just now
-    // does not make that a failure.
-    if let Err(e) = conn.send_confirmed(Bytes::from_static(DONE)).await {
-        tracing::warn!("could not tell the sender that everything arrived: {e}");
+    // `None`: the download ended before it knew what is coming; `follow` says why.
+    if let Some(collection) = download.offered().await {
+        check_space(&args.out, download.to_write().unwrap_or(0))?;
+        accept(&collection, args, out).await?;
     }
-    conn.close().await;
-    finish_report(&report, out);
-    Ok(())
+    download.proceed();
+    let report = follow(&download, out).await?;
+    Ok(Box::new(move |out| finish_report(&report, out)))
 }
+
+/// Receives the one file offered onto stdout (`-o -`).
+async fn receive_stdout(
+    conn: &peerpipe::Connection,
+    hash: Hash,
+    args: &ReceiveArgs,
+    out: Out,
+) -> Result<Finished> {
+    let single = share::Single::fetch(conn, hash, args.net.net.timeout).await?;
+    let collection = single.collection();
+    let count = collection.entries().len();
+    if count != 1 {
+        return Err(NotOne(count).into());
+    }
+    accept(collection, args, out).await?;
+    let total = collection.total_size();
+    let bar = out.bars().add(bytes_bar(total, "receiving"));
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let ticker = {
+        let (bar, written) = (bar.clone(), written.clone());
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(written.load(std::sync::atomic::Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut stdout = tokio::io::stdout();
+    let result = single
+        .write_to(conn, &mut stdout, &written, STALL)
+        .await
+        .map_err(|e| match e {
+            share::ShareError::Output(io) => anyhow::Error::new(io).context("writing to stdout"),
+            e => e.into(),
+        });
+    ticker.abort();
+    bar.finish_and_clear();
+    let bytes = result?;
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Box::new(move |out| {
+        out.say(format_args!(
+            "received {} to stdout in {secs:.1} s, verified",
+            crate::demo::human(bytes)
+        ));
+    }))
+}
+
+/// How long `-o -` and a text wait for the next bytes from the sender.
+const STALL: Duration = Duration::from_secs(30);
+
+/// Receives a text and prints it on stdout (with `--json` as a `text` event);
+/// nothing is written to disk.
+async fn receive_text(
+    conn: &peerpipe::Connection,
+    hash: Hash,
+    limit: Duration,
+    out: Out,
+) -> Result<Finished> {
+    let single = share::Single::fetch(conn, hash, limit).await?;
+    let collection = single.collection();
+    if collection.entries().len() != 1 || collection.total_size() > MAX_TEXT {
+        return Err(share::ShareError::Protocol("a text offer that is not one short text").into());
+    }
+    let mut text = Vec::with_capacity(collection.total_size() as usize);
+    let written = std::sync::atomic::AtomicU64::new(0);
+    single.write_to(conn, &mut text, &written, STALL).await?;
+    // Printed before the sender hears that it arrived.
+    if out.json {
+        out.event(json!({ "event": "text", "text": String::from_utf8_lossy(&text) }));
+        return Ok(Box::new(|_| {}));
+    }
+    let mut text = printable(text, std::io::stdout().is_terminal());
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        text.push(b'\n');
+    }
+    let mut stdout = tokio::io::stdout();
+    stdout
+        .write_all(&text)
+        .await
+        .context("writing the text to stdout")?;
+    stdout.flush().await.context("writing the text to stdout")?;
+    Ok(Box::new(|_| {}))
+}
+
+/// A received text as it is printed: on a terminal, control characters
+/// (escape sequences a sender could hide in it) are shown as U+FFFD, line
+/// breaks and tabs kept.
+fn printable(text: Vec<u8>, terminal: bool) -> Vec<u8> {
+    if !terminal {
+        return text;
+    }
+    String::from_utf8_lossy(&text)
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Refuses a download that does not fit on the filesystem of `dir`.
+fn check_space(dir: &std::path::Path, needed: u64) -> Result<()> {
+    if needed == 0 {
+        return Ok(());
+    }
+    match crate::space::available(dir) {
+        Some((free, at)) if free < needed => Err(NoSpace {
+            needed,
+            free,
+            at: at.display().to_string(),
+        }
+        .into()),
+        Some(_) => Ok(()),
+        None => {
+            tracing::debug!("cannot tell the free space for {}", dir.display());
+            Ok(())
+        }
+    }
+}
+
+/// What is offered does not fit on the receiver's disk.
+#[derive(Debug)]
+struct NoSpace {
+    needed: u64,
+    free: u64,
+    at: String,
+}
+
+impl std::fmt::Display for NoSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not enough free space: needs {}, {} free on {}; nothing was fetched. \
+             Make room or receive elsewhere (-o DIR); the sender needs to send again \
+             (a code is good for one try)",
+            crate::demo::human(self.needed),
+            crate::demo::human(self.free),
+            self.at
+        )
+    }
+}
+
+impl std::error::Error for NoSpace {}
+
+/// `-o -` takes one file, and the offer has another number.
+#[derive(Debug)]
+struct NotOne(usize);
+
+impl std::fmt::Display for NotOne {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the sender offers {}; -o - writes exactly one file to stdout: receive into a \
+             directory (-o DIR) instead. Declined, the sender is told (a code is good for one try)",
+            files(self.0)
+        )
+    }
+}
+
+impl std::error::Error for NotOne {}
 
 /// The user declined what the sender offers.
 #[derive(Debug)]
@@ -444,6 +789,12 @@ fn reason_for_sender(e: &anyhow::Error) -> String {
     if e.is::<Declined>() {
         return DECLINED.to_owned();
     }
+    if let Some(NotOne(n)) = e.downcast_ref::<NotOne>() {
+        return format!(
+            "the receiver takes one file only (to its standard output) and was offered {}",
+            files(*n)
+        );
+    }
     match e.downcast_ref::<share::ShareError>() {
         // The reason (a full disk, say) without the path.
         Some(share::ShareError::Io { source, .. }) => {
@@ -465,7 +816,7 @@ fn reason_for_sender(e: &anyhow::Error) -> String {
 
 /// Waits for the sender to name its collection: within `limit`, or for as long
 /// as it says it is still hashing.
-async fn announced(conn: &peerpipe::Connection, limit: Duration, out: Out) -> Result<Hash> {
+async fn announced(conn: &peerpipe::Connection, limit: Duration, out: Out) -> Result<Offer> {
     let mut spinner: Option<ProgressBar> = None;
     loop {
         let next = conn.recv();
@@ -479,13 +830,18 @@ async fn announced(conn: &peerpipe::Connection, limit: Duration, out: Out) -> Re
         .context("waiting for the sender to name the files")?
         .ok_or_else(|| anyhow!("the sender closed the connection"))?;
         match message.split_first() {
-            Some((&ANNOUNCE, rest)) if rest.len() == 32 => {
+            Some((&kind @ (ANNOUNCE | ANNOUNCE_TEXT), rest)) if rest.len() == 32 => {
                 if let Some(bar) = spinner {
                     bar.finish_and_clear();
                 }
                 let mut bytes = [0u8; 32];
                 bytes.copy_from_slice(rest);
-                return Ok(Hash::from_bytes(bytes));
+                let hash = Hash::from_bytes(bytes);
+                return Ok(if kind == ANNOUNCE_TEXT {
+                    Offer::Text(hash)
+                } else {
+                    Offer::Files(hash)
+                });
             }
             _ if message.as_ref() == PREPARING && spinner.is_none() => {
                 let bar = out.bars().add(
@@ -510,7 +866,7 @@ pub async fn share(args: &ShareArgs, quiet: bool) -> Result<()> {
         quiet,
     };
     let identity = Role::Holds("share").identity(&args.client.net)?;
-    let content = hash_paths(args.paths.clone(), out).await?;
+    let content = hash_paths(args.paths.clone(), out, false).await?;
     let library = Library::new();
     library.add(content.clone());
     let node = bind_net(&args.client.net, Some(&args.client.token), identity).await?;
@@ -771,6 +1127,15 @@ fn parse_ticket(text: &str) -> Result<Hash> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_on_a_terminal_lose_their_control_characters() {
+        assert_eq!(
+            printable(b"a\x1b[2Jb\tc\r\n".to_vec(), true),
+            "a\u{FFFD}[2Jb\tc\u{FFFD}\n".as_bytes()
+        );
+        assert_eq!(printable(b"a\x1bb".to_vec(), false), b"a\x1bb");
+    }
 
     #[test]
     fn tickets_read_back_and_damage_is_refused() {
