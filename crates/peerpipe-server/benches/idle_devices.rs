@@ -145,8 +145,9 @@ async fn admit_range(url: &str, secret: &[u8], from: usize, to: usize) -> Result
 }
 
 async fn settle(pid: u32) -> Result<u64> {
-    // Let the writers flush the last presence news and the allocator settle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Let the writers flush the last presence news, and the server trim its
+    // heaps once arrivals stop (it looks every second).
+    tokio::time::sleep(Duration::from_secs(4)).await;
     rss_kib(pid)
 }
 
