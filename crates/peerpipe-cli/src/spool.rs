@@ -51,20 +51,13 @@ impl Spool {
         Ok(spool)
     }
 
-    /// Reads standard input to its end into a spooled file called `name`.
-    /// Blocking: call it from a blocking thread.
-    pub fn stdin(name: &str) -> Result<Self> {
+    /// A spooled file called `name` that [`Spool::fill_from_stdin`] fills:
+    /// the spool is made here, so that it is removed when the caller drops it,
+    /// also while standard input is still being read.
+    pub fn for_stdin(name: &str) -> Result<(Self, StdinFile)> {
         let (spool, file) = Self::create(name)?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-        std::io::copy(&mut std::io::stdin().lock(), &mut out)
-            .and_then(|_| out.flush())
-            .with_context(|| {
-                format!(
-                    "reading standard input into {} (it must fit in $TMPDIR)",
-                    spool.file.display()
-                )
-            })?;
-        Ok(spool)
+        let path = spool.file.clone();
+        Ok((spool, StdinFile { file, path }))
     }
 
     /// The spooled file.
@@ -78,6 +71,29 @@ impl Drop for Spool {
         if let Err(e) = std::fs::remove_dir_all(&self.dir) {
             tracing::warn!("could not remove {}: {e}", self.dir.display());
         }
+    }
+}
+
+/// The file of a [`Spool::for_stdin`], to fill from standard input.
+pub struct StdinFile {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl StdinFile {
+    /// Reads standard input to its end into the file. Blocking: call it from
+    /// a blocking thread.
+    pub fn fill(self) -> Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, self.file);
+        std::io::copy(&mut std::io::stdin().lock(), &mut out)
+            .and_then(|_| out.flush())
+            .with_context(|| {
+                format!(
+                    "reading standard input into {} (it must fit in $TMPDIR)",
+                    self.path.display()
+                )
+            })?;
+        Ok(())
     }
 }
 

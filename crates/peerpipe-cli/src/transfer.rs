@@ -165,9 +165,13 @@ pub async fn send(args: &SendArgs, quiet: bool) -> Result<()> {
         if std::io::stdin().is_terminal() {
             out.say("reading standard input to its end (Ctrl-D ends it)");
         }
-        let name = args.name.clone().unwrap_or_else(|| STDIN_NAME.to_owned());
-        let reading = tokio::task::spawn_blocking(move || Spool::stdin(&name));
-        Some(until_stopped(async { reading.await.context("reading standard input")? }).await?)
+        let name = args.name.as_deref().unwrap_or(STDIN_NAME);
+        // The spool is held here: an interrupt while stdin is read removes it
+        // (the reading thread then writes to a removed file until the exit).
+        let (spool, file) = Spool::for_stdin(name)?;
+        let reading = tokio::task::spawn_blocking(move || file.fill());
+        until_stopped(async { reading.await.context("reading standard input")? }).await?;
+        Some(spool)
     } else {
         None
     };

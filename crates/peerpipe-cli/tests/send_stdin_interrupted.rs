@@ -1,6 +1,7 @@
-//! `peerpipe send -` interrupted (SIGINT, as Ctrl-C sends) while it waits for
-//! its receiver exits at once and leaves nothing in $TMPDIR; so does one
-//! whose receiver declines (an error on the sender's side).
+//! `peerpipe send -` interrupted (SIGINT, as Ctrl-C sends) while it still
+//! reads stdin, or while it waits for its receiver, exits at once and leaves
+//! nothing in $TMPDIR; so does one whose receiver declines (an error on the
+//! sender's side).
 
 mod common;
 
@@ -38,6 +39,15 @@ fn spawn_stdin_send(
     (child, code)
 }
 
+/// Sends SIGINT, as Ctrl-C on a terminal does.
+fn interrupt(child: &std::process::Child) {
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 fn entries(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -52,14 +62,47 @@ fn an_interrupted_or_failed_stdin_send_leaves_no_spool() {
     let tmp = dir.path("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
 
+    // Interrupted while it still reads stdin (which stays open).
+    let mut child = KillOnDrop(
+        bin()
+            .args(["send", "-", "--server", &server.url, "--identity"])
+            .arg(dir.path("sender"))
+            .env("TMPDIR", &tmp)
+            .env_remove("PEERPIPE_TOKEN")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&[1u8; 4096]).unwrap();
+    for _ in 0..200 {
+        if !entries(&tmp).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(entries(&tmp).len(), 1, "spooling");
+    interrupt(&child);
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    let err = stderr_of(&mut child);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut printed).unwrap();
+    assert!(printed.is_empty(), "no code: {printed}");
+    assert!(
+        entries(&tmp).is_empty(),
+        "removed mid-read: {:?}",
+        entries(&tmp)
+    );
+    drop(stdin);
+
     // Interrupted while waiting for a receiver.
     let (mut child, _code) = spawn_stdin_send(&server, &dir, &tmp);
     assert_eq!(entries(&tmp).len(), 1, "spooled while waiting");
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    interrupt(&child);
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     let err = stderr_of(&mut child);
     assert!(!status.success(), "{err}");
