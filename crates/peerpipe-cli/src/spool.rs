@@ -51,7 +51,7 @@ impl Spool {
         Ok(spool)
     }
 
-    /// A spooled file called `name` that [`Spool::fill_from_stdin`] fills:
+    /// A spooled file called `name` that [`StdinFile::fill`] fills:
     /// the spool is made here, so that it is removed when the caller drops it,
     /// also while standard input is still being read.
     pub fn for_stdin(name: &str) -> Result<(Self, StdinFile)> {
