@@ -116,6 +116,9 @@ enum Command {
     Share(ShareArgs),
     /// Fetch a ticket's files from every online device of this user that holds
     /// them (verified, resumable); devices fetching the same ticket trade parts.
+    ///
+    /// Files that do not fit the free space where they would be written are
+    /// refused before anything is written.
     Get(GetArgs),
     /// Print a shell completion script on stdout.
     #[command(after_help = "Install, for example:\n  \

@@ -478,7 +478,10 @@ type Finished = Box<dyn FnOnce(Out) + Send>;
 
 /// The receiver's own words for why a receive failed.
 fn explain(e: anyhow::Error, args: &ReceiveArgs, resumable: bool) -> anyhow::Error {
-    if e.is::<Declined>() || e.is::<NoSpace>() || e.is::<NotOne>() {
+    if e.is::<NoSpace>() {
+        return anyhow!("{e}; the sender needs to send again (a code is good for one try)");
+    }
+    if e.is::<Declined>() || e.is::<NotOne>() {
         return e;
     }
     if let Some(share::ShareError::Exists(path)) = e.downcast_ref::<share::ShareError>() {
@@ -670,8 +673,7 @@ impl std::fmt::Display for NoSpace {
         write!(
             f,
             "not enough free space: needs {}, {} free on {}; nothing was fetched. \
-             Make room or receive elsewhere (-o DIR); the sender needs to send again \
-             (a code is good for one try)",
+             Make room or write elsewhere (-o DIR)",
             crate::demo::human(self.needed),
             crate::demo::human(self.free),
             self.at
@@ -912,6 +914,8 @@ async fn get_on(node: &Node, hash: Hash, args: &GetArgs, out: Out) -> Result<()>
     let library = Library::new();
     let mut options = DownloadOptions::new(args.out.clone());
     options.force = args.force;
+    // Nothing is written before the free space is checked.
+    options.confirm = true;
     let download = Arc::new(Download::start(hash, options, library.clone()));
     let accepting = tokio::spawn(accept_share(
         node.clone(),
@@ -933,6 +937,11 @@ async fn get_on(node: &Node, hash: Hash, args: &GetArgs, out: Out) -> Result<()>
             download.clone(),
         ));
     }
+    // `None`: the download ended before it knew the files; `follow` says why.
+    if download.offered().await.is_some() {
+        check_space(&args.out, download.to_write().unwrap_or(0))?;
+    }
+    download.proceed();
     let report = follow(&download, out).await?;
     finish_report(&report, out);
     if args.seed {

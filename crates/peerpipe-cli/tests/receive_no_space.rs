@@ -55,6 +55,8 @@ fn an_offer_larger_than_the_free_space_is_refused_first() {
         "{err}"
     );
     assert!(err.contains("nothing was fetched"), "{err}");
+    assert!(err.contains("write elsewhere (-o DIR)"), "{err}");
+    assert!(err.contains("the sender needs to send again"), "{err}");
     assert!(
         !err.contains("No space left"),
         "found before writing: {err}"
