@@ -13,7 +13,7 @@ import { openPage, serveFiles } from "./browser.mjs";
 const MIB = 1 << 20;
 const BIG = Number(process.env.PEERPIPE_WEB_TEST_MIB ?? 32) * MIB;
 
-test("a page receives a tree from the CLI by code into OPFS", async () => {
+test("a page receives a tree from the CLI by code into OPFS", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const site = await serveFiles();
   const { browser, page } = await openPage(site);

@@ -93,7 +93,7 @@ function makeTree(dir, bigMiB) {
   return root;
 }
 
-test("a tree sent by the CLI arrives through a sink, verified, and the sender exits 0", async () => {
+test("a tree sent by the CLI arrives through a sink, verified, and the sender exits 0", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
   let node;
@@ -149,7 +149,7 @@ test("a tree sent by the CLI arrives through a sink, verified, and the sender ex
   }
 });
 
-test("a slow sink holds the transfer back: verified bytes waiting for it stay bounded", async () => {
+test("a slow sink holds the transfer back: verified bytes waiting for it stay bounded", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
   let node;
@@ -192,7 +192,62 @@ test("a slow sink holds the transfer back: verified bytes waiting for it stay bo
   }
 });
 
-test("a wrong code is a typed error, and the sender gives up", async () => {
+test("a sender that goes away mid-transfer, or a cancel while the sink hangs, ends the receive with a typed error", { timeout: 120_000 }, async () => {
+  const server = await startServer();
+  const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+  let node;
+  try {
+    const file = join(dir, "file");
+    writeFileSync(file, data(32 * MIB, 10));
+    node = await Node.bind({ server: server.url, token: server.token("web"), direct: false });
+
+    // The sender is killed once the first bytes are written.
+    const sender = nativeSend(server, server.token("cli"), file);
+    const receive = await node.receiveCode(await sender.code);
+    const inner = dirSink(join(dir, "gone"), { plain: true });
+    const slow = {
+      async open(path, size) {
+        const f = await inner.open(path, size);
+        return {
+          write: async (bytes) => {
+            await new Promise((r) => setTimeout(r, 25));
+            return f.write(bytes);
+          },
+          close: () => f.close(),
+          abort: (why) => f.abort(why),
+        };
+      },
+    };
+    receive.addEventListener("progress", (e) => e.bytes > 0 && sender.child.kill("SIGKILL"), { once: true });
+    const started = Date.now();
+    const error = await receive.accept(slow).then(() => null, (e) => e);
+    assert.ok(error, "the receive failed");
+    assert.ok(["PeerGone", "PeerDisconnected", "PeerClosed", "TimedOut"].includes(error.code), `${error.code}: ${error.message}`);
+    assert.ok(Date.now() - started < 30_000, `ended after ${Date.now() - started} ms`);
+    assert.deepEqual(inner.seen.aborted, ["file"]);
+    console.log(`sender killed: ${error.code} after ${Date.now() - started} ms (${error.message})`);
+    await sender.done;
+
+    // A sink whose write never settles: cancel() still ends the receive.
+    const second = nativeSend(server, server.token("cli"), file);
+    const stuck = await node.receiveCode(await second.code);
+    let aborted = false;
+    let writes = 0;
+    const hanging = { open: () => ({ write: () => (++writes === 1 ? undefined : new Promise(() => {})), close() {}, abort: () => (aborted = true) }) };
+    stuck.addEventListener("progress", () => setTimeout(() => stuck.cancel(), 50), { once: true });
+    await assert.rejects(stuck.accept(hanging), (e) => e.code === "Cancelled");
+    assert.equal(aborted, true);
+    const sent = await second.done;
+    assert.notEqual(sent.code, 0, sent.stderr);
+    assert.match(sent.stderr, /the receiver ended the transfer/);
+  } finally {
+    node?.shutdown();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a wrong code is a typed error, and the sender gives up", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
   let node;
@@ -214,7 +269,7 @@ test("a wrong code is a typed error, and the sender gives up", async () => {
   }
 });
 
-test("a declined offer fetches nothing, and the CLI sender exits saying so", async () => {
+test("a declined offer fetches nothing, and the CLI sender exits saying so", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
   let node;
@@ -236,7 +291,7 @@ test("a declined offer fetches nothing, and the CLI sender exits saying so", asy
   }
 });
 
-test("a sink that fails ends the receive with Sink, aborts the file, and the sender hears it ended", async () => {
+test("a sink that fails ends the receive with Sink, aborts the file, and the sender hears it ended", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
   let node;

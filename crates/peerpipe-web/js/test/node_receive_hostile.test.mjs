@@ -97,7 +97,7 @@ function memorySink() {
   };
 }
 
-test("a sender that alters data, hashes or lengths gets a typed error, and nothing unverified is written", async () => {
+test("a sender that alters data, hashes or lengths gets a typed error, and nothing unverified is written", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-hostile-"));
   const nodes = [];

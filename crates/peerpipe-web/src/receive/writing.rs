@@ -7,6 +7,9 @@
 //! contents twice, or empty files) is written to all of their sinks at once.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
 
 use js_sys::{Function, Promise, Reflect, Uint8Array};
 use peerpipe_share::collection::{Collection, Layout};
@@ -74,6 +77,27 @@ impl Sink {
     async fn abort(&self, why: &JsValue) {
         let _ = task::timeout(ABORT_MS, self.call("abort", why)).await;
     }
+}
+
+/// `f`'s output, or the receive's failure if that comes first: a sink that
+/// never settles cannot hold up a receive that was cancelled or lost its
+/// sender.
+async fn unless_failed<T>(
+    state: &StateRef,
+    f: impl Future<Output = Result<T, JsValue>>,
+) -> Result<T, JsValue> {
+    let mut f = pin!(f);
+    let mut failed = pin!(wait(state, |s| s.failed.clone()));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(v);
+        }
+        if let Poll::Ready(e) = failed.as_mut().poll(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Opens the sink of `path` through the page's `open(path, size)`.
@@ -160,7 +184,7 @@ pub(super) async fn write_files(
         let mut sinks = Vec::with_capacity(files.len());
         let mut result = Ok(());
         for (path, size) in files {
-            match open_sink(open, path, *size).await {
+            match unless_failed(state, open_sink(open, path, *size)).await {
                 Ok(sink) => sinks.push(sink),
                 Err(e) => {
                     result = Err(e);
@@ -178,7 +202,7 @@ pub(super) async fn write_files(
             return Err(e);
         }
         for sink in &sinks {
-            if let Err(e) = sink.close().await {
+            if let Err(e) = unless_failed(state, sink.close()).await {
                 for other in &sinks {
                     other.abort(&e).await;
                 }
@@ -263,7 +287,7 @@ async fn write_blob(
         drop(batch);
         g = next;
         for sink in sinks {
-            sink.write(&array).await?;
+            unless_failed(state, sink.write(&array)).await?;
         }
         file_bytes += bytes as u64;
         progress.blob_written += bytes as u64;
