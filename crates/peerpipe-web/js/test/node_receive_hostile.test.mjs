@@ -56,7 +56,8 @@ async function harvest(server, dir) {
   return { announce, hash, answers, content };
 }
 
-/** Offers a code from a fresh device that announces `announce` and answers
+/** Offers a code from a fresh device that announces `announce` (a message,
+ * or several sent 300 ms apart) and answers
  * each request through `answer(kind, request, answers)`; `heard` collects
  * the messages the receiver sends. */
 async function hostile(server, announce, answer) {
@@ -75,7 +76,10 @@ async function hostile(server, announce, answer) {
         // The receiver gave up on this request.
       }
     });
-    await conn.send(announce);
+    for (const [i, m] of (Array.isArray(announce) ? announce : [announce]).entries()) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 300));
+      await conn.send(m);
+    }
     return conn;
   });
   return { node, code: offer.code, heard, connected };
@@ -172,6 +176,16 @@ test("a sender that alters data, hashes or lengths gets a typed error, and nothi
       const s = await start(h.announce, (kind, body) => (kind === 4 ? cat(body, [1, 2, 3]) : body));
       const receive = await receiver.receiveCode(s.code);
       await assert.rejects(receive.accept(memorySink()), (e) => e.code === "Protocol");
+    }
+    // A sender still hashing says so first; then the list arrives as usual.
+    {
+      const s = await start([Buffer.from([2]), h.announce], (_, body) => body);
+      const receive = await receiver.receiveCode(s.code);
+      assert.equal(receive.total, SIZE);
+      const sink = memorySink();
+      await receive.accept(sink);
+      assert.ok(Buffer.concat(sink.files.file.bytes).equals(h.content));
+      assert.equal(sink.files.file.closed, true);
     }
     // Not a sender at all, and a sender that gives up.
     {
