@@ -182,7 +182,7 @@ struct SendArgs {
 #[derive(Args)]
 #[command(after_help = "Examples:\n  \
     peerpipe receive 7-amber-falcon -o ./inbox\n  \
-    peerpipe receive                           # asks for the code\n  \
+    peerpipe receive                                  # asks for the code\n  \
     peerpipe receive 7-amber-falcon -o - > dump.sql   # the one file, to stdout\n  \
     peerpipe receive 7-amber-falcon -o - | tar x      # a tar sent with: tar c DIR | peerpipe send -")]
 struct ReceiveArgs {

@@ -29,6 +29,13 @@ fn every_shell_gets_a_script_and_bash_loads_it() {
         for command in ["send", "receive", "completions"] {
             assert!(script.contains(command), "{shell} lacks {command}");
         }
+        // And the new flags of send (fish names long flags `-l NAME`).
+        for flag in ["text", "qr"] {
+            assert!(
+                script.contains(&format!("--{flag}")) || script.contains(&format!("-l {flag}")),
+                "{shell} lacks --{flag}"
+            );
+        }
         std::fs::write(dir.path(shell), script).unwrap();
     }
 
