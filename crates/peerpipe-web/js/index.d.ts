@@ -191,7 +191,14 @@ export type FileSink =
  * files with the same contents, and empty files, together), the previous
  * one closed first except for those. */
 export interface ReceiveSink {
-  open(path: string, size: number): FileSink | Promise<FileSink>;
+  /** The sink of one file: it keeps the first `offset` bytes of what it
+   * holds (0 unless resuming: those are verified), drops the rest, and is
+   * written on from there. */
+  open(path: string, size: number, offset: number): FileSink | Promise<FileSink>;
+  /** Resuming: what the sink holds of the file from an earlier attempt, or
+   * `null`. It is read back and verified before anything is fetched; only
+   * groups past its verified start are fetched. */
+  existing?(path: string, size: number): Blob | null | Promise<Blob | null>;
 }
 
 export interface ReceiveProgressEvent extends Event {
@@ -219,6 +226,10 @@ export interface ReceiveReport {
   bytes: number;
   files: number;
   seconds: number;
+  /** Bytes fetched from the sender (verified). */
+  fetched: number;
+  /** Bytes the sink held verified already (resuming), not fetched. */
+  reused: number;
 }
 
 /** Files a sender offers over a one-time code (from `Node.receiveCode`).
@@ -256,8 +267,10 @@ export class Receive extends EventTarget {
 /** A sink writing into a browser directory (OPFS's
  * `navigator.storage.getDirectory()`, or `showDirectoryPicker()`'s): folders
  * made as needed, each file through `createWritable()`, so a failed or
- * cancelled receive leaves no partial file. */
-export function directorySink(dir: FileSystemDirectoryHandle): ReceiveSink;
+ * cancelled receive leaves no partial file. With `resume`, what was
+ * written is kept on failure and a later receive of the same files fetches
+ * only what is missing (a differing file there is replaced). */
+export function directorySink(dir: FileSystemDirectoryHandle, options?: { resume?: boolean }): ReceiveSink;
 
 /** Bytes of memory the WebAssembly core holds (0 before it loaded). */
 export function memoryBytes(): number;

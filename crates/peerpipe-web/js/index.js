@@ -310,27 +310,51 @@ function fileSink(handle, path) {
  * the Origin Private File System (`await navigator.storage.getDirectory()`)
  * or a folder the user picked (`showDirectoryPicker()`). Folders are made as
  * needed; each file goes through `createWritable()`, whose data the browser
- * keeps aside until `close()`, so a receive that fails or is cancelled
- * leaves no partial file (the file's entry is removed too). */
-export function directorySink(dir) {
-  return {
-    async open(path) {
-      const parts = path.split("/");
-      const name = parts.pop();
-      let parent = dir;
-      for (const part of parts) parent = await parent.getDirectoryHandle(part, { create: true });
+ * keeps aside until `close()`. By default a receive that fails or is
+ * cancelled leaves no partial file (the file's entry is removed). With
+ * `{ resume: true }` what was written (all verified, in order) is kept
+ * instead, and a later receive of the same files verifies what is there and
+ * fetches only the rest; a file there that differs is replaced. */
+export function directorySink(dir, { resume = false } = {}) {
+  const locate = async (path, create) => {
+    const parts = path.split("/");
+    const name = parts.pop();
+    let parent = dir;
+    for (const part of parts) parent = await parent.getDirectoryHandle(part, { create });
+    return { parent, name };
+  };
+  const sink = {
+    async open(path, size, offset = 0) {
+      const { parent, name } = await locate(path, true);
       const file = await parent.getFileHandle(name, { create: true });
-      const writer = (await file.createWritable()).getWriter();
+      const writable = await file.createWritable({ keepExistingData: offset > 0 });
+      if (offset > 0) {
+        await writable.truncate(offset);
+        await writable.seek(offset);
+      }
+      const writer = writable.getWriter();
       return {
         write: (bytes) => writer.write(bytes),
         close: () => writer.close(),
         abort: async (reason) => {
+          if (resume) return writer.close();
           await writer.abort(reason).catch(() => {});
           await parent.removeEntry(name).catch(() => {});
         },
       };
     },
   };
+  if (resume) {
+    sink.existing = async (path) => {
+      try {
+        const { parent, name } = await locate(path, false);
+        return await (await parent.getFileHandle(name)).getFile();
+      } catch {
+        return null;
+      }
+    };
+  }
+  return sink;
 }
 
 /** Files offered over a one-time code (from `Node.receiveCode`). Events
@@ -360,15 +384,18 @@ export class Receive extends EventTarget {
   get path() { return this.#raw.path; }
 
   /** Fetches the files, verifying every 16 KiB group before it is
-   * written, and writes each through `sink.open(path, size)` (see
-   * `fileSink`). Settles with `{ bytes, files, seconds }` once all are
-   * closed and the sender was told. */
+   * written, and writes each through `sink.open(path, size, offset)` (see
+   * `fileSink`); with `sink.existing(path, size)` (a `Blob` of what the
+   * sink holds of a file, or `null`) it resumes: what is there is verified
+   * and only the rest fetched. Settles with `{ bytes, files, seconds,
+   * fetched, reused }` once all are closed and the sender was told. */
   accept(sink) {
     if (!sink || typeof sink.open !== "function") {
       return Promise.reject(Object.assign(new TypeError("accept(sink) needs a sink with open(path, size)"), { code: "Sink" }));
     }
-    const open = async (path, size) => fileSink(await sink.open(path, size), path);
-    return this.#raw.accept(open, (type, detail) => this.dispatchEvent(event(type, detail)));
+    const open = async (path, size, offset) => fileSink(await sink.open(path, size, offset), path);
+    const existing = typeof sink.existing === "function" ? (path, size) => sink.existing(path, size) : undefined;
+    return this.#raw.accept(open, (type, detail) => this.dispatchEvent(event(type, detail)), existing);
   }
   /** Refuses the files: the sender is told; settles once the connection closed. */
   decline() { return this.#raw.decline(); }

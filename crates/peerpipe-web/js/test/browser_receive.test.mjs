@@ -1,7 +1,8 @@
 // Headless Chromium receives a tree sent by the CLI (`peerpipe send`) by its
 // code, into the Origin Private File System: a WritableStream per file from
 // `createWritable()`, read back and hashed in the page (SHA-256, WebCrypto)
-// against the source.
+// against the source; a cancelled receive leaves nothing, or with
+// `{ resume: true }` what it wrote, from which the next receive resumes.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -85,6 +86,44 @@ test("a page receives a tree from the CLI by code into OPFS", { timeout: 120_000
     const stopped = await again.done;
     assert.notEqual(stopped.code, 0, stopped.stderr);
     assert.match(stopped.stderr, /the receiver ended the transfer/);
+
+    // With { resume: true } a cancelled receive keeps what it wrote, and the
+    // next one (a new code) fetches only the rest.
+    const big = join(dir, "photos/2026/march/big.raw");
+    const third = nativeSend(server, server.token("cli"), big);
+    const kept = await page.evaluate(async (code) => {
+      const { directorySink } = await import("/index.js");
+      const receive = await window.node.receiveCode(code);
+      const box = await (await navigator.storage.getDirectory()).getDirectoryHandle("resume", { create: true });
+      receive.addEventListener("progress", (e) => e.bytes >= 4 << 20 && receive.cancel());
+      const sink = directorySink(box, { resume: true });
+      const open = sink.open;
+      // A slow disk: the cancel lands mid-file.
+      sink.open = async (...args) => {
+        const f = await open(...args);
+        return { ...f, write: async (b) => (await new Promise((r) => setTimeout(r, 30)), f.write(b)) };
+      };
+      const error = await receive.accept(sink).then(() => null, (e) => e.code);
+      const size = (await (await box.getFileHandle("big.raw")).getFile()).size;
+      return { error, size };
+    }, await third.code);
+    assert.equal(kept.error, "Cancelled");
+    assert.ok(kept.size >= 4 * MIB && kept.size < BIG, `${kept.size} bytes kept`);
+    await third.done;
+    const fourth = nativeSend(server, server.token("cli"), big);
+    const resumed = await page.evaluate(async (code) => {
+      const { directorySink } = await import("/index.js");
+      const { sha256hex } = await import("/test/shared.mjs");
+      const receive = await window.node.receiveCode(code);
+      const box = await (await navigator.storage.getDirectory()).getDirectoryHandle("resume");
+      const report = await receive.accept(directorySink(box, { resume: true }));
+      const file = await (await box.getFileHandle("big.raw")).getFile();
+      return { reused: report.reused, fetched: report.fetched, hash: await sha256hex(await file.arrayBuffer()) };
+    }, await fourth.code);
+    assert.equal(resumed.reused, Math.floor(kept.size / (16 * 1024)) * 16 * 1024);
+    assert.equal(resumed.reused + resumed.fetched, BIG);
+    assert.equal(resumed.hash, sha256(readFileSync(big)));
+    assert.equal((await fourth.done).code, 0);
   } finally {
     await browser.close();
     site.close();

@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { createReadStream, mkdtempSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, mkdtempSync, mkdirSync, openAsBlob, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { mkdir, open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
@@ -42,19 +42,25 @@ function fileHash(path) {
 
 /** A sink writing under `root`: a WHATWG WritableStream per file (each
  * write awaited by the receive), or with `plain` an object with write and
- * close. Records the most bytes any one write carried. */
-function dirSink(root, { plain = false } = {}) {
+ * close. Records the most bytes any one write carried. Partial files stay
+ * when a receive fails; with `resume` the sink offers them back. */
+function dirSink(root, { plain = false, resume = false, delay = 0 } = {}) {
   const seen = { opened: [], largestWrite: 0, aborted: [] };
   return {
     seen,
-    async open(path, size) {
+    ...(resume && {
+      existing: async (path) => (existsSync(join(root, path)) ? await openAsBlob(join(root, path)) : null),
+    }),
+    async open(path, size, offset) {
       assert.ok(!path.startsWith("/") && !path.split("/").includes(".."), path);
-      seen.opened.push([path, size]);
+      seen.opened.push([path, size, offset]);
       const full = join(root, path);
       await mkdir(dirname(full), { recursive: true });
-      const fh = await open(full, "w");
-      let at = 0;
+      const fh = await open(full, offset > 0 ? "r+" : "w");
+      await fh.truncate(offset);
+      let at = offset;
       const write = async (bytes) => {
+        if (delay) await new Promise((r) => setTimeout(r, delay));
         seen.largestWrite = Math.max(seen.largestWrite, bytes.length);
         let done = 0;
         while (done < bytes.length) {
@@ -240,6 +246,66 @@ test("a sender that goes away mid-transfer, or a cancel while the sink hangs, en
     const sent = await second.done;
     assert.notEqual(sent.code, 0, sent.stderr);
     assert.match(sent.stderr, /the receiver ended the transfer/);
+  } finally {
+    node?.shutdown();
+    server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a receive resumes from what the sink holds: what verifies is kept, the rest fetched", { timeout: 120_000 }, async () => {
+  const server = await startServer();
+  const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+  let node;
+  try {
+    const src = join(dir, "tree");
+    mkdirSync(join(src, "sub"), { recursive: true });
+    writeFileSync(join(src, "a.bin"), data(8 * MIB, 14));
+    writeFileSync(join(src, "sub", "b.bin"), data(3 * MIB + 5, 15));
+    writeFileSync(join(src, "sub", "empty"), "");
+    const out = join(dir, "out");
+    node = await Node.bind({ server: server.url, token: server.token("web"), direct: false });
+
+    // A first attempt, cancelled after 4 MiB of a.bin (its sink is slow:
+    // every write of up to 1 MiB takes 30 ms and more).
+    const first = nativeSend(server, server.token("cli"), src);
+    const one = await node.receiveCode(await first.code);
+    one.addEventListener("progress", (e) => e.bytes >= 4 * MIB && one.cancel());
+    await assert.rejects(one.accept(dirSink(out, { plain: true, resume: true, delay: 30 })), (e) => e.code === "Cancelled");
+    await first.done;
+    const partial = statSync(join(out, "tree", "a.bin")).size;
+    assert.ok(partial >= 4 * MIB && partial < 8 * MIB, `${partial} bytes of a.bin kept`);
+    assert.ok(!existsSync(join(out, "tree", "sub", "b.bin")));
+    // A byte of the kept part goes bad (at 1 MiB + 10): only the first MiB verifies.
+    const kept = readFileSync(join(out, "tree", "a.bin"));
+    kept[MIB + 10] ^= 0xff;
+    writeFileSync(join(out, "tree", "a.bin"), kept);
+
+    // The second attempt, by a new code: 1 MiB reused, the rest fetched.
+    const second = nativeSend(server, server.token("cli"), src);
+    const two = await node.receiveCode(await second.code);
+    const sink = dirSink(out, { resume: true });
+    const report = await two.accept(sink);
+    assert.equal(report.reused, MIB);
+    assert.equal(report.fetched, two.total - MIB);
+    assert.deepEqual(sink.seen.opened, [
+      ["tree/a.bin", 8 * MIB, MIB],
+      ["tree/sub/b.bin", 3 * MIB + 5, 0],
+      ["tree/sub/empty", 0, 0],
+    ]);
+    for (const path of ["a.bin", "sub/b.bin", "sub/empty"]) {
+      assert.equal(await fileHash(join(out, "tree", path)), await fileHash(join(src, path)), path);
+    }
+    const sent = await second.done;
+    assert.equal(sent.code, 0, sent.stderr);
+
+    // A third time, everything is there: nothing is fetched, the sender still exits 0.
+    const third = nativeSend(server, server.token("cli"), src);
+    const three = await node.receiveCode(await third.code);
+    const again = await three.accept(dirSink(out, { resume: true }));
+    assert.equal(again.fetched, 0);
+    assert.equal(again.reused, three.total);
+    assert.equal((await third.done).code, 0);
   } finally {
     node?.shutdown();
     server.close();

@@ -165,19 +165,25 @@ pub(super) async fn metadata(
 /// Sets up the scheduler (nothing held yet), asks the sender what it holds,
 /// and lets requests go out.
 pub(super) fn begin(state: &StateRef) {
-    let groups = {
+    let missing = {
         let mut s = state.borrow_mut();
         let groups = s.layout.groups();
         let config = fetch::Config {
             max_in_flight: MAX_IN_FLIGHT,
             ..fetch::Config::default()
         };
-        let mut fetch = Fetch::new(s.layout.clone(), Bitmap::new(groups), 0, config);
+        // What the sink held verified already is done.
+        let mut done = Bitmap::new(groups);
+        for (blob, &kept) in s.layout.blobs().iter().zip(&s.kept) {
+            done.set_range(blob.first_group..blob.first_group + kept);
+        }
+        let mut fetch = Fetch::new(s.layout.clone(), done, 0, config);
+        let complete = fetch.is_complete();
         fetch.add_peer(SENDER);
         s.fetch = Some(fetch);
-        groups
+        !complete
     };
-    if groups > 0 {
+    if missing {
         let state = state.clone();
         spawn_local(async move {
             if let Err(e) = have(&state).await {

@@ -16,6 +16,7 @@
 
 mod announce;
 mod fetching;
+mod resume;
 mod writing;
 
 use std::cell::RefCell;
@@ -70,6 +71,9 @@ struct State {
     layout: Layout,
     outboards: Vec<Outboard>,
     phase: Phase,
+    /// The verified groups at the start of each blob that the sink held
+    /// already (resuming), once accepted.
+    kept: Vec<u64>,
     /// The scheduler, once accepted. Its only peer is the sender, `0`.
     fetch: Option<Fetch<u32>>,
     /// Verified groups not yet handed to the sink, by global group.
@@ -204,6 +208,7 @@ async fn offer(conn: &ConnRef) -> Result<State, JsValue> {
         layout,
         outboards,
         phase: Phase::Offered,
+        kept: Vec::new(),
         fetch: None,
         ready: BTreeMap::new(),
         ready_bytes: 0,
@@ -279,18 +284,28 @@ impl WasmReceive {
         self.state.borrow().conn.borrow().path().to_owned()
     }
 
-    /// Fetches the files and writes them through `open(path, size)`, which
-    /// settles with a file sink `{ write(bytes), close(), abort(reason) }`
-    /// (each may return a promise, awaited before the next call). Every
-    /// 16 KiB group is verified before it is written; files are written in
-    /// order, each from its start. `on_event(type, detail)` hears `progress`
-    /// (`{ bytes, verified, total, path, fileBytes, fileSize }`) and `file`
-    /// (`{ path, size }`, a file written and closed). Settles with `{ bytes,
-    /// files, seconds }` once every file is closed and the sender was told;
+    /// Fetches the files and writes them through `open(path, size, offset)`,
+    /// which settles with a file sink `{ write(bytes), close(), abort(reason)
+    /// }` (each may return a promise, awaited before the next call) that
+    /// keeps the first `offset` bytes of the file and writes on from there.
+    /// Every 16 KiB group is verified before it is written; files are
+    /// written in order. With `existing(path, size)` (settling with a `Blob`
+    /// of what the sink holds of the file from an earlier attempt, or
+    /// `null`), what it holds is verified first and only the rest is
+    /// fetched: `offset` is then the verified start. `on_event(type,
+    /// detail)` hears `progress` (`{ bytes, verified, total, path,
+    /// fileBytes, fileSize }`) and `file` (`{ path, size }`, a file written
+    /// and closed). Settles with `{ bytes, files, seconds, fetched, reused }`
+    /// once every file is closed and the sender was told;
     /// fails with an `Error` whose `code` is `Corrupt`, `Protocol`,
     /// `NotHeld`, `Sink`, `Cancelled`, `TimedOut`, `Busy` or how the
     /// connection ended.
-    pub fn accept(&self, open: Function, on_event: Function) -> Promise {
+    pub fn accept(
+        &self,
+        open: Function,
+        on_event: Function,
+        existing: Option<Function>,
+    ) -> Promise {
         let state = self.state.clone();
         let phase = state.borrow().phase;
         if phase != Phase::Offered {
@@ -301,7 +316,7 @@ impl WasmReceive {
         }
         state.borrow_mut().phase = Phase::Accepted;
         future_to_promise(async move {
-            let result = run(&state, &open, &on_event).await;
+            let result = run(&state, &open, &on_event, existing.as_ref()).await;
             state.borrow_mut().phase = Phase::Over;
             let conn = state.borrow().conn.clone();
             match result {
@@ -353,8 +368,18 @@ impl WasmReceive {
 }
 
 /// The accepted receive: schedule, fetch, verify, write, and tell the sender.
-async fn run(state: &StateRef, open: &Function, on_event: &Function) -> Result<JsValue, JsValue> {
+async fn run(
+    state: &StateRef,
+    open: &Function,
+    on_event: &Function,
+    existing: Option<&Function>,
+) -> Result<JsValue, JsValue> {
     let started = js_sys::Date::now();
+    let kept = match existing {
+        Some(existing) => resume::kept(state, existing).await?,
+        None => vec![0; state.borrow().layout.blobs().len()],
+    };
+    state.borrow_mut().kept = kept;
     fetching::begin(state);
     writing::write_files(state, open, on_event).await?;
     // Every file is written; the answers still open must end as they should
@@ -378,5 +403,10 @@ async fn run(state: &StateRef, open: &Function, on_event: &Function) -> Result<J
         .set("bytes", s.collection.total_size() as f64)
         .set("files", s.collection.entries().len() as f64)
         .set("seconds", (js_sys::Date::now() - started) / 1000.0)
+        .set("fetched", s.verified as f64)
+        .set(
+            "reused",
+            (s.layout.range_len(0..s.layout.groups()) - s.verified) as f64,
+        )
         .build())
 }

@@ -101,9 +101,14 @@ async fn unless_failed<T>(
 }
 
 /// Opens the sink of `path` through the page's `open(path, size)`.
-async fn open_sink(open: &Function, path: &str, size: u64) -> Result<Sink, JsValue> {
+async fn open_sink(open: &Function, path: &str, size: u64, offset: u64) -> Result<Sink, JsValue> {
     let opening = open
-        .call2(&JsValue::UNDEFINED, &path.into(), &(size as f64).into())
+        .call3(
+            &JsValue::UNDEFINED,
+            &path.into(),
+            &(size as f64).into(),
+            &(offset as f64).into(),
+        )
         .map_err(|e| sink_error(path, "opening", &e))?;
     let handle = JsFuture::from(Promise::resolve(&opening))
         .await
@@ -166,12 +171,16 @@ pub(super) async fn write_files(
     open: &Function,
     on_event: &Function,
 ) -> Result<(), JsValue> {
-    let (blobs, files) = {
+    let (blobs, files, kept) = {
         let s = state.borrow();
-        (
-            s.layout.blobs().to_vec(),
-            files_of_blobs(&s.collection, &s.layout),
-        )
+        let blobs = s.layout.blobs().to_vec();
+        let files = files_of_blobs(&s.collection, &s.layout);
+        let kept: Vec<u64> = blobs
+            .iter()
+            .zip(&s.kept)
+            .map(|(b, &k)| s.layout.range_len(b.first_group..b.first_group + k))
+            .collect();
+        (blobs, files, kept)
     };
     let mut progress = Progress {
         on_event,
@@ -180,11 +189,11 @@ pub(super) async fn write_files(
         blob_written: 0,
         last: 0.0,
     };
-    for (blob, files) in blobs.iter().zip(&files) {
+    for ((blob, files), &kept) in blobs.iter().zip(&files).zip(&kept) {
         let mut sinks = Vec::with_capacity(files.len());
         let mut result = Ok(());
         for (path, size) in files {
-            match unless_failed(state, open_sink(open, path, *size)).await {
+            match unless_failed(state, open_sink(open, path, *size, kept)).await {
                 Ok(sink) => sinks.push(sink),
                 Err(e) => {
                     result = Err(e);
@@ -193,7 +202,7 @@ pub(super) async fn write_files(
             }
         }
         if result.is_ok() {
-            result = write_blob(state, blob, &sinks, &mut progress).await;
+            result = write_blob(state, blob, kept, &sinks, &mut progress).await;
         }
         if let Err(e) = result {
             for sink in &sinks {
@@ -224,7 +233,7 @@ pub(super) async fn write_files(
 }
 
 /// The files (path, size) each blob of `layout` is written to, in order.
-fn files_of_blobs(collection: &Collection, layout: &Layout) -> Vec<Vec<(String, u64)>> {
+pub(super) fn files_of_blobs(collection: &Collection, layout: &Layout) -> Vec<Vec<(String, u64)>> {
     let mut index = HashMap::new();
     let mut files = vec![Vec::new(); layout.blobs().len()];
     for (i, b) in layout.blobs().iter().enumerate() {
@@ -238,16 +247,18 @@ fn files_of_blobs(collection: &Collection, layout: &Layout) -> Vec<Vec<(String, 
     files
 }
 
-/// Writes the groups of `blob` to `sinks` as they become ready.
+/// Writes the groups of `blob` past its first `kept` bytes (which the sinks
+/// hold verified) to `sinks` as they become ready.
 async fn write_blob(
     state: &StateRef,
     blob: &peerpipe_share::collection::BlobSlot,
+    kept: u64,
     sinks: &[Sink],
     progress: &mut Progress<'_>,
 ) -> Result<(), JsValue> {
     let end = blob.first_group + blob.groups();
-    let mut g = blob.first_group;
-    let mut file_bytes = 0u64;
+    let mut g = blob.first_group + kept.div_ceil(peerpipe_share::hash::GROUP_SIZE);
+    let mut file_bytes = kept;
     while g < end {
         let (batch, next) = task::timeout(
             STALL_MS,
