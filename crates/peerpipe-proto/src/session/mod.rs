@@ -217,7 +217,8 @@ pub enum Event {
     /// Outstanding data made no progress for [`Config::slow_after`].
     Slow,
     /// The path went silent for [`Config::path_timeout`] and the session moved to
-    /// another one (and no longer uses this one: the shell should take it down).
+    /// another one. It keeps the path as a standby, last in line: the shell should
+    /// take a path down that it can build again (a direct one).
     PathFailed(PathId),
     /// Packets go out on this path now (a path came up, one failed or went down,
     /// or the peer moved to this one).
@@ -569,7 +570,10 @@ impl Session {
         if quiet_for < self.config.path_timeout {
             return self.arm_path_check();
         }
-        self.paths.fail(dead);
+        // It stays as a standby, the first to go: a direct path's shell takes it
+        // down, but the relay stays up, and a queue on the way is not death. The
+        // session goes back to it when the peer sends there or the other paths go.
+        self.paths.demote(dead);
         self.events.push_back(Event::PathFailed(dead));
         if !self.paths.is_empty() {
             self.switched_path(now);

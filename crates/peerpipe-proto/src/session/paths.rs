@@ -90,6 +90,13 @@ impl Paths {
         self.choice.removed(path);
     }
 
+    /// `path` went silent: a standby, the first to go, with its goodput
+    /// forgotten, so that the peer sending on it again brings it back.
+    pub fn demote(&mut self, path: PathId) {
+        self.make_standby(path);
+        self.choice.removed(path);
+    }
+
     /// `path` is gone.
     pub fn remove(&mut self, path: PathId) {
         self.fail(path);

@@ -164,6 +164,14 @@ impl Pair {
         }
     }
 
+    /// A silenced path carries packets again (a queue that drained, a network
+    /// that came back), still without telling the sessions.
+    pub fn restore_path(&mut self, id: u64) {
+        if let Some(p) = self.paths.get_mut(&id) {
+            p.silent = false;
+        }
+    }
+
     /// Kills a path: whatever it had in flight is lost.
     pub fn kill_path(&mut self, id: u64) {
         self.paths.remove(&id);
