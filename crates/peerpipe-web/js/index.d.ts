@@ -241,6 +241,9 @@ export class Receive extends EventTarget {
   readonly total: number;
   /** The collection's BLAKE3 hash, hex. */
   readonly hash: string;
+  /** `"text"` for one short text (`peerpipe send --text`, at most 64 KiB)
+   * meant to be shown: see `acceptText`. */
+  readonly kind: "files" | "text";
   readonly peer: PeerInfo;
   readonly path: Path;
   /** Fetches the files, verifies every 16 KiB group in WebAssembly before
@@ -252,6 +255,9 @@ export class Receive extends EventTarget {
    * declined already), or how the connection ended (`PeerClosed`,
    * `PeerDisconnected`, ...). */
   accept(sink: ReceiveSink): Promise<ReceiveReport>;
+  /** Receives a text offer into memory, verified, decoded as UTF-8; fails
+   * with `NotText` for files, else as `accept`. */
+  acceptText(): Promise<string>;
   /** Refuses: the sender is told (its `peerpipe send` exits non-zero,
    * saying the receiver declined). */
   decline(): Promise<void>;

@@ -378,6 +378,9 @@ export class Receive extends EventTarget {
   get total() { return this.#raw.total; }
   /** The collection's BLAKE3 hash in hex. */
   get hash() { return this.#raw.hash; }
+  /** `"files"`, or `"text"`: one short text (`peerpipe send --text`, at
+   * most 64 KiB) to show rather than save; see `acceptText`. */
+  get kind() { return this.#raw.kind; }
   /** The sender's device: `{ id, label }`. */
   get peer() { return this.#raw.peer; }
   /** `"relay"` or `"webrtc"`. */
@@ -396,6 +399,22 @@ export class Receive extends EventTarget {
     const open = async (path, size, offset) => fileSink(await sink.open(path, size, offset), path);
     const existing = typeof sink.existing === "function" ? (path, size) => sink.existing(path, size) : undefined;
     return this.#raw.accept(open, (type, detail) => this.dispatchEvent(event(type, detail)), existing);
+  }
+  /** Receives a text offer (`kind` is `"text"`) into memory, verified, and
+   * settles with it decoded as UTF-8 (the sender is told it arrived). */
+  async acceptText() {
+    if (this.kind !== "text") {
+      throw Object.assign(new TypeError("this offer is files, not a text: use accept(sink)"), { code: "NotText" });
+    }
+    const parts = [];
+    await this.accept({ open: () => ({ write: (bytes) => void parts.push(bytes), close() {} }) });
+    const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let at = 0;
+    for (const p of parts) {
+      all.set(p, at);
+      at += p.length;
+    }
+    return decoder.decode(all);
   }
   /** Refuses the files: the sender is told; settles once the connection closed. */
   decline() { return this.#raw.decline(); }

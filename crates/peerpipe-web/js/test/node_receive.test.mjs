@@ -313,6 +313,35 @@ test("a receive resumes from what the sink holds: what verifies is kept, the res
   }
 });
 
+test("a text sent with send --text is received into memory, verified", { timeout: 120_000 }, async () => {
+  const server = await startServer();
+  let node;
+  try {
+    node = await Node.bind({ server: server.url, token: server.token("web"), direct: false });
+    const text = "the wifi password is ünïcode-42 🙂\nsecond line";
+    const sender = nativeSend(server, server.token("cli"), "--text", text);
+    const receive = await node.receiveCode(await sender.code);
+    assert.equal(receive.kind, "text");
+    assert.equal(receive.files.length, 1);
+    assert.equal(await receive.acceptText(), text);
+    const sent = await sender.done;
+    assert.equal(sent.code, 0, sent.stderr);
+    // Files are not a text.
+    const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));
+    writeFileSync(join(dir, "f"), "x");
+    const files = nativeSend(server, server.token("cli"), join(dir, "f"));
+    const offer = await node.receiveCode(await files.code);
+    assert.equal(offer.kind, "files");
+    await assert.rejects(offer.acceptText(), (e) => e.code === "NotText");
+    await offer.decline();
+    await files.done;
+    rmSync(dir, { recursive: true, force: true });
+  } finally {
+    node?.shutdown();
+    server.close();
+  }
+});
+
 test("a wrong code is a typed error, and the sender gives up", { timeout: 120_000 }, async () => {
   const server = await startServer();
   const dir = mkdtempSync(join(tmpdir(), "pp-recv-"));

@@ -107,8 +107,13 @@ test("a sender that alters data, hashes or lengths gets a typed error, and nothi
   const nodes = [];
   try {
     const h = await harvest(server, dir);
-    const receiver = await Node.bind({ server: server.url, token: server.token("web"), direct: false });
-    nodes.push(receiver);
+    // A fresh receiving device per scenario: the server limits how many
+    // control messages (code claims among them) one device sends.
+    let receiver;
+    const fresh = async () => {
+      receiver = await Node.bind({ server: server.url, token: server.token("web"), direct: false });
+      nodes.push(receiver);
+    };
     const serveAs = (alter) => (kind, request) => {
       const honest = { 1: h.answers.collection, 2: h.answers.outboards, 3: h.answers.have }[kind];
       if (kind === 4) {
@@ -121,6 +126,7 @@ test("a sender that alters data, hashes or lengths gets a typed error, and nothi
       return alter(kind, honest);
     };
     const start = async (announce, alter) => {
+      await fresh();
       const s = await hostile(server, announce, serveAs(alter));
       nodes.push(s.node);
       return s;
@@ -186,6 +192,13 @@ test("a sender that alters data, hashes or lengths gets a typed error, and nothi
       await receive.accept(sink);
       assert.ok(Buffer.concat(sink.files.file.bytes).equals(h.content));
       assert.equal(sink.files.file.closed, true);
+    }
+    // A "text" of 272 KiB (a text is one file of at most 64 KiB).
+    {
+      const text = Buffer.from(h.announce);
+      text[0] = 3;
+      const s = await start(text, (_, body) => body);
+      await assert.rejects(receiver.receiveCode(s.code), (e) => e.code === "Protocol" && /text/.test(e.message));
     }
     // Not a sender at all, and a sender that gives up.
     {

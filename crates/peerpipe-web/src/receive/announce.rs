@@ -1,6 +1,7 @@
 //! The messages around a code's transfer, as the CLI's `send` and `receive`
 //! speak them: the sender names its collection ([`ANNOUNCE`] and the hash,
-//! after [`PREPARING`] while it still hashes); the receiver ends with
+//! or [`ANNOUNCE_TEXT`] for a short text, after [`PREPARING`] while it still
+//! hashes); the receiver ends with
 //! [`DONE`] once everything is verified and in place, or either side with
 //! [`FAILED`] and a reason ([`DECLINED`], [`ENDED`], or what went wrong).
 
@@ -14,6 +15,11 @@ use crate::task;
 
 /// First byte of the message in which a sender names its collection.
 const ANNOUNCE: u8 = 1;
+/// First byte of the message in which a sender names a one-file collection
+/// that is a text (`send --text`), shown rather than saved.
+const ANNOUNCE_TEXT: u8 = 3;
+/// The largest text a sender may offer.
+pub(super) const MAX_TEXT: u64 = 64 * 1024;
 /// The sender is still hashing: the names follow when it is done.
 const PREPARING: &[u8] = &[2];
 /// The receiver has every file, verified.
@@ -29,8 +35,8 @@ const ENDED: &str = "the receiver ended the transfer";
 /// What a message from the sender before the hash says.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Said {
-    /// The collection's hash.
-    Named(Hash),
+    /// The collection's hash, and whether it is a text.
+    Named(Hash, bool),
     /// Still hashing.
     Preparing,
     /// It gave up, for this reason.
@@ -48,8 +54,8 @@ pub(super) fn parse(message: &[u8]) -> Said {
         return Said::Preparing;
     }
     match message.split_first() {
-        Some((&ANNOUNCE, rest)) => match <[u8; 32]>::try_from(rest) {
-            Ok(bytes) => Said::Named(Hash::from_bytes(bytes)),
+        Some((&kind @ (ANNOUNCE | ANNOUNCE_TEXT), rest)) => match <[u8; 32]>::try_from(rest) {
+            Ok(bytes) => Said::Named(Hash::from_bytes(bytes), kind == ANNOUNCE_TEXT),
             Err(_) => Said::Other,
         },
         _ => Said::Other,
@@ -82,9 +88,10 @@ pub(super) fn reason_for_sender(code: &str, message: &str) -> Option<String> {
     }
 }
 
-/// Waits for the sender to name its collection: within `ms`, or for as long
-/// as it says it is still hashing (its connection's time-outs bound that).
-pub(super) async fn announced(conn: &ConnRef, ms: f64) -> Result<Hash, JsValue> {
+/// Waits for the sender to name its collection (and whether it is a text):
+/// within `ms`, or for as long as it says it is still hashing (its
+/// connection's time-outs bound that).
+pub(super) async fn announced(conn: &ConnRef, ms: f64) -> Result<(Hash, bool), JsValue> {
     let mut preparing = false;
     // At most a few messages come before the name: the first PREPARING is
     // honoured once, anything else ends the wait.
@@ -99,7 +106,7 @@ pub(super) async fn announced(conn: &ConnRef, ms: f64) -> Result<Hash, JsValue> 
         }?;
         turn(conn);
         match parse(&message) {
-            Said::Named(hash) => return Ok(hash),
+            Said::Named(hash, text) => return Ok((hash, text)),
             Said::Preparing if !preparing => preparing = true,
             Said::Failed(why) => {
                 return Err(js::error(
@@ -125,7 +132,11 @@ mod tests {
         let hash = Hash::of(b"tree");
         let mut named = vec![ANNOUNCE];
         named.extend_from_slice(hash.as_bytes());
-        assert_eq!(parse(&named), Said::Named(hash));
+        assert_eq!(parse(&named), Said::Named(hash, false));
+        named[0] = ANNOUNCE_TEXT;
+        assert_eq!(parse(&named), Said::Named(hash, true));
+        named[0] = 4;
+        assert_eq!(parse(&named), Said::Other);
         assert_eq!(parse(&named[..32]), Said::Other, "a cut hash");
         assert_eq!(parse(&[2]), Said::Preparing);
         assert_eq!(

@@ -67,6 +67,8 @@ enum Phase {
 struct State {
     conn: ConnRef,
     hash: Hash,
+    /// The sender offers a short text (`send --text`), not files to keep.
+    text: bool,
     collection: Collection,
     layout: Layout,
     outboards: Vec<Outboard>,
@@ -191,7 +193,7 @@ pub(crate) fn start(conn: ConnRef) -> Promise {
 
 /// The sender's collection, named and verified.
 async fn offer(conn: &ConnRef) -> Result<State, JsValue> {
-    let hash = announce::announced(conn, REQUEST_MS).await?;
+    let (hash, text) = announce::announced(conn, REQUEST_MS).await?;
     let (collection, outboards) = task::timeout(REQUEST_MS, fetching::metadata(conn, hash))
         .await
         .ok_or_else(|| {
@@ -200,10 +202,17 @@ async fn offer(conn: &ConnRef) -> Result<State, JsValue> {
                 "the sender did not send the list of files in time",
             )
         })??;
+    if text && (collection.entries().len() != 1 || collection.total_size() > announce::MAX_TEXT) {
+        return Err(js::error(
+            "Protocol",
+            "the sender broke the share protocol: a text offer that is not one short text",
+        ));
+    }
     let layout = Layout::new(&collection);
     Ok(State {
         conn: conn.clone(),
         hash,
+        text,
         collection,
         layout,
         outboards,
@@ -259,6 +268,18 @@ impl WasmReceive {
     #[wasm_bindgen(getter)]
     pub fn total(&self) -> f64 {
         self.state.borrow().collection.total_size() as f64
+    }
+
+    /// What is offered: `"files"`, or `"text"` (one short file, at most
+    /// 64 KiB, meant to be shown rather than saved: `peerpipe send --text`).
+    #[wasm_bindgen(getter)]
+    pub fn kind(&self) -> String {
+        if self.state.borrow().text {
+            "text"
+        } else {
+            "files"
+        }
+        .to_owned()
     }
 
     /// The collection's BLAKE3 hash, in hex.
