@@ -263,7 +263,8 @@ pub async fn bind_net(
                     if io.kind() == std::io::ErrorKind::ConnectionRefused =>
                 {
                     Some(
-                        "is `peerpipe serve` running there? (--server or PEERPIPE_SERVER names another)",
+                        "is `peerpipe serve` running there? (--server, PEERPIPE_SERVER or \
+                         `peerpipe config set server` names another)",
                     )
                 }
                 _ => None,

@@ -13,6 +13,7 @@ macro_rules! say {
 }
 
 mod client;
+mod config;
 mod demo;
 mod identity;
 mod qr;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use peerpipe_proto::signal::IceServer;
 
 /// Default signaling server address.
@@ -54,6 +55,9 @@ const DEFAULT_SERVER: &str = "ws://127.0.0.1:7878/v1/signal";
         Files to anyone, with a one-time code (no token needed):\n  \
         peerpipe send ./photos                             # prints a code like 7-amber-falcon\n  \
         peerpipe receive 7-amber-falcon -o ./inbox         # on the other device\n\n\
+        The server, token and CA certificate in a config file (a flag or an environment \
+        variable wins over it):\n  \
+        peerpipe config set server wss://pipe.example.org\n\n\
         Shell completions: peerpipe completions bash|zsh|fish|elvish|powershell"
 )]
 struct Cli {
@@ -128,6 +132,16 @@ enum Command {
         elvish: peerpipe completions elvish >> ~/.config/elvish/rc.elv\n  \
         powershell: peerpipe completions powershell >> $PROFILE")]
     Completions(CompletionsArgs),
+    /// Keep the server, token and CA certificate in a config file
+    /// (`peerpipe config path` prints where).
+    ///
+    /// The client commands use its values when neither a flag (--server,
+    /// --token, --ca-cert) nor an environment variable (PEERPIPE_SERVER,
+    /// PEERPIPE_TOKEN, PEERPIPE_CA_CERT) gives them. The file is
+    /// $PEERPIPE_CONFIG, else $XDG_CONFIG_HOME/peerpipe/config.toml, else
+    /// ~/.config/peerpipe/config.toml: `key = "value"` lines (a subset of
+    /// TOML) and # comments, mode 0600.
+    Config(config::ConfigArgs),
 }
 
 #[derive(Args)]
@@ -141,6 +155,7 @@ struct CompletionsArgs {
 struct CodeNetArgs {
     /// Admission token (from `peerpipe token`); without one the device joins
     /// anonymously, which the server allows for codes unless it was told not to.
+    /// Default: `token` in the config file (peerpipe config).
     #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true, value_parser = parse_token)]
     token: Option<String>,
     /// Write JSON event lines on stdout (collection, progress, done) instead of progress bars.
@@ -399,7 +414,8 @@ struct IdentityArgs {
 
 #[derive(Args, Clone)]
 struct ClientArgs {
-    /// Admission token (from `peerpipe token`).
+    /// Admission token (from `peerpipe token`). Default: `token` in the
+    /// config file (peerpipe config).
     #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true, value_parser = parse_token)]
     token: String,
     #[command(flatten)]
@@ -410,11 +426,13 @@ struct ClientArgs {
 #[derive(Args, Clone)]
 struct NetArgs {
     /// Signaling server: a ws:// or wss:// URL (http:// and https:// work too),
-    /// or HOST:PORT.
+    /// or HOST:PORT. The default is `server` in the config file (peerpipe
+    /// config) if set there.
     #[arg(long, env = "PEERPIPE_SERVER", default_value = DEFAULT_SERVER)]
     server: String,
     /// Trust the certificates in this PEM file for a wss:// server, besides the
     /// system's roots (a private CA, or a server's self-signed certificate).
+    /// Default: `ca-cert` in the config file (peerpipe config).
     #[arg(long, env = "PEERPIPE_CA_CERT", value_name = "PEM_FILE")]
     ca_cert: Option<PathBuf>,
     #[command(flatten)]
@@ -467,7 +485,13 @@ struct DemoArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_command_line() {
+        Ok(cli) => cli,
+        Err(e) => {
+            say!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_tracing(cli.verbose, cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -492,6 +516,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Parses the command line, with the config file's values as the defaults of
+/// the client commands' `--server`, `--token` and `--ca-cert` (flags and
+/// environment variables win over them). Usage errors, `--help` and
+/// `--version` end the process as clap does; a malformed config file is an
+/// error for the client commands (their `--help` still works).
+fn parse_command_line() -> anyhow::Result<Cli> {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let mut command = Cli::command();
+    let mut config_error = None;
+    if config::is_client_command(&args) {
+        match config::Config::load(&config::path()) {
+            Ok(config) => command = config::apply(command, &config),
+            Err(e) => config_error = Some(e),
+        }
+    }
+    let matches = match command.try_get_matches_from_mut(&args) {
+        Ok(matches) => matches,
+        Err(e) => match (e.kind(), config_error) {
+            (
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+                _,
+            )
+            | (_, None) => e.exit(),
+            (_, Some(config_error)) => return Err(config_error),
+        },
+    };
+    if let Some(config_error) = config_error {
+        return Err(config_error);
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command).exit())
+}
+
 async fn run(command: Command, quiet: bool) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve::run(args).await,
@@ -506,12 +564,12 @@ async fn run(command: Command, quiet: bool) -> anyhow::Result<()> {
         Command::Share(args) => transfer::share(&args, quiet).await,
         Command::Get(args) => transfer::get(&args, quiet).await,
         Command::Completions(args) => completions(args.shell),
+        Command::Config(args) => config::run(&args),
     }
 }
 
 /// Writes the completion script for `shell` to stdout.
 fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
-    use clap::CommandFactory as _;
     use std::io::Write as _;
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "peerpipe", &mut script);

@@ -9,9 +9,15 @@ use std::time::{Duration, Instant};
 
 pub mod files;
 
-/// The built `peerpipe` binary.
+/// The built `peerpipe` binary, with a config file that does not exist: the
+/// tests never read the config of the user running them.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_peerpipe"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_peerpipe"));
+    command.env(
+        "PEERPIPE_CONFIG",
+        std::env::temp_dir().join("peerpipe-cli-tests-no-config/config.toml"),
+    );
+    command
 }
 
 /// `peerpipe CMD [ARGS] --server URL --token TOKEN --identity FILE`.
