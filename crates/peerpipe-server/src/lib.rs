@@ -18,7 +18,9 @@
 //! each other. Code operations are rate-limited per source IP (anonymous
 //! devices) and per user (devices with a token).
 //!
-//! `/health` answers `ok`, and `/metrics` serves Prometheus text.
+//! `/health` answers `ok`, and `/metrics` serves Prometheus text. With
+//! [`Config::web_root`] set, every other path is a file of that directory (the
+//! web page), read-only and strictly confined to it.
 //!
 //! State is in memory: one process serves one site.
 //!
@@ -49,10 +51,11 @@ mod metrics;
 mod stun;
 mod tls;
 mod upgrade;
+mod web;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,6 +178,19 @@ pub struct Config {
     pub code_rate_per_user: u32,
     /// Code operations in a burst of one user's devices. Default 30.
     pub code_burst_per_user: u32,
+    /// A directory to serve the web page from: GET and HEAD of any path but
+    /// `/v1/signal`, `/health` and `/metrics` answer with a file from it (`/`
+    /// and a directory with its `index.html`), other methods get 405. Paths
+    /// are checked strictly: a segment that is empty, `.`, `..`, hidden
+    /// (starts with `.`), or holds `\`, NUL or an escaped `/`, a file that
+    /// is not a regular file or resolves outside the directory (a symlink
+    /// out of it), and a file over 64 MiB are not served (404, the last
+    /// 500). Every file is sent with `X-Content-Type-Options: nosniff`,
+    /// `Referrer-Policy: no-referrer` and `Cache-Control: no-cache`, HTML
+    /// and SVG with a `Content-Security-Policy` allowing only the page's own
+    /// scripts, styles and wasm, and WebSockets. Files are streamed from
+    /// disk, never held whole. Default none: those paths answer 404.
+    pub web_root: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -205,6 +221,7 @@ impl std::fmt::Debug for Config {
             .field("code_burst_per_ip", &self.code_burst_per_ip)
             .field("code_rate_per_user", &self.code_rate_per_user)
             .field("code_burst_per_user", &self.code_burst_per_user)
+            .field("web_root", &self.web_root)
             .field(
                 "ice_servers",
                 &self.ice_servers.iter().map(|s| &s.url).collect::<Vec<_>>(),
@@ -244,6 +261,7 @@ impl Config {
             code_burst_per_ip: 30,
             code_rate_per_user: 120,
             code_burst_per_user: 30,
+            web_root: None,
         }
     }
 
@@ -351,11 +369,15 @@ pub struct Server {
 
 impl Server {
     /// Binds `config.listen`, starts accepting connections in the background and
-    /// returns. Fails if the address cannot be bound or the config is invalid
+    /// returns. Fails if the address cannot be bound, the config is invalid
     /// (secret shorter than 32 bytes, `max_frame` not above the relay header, zero
-    /// ping interval or idle time-out).
+    /// ping interval or idle time-out), or [`Config::web_root`] is not a directory.
     pub async fn bind(config: Config) -> io::Result<Server> {
         config.validate()?;
+        let web_root = match &config.web_root {
+            Some(dir) => Some(Arc::new(web::WebRoot::open(dir).await?)),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -387,11 +409,14 @@ impl Server {
             shutdown: shutdown_rx.clone(),
             idle: idle.clone(),
         };
-        let router = Router::new()
+        let mut router = Router::new()
             .route("/v1/signal", get(signal))
             .route("/health", get(|| async { "ok\n" }))
             .route("/metrics", get(metrics_text))
             .with_state(app);
+        if let Some(web) = web_root {
+            router = router.fallback(move |req: Request| async move { web.serve(req).await });
+        }
         tokio::spawn(memory::give_back(hub.clone(), shutdown_rx.clone()));
         let accept = tokio::spawn(accept::run(
             listener,
