@@ -367,6 +367,18 @@ struct ServeArgs {
     /// Code operations in a burst from one IP address for anonymous devices.
     #[arg(long, default_value = "30", value_name = "N")]
     code_burst_per_ip: u32,
+    /// Serve the web page (send and receive by code in a browser) at / from
+    /// this directory, as scripts/web-page builds it (index.html at its root).
+    /// Default: the first of EXE_DIR/../share/peerpipe/web (an installed
+    /// copy) and EXE_DIR/../web (the build tree: target/release/peerpipe
+    /// serves target/web) that holds index.html, where EXE_DIR is the
+    /// directory of this program; none found: no page.
+    #[arg(long, env = "PEERPIPE_WEB_DIR", value_name = "DIR")]
+    web_dir: Option<PathBuf>,
+    /// Serve no web page: only /v1/signal, /health and /metrics answer.
+    /// Conflicts with --web-dir; wins over PEERPIPE_WEB_DIR.
+    #[arg(long)]
+    no_web: bool,
 }
 
 /// A token is never empty: `--token ""` (an unset variable, say) is a mistake,
@@ -547,7 +559,29 @@ fn parse_command_line() -> anyhow::Result<Cli> {
     if let Some(config_error) = config_error {
         return Err(config_error);
     }
+    refuse_conflicts(&mut command, &matches);
     Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command).exit())
+}
+
+/// Conflicts clap's `conflicts_with` cannot say: it counts a value from the
+/// environment as given, and `serve --no-web` must win over
+/// `PEERPIPE_WEB_DIR` but conflict with `--web-dir` on the command line. Ends
+/// the process with a usage error as clap does.
+fn refuse_conflicts(command: &mut clap::Command, matches: &clap::ArgMatches) {
+    let Some(serve) = matches.subcommand_matches("serve") else {
+        return;
+    };
+    let from_command_line =
+        serve.value_source("web_dir") == Some(clap::parser::ValueSource::CommandLine);
+    if serve.get_flag("no_web") && from_command_line {
+        let serve_command = command.find_subcommand_mut("serve").expect("serve exists");
+        serve_command
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "the argument '--no-web' cannot be used with '--web-dir <DIR>'",
+            )
+            .exit();
+    }
 }
 
 async fn run(command: Command, quiet: bool) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! `peerpipe serve` and `peerpipe token`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
@@ -9,7 +10,11 @@ use peerpipe_server::{Config, Server, load_or_create_secret};
 
 use crate::{ServeArgs, TokenArgs, identity};
 
+/// The file a web page directory must hold.
+const WEB_INDEX: &str = "index.html";
+
 pub async fn run(args: ServeArgs) -> Result<()> {
+    let page = web_page(&args)?;
     let secret_file = args
         .secret_file
         .unwrap_or_else(|| identity::config_dir().join("server-secret"));
@@ -50,6 +55,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     config.code_burst_per_ip = args.code_burst_per_ip;
     config.ice_servers = args.stun.into_iter().chain(args.turn).collect();
     config.stun_listen = args.stun_listen;
+    if let WebPage::Dir(dir) = &page {
+        config.web_root = Some(dir.clone());
+    }
     if config.ice_servers.len() > MAX_ICE_SERVERS {
         bail!("at most {MAX_ICE_SERVERS} --stun and --turn servers together");
     }
@@ -71,9 +79,113 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     for url in &urls {
         say!("clients connect with: --server {url}");
     }
+    match page {
+        WebPage::Dir(_) => say!(
+            "web page: {}",
+            page_line(args.public_url.as_deref(), server.local_addr(), config_tls)
+        ),
+        WebPage::NotFound => {
+            say!("no web page (build it with scripts/web-page, or give --web-dir DIR)")
+        }
+        WebPage::Off => {}
+    }
     peerpipe_server::serve_until_signal(server).await;
     say!("server stopped");
     Ok(())
+}
+
+/// Where the web page comes from.
+#[derive(Debug, PartialEq)]
+enum WebPage {
+    /// Served from this directory.
+    Dir(PathBuf),
+    /// None given and none found where one is looked for.
+    NotFound,
+    /// Turned off with `--no-web`.
+    Off,
+}
+
+/// `--web-dir` (which must hold index.html), else the first default that
+/// does, unless `--no-web`.
+fn web_page(args: &ServeArgs) -> Result<WebPage> {
+    if args.no_web {
+        return Ok(WebPage::Off);
+    }
+    if let Some(dir) = &args.web_dir {
+        if !dir.join(WEB_INDEX).is_file() {
+            bail!(
+                "--web-dir {}: there is no {WEB_INDEX} in it; build the page with \
+                 scripts/web-page (it writes target/web) and give that directory",
+                dir.display()
+            );
+        }
+        return Ok(WebPage::Dir(dir.clone()));
+    }
+    let exe = std::env::current_exe().ok();
+    let found = exe
+        .as_deref()
+        .and_then(Path::parent)
+        .map(default_web_dirs)
+        .and_then(|dirs| dirs.into_iter().find(|d| d.join(WEB_INDEX).is_file()));
+    Ok(found.map_or(WebPage::NotFound, WebPage::Dir))
+}
+
+/// Where the page is looked for beside the program in `exe_dir`: an
+/// installed copy (`PREFIX/bin/peerpipe`, `PREFIX/share/peerpipe/web`), then
+/// the build tree (`target/release/peerpipe`, `target/web`).
+fn default_web_dirs(exe_dir: &Path) -> [PathBuf; 2] {
+    [
+        exe_dir.join("../share/peerpipe/web"),
+        exe_dir.join("../web"),
+    ]
+}
+
+/// Where to open the page: from `--public-url`, or the address the server is
+/// bound to (for an unspecified one, the loopback address and a word on
+/// other devices).
+fn page_line(public_url: Option<&str>, bound: SocketAddr, tls: bool) -> String {
+    if let Some(url) = public_url {
+        return format!(
+            "open {} in a browser",
+            page_url(&crate::client::server_url(url))
+        );
+    }
+    let scheme = if tls { "https" } else { "http" };
+    let addrs = client_addrs(bound);
+    let mut line = format!("open {scheme}://{}/ in a browser", addrs[0]);
+    if bound.ip().is_unspecified() {
+        line.push_str(" on this machine; other devices use this machine's address");
+        let mut notes: Vec<String> = addrs
+            .get(1)
+            .map(|routed| format!("{scheme}://{routed}/"))
+            .into_iter()
+            .collect();
+        if !tls {
+            // Secure contexts: plain http is one only on the loopback address.
+            notes.push("browsers there need https: --tls-cert/--tls-key".into());
+        }
+        if !notes.is_empty() {
+            line.push_str(&format!(" ({})", notes.join("; ")));
+        }
+    }
+    line
+}
+
+/// The page's URL on the server whose signaling URL is `signal`: http(s) for
+/// ws(s), the path without its `v1/signal` (behind a proxy that maps a path
+/// prefix), else the root.
+fn page_url(signal: &str) -> String {
+    let (scheme, rest) = match signal.split_once("://") {
+        Some(("wss", rest)) => ("https", rest),
+        Some((_, rest)) => ("http", rest),
+        None => ("http", signal),
+    };
+    let (host, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+    let prefix = path
+        .strip_suffix("v1/signal")
+        .filter(|p| p.ends_with('/'))
+        .unwrap_or("/");
+    format!("{scheme}://{host}{prefix}")
 }
 
 /// `--listen`: IP:PORT, or HOST:PORT resolved (the first address it names).
@@ -86,14 +198,22 @@ fn resolve_listen(listen: &str) -> Result<SocketAddr> {
         .with_context(|| format!("--listen {listen:?} names no address"))
 }
 
-/// The URLs clients use for a server bound to `bound`: that address, or for an
-/// unspecified one (0.0.0.0, ::) the loopback address and the address of the
-/// interface the default route leaves by.
+/// The URLs clients use for a server bound to `bound` (see [`client_addrs`]).
 fn client_urls(bound: SocketAddr, tls: bool) -> Vec<String> {
     let scheme = if tls { "wss" } else { "ws" };
-    let url = |ip: IpAddr| format!("{scheme}://{}/v1/signal", SocketAddr::new(ip, bound.port()));
+    client_addrs(bound)
+        .into_iter()
+        .map(|addr| format!("{scheme}://{addr}/v1/signal"))
+        .collect()
+}
+
+/// The addresses clients reach a server bound to `bound` at: that address, or
+/// for an unspecified one (0.0.0.0, ::) the loopback address and the address
+/// of the interface the default route leaves by.
+fn client_addrs(bound: SocketAddr) -> Vec<SocketAddr> {
+    let at = |ip: IpAddr| SocketAddr::new(ip, bound.port());
     if !bound.ip().is_unspecified() {
-        return vec![url(bound.ip())];
+        return vec![bound];
     }
     let (loopback, probe): (IpAddr, SocketAddr) = match bound {
         SocketAddr::V4(_) => (
@@ -105,7 +225,7 @@ fn client_urls(bound: SocketAddr, tls: bool) -> Vec<String> {
             "[2001:db8::1]:9".parse().expect("an address"),
         ),
     };
-    let mut urls = vec![url(loopback)];
+    let mut addrs = vec![at(loopback)];
     // Connecting a UDP socket sends nothing; it only asks the routing table
     // which local address would be used.
     let routed = std::net::UdpSocket::bind(SocketAddr::new(bound.ip(), 0))
@@ -114,9 +234,9 @@ fn client_urls(bound: SocketAddr, tls: bool) -> Vec<String> {
         && !local.ip().is_loopback()
         && !local.ip().is_unspecified()
     {
-        urls.push(url(local.ip()));
+        addrs.push(at(local.ip()));
     }
-    urls
+    addrs
 }
 
 pub fn token(args: TokenArgs) -> Result<()> {
@@ -167,6 +287,54 @@ mod tests {
             client_urls("10.1.2.3:443".parse().unwrap(), true),
             ["wss://10.1.2.3:443/v1/signal"]
         );
+    }
+
+    #[test]
+    fn the_page_line_names_a_url_to_open() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            page_line(None, at("127.0.0.1:7878"), false),
+            "open http://127.0.0.1:7878/ in a browser"
+        );
+        assert_eq!(
+            page_line(None, at("10.1.2.3:443"), true),
+            "open https://10.1.2.3:443/ in a browser"
+        );
+        let all = page_line(None, at("0.0.0.0:7878"), true);
+        assert!(
+            all.starts_with(
+                "open https://127.0.0.1:7878/ in a browser on this machine; \
+                             other devices use this machine's address"
+            ),
+            "{all}"
+        );
+        assert!(!all.contains("0.0.0.0"), "{all}");
+        let v6 = page_line(None, at("[::]:7878"), false);
+        assert!(
+            v6.starts_with("open http://[::1]:7878/ in a browser"),
+            "{v6}"
+        );
+        assert!(v6.contains("--tls-cert"), "{v6}");
+        assert_eq!(
+            page_line(Some("wss://pipe.example.org"), at("0.0.0.0:443"), true),
+            "open https://pipe.example.org/ in a browser"
+        );
+    }
+
+    #[test]
+    fn page_urls_follow_the_signaling_url() {
+        assert_eq!(page_url("ws://h:1/v1/signal"), "http://h:1/");
+        assert_eq!(page_url("wss://h/v1/signal"), "https://h/");
+        assert_eq!(page_url("wss://h/pipe/v1/signal"), "https://h/pipe/");
+        assert_eq!(page_url("wss://h/custom"), "https://h/");
+        assert_eq!(page_url("wss://h/xv1/signal"), "https://h/");
+    }
+
+    #[test]
+    fn the_page_is_looked_for_installed_then_in_the_build_tree() {
+        let [installed, built] = default_web_dirs(Path::new("/opt/pp/bin"));
+        assert_eq!(installed, Path::new("/opt/pp/bin/../share/peerpipe/web"));
+        assert_eq!(built, Path::new("/opt/pp/bin/../web"));
     }
 }
 

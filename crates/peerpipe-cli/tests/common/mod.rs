@@ -12,7 +12,13 @@ pub mod files;
 /// The built `peerpipe` binary, with a config file that does not exist: the
 /// tests never read the config of the user running them.
 pub fn bin() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_peerpipe"));
+    bin_at(Path::new(env!("CARGO_BIN_EXE_peerpipe")))
+}
+
+/// Like [`bin`], for a link to or copy of the binary at `exe` (to test what it
+/// looks for beside itself).
+pub fn bin_at(exe: &Path) -> Command {
+    let mut command = Command::new(exe);
     command.env(
         "PEERPIPE_CONFIG",
         std::env::temp_dir().join("peerpipe-cli-tests-no-config/config.toml"),
