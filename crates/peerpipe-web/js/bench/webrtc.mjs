@@ -8,22 +8,29 @@
 //   byte to the last;
 // - 64 B messages per second, browser → browser over the data channel;
 // - time from `connect` returning to the data channel carrying data (median of 5);
+// - the web page (scripts/web-page, served by `peerpipe serve --web-dir`):
+//   the CLI's `peerpipe send` of one file of PEERPIPE_BENCH_PAGE_MIB MiB
+//   (default 1024) received by the page into the browser's storage, end to
+//   end from "Keep in this browser" to done, and the renderer's peak memory;
 // - the package's size, raw and gzipped.
 // Scale with PEERPIPE_BENCH_WEB_MIB (default 64).
-import { mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
-import { data, deviceId, run, sha256, startServer } from "../test/harness.mjs";
+import { data, deviceId, nativeSend, run, sha256, startServer } from "../test/harness.mjs";
 import { openPage, serveFiles } from "../test/browser.mjs";
+import { enterCode, openApp, sampleRenderer, webDir } from "../test/page.mjs";
 
 const MIB = 1 << 20;
 const SIZE = Number(process.env.PEERPIPE_BENCH_WEB_MIB ?? 64) * MIB;
+const PAGE_SIZE = Number(process.env.PEERPIPE_BENCH_PAGE_MIB ?? 1024) * MIB;
+const WITH_PAGE = existsSync(join(webDir, "index.html"));
 const ARGS = ["--disable-features=WebRtcHideLocalIpsWithMdns"];
 const mbs = (bytes, seconds) => (bytes / seconds / 1e6).toFixed(1);
 
-const server = await startServer();
+const server = await startServer(WITH_PAGE ? ["--web-dir", webDir] : []);
 const site = await serveFiles();
 const token = server.token("bench");
 const rows = [];
@@ -218,6 +225,34 @@ const PAGE = `(async ({ server, token }) => {
   await b.browser.close();
 }
 
+// The web page: CLI send → page receive into the browser's storage.
+if (WITH_PAGE) {
+  const dir = mkdtempSync(join(tmpdir(), "pp-bench-page-"));
+  const file = join(dir, "file.bin");
+  writeFileSync(file, "");
+  for (let at = 0, seed = 1; at < PAGE_SIZE; at += 16 * MIB, seed++) {
+    writeFileSync(file, data(Math.min(16 * MIB, PAGE_SIZE - at), seed), { flag: "a" });
+  }
+  const app = await openApp(server.url.replace(/^ws/, "http").replace(/\/v1\/signal$/, "/"), { args: ARGS });
+  const sender = nativeSend(server, token, file);
+  await enterCode(app.page, await sender.code);
+  await app.page.locator("#save-browser").waitFor({ state: "visible", timeout: 30_000 });
+  const sampler = sampleRenderer(app.browser);
+  const t0 = performance.now();
+  await app.page.locator("#save-browser").click();
+  await app.page.locator("#done").waitFor({ state: "visible", timeout: 900_000 });
+  const seconds = (performance.now() - t0) / 1000;
+  const peak = await sampler.stop();
+  const path = await app.page.locator("#progress-path").textContent();
+  const sent = await sender.done;
+  if (sent.code !== 0) throw new Error(`send to the page failed: ${sent.stderr}`);
+  rows.push([`web page: CLI send → page, ${PAGE_SIZE / MIB} MiB into the browser's storage (${path.includes("direct") ? "direct" : "relay"} at the end)`, mbs(PAGE_SIZE, seconds)]);
+  rows.push(["web page: the page renderer's private memory (Chromium's memory footprint), peak over that transfer, MiB", (peak.private / 1024).toFixed(0)]);
+  rows.push(["web page: the page renderer's resident memory (shared libraries included), peak, MiB", (peak.rss / 1024).toFixed(0)]);
+  await app.browser.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+
 // Size.
 const pkg = fileURLToPath(new URL("../pkg/", import.meta.url));
 const wasm = readFileSync(join(pkg, "peerpipe_web_bg.wasm"));
@@ -235,3 +270,4 @@ const row = (name) => Number(rows.find(([k]) => k.startsWith(name))[1]);
 const up = row("peerpipe-web browser → native");
 const down = row("peerpipe-web native CLI → browser");
 console.log(`\nbrowser → native / bare: ${(up / bare).toFixed(2)}x; native → browser / bare: ${(down / bare).toFixed(2)}x`);
+if (WITH_PAGE) console.log(`CLI → web page / bare: ${(row("web page: CLI send") / bare).toFixed(2)}x`);
