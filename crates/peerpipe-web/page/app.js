@@ -244,54 +244,42 @@ async function fileIn(dir, path) {
 }
 
 /** A resumable sink in OPFS: written in place by the worker, so a reload
- * keeps every byte written; `existing` hands back what is there. Verified
- * chunks are gathered into 1 MiB writes, of which at most 4 are in flight:
- * the receive waits while they are (bounded memory, the disk's pace). */
+ * keeps every byte written; `existing` hands back what is there. Each
+ * verified chunk moves to the worker as it is (transferred, not copied);
+ * while 4 MiB are on their way the receive waits (bounded memory, the
+ * disk's pace). */
 function browserSink(hash) {
-  const BATCH = 1 << 20;
-  const IN_FLIGHT = 4;
+  const IN_FLIGHT = 4 << 20;
   return {
     async open(path, _size, offset) {
       const h = await call("open", { base: [STORE, hash], path, offset });
-      let parts = [];
-      let gathered = 0;
       const flying = [];
+      let bytesFlying = 0;
       let failed = null;
-      const post = () => {
-        if (gathered === 0) return;
-        const batch = new Uint8Array(gathered);
-        let at = 0;
-        for (const p of parts) {
-          batch.set(p, at);
-          at += p.length;
-        }
-        parts = [];
-        gathered = 0;
-        const sent = call("write", { h, bytes: batch }, [batch.buffer]);
-        sent.catch((e) => (failed ??= e));
-        flying.push(sent);
-      };
       const settle = async (limit) => {
-        while (flying.length > limit) await flying.shift();
+        while (bytesFlying > limit) {
+          const [sent, n] = flying.shift();
+          await sent.catch(() => {});
+          bytesFlying -= n;
+        }
         if (failed) throw failed;
       };
       return {
         async write(chunk) {
           if (failed) throw failed;
-          parts.push(chunk);
-          gathered += chunk.length;
-          if (gathered >= BATCH) {
-            post();
-            await settle(IN_FLIGHT - 1);
-          }
+          const own = chunk.byteOffset === 0 && chunk.byteLength === chunk.buffer.byteLength ? chunk : chunk.slice();
+          const n = own.length;
+          const sent = call("write", { h, bytes: own }, [own.buffer]);
+          sent.catch((e) => (failed ??= e));
+          flying.push([sent, n]);
+          bytesFlying += n;
+          await settle(IN_FLIGHT);
         },
         async close() {
-          post();
           await settle(0);
           await call("close", { h });
         },
         async abort() {
-          post();
           await settle(0).catch(() => {});
           await call("abort", { h, remove: false });
         },
