@@ -98,7 +98,7 @@ pub struct Config {
     /// Excess frames wait (the sender is slowed down); none are dropped.
     pub relay_rate: u32,
     /// Devices one user may have online at once: 1 to
-    /// [`MAX_LISTED_PEERS`](peerpipe_proto::signal::MAX_LISTED_PEERS). Default 32.
+    /// [`MAX_LISTED_PEERS`]. Default 32.
     pub max_devices_per_user: usize,
     /// Time a new connection has to present a valid hello, and to send its
     /// HTTP request head (and finish its TLS handshake). Default 10 s.
