@@ -403,11 +403,14 @@ pub fn same_bytes(a: &Path, b: &Path) -> bool {
 /// feed and show (stdout and stderr mixed). Exits with `command`'s status.
 pub fn in_pty(command: &Command) -> Command {
     let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', r"'\''"));
+    // `env` takes its -u options before any NAME=VALUE.
     let mut line = String::from("env");
+    for (key, _) in command.get_envs().filter(|(_, v)| v.is_none()) {
+        line.push_str(&format!(" -u {}", quote(key)));
+    }
     for (key, value) in command.get_envs() {
-        match value {
-            None => line.push_str(&format!(" -u {}", quote(key))),
-            Some(v) => line.push_str(&format!(" {}={}", key.to_string_lossy(), quote(v))),
+        if let Some(v) = value {
+            line.push_str(&format!(" {}={}", key.to_string_lossy(), quote(v)));
         }
     }
     line.push(' ');
