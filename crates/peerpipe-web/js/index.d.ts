@@ -278,6 +278,12 @@ export class Receive extends EventTarget {
  * only what is missing (a differing file there is replaced). */
 export function directorySink(dir: FileSystemDirectoryHandle, options?: { resume?: boolean }): ReceiveSink;
 
+/** `text` (a link, say) as an SVG image of its QR code: a viewBox of its
+ * modules with a quiet zone of four, dark on white, crisp edges. Needs the
+ * core loaded (`load()` or `Node.bind`); fails with `NotLoaded` or
+ * `TooLong`. */
+export function qrSvg(text: string): string;
+
 /** Bytes of memory the WebAssembly core holds (0 before it loaded). */
 export function memoryBytes(): number;
 

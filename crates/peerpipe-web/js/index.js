@@ -1,6 +1,6 @@
 // peerpipe for browsers and Node.js 20+: a thin JavaScript layer (events,
 // WHATWG streams, the device key) over the Rust core in WebAssembly.
-import init, { WasmNode, WasmReceive } from "./pkg/peerpipe_web.js";
+import init, { WasmNode, WasmReceive, qrSvg as wasmQrSvg } from "./pkg/peerpipe_web.js";
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node;
 let loading;
@@ -34,6 +34,15 @@ export function load(wasm) {
 /** Bytes of memory the WebAssembly core holds (0 before it loaded). */
 export function memoryBytes() {
   return core?.memory?.buffer.byteLength ?? 0;
+}
+
+/** `text` (a link, say) as an SVG image of its QR code: a string of
+ * `<svg>` with a viewBox of the code's modules, a quiet zone of four
+ * modules, dark on white, crisp edges. Needs the core loaded (`load()`, or
+ * any `Node.bind`); fails with `code` `TooLong` for a text no QR code holds. */
+export function qrSvg(text) {
+  if (!core) throw Object.assign(new Error("the WebAssembly core is not loaded: await load() first"), { code: "NotLoaded" });
+  return wasmQrSvg(String(text));
 }
 
 function randomSecret() {

@@ -20,7 +20,7 @@
 //! ([`WasmCodeOffer`], [`WasmNode::claim_code`]) connect devices of two users,
 //! and [`WasmReceive`] receives the files a `peerpipe send` offers on such a
 //! code, verified in 16 KiB groups ([`peerpipe_share`]) before the page's
-//! sink gets them.
+//! sink gets them. [`qr_svg`] draws a code's link as a QR code.
 //!
 //! Natively the crate compiles too (for `cargo test` and docs), though its
 //! functions need a JavaScript host to run:
@@ -36,6 +36,7 @@ mod conn;
 mod connection;
 mod js;
 mod node;
+mod qr;
 mod receive;
 mod rtc;
 mod task;
@@ -49,6 +50,7 @@ use wasm_bindgen::prelude::*;
 pub use crate::code::WasmCodeOffer;
 pub use crate::connection::WasmConnection;
 use crate::node::NodeRef;
+pub use crate::qr::qr_svg;
 pub use crate::receive::WasmReceive;
 
 /// A device's node: its link to the server. The JavaScript package wraps it
