@@ -45,8 +45,9 @@ pub fn svg(text: &str) -> Result<String, qrcode::types::QrError> {
     ))
 }
 
-/// `text` as an SVG string of its QR code (see [`svg`]); fails with an
-/// `Error` whose `code` is `TooLong` when the text does not fit a QR code.
+/// `text` as an SVG string of its QR code (level M, a quiet zone of four
+/// modules, crisp edges, a viewBox of the modules); fails with an `Error`
+/// whose `code` is `TooLong` when the text does not fit a QR code.
 #[wasm_bindgen(js_name = qrSvg)]
 pub fn qr_svg(text: &str) -> Result<String, JsValue> {
     svg(text).map_err(|e| js::error("TooLong", &format!("no QR code of this text: {e}")))
