@@ -145,6 +145,14 @@ export class Node extends EventTarget {
    * device sends no files), `Corrupt`, `Collection` (an unsafe or malformed
    * list), `TooLarge` (more than 64 GiB), `TimedOut`. */
   receiveCode(code: string): Promise<Receive>;
+  /** Sends files by one-time code, as `peerpipe send` does, to the CLI's
+   * `peerpipe receive CODE` or to `receiveCode` elsewhere. The paths are
+   * checked before anything else (a bad list fails with `BadPath`,
+   * `Conflict`, `TooLarge`, `NoFiles` or `BadFile`, no code taken); settles
+   * with the `Send` as soon as the server gave the code, while the files
+   * are hashed (a receiver that comes early waits). Files are read in
+   * 1 MiB slices (`blob.slice().arrayBuffer()`), never whole. */
+  sendFiles(entries: SendEntry[], options?: SendOptions): Promise<Send>;
   shutdown(): void;
   addEventListener<K extends keyof NodeEvents>(
     type: K,
@@ -277,6 +285,82 @@ export class Receive extends EventTarget {
  * written is kept on failure and a later receive of the same files fetches
  * only what is missing (a differing file there is replaced). */
 export function directorySink(dir: FileSystemDirectoryHandle, options?: { resume?: boolean }): ReceiveSink;
+
+/** One file to send. */
+export interface SendEntry {
+  /** Relative, `/`-separated (as `webkitRelativePath`): no empty, `.` or
+   * `..` part, no leading `/`, backslash or NUL; no path twice, no file
+   * that is also another's folder. */
+  path: string;
+  /** Its contents (a `File` from a picker or a drop, any `Blob`). */
+  file: Blob;
+}
+
+export interface SendOptions {
+  /** Cancels the send when aborted (as `Send.cancel`). */
+  signal?: AbortSignal;
+}
+
+export interface HashingEvent extends Event {
+  /** Bytes hashed so far, of `total`. */
+  done: number;
+  total: number;
+}
+export interface SendConnectedEvent extends Event {
+  /** The receiving device. */
+  peer: PeerInfo;
+  /** The path the data takes when the receiver came; see `Send.path`. */
+  path: Path;
+}
+export interface SendProgressEvent extends Event {
+  /** Bytes of file data served so far, of `total`. */
+  sent: number;
+  total: number;
+}
+export interface SendReport {
+  bytes: number;
+  files: number;
+  /** Bytes of file data served (more than `bytes` if some were asked twice). */
+  sent: number;
+  seconds: number;
+}
+export interface SendDoneEvent extends Event, SendReport {}
+
+interface SendEvents {
+  hashing: HashingEvent;
+  connected: SendConnectedEvent;
+  progress: SendProgressEvent;
+  done: SendDoneEvent;
+}
+
+/** Files sent over a one-time code (from `Node.sendFiles`). Memory stays
+ * bounded whatever the size: the group hashes (32 bytes per 16 KiB) and a
+ * few 1 MiB slices being read. */
+export class Send extends EventTarget {
+  /** The code to give the receiver, like `7-amber-falcon`. */
+  readonly code: string;
+  /** The files as given. */
+  readonly files: readonly OfferedFile[];
+  readonly total: number;
+  /** The collection's BLAKE3 hash, hex, once hashed. */
+  readonly hash: string | null;
+  /** The path the data takes now, once the receiver came. */
+  readonly path: Path | null;
+  /** Settles once the receiver has every file, verified. Fails with
+   * `Declined`, `ReceiverStopped` (its reason in the message), `Cancelled`,
+   * `File` (a file could not be read, or changed since it was picked),
+   * `Expired` (nobody used the code in time), or how the connection ended
+   * (`PeerClosed`, `PeerDisconnected`, `TimedOut`, ...). */
+  readonly finished: Promise<SendReport>;
+  /** Stops: the code is withdrawn, or the receiver is told and the
+   * transfer ends (`finished` fails with `Cancelled`). */
+  cancel(): void;
+  addEventListener<K extends keyof SendEvents>(
+    type: K,
+    listener: (event: SendEvents[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+}
 
 /** `text` (a link, say) as an SVG image of its QR code: a viewBox of its
  * modules with a quiet zone of four, dark on white, crisp edges. Needs the

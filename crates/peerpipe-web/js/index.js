@@ -1,6 +1,6 @@
 // peerpipe for browsers and Node.js 20+: a thin JavaScript layer (events,
 // WHATWG streams, the device key) over the Rust core in WebAssembly.
-import init, { WasmNode, WasmReceive, qrSvg as wasmQrSvg } from "./pkg/peerpipe_web.js";
+import init, { WasmNode, WasmReceive, WasmSend, qrSvg as wasmQrSvg } from "./pkg/peerpipe_web.js";
 
 const isNode = typeof process !== "undefined" && !!process.versions?.node;
 let loading;
@@ -287,8 +287,116 @@ export class Node extends EventTarget {
     const conn = await this.#raw.claimCode(code);
     return new Receive(await WasmReceive.start(conn));
   }
+  /** Sends files by one-time code, as `peerpipe send` does: `entries` is
+   * `[{ path, file }]`, `path` relative and `/`-separated (a folder's files
+   * as `webkitRelativePath` names them), `file` a `Blob` or `File`; empty
+   * files and nested folders are fine. The paths are checked first (no
+   * empty, `.` or `..` part, no absolute path, backslash or NUL, no path
+   * twice, no file that is also a folder): a bad list fails with `BadPath`,
+   * `Conflict`, `TooLarge`, `NoFiles` or `BadFile` before a code is taken.
+   * Settles with a `Send` as soon as the server gave the code; the files
+   * are hashed meanwhile (a receiver that comes early waits). `options.signal`
+   * (an `AbortSignal`) cancels the send. */
+  async sendFiles(entries, options = {}) {
+    const send = new Send(entries);
+    try {
+      send[begin](await this.#raw.offerCode());
+    } catch (e) {
+      send.cancel();
+      throw e;
+    }
+    const { signal } = options;
+    if (signal) {
+      if (signal.aborted) send.cancel();
+      else signal.addEventListener("abort", () => send.cancel(), { once: true });
+    }
+    return send;
+  }
   /** Ends every connection and the link to the server. */
   shutdown() { this.#raw.shutdown(); }
+}
+
+const begin = Symbol("begin");
+
+function typed(code, message) {
+  return Object.assign(new TypeError(message), { code });
+}
+
+/** Files sent over a one-time code (from `Node.sendFiles`). Events:
+ * `hashing` (`done`, `total` bytes hashed), `connected` (`peer`, `path`:
+ * `"relay"` or `"webrtc"`, the receiver came), `progress` (`sent`, `total`
+ * bytes of file data served), `done` (`bytes`, `files`, `sent`, `seconds`:
+ * the receiver has everything, verified). */
+export class Send extends EventTarget {
+  #raw;
+  #files;
+  #offer = null;
+  #connected = false;
+  #finished;
+
+  constructor(entries) {
+    super();
+    if (!Array.isArray(entries)) throw typed("BadFile", "sendFiles(entries) takes an array of { path, file }");
+    const paths = [];
+    const files = [];
+    for (const e of entries) {
+      if (!e || typeof e.path !== "string" || !(e.file instanceof Blob)) {
+        throw typed("BadFile", "every entry is { path: string, file: Blob or File }");
+      }
+      paths.push(e.path);
+      files.push(e.file);
+    }
+    this.#files = Object.freeze(entries.map((e) => Object.freeze({ path: e.path, size: e.file.size })));
+    this.#raw = new WasmSend(paths, files, (type, detail) => this.dispatchEvent(event(type, detail)));
+  }
+
+  [begin](offer) {
+    this.#offer = offer;
+    this.#finished = (async () => {
+      let failure;
+      // A file that cannot be read ends the send, receiver or not.
+      this.#raw.hashed().catch((e) => {
+        failure = e;
+        if (!this.#connected) offer.cancel();
+      });
+      let conn;
+      try {
+        conn = await offer.accept();
+      } catch (e) {
+        throw failure ?? e;
+      }
+      this.#connected = true;
+      this.dispatchEvent(event("connected", { peer: conn.peer, path: conn.path }));
+      const report = await this.#raw.serve(conn);
+      this.dispatchEvent(event("done", report));
+      return report;
+    })();
+    // Whoever awaits `finished` hears how it ended; nobody has to.
+    this.#finished.catch(() => {});
+  }
+
+  /** The code to give the receiver, like `7-amber-falcon`. */
+  get code() { return this.#offer?.code ?? null; }
+  /** The files as given: `[{ path, size }]`. */
+  get files() { return this.#files; }
+  /** Bytes of all files. */
+  get total() { return this.#raw.total; }
+  /** The collection's BLAKE3 hash in hex once hashed, else `null`. */
+  get hash() { return this.#raw.hash ?? null; }
+  /** `"relay"` or `"webrtc"` once the receiver came, else `null`. */
+  get path() { return this.#raw.path ?? null; }
+  /** Settles with `{ bytes, files, sent, seconds }` once the receiver has
+   * every file, verified; fails with an Error whose `code` is `Declined`,
+   * `ReceiverStopped` (with its reason), `Cancelled`, `File` (a file could
+   * not be read), `Expired` (nobody used the code in time), or how the
+   * connection ended (`PeerClosed`, `PeerDisconnected`, `TimedOut`, ...). */
+  get finished() { return this.#finished; }
+  /** Stops: the code is withdrawn, or the receiver is told and the
+   * transfer ends; `finished` fails with `Cancelled`. */
+  cancel() {
+    this.#raw.cancel();
+    if (!this.#connected) this.#offer?.cancel();
+  }
 }
 
 /** A file sink the receive writes through: `sink.open(path, size)` gave

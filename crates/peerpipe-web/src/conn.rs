@@ -80,6 +80,9 @@ pub(crate) struct Conn {
     pub by_code: bool,
     pub peer: PeerInfo,
     pub service: Option<String>,
+    /// A Rust task takes the streams the peer opens ([`Conn::poll_accept`])
+    /// instead of the page's handler.
+    pub serving: bool,
     session: Session,
     negotiator: Negotiator,
     /// The running WebRTC attempt, with its session path.
@@ -147,6 +150,7 @@ impl Conn {
             by_code: false,
             peer,
             service,
+            serving: false,
             session,
             // No QUIC in a browser: the native side answers its QUIC offer's
             // refusal with WebRTC.
@@ -439,6 +443,8 @@ impl Conn {
                 }
                 self.negotiator.handle_connected(now);
             }
+            // A serving task takes them itself, woken after this turn.
+            Event::StreamOpened(_) if self.serving => {}
             Event::StreamOpened(_) => {
                 while let Some(id) = self.session.accept_stream() {
                     out.push(Out::Event("stream", (id.0 as f64).into()));
@@ -768,6 +774,15 @@ impl Conn {
             Err(session::OpenError::Limit) => None,
             Err(e) => Some(Err(js::error("Closed", &e.to_string()))),
         }
+    }
+
+    /// The next stream the peer opened (for a connection that is
+    /// [`Conn::serving`]), or why there is none; `None` while none waits.
+    pub fn poll_accept(&mut self) -> Option<Result<StreamId, JsValue>> {
+        if let Some(id) = self.session.accept_stream() {
+            return Some(Ok(id));
+        }
+        self.ended().map(Err)
     }
 
     /// Writes some of `data` to stream `id`: how much, or `None` while it

@@ -20,7 +20,9 @@
 //! ([`WasmCodeOffer`], [`WasmNode::claim_code`]) connect devices of two users,
 //! and [`WasmReceive`] receives the files a `peerpipe send` offers on such a
 //! code, verified in 16 KiB groups ([`peerpipe_share`]) before the page's
-//! sink gets them. [`qr_svg`] draws a code's link as a QR code.
+//! sink gets them; [`WasmSend`] sends the page's files the same way, to
+//! `peerpipe receive` or another page. [`qr_svg`] draws a code's link as a
+//! QR code.
 //!
 //! Natively the crate compiles too (for `cargo test` and docs), though its
 //! functions need a JavaScript host to run:
@@ -39,6 +41,7 @@ mod node;
 mod qr;
 mod receive;
 mod rtc;
+mod send;
 mod task;
 
 use js_sys::{Function, Promise, Uint8Array};
@@ -52,6 +55,7 @@ pub use crate::connection::WasmConnection;
 use crate::node::NodeRef;
 pub use crate::qr::qr_svg;
 pub use crate::receive::WasmReceive;
+pub use crate::send::WasmSend;
 
 /// A device's node: its link to the server. The JavaScript package wraps it
 /// as `Node`; this is the low-level handle it uses.

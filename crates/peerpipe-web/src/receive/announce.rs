@@ -27,14 +27,14 @@ const DONE: &[u8] = b"peerpipe-share-done";
 /// The start of the message either side sends when it gives up.
 const FAILED: &[u8] = b"peerpipe-share-failed: ";
 /// The reason given when the user declined the files.
-const DECLINED: &str = "declined";
+pub(crate) const DECLINED: &str = "declined";
 /// The reason given for a problem of the receiver's own (its sink failed, it
 /// cancelled): what and where stays its own.
-const ENDED: &str = "the receiver ended the transfer";
+pub(crate) const ENDED: &str = "the receiver ended the transfer";
 
 /// What a message from the sender before the hash says.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Said {
+pub(crate) enum Said {
     /// The collection's hash, and whether it is a text.
     Named(Hash, bool),
     /// Still hashing.
@@ -46,7 +46,7 @@ pub(super) enum Said {
 }
 
 /// Reads one message from the sender.
-pub(super) fn parse(message: &[u8]) -> Said {
+pub(crate) fn parse(message: &[u8]) -> Said {
     if let Some(reason) = message.strip_prefix(FAILED) {
         return Said::Failed(String::from_utf8_lossy(reason).into_owned());
     }
@@ -63,14 +63,27 @@ pub(super) fn parse(message: &[u8]) -> Said {
 }
 
 /// The message that ends a receive that failed, for this reason.
-pub(super) fn failed(reason: &str) -> Bytes {
+pub(crate) fn failed(reason: &str) -> Bytes {
     let mut m = FAILED.to_vec();
     m.extend_from_slice(reason.as_bytes());
     m.into()
 }
 
+/// The message in which a sender names its collection `hash` (of files,
+/// not a text).
+pub(crate) fn named(hash: &Hash) -> Bytes {
+    let mut m = vec![ANNOUNCE];
+    m.extend_from_slice(hash.as_bytes());
+    m.into()
+}
+
+/// The message that tells an early receiver to wait for the hashing.
+pub(crate) fn preparing() -> Bytes {
+    Bytes::from_static(PREPARING)
+}
+
 /// The message that ends a receive that has everything.
-pub(super) fn done() -> Bytes {
+pub(crate) fn done() -> Bytes {
     Bytes::from_static(DONE)
 }
 
@@ -147,6 +160,8 @@ mod tests {
         assert_eq!(parse(b"hello"), Said::Other);
         assert_eq!(&failed(DECLINED)[..], b"peerpipe-share-failed: declined");
         assert_eq!(&done()[..], b"peerpipe-share-done");
+        assert_eq!(parse(&super::named(&hash)), Said::Named(hash, false));
+        assert_eq!(parse(&preparing()), Said::Preparing);
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn corrupt(what: &str) -> JsValue {
 }
 
 /// Writes all of `data` to stream `id`.
-async fn write_all(conn: &ConnRef, id: StreamId, data: &[u8]) -> Result<(), JsValue> {
+pub(crate) async fn write_all(conn: &ConnRef, id: StreamId, data: &[u8]) -> Result<(), JsValue> {
     let mut at = 0;
     while at < data.len() {
         at += until(conn, |c| c.poll_write(id, &data[at..])).await?;
@@ -57,7 +57,11 @@ async fn write_all(conn: &ConnRef, id: StreamId, data: &[u8]) -> Result<(), JsVa
 }
 
 /// Up to `max` bytes of stream `id`, `None` at its end.
-async fn read(conn: &ConnRef, id: StreamId, max: usize) -> Result<Option<Bytes>, JsValue> {
+pub(crate) async fn read(
+    conn: &ConnRef,
+    id: StreamId,
+    max: usize,
+) -> Result<Option<Bytes>, JsValue> {
     let chunk = until(conn, |c| c.poll_read(id, max)).await?;
     // What was read is credit the sender may use again.
     turn(conn);

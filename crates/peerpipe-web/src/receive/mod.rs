@@ -14,8 +14,8 @@
 //! [`WRITE_AHEAD`] verified bytes wait for the sink. At the end the sender is
 //! told (it exits then), or told why not (it exits with that reason).
 
-mod announce;
-mod fetching;
+pub(crate) mod announce;
+pub(crate) mod fetching;
 mod resume;
 mod writing;
 
@@ -131,7 +131,7 @@ fn fail(state: &StateRef, e: JsValue) {
 }
 
 /// The `code` of an error from this module (or of the connection).
-fn code_of(e: &JsValue) -> String {
+pub(crate) fn code_of(e: &JsValue) -> String {
     js_sys::Reflect::get(e, &"code".into())
         .ok()
         .and_then(|c| c.as_string())
@@ -139,7 +139,7 @@ fn code_of(e: &JsValue) -> String {
 }
 
 /// The message of an `Error`, or the value as text.
-fn message_of(e: &JsValue) -> String {
+pub(crate) fn message_of(e: &JsValue) -> String {
     e.dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))
         .or_else(|| e.as_string())
@@ -148,7 +148,12 @@ fn message_of(e: &JsValue) -> String {
 
 /// Sends `data` as a message (confirmed: settles once the peer's
 /// application took it) within `ms`.
-async fn say(conn: &ConnRef, data: Bytes, confirm: bool, ms: f64) -> Result<(), JsValue> {
+pub(crate) async fn say(
+    conn: &ConnRef,
+    data: Bytes,
+    confirm: bool,
+    ms: f64,
+) -> Result<(), JsValue> {
     let (promise, done) = Deferred::new();
     conn.borrow_mut().send(data, confirm, done);
     turn(conn);
@@ -159,7 +164,7 @@ async fn say(conn: &ConnRef, data: Bytes, confirm: bool, ms: f64) -> Result<(), 
 }
 
 /// Closes `conn` once what was sent arrived, within [`GOODBYE_MS`].
-async fn close(conn: &ConnRef) {
+pub(crate) async fn close(conn: &ConnRef) {
     let (promise, done) = Deferred::new();
     conn.borrow_mut().close(done);
     turn(conn);
