@@ -555,6 +555,7 @@ async function send(entries) {
     const total = entries.reduce((s, e) => s + e.file.size, 0);
     const title = titleOf(entries.map((e) => ({ path: e.path, size: e.file.size })), total);
     show("sending");
+    $("drop").hidden = true;
     const link = `${location.origin}${location.pathname}#${sending.code}`;
     $("send-code").textContent = sending.code;
     $("send-link").textContent = link;
@@ -619,6 +620,7 @@ function selectTab(which) {
 
 function reset() {
   show();
+  $("drop").hidden = false;
   status("");
   $("code").value = "";
   $("pick-files").value = "";
