@@ -63,7 +63,8 @@ impl Out {
         if self.json {
             println!("{}", json!({ "event": key, key: value }));
         } else {
-            println!("{value}");
+            // Above the bars on a terminal, as `say`'s lines.
+            screen_bars().suspend(|| println!("{value}"));
         }
     }
 
@@ -74,9 +75,15 @@ impl Out {
         }
     }
 
+    /// A line on stderr, printed above the progress bars on screen (not
+    /// through them, which would leave pieces of a bar behind).
     fn say(&self, text: impl std::fmt::Display) {
         if !self.quiet {
-            say!("{text}");
+            if self.json {
+                say!("{text}");
+            } else {
+                screen_bars().suspend(|| say!("{text}"));
+            }
         }
     }
 
@@ -84,10 +91,30 @@ impl Out {
         if self.quiet || self.json {
             MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
         } else {
-            MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8))
+            screen_bars().clone()
         }
     }
 }
+
+/// The progress bars drawn on stderr: one set for the whole process, so that
+/// lines said meanwhile go above them.
+fn screen_bars() -> &'static MultiProgress {
+    static BARS: std::sync::OnceLock<MultiProgress> = std::sync::OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(8)))
+}
+
+/// The process was told to stop (Ctrl-C, SIGTERM, SIGHUP): how, for the
+/// error message.
+#[derive(Debug)]
+struct Interrupted(&'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
@@ -203,9 +230,9 @@ async fn until_stopped<T>(work: impl std::future::Future<Output = Result<T>>) ->
     );
     tokio::select! {
         done = work => done,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
-        _ = term.recv() => Err(anyhow!("terminated")),
-        _ = hup.recv() => Err(anyhow!("hung up")),
+        _ = tokio::signal::ctrl_c() => Err(Interrupted("interrupted").into()),
+        _ = term.recv() => Err(Interrupted("terminated").into()),
+        _ = hup.recv() => Err(Interrupted("hung up").into()),
     }
 }
 
@@ -441,16 +468,21 @@ async fn receive_on(node: &Node, code: &str, args: &ReceiveArgs, out: Out) -> Re
     let conn = node.claim_code(code).await.context("using the code")?;
     // Only files received into a directory leave verified parts to resume from.
     let mut resumable = false;
-    let outcome = match announced(&conn, args.net.net.timeout, out).await? {
-        Offer::Text(hash) => receive_text(&conn, hash, args.net.net.timeout, out).await,
-        Offer::Files(hash) if args.out.as_os_str() == "-" => {
-            receive_stdout(&conn, hash, args, out).await
+    // Ctrl-C (or SIGTERM, SIGHUP) stops the receive as a failure would: what
+    // arrived verified stays, and the sender is told at once.
+    let outcome = until_stopped(async {
+        match announced(&conn, args.net.net.timeout, out).await? {
+            Offer::Text(hash) => receive_text(&conn, hash, args.net.net.timeout, out).await,
+            Offer::Files(hash) if args.out.as_os_str() == "-" => {
+                receive_stdout(&conn, hash, args, out).await
+            }
+            Offer::Files(hash) => {
+                resumable = true;
+                receive_files(&conn, hash, args, out).await
+            }
         }
-        Offer::Files(hash) => {
-            resumable = true;
-            receive_files(&conn, hash, args, out).await
-        }
-    };
+    })
+    .await;
     match outcome {
         Ok(finished) => {
             // Everything is written out and verified: a sender that went
@@ -495,6 +527,13 @@ fn explain(e: anyhow::Error, args: &ReceiveArgs, resumable: bool) -> anyhow::Err
     }
     if !resumable {
         return e;
+    }
+    if e.is::<Interrupted>() {
+        return anyhow!(
+            "{e}; what arrived verified stays in {0}: to fetch only the rest, ask the \
+             sender for a new code and run `peerpipe receive NEW_CODE -o {0}`",
+            args.out.display()
+        );
     }
     if !matches!(
         e.downcast_ref::<share::ShareError>(),
@@ -794,6 +833,13 @@ fn summary(collection: &share::Collection) -> String {
 fn reason_for_sender(e: &anyhow::Error) -> String {
     if e.is::<Declined>() {
         return DECLINED.to_owned();
+    }
+    if let Some(Interrupted(how)) = e.downcast_ref::<Interrupted>() {
+        return match *how {
+            "interrupted" => "interrupted (Ctrl-C)".to_owned(),
+            "terminated" => "terminated (SIGTERM)".to_owned(),
+            other => other.to_owned(),
+        };
     }
     if let Some(NotOne(n)) = e.downcast_ref::<NotOne>() {
         return format!(
