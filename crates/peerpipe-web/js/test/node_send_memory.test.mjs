@@ -39,7 +39,12 @@ test("the WebAssembly memory stays bounded while 256 MiB are sent", { timeout: 1
     const seconds = (Date.now() - started) / 1000;
     console.log(`256 MiB sent in ${seconds.toFixed(1)} s (${(256 / seconds).toFixed(1)} MiB/s); wasm memory peak ${(peak / MIB).toFixed(1)} MiB; the receiver came ${early ? "while hashing went on" : "after hashing"}`);
     assert.equal(await fileHash(join(out, "big.bin")), await fileHash(big));
-    assert.ok(peak < 32 * MIB, `wasm memory peaked at ${(peak / MIB).toFixed(1)} MiB`);
+    // What the design bounds it by: the receiver may grant up to its 16 MiB
+    // window, which the session keeps until acknowledged (to resend on a path
+    // change) while its encrypted frames wait for the socket — twice that —
+    // plus the core's own few MiB. Far below the 256 MiB sent: nothing of a
+    // file stays in memory once the receiver has it.
+    assert.ok(peak < 48 * MIB, `wasm memory peaked at ${(peak / MIB).toFixed(1)} MiB`);
   } finally {
     node?.shutdown();
     server.close();
