@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{ServeProcess, TempDir, receive_command, spawn_send, wait_bounded};
 
@@ -37,20 +36,7 @@ fn ctrl_c_in_receive_tells_the_sender_and_says_how_to_resume() {
         .spawn()
         .unwrap(),
     );
-    let mut events = BufReader::new(receiving.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "no progress");
-        let line = events
-            .next()
-            .expect("receive ended before progress")
-            .unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "progress" && event["done"].as_u64().unwrap_or(0) >= 1 << 20 {
-            break;
-        }
-    }
-    std::thread::spawn(move || events.for_each(drop));
+    common::wait_json_progress(receiving.stdout.take().unwrap(), 1 << 20);
     let interrupted = std::process::Command::new("kill")
         .args(["-INT", &receiving.id().to_string()])
         .status()

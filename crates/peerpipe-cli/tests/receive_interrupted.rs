@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -47,21 +46,7 @@ fn a_killed_sender_leaves_a_resume_hint_and_the_resume_fetches_the_rest() {
             .unwrap(),
     );
     // Kill the sender once the receiver reports a few MiB verified.
-    let mut events = BufReader::new(receiving.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "no progress");
-        let line = events
-            .next()
-            .expect("receive ended before progress")
-            .unwrap();
-        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if event["event"] == "progress" && event["done"].as_u64().unwrap_or(0) >= 2 << 20 {
-            break;
-        }
-    }
-    // Keep reading its events so that it never blocks on a full pipe.
-    std::thread::spawn(move || events.for_each(drop));
+    common::wait_json_progress(receiving.stdout.take().unwrap(), 2 << 20);
     sender.child.kill().unwrap();
     let started = Instant::now();
     let status = wait_bounded(&mut receiving, Duration::from_secs(90));

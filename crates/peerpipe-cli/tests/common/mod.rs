@@ -453,3 +453,24 @@ pub fn run_in_pty(
     drop(stdin);
     (status, reader.join().unwrap_or_default())
 }
+
+/// Reads `receive --json` event lines from `stdout` until a `progress` event
+/// reports at least `bytes` done (within 30 s), then keeps reading the rest
+/// on a thread so that the receiver never blocks on a full pipe.
+pub fn wait_json_progress(stdout: std::process::ChildStdout, bytes: u64) {
+    use std::io::{BufRead as _, BufReader};
+    let mut events = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "no progress");
+        let line = events
+            .next()
+            .expect("receive ended before progress")
+            .unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["event"] == "progress" && event["done"].as_u64().unwrap_or(0) >= bytes {
+            break;
+        }
+    }
+    std::thread::spawn(move || events.for_each(drop));
+}

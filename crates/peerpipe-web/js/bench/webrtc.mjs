@@ -14,7 +14,7 @@
 //   end from "Keep in this browser" to done, and the renderer's peak memory;
 // - the package's size, raw and gzipped.
 // Scale with PEERPIPE_BENCH_WEB_MIB (default 64).
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { gzipSync } from "node:zlib";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url";
 import { data, deviceId, nativeSend, run, sha256, startServer } from "../test/harness.mjs";
 import { openPage, serveFiles } from "../test/browser.mjs";
 import { enterCode, openApp, sampleRenderer, webDir } from "../test/page.mjs";
+import { writeBig } from "../test/send_tree.mjs";
 
 const MIB = 1 << 20;
 const SIZE = Number(process.env.PEERPIPE_BENCH_WEB_MIB ?? 64) * MIB;
@@ -229,10 +230,7 @@ const PAGE = `(async ({ server, token }) => {
 if (WITH_PAGE) {
   const dir = mkdtempSync(join(tmpdir(), "pp-bench-page-"));
   const file = join(dir, "file.bin");
-  writeFileSync(file, "");
-  for (let at = 0, seed = 1; at < PAGE_SIZE; at += 16 * MIB, seed++) {
-    writeFileSync(file, data(Math.min(16 * MIB, PAGE_SIZE - at), seed), { flag: "a" });
-  }
+  writeBig(file, PAGE_SIZE / MIB, 1);
   const app = await openApp(server.url.replace(/^ws/, "http").replace(/\/v1\/signal$/, "/"), { args: ARGS });
   const sender = nativeSend(server, token, file);
   await enterCode(app.page, await sender.code);

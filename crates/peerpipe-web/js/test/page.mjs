@@ -99,8 +99,8 @@ export function keptChunkHashes(page, chunk) {
  * `private`, its own pages (what Chromium's task manager calls its memory
  * footprint), and `rss`, which counts the shared libraries' pages too. */
 export async function rendererMemoryKiB(browser) {
-  const cdp = sessions.get(browser) ?? sessions.set(browser, browser.newBrowserCDPSession()).get(browser);
-  const { processInfo } = await (await cdp).send("SystemInfo.getProcessInfo");
+  if (!sessions.has(browser)) sessions.set(browser, browser.newBrowserCDPSession());
+  const { processInfo } = await (await sessions.get(browser)).send("SystemInfo.getProcessInfo");
   let largest = { private: 0, rss: 0 };
   for (const { type, id } of processInfo) {
     if (type !== "renderer") continue;

@@ -10,7 +10,8 @@ import assert from "node:assert/strict";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
-import { data, nativeSend } from "./harness.mjs";
+import { nativeSend } from "./harness.mjs";
+import { writeBig } from "./send_tree.mjs";
 import { chunkHashesOf, enterCode, keptChunkHashes, openApp, pageServer, sampleRenderer, screenshot } from "./page.mjs";
 
 const MIB = 1 << 20;
@@ -31,11 +32,7 @@ test("the page receives a tree from the CLI by code, keyboard only", { timeout: 
       "holiday/day 2/empty.txt": Buffer.alloc(0),
     };
     // The big file is written in pieces: the test's own memory stays small too.
-    const big = join(dir, "holiday/day 1/raw/video.bin");
-    writeFileSync(big, "");
-    for (let at = 0, seed = 7; at < BIG; at += 16 * MIB, seed++) {
-      writeFileSync(big, data(Math.min(16 * MIB, BIG - at), seed), { flag: "a" });
-    }
+    writeBig(join(dir, "holiday/day 1/raw/video.bin"), BIG / MIB, 7);
     for (const [path, bytes] of Object.entries(files)) if (bytes) writeFileSync(join(dir, path), bytes);
 
     await screenshot(page, "page-code-entry");
