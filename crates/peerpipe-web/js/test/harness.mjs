@@ -9,8 +9,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("../../../../", import.meta.url));
-/** The release CLI (scripts/test-web builds it). */
-export const cli = process.env.PEERPIPE_BIN ?? join(root, "target/release/peerpipe");
+/** The release CLI (scripts/test-web builds it), in CARGO_TARGET_DIR when set. */
+export const cli = process.env.PEERPIPE_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(root, "target"), "release/peerpipe");
 
 async function freePort() {
   return new Promise((resolve, reject) => {
