@@ -1,9 +1,11 @@
 //! Dialing the server: WebSocket connect, challenge, hello, welcome.
 
 use std::io;
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt as _, StreamExt as _};
 use peerpipe_proto::signal::{
     ClientMessage, IceServer, Limits, NONCE_LEN, PeerInfo, ServerMessage, hello_payload,
@@ -29,11 +31,56 @@ pub(crate) struct Admitted {
     pub ice_servers: Vec<IceServer>,
 }
 
+/// How long one connection attempt may go without the server's challenge before
+/// another attempt starts beside it (doubling each time): on a lossy link a
+/// lost SYN or upgrade request costs the kernel's retransmission back-off
+/// (1 s, 3 s, 7 s, 15 s), and a fresh connection is often through sooner.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Connection attempts made at once at most.
+const MAX_ATTEMPTS: usize = 4;
+
 /// Connects and runs the admission handshake within the connect time-out.
 pub(crate) async fn dial(cfg: &Config) -> Result<Admitted, BindError> {
-    tokio::time::timeout(cfg.connect_timeout, handshake(cfg))
+    let admission = async {
+        let (ws, nonce) = open_racing(cfg).await?;
+        admit(cfg, ws, nonce).await
+    };
+    tokio::time::timeout(cfg.connect_timeout, admission)
         .await
         .map_err(|_| BindError::TimedOut(cfg.connect_timeout))?
+}
+
+/// Opens the WebSocket and reads the challenge, starting a new attempt beside
+/// the ones still waiting after [`RETRY_AFTER`], 2 × that, ...: the first to
+/// hear the challenge wins and the others are dropped before any of them sent
+/// a hello, so only one connection is ever admitted. An attempt that fails
+/// while others still run is forgotten; a refusal that retrying cannot help
+/// (TLS, protocol) ends the dial at once.
+async fn open_racing(cfg: &Config) -> Result<(Ws, [u8; NONCE_LEN]), BindError> {
+    let mut attempts = FuturesUnordered::new();
+    attempts.push(Box::pin(open(cfg)));
+    let mut started = 1;
+    let mut wait = RETRY_AFTER;
+    let next = tokio::time::sleep(wait);
+    tokio::pin!(next);
+    loop {
+        tokio::select! {
+            Some(result) = attempts.next() => match result {
+                Ok(opened) => return Ok(opened),
+                Err(e @ BindError::Unreachable(_)) if !attempts.is_empty() => {
+                    tracing::debug!("a connection attempt failed, others still run: {e}");
+                }
+                Err(e) => return Err(e),
+            },
+            () = &mut next, if started < MAX_ATTEMPTS => {
+                tracing::debug!(attempt = started + 1, "no challenge from the server yet: trying a new connection");
+                attempts.push(Box::pin(open(cfg)));
+                started += 1;
+                wait *= 2;
+                next.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
+        }
+    }
 }
 
 fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> BindError {
@@ -52,7 +99,8 @@ fn ws_error(e: tokio_tungstenite::tungstenite::Error) -> BindError {
     }
 }
 
-async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
+/// Connects the WebSocket and reads the server's challenge.
+async fn open(cfg: &Config) -> Result<(Ws, [u8; NONCE_LEN]), BindError> {
     let connector = cfg
         .tls
         .clone()
@@ -84,6 +132,11 @@ async fn handshake(cfg: &Config) -> Result<Admitted, BindError> {
         .ok_or_else(|| {
             BindError::Protocol("the challenge nonce is not 32 base64url bytes".into())
         })?;
+    Ok((ws, nonce))
+}
+
+/// Answers the challenge and reads the welcome.
+async fn admit(cfg: &Config, mut ws: Ws, nonce: [u8; NONCE_LEN]) -> Result<Admitted, BindError> {
     let signature = cfg.identity.sign(&hello_payload(&nonce, &cfg.token));
     let hello = ClientMessage::Hello {
         token: cfg.token.clone(),
