@@ -37,6 +37,10 @@ const DECIDE_AFTER: usize = 3;
 /// The current path is left when it delivers less than another path's
 /// goodput divided by this.
 const WORSE_BY: f64 = 2.0;
+/// A path whose newest sample is this many times its oldest kept one is still
+/// ramping up (a congestion controller in slow start over a long RTT doubles
+/// every round trip): it is not left for being slower than another yet.
+const RAMPING: f64 = 1.5;
 /// Unacknowledged bytes at the end of a window that show the path, not the
 /// sender, was the limit.
 const BUSY_IN_FLIGHT: u64 = 256 * 1024;
@@ -229,6 +233,12 @@ impl PathChoice {
         // A window that delivered nothing is a path going silent: that is
         // for the path time-out to judge, not for goodput.
         let delivering = meter.samples.iter().all(|r| *r > 0.0);
+        // Still growing window over window: judged once it levels off.
+        if let (Some(first), Some(last)) = (meter.samples.first(), meter.samples.last())
+            && *last > *first * RAMPING
+        {
+            return None;
+        }
         if let Some(origin) = self.probe_from.take()
             && live.contains(&origin)
         {
@@ -376,6 +386,29 @@ mod tests {
         choice.switched(t, Some(A), 0);
         assert_eq!(run(&mut choice, &mut t, 8, 30_000_000), None);
         assert!(choice.is_left(B));
+    }
+
+    #[test]
+    fn a_path_still_ramping_up_is_judged_once_it_levels_off() {
+        let mut t = Instant::now();
+        let mut choice = PathChoice::default();
+        choice.switched(t, Some(A), 0);
+        run(&mut choice, &mut t, 4, 40_000_000);
+        // B in slow start over a long RTT: doubling every window, far below A
+        // for eight windows.
+        choice.switched(t, Some(B), 0);
+        for n in 0..8 {
+            assert_eq!(
+                run(&mut choice, &mut t, 1, 100_000 << n),
+                None,
+                "window {n}"
+            );
+        }
+        // Levelled off at 12.8 MB a window, under half of A's 40: left.
+        assert_eq!(
+            run(&mut choice, &mut t, 8, 12_800_000),
+            Some(Choice::Leave { from: B, to: A })
+        );
     }
 
     #[test]
