@@ -170,7 +170,8 @@ struct CodeNetArgs {
     peerpipe send ./photos report.pdf          # files and directories\n  \
     peerpipe send --text 'the wifi password is hunter2'\n  \
     pg_dump shop | peerpipe send - --name shop.sql\n  \
-    peerpipe send --qr ./video.mkv             # also a QR code of the receive command")]
+    peerpipe send --qr ./video.mkv             # also a QR code of the receive command\n  \
+    peerpipe send --code 4711-amber-falcon x   # a code agreed on beforehand")]
 struct SendArgs {
     /// Files and directories to send (directories with everything below them).
     /// `-` alone reads standard input to its end and sends it as one file
@@ -190,6 +191,13 @@ struct SendArgs {
     /// camera); the code line on stdout stays as it is.
     #[arg(long)]
     qr: bool,
+    /// Offer this code instead of one the server draws: a number from 1 to
+    /// 999999 and two words of the code list, like 4711-amber-falcon (a code
+    /// agreed on beforehand). If the server has the number in use, `send`
+    /// fails at once and says so. A chosen code is only as secret as its
+    /// words: pick them at random, not from a pattern.
+    #[arg(long = "code", value_name = "CODE", value_parser = parse_chosen_code)]
+    chosen_code: Option<String>,
     #[command(flatten)]
     code: CodeNetArgs,
 }
@@ -390,6 +398,14 @@ fn parse_token(s: &str) -> Result<String, String> {
         );
     }
     Ok(s.to_string())
+}
+
+fn parse_chosen_code(s: &str) -> Result<String, String> {
+    let code: peerpipe_proto::code::Code = s.parse().map_err(|e| format!("{e}"))?;
+    if code.nameplate() > peerpipe_proto::signal::MAX_CHOSEN_NAMEPLATE {
+        return Err(peerpipe_proto::code::CodeParseError::ChosenNameplate.to_string());
+    }
+    Ok(code.to_string())
 }
 
 fn parse_stun(s: &str) -> Result<IceServer, String> {

@@ -260,6 +260,7 @@ async fn send_paths(args: &SendArgs, paths: Vec<PathBuf>, kind: u8, out: Out) ->
         kind,
         server,
         qr: args.qr,
+        chosen: args.chosen_code.clone(),
     };
     let result = send_on(&node, hashing, out, how).await;
     // A clean stop sends what is still queued for the server (such as the key
@@ -276,6 +277,8 @@ struct How {
     server: Option<String>,
     /// Also show the receive command as a QR code.
     qr: bool,
+    /// The code to offer (`send --code`); none: one the server draws.
+    chosen: Option<String>,
 }
 
 async fn send_on(
@@ -284,10 +287,11 @@ async fn send_on(
     out: Out,
     how: How,
 ) -> Result<()> {
-    let offer = node
-        .offer_code()
-        .await
-        .context("getting a code from the server")?;
+    let offer = match &how.chosen {
+        Some(code) => node.offer_chosen_code(code).await,
+        None => node.offer_code().await,
+    }
+    .context("getting a code from the server")?;
     out.result("code", offer.code());
     let with_server = how
         .server

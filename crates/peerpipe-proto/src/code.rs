@@ -130,6 +130,11 @@ impl Code {
         self.nameplate
     }
 
+    /// The two words' indices in [`WORDS`].
+    pub fn word_indices(&self) -> [u8; 2] {
+        self.words
+    }
+
     /// The two words.
     pub fn words(&self) -> [&'static str; 2] {
         [
@@ -163,6 +168,10 @@ pub enum CodeParseError {
     /// The number is not 1 to 999999999.
     #[error("the number of a code is 1 to 999999999")]
     Nameplate,
+    /// A code chosen by the user has a number over
+    /// [`MAX_CHOSEN_NAMEPLATE`](crate::signal::MAX_CHOSEN_NAMEPLATE).
+    #[error("the number of a chosen code is 1 to 999999")]
+    ChosenNameplate,
     /// A word is not in the code word list.
     #[error("{0:?} is not a code word")]
     Word(String),

@@ -331,6 +331,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// A failure inside the server.
     Internal,
+    /// The chosen nameplate of a [`ClientMessage::CodeAllocate`] is allocated
+    /// already: choose another.
+    CodeTaken,
     /// A code this version does not know (sent by a newer server).
     #[serde(other)]
     Unknown,
@@ -338,7 +341,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code a server of this version sends, in a stable order (for metrics).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         Self::BadRequest,
         Self::UnsupportedVersion,
         Self::BadToken,
@@ -358,6 +361,7 @@ impl ErrorCode {
         Self::SlowConsumer,
         Self::ShuttingDown,
         Self::Internal,
+        Self::CodeTaken,
     ];
 
     /// The wire string of the code, as used in metrics labels and logs.
@@ -382,6 +386,7 @@ impl ErrorCode {
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
             Self::Internal => "internal",
+            Self::CodeTaken => "code_taken",
             Self::Unknown => "unknown",
         }
     }
@@ -512,10 +517,15 @@ pub enum ClientMessage {
         session: SessionId,
     },
     /// Allocate a one-time code's nameplate; answered by
-    /// [`ServerMessage::CodeAllocated`] or an error.
+    /// [`ServerMessage::CodeAllocated`] or an error (`code_taken` when the
+    /// chosen nameplate is allocated already).
     CodeAllocate {
         /// Request number, repeated in the answer.
         req: u64,
+        /// A chosen nameplate (at least 1, at most [`MAX_CHOSEN_NAMEPLATE`])
+        /// instead of one the server draws: for a code agreed on beforehand.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nameplate: Option<u32>,
     },
     /// Claim a nameplate another device allocated; answered by
     /// [`ServerMessage::CodeJoined`] or an error (`not_found` for a nameplate that
@@ -764,6 +774,10 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// The largest nameplate a device may choose ([`ClientMessage::CodeAllocate`]):
+/// six digits at most to read out.
+pub const MAX_CHOSEN_NAMEPLATE: u32 = 999_999;
+
 fn check_nameplate(nameplate: u32) -> Result<(), DecodeError> {
     if nameplate == 0 {
         return Err(DecodeError::Invalid("nameplates start at 1".into()));
@@ -778,7 +792,7 @@ impl ClientMessage {
             Self::ListPeers { req }
             | Self::Connect { req, .. }
             | Self::Accept { req, .. }
-            | Self::CodeAllocate { req }
+            | Self::CodeAllocate { req, .. }
             | Self::CodeClaim { req, .. } => Some(*req),
             _ => None,
         }
@@ -809,6 +823,17 @@ impl ClientMessage {
             Self::CodeClaim { nameplate, .. }
             | Self::CodeMessage { nameplate, .. }
             | Self::CodeRelease { nameplate } => check_nameplate(*nameplate)?,
+            Self::CodeAllocate {
+                nameplate: Some(nameplate),
+                ..
+            } => {
+                check_nameplate(*nameplate)?;
+                if *nameplate > MAX_CHOSEN_NAMEPLATE {
+                    return Err(DecodeError::Invalid(format!(
+                        "a chosen nameplate is at most {MAX_CHOSEN_NAMEPLATE}"
+                    )));
+                }
+            }
             _ => {}
         }
         if let Self::CodeMessage { body, .. } = &msg {
@@ -933,7 +958,14 @@ mod tests {
             ClientMessage::Close {
                 session: SessionId(6),
             },
-            ClientMessage::CodeAllocate { req: 7 },
+            ClientMessage::CodeAllocate {
+                req: 7,
+                nameplate: None,
+            },
+            ClientMessage::CodeAllocate {
+                req: 7,
+                nameplate: Some(MAX_CHOSEN_NAMEPLATE),
+            },
             ClientMessage::CodeClaim {
                 req: 8,
                 nameplate: 3,
@@ -963,6 +995,7 @@ mod tests {
                 Some(3),
                 None,
                 None,
+                Some(7),
                 Some(7),
                 Some(8),
                 None,
@@ -1215,6 +1248,16 @@ mod tests {
         ));
         assert!(!ok(r#"{"v":1,"type":"code_claim","req":1}"#));
         assert!(!ok(r#"{"v":1,"type":"code_allocate","req":1,"x":1}"#));
+        assert!(ok(r#"{"v":1,"type":"code_allocate","req":1}"#));
+        assert!(ok(
+            r#"{"v":1,"type":"code_allocate","req":1,"nameplate":999999}"#
+        ));
+        assert!(!ok(
+            r#"{"v":1,"type":"code_allocate","req":1,"nameplate":0}"#
+        ));
+        assert!(!ok(
+            r#"{"v":1,"type":"code_allocate","req":1,"nameplate":1000000}"#
+        ));
         assert!(!ok(r#"{"v":1,"type":"code_release","nameplate":0}"#));
         let body =
             |b: &str| format!(r#"{{"v":1,"type":"code_message","nameplate":1,"body":"{b}"}}"#);

@@ -15,7 +15,13 @@ use peerpipe_proto::signal::{
 const QUIET: Duration = Duration::from_millis(200);
 
 async fn allocate(d: &mut Device, req: u64) -> Result<u32> {
-    d.client.send(&ClientMessage::CodeAllocate { req }).await?;
+    allocate_chosen(d, req, None).await
+}
+
+async fn allocate_chosen(d: &mut Device, req: u64, nameplate: Option<u32>) -> Result<u32> {
+    d.client
+        .send(&ClientMessage::CodeAllocate { req, nameplate })
+        .await?;
     match d.client.recv().await? {
         ServerMessage::CodeAllocated {
             req: r,
@@ -165,6 +171,42 @@ async fn a_claim_consumes_the_nameplate() -> Result<()> {
             })
             .await?;
         a.client.expect_error(ErrorCode::Forbidden).await?;
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_chosen_nameplate_is_allocated_once() -> Result<()> {
+    bounded(async {
+        let server = TestServer::start().await?;
+        let mut a = server.device("alice", "a").await?;
+        let mut b = server.anonymous("b").await?;
+        let mut c = server.anonymous("c").await?;
+        assert_eq!(allocate_chosen(&mut a, 1, Some(424_242)).await?, 424_242);
+        // Taken, whoever asks: the holder keeps it.
+        for d in [&mut a, &mut c] {
+            d.client
+                .send(&ClientMessage::CodeAllocate {
+                    req: 2,
+                    nameplate: Some(424_242),
+                })
+                .await?;
+            match d.client.expect_error(ErrorCode::CodeTaken).await? {
+                ServerMessage::Error { req: Some(2), .. } => {}
+                m => bail!("expected the answer to request 2, got {m:?}"),
+            }
+        }
+        claim(&mut a, &mut b, 424_242).await?;
+        // Released, the number can be chosen again.
+        a.client
+            .send(&ClientMessage::CodeRelease { nameplate: 424_242 })
+            .await?;
+        match b.client.recv().await? {
+            ServerMessage::CodeClosed { nameplate: 424_242 } => {}
+            m => bail!("expected code_closed, got {m:?}"),
+        }
+        assert_eq!(allocate_chosen(&mut c, 3, Some(424_242)).await?, 424_242);
         Ok(())
     })
     .await
@@ -452,7 +494,10 @@ async fn anonymous_hello_is_refused_when_disabled() -> Result<()> {
         let server = TestServer::with(|c| c.allow_codes = false).await?;
         let mut a = server.device("alice", "a").await?;
         a.client
-            .send(&ClientMessage::CodeAllocate { req: 1 })
+            .send(&ClientMessage::CodeAllocate {
+                req: 1,
+                nameplate: None,
+            })
             .await?;
         a.client.expect_error(ErrorCode::Forbidden).await?;
         a.client
@@ -484,7 +529,10 @@ async fn code_operations_are_rate_limited() -> Result<()> {
         allocate(&mut y, 1).await?;
         claim_not_found(&mut y, 4242).await?;
         x.client
-            .send(&ClientMessage::CodeAllocate { req: 2 })
+            .send(&ClientMessage::CodeAllocate {
+                req: 2,
+                nameplate: None,
+            })
             .await?;
         let m = x.client.expect_error(ErrorCode::RateLimited).await?;
         ensure!(
@@ -505,7 +553,10 @@ async fn code_operations_are_rate_limited() -> Result<()> {
         allocate(&mut a, 1).await?;
         allocate(&mut a2, 1).await?;
         a.client
-            .send(&ClientMessage::CodeAllocate { req: 2 })
+            .send(&ClientMessage::CodeAllocate {
+                req: 2,
+                nameplate: None,
+            })
             .await?;
         a.client.expect_error(ErrorCode::RateLimited).await?;
         let mut b = server.device("bob", "b").await?;

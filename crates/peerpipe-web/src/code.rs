@@ -168,7 +168,10 @@ pub(crate) fn offer(node: &NodeRef) -> Promise {
     let (promise, done) = Deferred::new();
     match node::up(node) {
         Ok(()) => node::request(node, Pending::CodeAllocate(done), |req| {
-            ClientMessage::CodeAllocate { req }
+            ClientMessage::CodeAllocate {
+                req,
+                nameplate: None,
+            }
         }),
         Err(e) => done.reject(&e),
     }

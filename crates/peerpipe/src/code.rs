@@ -9,8 +9,8 @@
 
 use std::time::Duration;
 
-use peerpipe_proto::code::{Code, CodeFrame, PAKE_MSG_LEN, Pake, Psk, Side};
-use peerpipe_proto::signal::PeerInfo;
+use peerpipe_proto::code::{Code, CodeFrame, CodeParseError, PAKE_MSG_LEN, Pake, Psk, Side};
+use peerpipe_proto::signal::{MAX_CHOSEN_NAMEPLATE, PeerInfo};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
@@ -26,11 +26,33 @@ impl Node {
     /// Fails with [`CodeError::Forbidden`] when the server does not allow codes,
     /// [`CodeError::RateLimited`] after too many code operations.
     pub async fn offer_code(&self) -> Result<CodeOffer, CodeError> {
+        self.allocate(None, rand::random()).await
+    }
+
+    /// Offers `code` (`123-amber-falcon`: a number from 1 to 999,999 and two
+    /// words of [`peerpipe_proto::code::WORDS`]), chosen by the user — a code
+    /// agreed on beforehand — instead of one the server draws. Then as
+    /// [`Node::offer_code`].
+    ///
+    /// Fails with [`CodeError::Malformed`] for text that is not such a code,
+    /// [`CodeError::Taken`] when the server has that number allocated already,
+    /// and the errors of [`Node::offer_code`]. A chosen code is only as hard to
+    /// guess as its words: the server still lets each number be tried once.
+    pub async fn offer_chosen_code(&self, code: &str) -> Result<CodeOffer, CodeError> {
+        let code: Code = code.parse()?;
+        if code.nameplate() > MAX_CHOSEN_NAMEPLATE {
+            return Err(CodeError::Malformed(CodeParseError::ChosenNameplate));
+        }
+        self.allocate(Some(code.nameplate()), code.word_indices())
+            .await
+    }
+
+    async fn allocate(&self, chosen: Option<u32>, words: [u8; 2]) -> Result<CodeOffer, CodeError> {
         let (reply, rx) = oneshot::channel();
-        self.send_code_command(Command::CodeAllocate { reply })
+        self.send_code_command(Command::CodeAllocate { chosen, reply })
             .await?;
         let slot = self.wait_code_request(0, rx).await?;
-        Ok(CodeOffer::new(self.clone(), slot))
+        Ok(CodeOffer::new(self.clone(), slot, words))
     }
 
     /// Connects to the device that offered `code` (`7-amber-falcon`, see
@@ -91,8 +113,7 @@ impl CodeOffer {
     /// ([`Incoming::service`], [`Connection`]s from [`CodeOffer::accept`]).
     pub const SERVICE: &str = CODE_SERVICE;
 
-    pub(crate) fn new(node: Node, slot: CodeSlot) -> Self {
-        let words: [u8; 2] = rand::random();
+    pub(crate) fn new(node: Node, slot: CodeSlot, words: [u8; 2]) -> Self {
         // The server never hands out nameplate 0 (its messages are decoded strictly).
         let code = Code::new(slot.nameplate, words)
             .unwrap_or_else(|| unreachable!("nameplates start at 1"));

@@ -37,8 +37,9 @@ pub(crate) enum Command {
         psk: Option<Psk>,
         reply: oneshot::Sender<Result<Connection, AcceptError>>,
     },
-    /// Allocate a nameplate.
+    /// Allocate a nameplate (`chosen`, or one the server draws).
     CodeAllocate {
+        chosen: Option<u32>,
         reply: oneshot::Sender<Result<CodeSlot, CodeError>>,
     },
     /// Claim a nameplate.

@@ -251,6 +251,11 @@ pub enum CodeError {
     /// the number first): the code is used up; ask the sender for a new one.
     #[error("the codes do not match: ask the sender for a new code")]
     WrongCode,
+    /// The chosen code's number is in use at the server
+    /// ([`Node::offer_chosen_code`](crate::Node::offer_chosen_code)): choose
+    /// another.
+    #[error("this code's number is in use: choose another code")]
+    Taken,
     /// Nobody claimed the code while it was valid: offer a new one.
     #[error("the code expired before anyone used it")]
     Expired,

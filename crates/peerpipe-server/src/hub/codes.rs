@@ -176,12 +176,26 @@ impl Hub {
         code.timer = Some(timer.abort_handle());
     }
 
-    pub(super) fn code_allocate(self: &Arc<Self>, me: &Member, req: u64) {
+    /// Allocates a nameplate for `me`: `chosen`, if free, else one drawn at random.
+    pub(super) fn code_allocate(self: &Arc<Self>, me: &Member, req: u64, chosen: Option<u32>) {
         let mut st = self.lock();
         if !self.code_budget(&mut st, me, req) {
             return;
         }
-        let Some(nameplate) = st.free_nameplate() else {
+        if let Some(n) = chosen
+            && st.codes.contains_key(&n)
+        {
+            drop(st);
+            self.send_error(
+                &me.handle,
+                Some(req),
+                None,
+                ErrorCode::CodeTaken,
+                "this code number is in use: choose another",
+            );
+            return;
+        }
+        let Some(nameplate) = chosen.or_else(|| st.free_nameplate()) else {
             drop(st);
             self.send_error(
                 &me.handle,

@@ -345,7 +345,9 @@ impl Hub {
                 resume,
                 service,
             } => self.connect(me, req, to, resume, service),
-            ClientMessage::CodeAllocate { req } => self.code_allocate(me, req),
+            ClientMessage::CodeAllocate { req, nameplate } => {
+                self.code_allocate(me, req, nameplate)
+            }
             ClientMessage::CodeClaim { req, nameplate } => self.code_claim(me, req, nameplate),
             ClientMessage::CodeMessage { nameplate, body } => {
                 self.code_message(me, nameplate, body)

@@ -326,7 +326,7 @@ impl Actor {
             Command::Accept { reply, .. } => {
                 let _ = reply.send(Err(AcceptError::NotConnected));
             }
-            Command::CodeAllocate { reply } | Command::CodeClaim { reply, .. } => {
+            Command::CodeAllocate { reply, .. } | Command::CodeClaim { reply, .. } => {
                 let _ = reply.send(Err(CodeError::NotConnected));
             }
             Command::CodeRelease { nameplate } => {
@@ -571,10 +571,14 @@ impl Actor {
                 })
                 .await;
             }
-            Command::CodeAllocate { reply } => {
+            Command::CodeAllocate { chosen, reply } => {
                 let req = self.request_id();
                 self.pending.insert(req, Pending::CodeAllocate(reply));
-                self.send_signal(ClientMessage::CodeAllocate { req }).await;
+                self.send_signal(ClientMessage::CodeAllocate {
+                    req,
+                    nameplate: chosen,
+                })
+                .await;
             }
             Command::CodeClaim { nameplate, reply } => {
                 let req = self.request_id();

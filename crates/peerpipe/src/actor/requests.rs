@@ -109,6 +109,7 @@ pub(super) fn code_error(code: ErrorCode, message: String) -> CodeError {
         ErrorCode::NotFound => CodeError::NotFound,
         ErrorCode::Forbidden => CodeError::Forbidden(message),
         ErrorCode::RateLimited => CodeError::RateLimited,
+        ErrorCode::CodeTaken => CodeError::Taken,
         code => CodeError::Server { code, message },
     }
 }
