@@ -1,7 +1,9 @@
 //! Collections: a directory tree (or a set of files) as one blob.
 //!
 //! A collection lists, for every file, its path relative to the download
-//! directory, its size, its permission bits and its blob hash. It is itself a blob,
+//! directory, its size, its permission bits, its modification time and its blob
+//! hash, and the directories that hold no file (so that an empty directory
+//! arrives too). It is itself a blob,
 //! so its hash names the whole tree and verifies every entry. The encoding is
 //! canonical (entries sorted by path, no duplicates), so the same tree always has
 //! the same hash.
@@ -16,8 +18,8 @@ use std::collections::HashSet;
 
 use crate::hash::{GROUP_SIZE, Hash, group_count};
 
-const MAGIC: &[u8; 8] = b"ppcoll1\n";
-/// The most entries a collection may list.
+const MAGIC: &[u8; 8] = b"ppcoll2\n";
+/// The most entries (files and empty directories together) a collection may list.
 pub const MAX_ENTRIES: usize = 1 << 20;
 /// The longest path an entry may have, in bytes.
 pub const MAX_PATH: usize = 4096;
@@ -37,6 +39,9 @@ pub struct Entry {
     pub size: u64,
     /// Unix permission bits (at most `0o777`).
     pub mode: u32,
+    /// The modification time in whole seconds since the Unix epoch; 0 when
+    /// unknown (then the receiver leaves the time of writing).
+    pub mtime: u64,
     /// The blob hash of the file's contents.
     pub hash: Hash,
 }
@@ -56,7 +61,8 @@ pub enum CollectionError {
         /// What is wrong with it.
         why: &'static str,
     },
-    /// Two entries have the same path, or a file is also another entry's directory.
+    /// Two entries have the same path, a file is also another entry's
+    /// directory, or a directory listed as empty has a file below it.
     #[error("path {0:?} appears twice in the collection")]
     Conflict(String),
     /// Entries are not sorted by path (the encoding is canonical).
@@ -100,18 +106,30 @@ pub fn validate_path(path: &str) -> Result<(), CollectionError> {
     Ok(())
 }
 
-/// A validated list of files.
+/// A validated list of files and empty directories.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Collection {
     entries: Vec<Entry>,
+    dirs: Vec<String>,
 }
 
 impl Collection {
     /// A collection of `entries` (sorted here); refused when a path is unsafe,
     /// repeated, or a mode is not a permission mode.
-    pub fn new(mut entries: Vec<Entry>) -> Result<Self, CollectionError> {
+    pub fn new(entries: Vec<Entry>) -> Result<Self, CollectionError> {
+        Self::with_dirs(entries, Vec::new())
+    }
+
+    /// A collection of `entries` and the directories `dirs` that hold no
+    /// file (both sorted here); refused as [`Collection::new`] is, and when a
+    /// directory is repeated, is also a file or has a file below it.
+    pub fn with_dirs(
+        mut entries: Vec<Entry>,
+        mut dirs: Vec<String>,
+    ) -> Result<Self, CollectionError> {
         entries.sort_by(|a, b| a.path.cmp(&b.path));
-        let collection = Self { entries };
+        dirs.sort();
+        let collection = Self { entries, dirs };
         collection.check()?;
         Ok(collection)
     }
@@ -121,13 +139,18 @@ impl Collection {
         &self.entries
     }
 
+    /// The directories that hold no file, sorted.
+    pub fn dirs(&self) -> &[String] {
+        &self.dirs
+    }
+
     /// The sum of the files' sizes.
     pub fn total_size(&self) -> u64 {
         self.entries.iter().map(|e| e.size).sum()
     }
 
     fn check(&self) -> Result<(), CollectionError> {
-        if self.entries.len() > MAX_ENTRIES {
+        if self.entries.len().saturating_add(self.dirs.len()) > MAX_ENTRIES {
             return Err(CollectionError::TooLarge);
         }
         let mut dirs = HashSet::new();
@@ -160,10 +183,39 @@ impl Collection {
                 at += slash + 1;
             }
         }
-        match self.entries.iter().find(|e| dirs.contains(e.path.as_str())) {
-            Some(e) => Err(CollectionError::Conflict(e.path.clone())),
-            None => Ok(()),
+        if let Some(e) = self.entries.iter().find(|e| dirs.contains(e.path.as_str())) {
+            return Err(CollectionError::Conflict(e.path.clone()));
         }
+        self.check_dirs(&dirs)
+    }
+
+    /// The empty directories: safe, in order, once each, none a file or the
+    /// directory of a file, none below a file.
+    fn check_dirs(&self, file_dirs: &HashSet<&str>) -> Result<(), CollectionError> {
+        let files: HashSet<&str> = self.entries.iter().map(|e| e.path.as_str()).collect();
+        for (i, dir) in self.dirs.iter().enumerate() {
+            validate_path(dir)?;
+            if let Some(prev) = i.checked_sub(1).map(|p| &self.dirs[p]) {
+                match prev.cmp(dir) {
+                    std::cmp::Ordering::Less => {}
+                    std::cmp::Ordering::Equal => {
+                        return Err(CollectionError::Conflict(dir.clone()));
+                    }
+                    std::cmp::Ordering::Greater => return Err(CollectionError::Order),
+                }
+            }
+            if files.contains(dir.as_str()) || file_dirs.contains(dir.as_str()) {
+                return Err(CollectionError::Conflict(dir.clone()));
+            }
+            let mut at = 0;
+            while let Some(slash) = dir[at..].find('/') {
+                if files.contains(&dir[..at + slash]) {
+                    return Err(CollectionError::Conflict(dir[..at + slash].to_owned()));
+                }
+                at += slash + 1;
+            }
+        }
+        Ok(())
     }
 
     /// The canonical encoding (its hash names the collection).
@@ -176,7 +228,13 @@ impl Collection {
             out.extend_from_slice(e.path.as_bytes());
             out.extend_from_slice(&e.size.to_be_bytes());
             out.extend_from_slice(&e.mode.to_be_bytes());
+            out.extend_from_slice(&e.mtime.to_be_bytes());
             out.extend_from_slice(e.hash.as_bytes());
+        }
+        out.extend_from_slice(&(self.dirs.len() as u32).to_be_bytes());
+        for d in &self.dirs {
+            out.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            out.extend_from_slice(d.as_bytes());
         }
         out
     }
@@ -194,31 +252,49 @@ impl Collection {
         if count > MAX_ENTRIES {
             return Err(CollectionError::TooLarge);
         }
-        let mut entries = Vec::with_capacity(count.min(buf.len() / 46));
+        let mut entries = Vec::with_capacity(count.min(buf.len() / 54));
         for _ in 0..count {
-            let len = u16::from_be_bytes(array(&mut buf).ok_or(short.clone())?) as usize;
-            let raw = take(&mut buf, len).ok_or(short.clone())?;
-            let path = std::str::from_utf8(raw).map_err(|_| CollectionError::UnsafePath {
-                path: String::from_utf8_lossy(raw).into_owned(),
-                why: "not UTF-8",
-            })?;
+            let path = path_field(&mut buf)?;
             let size = u64::from_be_bytes(array(&mut buf).ok_or(short.clone())?);
             let mode = u32::from_be_bytes(array(&mut buf).ok_or(short.clone())?);
+            let mtime = u64::from_be_bytes(array(&mut buf).ok_or(short.clone())?);
             let hash = Hash::from_bytes(array(&mut buf).ok_or(short.clone())?);
             entries.push(Entry {
-                path: path.to_owned(),
+                path,
                 size,
                 mode,
+                mtime,
                 hash,
             });
+        }
+        let dir_count = u32::from_be_bytes(array(&mut buf).ok_or(short.clone())?) as usize;
+        if count.saturating_add(dir_count) > MAX_ENTRIES {
+            return Err(CollectionError::TooLarge);
+        }
+        let mut dirs = Vec::with_capacity(dir_count.min(buf.len() / 3));
+        for _ in 0..dir_count {
+            dirs.push(path_field(&mut buf)?);
         }
         if !buf.is_empty() {
             return Err(CollectionError::Malformed("bytes after the last entry"));
         }
-        let collection = Self { entries };
+        let collection = Self { entries, dirs };
         collection.check()?;
         Ok(collection)
     }
+}
+
+/// A length-prefixed UTF-8 path (checked later, with the whole collection).
+fn path_field(buf: &mut &[u8]) -> Result<String, CollectionError> {
+    let short = CollectionError::Malformed("cut short");
+    let len = u16::from_be_bytes(array(buf).ok_or(short.clone())?) as usize;
+    let raw = take(buf, len).ok_or(short)?;
+    std::str::from_utf8(raw)
+        .map(str::to_owned)
+        .map_err(|_| CollectionError::UnsafePath {
+            path: String::from_utf8_lossy(raw).into_owned(),
+            why: "not UTF-8",
+        })
 }
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
@@ -332,8 +408,41 @@ mod tests {
             path: path.into(),
             size,
             mode: 0o644,
+            mtime: 1_700_000_000 + u64::from(fill),
             hash: Hash::from_bytes([fill; 32]),
         }
+    }
+
+    #[test]
+    fn empty_directories_round_trip_and_are_checked() {
+        let dirs = |d: &[&str]| d.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let c = Collection::with_dirs(vec![entry("a/f", 1, 1)], dirs(&["z/empty", "a/g", "b"]))
+            .unwrap();
+        assert_eq!(c.dirs(), ["a/g", "b", "z/empty"]);
+        let back = Collection::decode(&c.encode()).unwrap();
+        assert_eq!(back, c);
+        assert_eq!(back.entries()[0].mtime, 1_700_000_001);
+        for bad in [
+            &["a"][..],  // the directory of a file: not empty
+            &["a/f"],    // a file
+            &["a/f/x"],  // below a file
+            &["b", "b"], // twice
+            &["../b"],   // unsafe
+            &[""],       // empty
+        ] {
+            assert!(
+                Collection::with_dirs(vec![entry("a/f", 1, 1)], dirs(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+        // Decoding refuses dirs out of order (the encoding is canonical).
+        let mut raw = Collection::with_dirs(vec![], dirs(&["a", "b"]))
+            .unwrap()
+            .encode();
+        let n = raw.len();
+        raw[n - 1] = b'a';
+        raw[n - 4] = b'b';
+        assert_eq!(Collection::decode(&raw), Err(CollectionError::Order));
     }
 
     #[test]

@@ -655,6 +655,7 @@ mod tests {
             path: "f".into(),
             size: groups * GROUP_SIZE,
             mode: 0o644,
+            mtime: 0,
             hash: Hash::from_bytes([1; 32]),
         }])
         .unwrap();

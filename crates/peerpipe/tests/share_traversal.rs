@@ -19,17 +19,20 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A collection of one file at `path`, encoded by hand (`ppcoll1\n`, the entry
-/// count, then per entry: path length and bytes, size, mode, blob hash; all
+/// A collection of one file at `path`, encoded by hand (`ppcoll2\n`, the entry
+/// count, then per entry: path length and bytes, size, mode, modification
+/// time, blob hash; then the count of empty directories, none; all
 /// big-endian) so that no validation runs on this side.
 fn encode_collection(path: &str, blob: &[u8]) -> Vec<u8> {
-    let mut out = b"ppcoll1\n".to_vec();
+    let mut out = b"ppcoll2\n".to_vec();
     out.extend_from_slice(&1u32.to_be_bytes());
     out.extend_from_slice(&(path.len() as u16).to_be_bytes());
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(&(blob.len() as u64).to_be_bytes());
     out.extend_from_slice(&0o644u32.to_be_bytes());
+    out.extend_from_slice(&1_700_000_000u64.to_be_bytes());
     out.extend_from_slice(Hash::of(blob).as_bytes());
+    out.extend_from_slice(&0u32.to_be_bytes());
     out
 }
 

@@ -323,6 +323,7 @@ mod tests {
             path: path.into(),
             size: contents.len() as u64,
             mode: 0o644,
+            mtime: 0,
             hash: Hash::of(contents),
         };
         let collection = Collection::new(vec![

@@ -43,6 +43,16 @@ pub(super) fn file_error(path: &str, e: &JsValue) -> JsValue {
     )
 }
 
+/// A `File`'s `lastModified` in whole seconds since the Unix epoch; 0 for a
+/// plain `Blob`, which has none.
+fn mtime_of(blob: &Blob) -> u64 {
+    js_sys::Reflect::get(blob, &JsValue::from_str("lastModified"))
+        .ok()
+        .and_then(|v| v.as_f64())
+        .filter(|ms| ms.is_finite() && *ms > 0.0)
+        .map_or(0, |ms| (ms / 1000.0) as u64)
+}
+
 /// Starts reading bytes `start..end` of `blob`; the promise gives an
 /// `ArrayBuffer`, outside the WebAssembly memory.
 pub(super) fn start_read(blob: &Blob, start: u64, end: u64) -> Result<JsFuture, JsValue> {
@@ -104,6 +114,7 @@ pub(super) async fn hash_all(state: &StateRef) -> Result<Content, JsValue> {
             path: path.clone(),
             size,
             mode: MODE,
+            mtime: mtime_of(blob),
             hash,
         });
         by_hash

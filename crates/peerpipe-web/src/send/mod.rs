@@ -241,6 +241,7 @@ impl WasmSend {
                 path: path.clone(),
                 size: blob.size() as u64,
                 mode: 0,
+                mtime: 0,
                 hash: Hash::from_bytes([0; 32]),
             })
             .collect();

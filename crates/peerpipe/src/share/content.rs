@@ -78,7 +78,7 @@ impl Content {
     /// (metadata and an open per file), for a sender to run before it hands out
     /// a code.
     pub fn check_paths(paths: &[PathBuf]) -> Result<(), ShareError> {
-        let found = scan(paths)?;
+        let (found, _) = scan(paths)?;
         let mut names: Vec<(&str, &Path)> = found
             .iter()
             .map(|(name, path, _)| (name.as_str(), path.as_path()))
@@ -103,7 +103,7 @@ impl Content {
     /// everything below it. Symbolic links and special files are skipped (logged).
     /// Blocking: call it from a blocking thread.
     pub fn from_paths(paths: &[PathBuf]) -> Result<Self, ShareError> {
-        let found = scan(paths)?;
+        let (found, dirs) = scan(paths)?;
         let outboards = hash_all(&found)?;
         let mut entries = Vec::with_capacity(found.len());
         let mut blobs: HashMap<Hash, (Outboard, PathBuf)> = HashMap::new();
@@ -113,11 +113,12 @@ impl Content {
                 path: name,
                 size: meta.len(),
                 mode: meta.permissions().mode() & 0o777,
+                mtime: mtime_of(&meta),
                 hash,
             });
             blobs.entry(hash).or_insert((outboard, path));
         }
-        let collection = Collection::new(entries)?;
+        let collection = Collection::with_dirs(entries, dirs)?;
         let layout = Layout::new(&collection);
         let (outboards, files) = layout
             .blobs()
@@ -258,8 +259,22 @@ impl Content {
 }
 
 /// Every file under `paths` with the name it arrives under.
-fn scan(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>, ShareError> {
+/// Whole seconds since the Unix epoch `meta` was last modified at; 0 when the
+/// file system keeps no time or it is before 1970.
+fn mtime_of(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The files found under `paths` (name, path, metadata), and the directories
+/// that hold none (which arrive as empty directories).
+type Found = (Vec<(String, PathBuf, std::fs::Metadata)>, Vec<String>);
+
+fn scan(paths: &[PathBuf]) -> Result<Found, ShareError> {
     let mut found = Vec::new();
+    let mut empty = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).map_err(|e| ShareError::io(path, e))?;
         let name = path
@@ -268,20 +283,25 @@ fn scan(paths: &[PathBuf]) -> Result<Vec<(String, PathBuf, std::fs::Metadata)>, 
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .ok_or_else(|| ShareError::Input(format!("{} has no name", path.display())))?;
         if meta.is_dir() {
-            walk(path, &name, &mut found)?;
+            walk(path, &name, &mut found, &mut empty)?;
         } else {
             found.push((name, path.clone(), meta));
         }
     }
-    Ok(found)
+    Ok((found, empty))
 }
 
+/// Lists the files below `dir` into `out` and the directories below it (itself
+/// included) that hold no file into `empty`.
 fn walk(
     dir: &Path,
     prefix: &str,
     out: &mut Vec<(String, PathBuf, std::fs::Metadata)>,
+    empty: &mut Vec<String>,
 ) -> Result<(), ShareError> {
     let entries = std::fs::read_dir(dir).map_err(|e| ShareError::io(dir, e))?;
+    let files_before = out.len();
+    let empty_before = empty.len();
     for entry in entries {
         let entry = entry.map_err(|e| ShareError::io(dir, e))?;
         let path = entry.path();
@@ -292,7 +312,7 @@ fn walk(
         };
         let rel = format!("{prefix}/{name}");
         if meta.is_dir() {
-            walk(&path, &rel, out)?;
+            walk(&path, &rel, out, empty)?;
         } else if meta.is_file() {
             out.push((rel, path, meta));
         } else {
@@ -301,6 +321,10 @@ fn walk(
                 path.display()
             );
         }
+    }
+    // A directory that holds only empty ones is listed by them.
+    if out.len() == files_before && empty.len() == empty_before {
+        empty.push(prefix.to_owned());
     }
     Ok(())
 }

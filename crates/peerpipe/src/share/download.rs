@@ -316,6 +316,7 @@ async fn run(
     // 2. Targets and what is on disk already: checked (read only), then,
     // once the caller lets the download go on, prepared.
     let targets = plan_targets(&options, &collection)?;
+    let dirs = plan_dirs(&options, &collection)?;
     let force = options.force;
     let held = {
         let (collection, targets) = (collection.clone(), targets.clone());
@@ -470,7 +471,7 @@ async fn run(
     let placed = {
         let content = content.clone();
         let targets = targets.clone();
-        tokio::task::spawn_blocking(move || finalize(&content, &targets, &partial))
+        tokio::task::spawn_blocking(move || finalize(&content, &targets, &dirs, &partial))
             .await
             .map_err(|_| ShareError::Protocol("finishing the download failed"))??
     };
@@ -897,6 +898,25 @@ fn plan_targets(
         .collect()
 }
 
+/// Where each empty directory of `collection` goes; refused when unsafe or a
+/// file is there.
+fn plan_dirs(
+    options: &DownloadOptions,
+    collection: &Collection,
+) -> Result<Vec<PathBuf>, ShareError> {
+    collection
+        .dirs()
+        .iter()
+        .map(|d| {
+            let target = safe_target(&options.out, d)?;
+            match fs::symlink_metadata(&target) {
+                Ok(meta) if !meta.is_dir() => Err(ShareError::Exists(target)),
+                _ => Ok(target),
+            }
+        })
+        .collect()
+}
+
 /// `out/rel`, refused if an existing directory on the way is a link (which
 /// could lead the write outside `out`) or not a directory.
 pub(crate) fn safe_target(out: &Path, rel: &str) -> Result<PathBuf, ShareError> {
@@ -1026,11 +1046,12 @@ fn prepare(
     Ok((files, done))
 }
 
-/// Moves every verified blob to its targets, with its mode, and removes the
-/// partial directory.
+/// Moves every verified blob to its targets, with its mode and modification
+/// time, makes the empty directories `dirs`, and removes the partial directory.
 fn finalize(
     content: &Content,
     targets: &[PathBuf],
+    dirs: &[PathBuf],
     partial: &Path,
 ) -> Result<Vec<PathBuf>, ShareError> {
     let layout = content.layout();
@@ -1072,10 +1093,23 @@ fn finalize(
                     fs::copy(&source, target).map_err(|e| ShareError::io(target, e))?;
                 }
             }
+            // Written here: it gets the sender's time (a file that was in
+            // place already keeps its own).
+            if entry.mtime != 0 {
+                let at = std::time::UNIX_EPOCH + Duration::from_secs(entry.mtime);
+                fs::File::options()
+                    .write(true)
+                    .open(target)
+                    .and_then(|f| f.set_modified(at))
+                    .map_err(|e| ShareError::io(target, e))?;
+            }
         }
         fs::set_permissions(target, fs::Permissions::from_mode(entry.mode))
             .map_err(|e| ShareError::io(target, e))?;
         placed.entry(entry.hash).or_insert_with(|| target.clone());
+    }
+    for dir in dirs {
+        fs::create_dir_all(dir).map_err(|e| ShareError::io(dir, e))?;
     }
     let _ = fs::remove_dir_all(partial);
     Ok(targets.to_vec())
@@ -1092,6 +1126,7 @@ mod tests {
             path: path.into(),
             size,
             mode: 0o644,
+            mtime: 0,
             hash: Hash::of(seed),
         };
         let collection = Collection::new(vec![
