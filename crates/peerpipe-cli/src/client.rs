@@ -216,13 +216,14 @@ async fn bind(args: &ClientArgs, role: Role) -> Result<Node> {
     bind_net(&args.net, Some(&args.token), identity).await
 }
 
-/// Binds a node with the command line's server and label and the key `identity`;
-/// without a token the device joins anonymously (it may only use one-time codes).
-pub async fn bind_net(
+/// A node builder with the command line's server and label and the key
+/// `identity`, and the server URL it joins; without a token the device joins
+/// anonymously (it may only use one-time codes).
+pub fn node_builder(
     args: &NetArgs,
     token: Option<&str>,
     identity: peerpipe::Identity,
-) -> Result<Node> {
+) -> Result<(peerpipe::NodeBuilder, String)> {
     let label = args.label.clone().unwrap_or_else(host_name);
     let url = server_url(&args.server);
     let policy = if args.relay_only {
@@ -246,35 +247,48 @@ pub async fn bind_net(
             .with_context(|| format!("--ca-cert {}", path.display()))?;
         builder = builder.trust_certificates(certs);
     }
-    builder
+    let builder = builder
         .server(url.clone())
         .identity(identity)
         .label(label)
         .connect_timeout(args.timeout)
-        .request_timeout(args.timeout)
-        .bind()
-        .await
-        .map_err(|e| {
-            let hint = match &e {
-                peerpipe::BindError::Tls(_) => Some(
-                    "for a self-signed or private certificate, trust it with --ca-cert PEM_FILE",
-                ),
-                peerpipe::BindError::Unreachable(io)
-                    if io.kind() == std::io::ErrorKind::ConnectionRefused =>
-                {
-                    Some(
-                        "is `peerpipe serve` running there? (--server, PEERPIPE_SERVER or \
-                         `peerpipe config set server` names another)",
-                    )
-                }
-                _ => None,
-            };
-            let e = anyhow::Error::new(e).context(format!("joining {url}"));
-            match hint {
-                Some(hint) => anyhow!("{e:#}\n  hint: {hint}"),
-                None => e,
-            }
-        })
+        .request_timeout(args.timeout);
+    Ok((builder, url))
+}
+
+/// Binds a node with `args`, `token` and `identity`; an error says which
+/// server and, where it can, what to check.
+pub async fn bind_net(
+    args: &NetArgs,
+    token: Option<&str>,
+    identity: peerpipe::Identity,
+) -> Result<Node> {
+    let (builder, url) = node_builder(args, token, identity)?;
+    builder.bind().await.map_err(|e| explain_bind(&url, e))
+}
+
+/// A bind error as the user reads it: the server's URL, the cause, and a hint
+/// where one helps.
+pub fn explain_bind(url: &str, e: peerpipe::BindError) -> anyhow::Error {
+    let hint = match &e {
+        peerpipe::BindError::Tls(_) => {
+            Some("for a self-signed or private certificate, trust it with --ca-cert PEM_FILE")
+        }
+        peerpipe::BindError::Unreachable(io)
+            if io.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            Some(
+                "is `peerpipe serve` running there? (--server, PEERPIPE_SERVER or \
+                 `peerpipe config set server` names another)",
+            )
+        }
+        _ => None,
+    };
+    let e = anyhow::Error::new(e).context(format!("joining {url}"));
+    match hint {
+        Some(hint) => anyhow!("{e:#}\n  hint: {hint}"),
+        None => e,
+    }
 }
 
 /// Accepts `HOST:PORT`, a `ws://`/`wss://` URL, or the server's `http://`/

@@ -16,6 +16,7 @@ mod client;
 mod config;
 mod demo;
 mod identity;
+mod lan;
 mod qr;
 mod serve;
 mod space;
@@ -161,6 +162,15 @@ struct CodeNetArgs {
     /// Write JSON event lines on stdout (collection, progress, done) instead of progress bars.
     #[arg(long)]
     json: bool,
+    /// Find the other device on the local network instead of through a
+    /// server: `send` runs a server of its own on this host's address and
+    /// announces the code's number by multicast (239.255.78.78, UDP 7877, on
+    /// the interface of the default route), `receive` listens for it. The
+    /// default when no server is configured (no --server, PEERPIPE_SERVER or
+    /// config file) and none runs at the default address. The code's words
+    /// never leave the devices.
+    #[arg(long)]
+    lan: bool,
     #[command(flatten)]
     net: NetArgs,
 }

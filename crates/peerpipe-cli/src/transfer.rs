@@ -17,10 +17,10 @@ use peerpipe::{Node, NodeEvent};
 use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::client::{Role, bind_net};
-use crate::identity;
+use crate::client::{Role, bind_net, explain_bind, node_builder};
 use crate::spool::Spool;
-use crate::{GetArgs, ReceiveArgs, SendArgs, ShareArgs};
+use crate::{CodeNetArgs, GetArgs, ReceiveArgs, SendArgs, ShareArgs};
+use crate::{identity, lan};
 
 /// First byte of the message in which a sender names its collection.
 const ANNOUNCE: u8 = 1;
@@ -246,31 +246,78 @@ async fn send_paths(args: &SendArgs, paths: Vec<PathBuf>, kind: u8, out: Out) ->
     // Hashing runs while the code is fetched and the receiver arrives.
     let text = kind == ANNOUNCE_TEXT;
     let hashing = tokio::spawn(hash_paths(paths, out, text));
-    let node = bind_net(
-        &args.code.net,
-        args.code.token.as_deref(),
-        identity::short_lived(),
-    )
-    .await?;
+    let (node, lan) = join_to_send(&args.code, out).await?;
     // The receiver needs the same server: name it in the hint unless it is
-    // the default.
+    // the default (or the sender's own, found on the local network).
     let url = crate::client::server_url(&args.code.net.server);
-    let server = (url != crate::DEFAULT_SERVER).then_some(url);
+    let server = (url != crate::DEFAULT_SERVER && lan.is_none()).then_some(url);
     let how = How {
         kind,
         server,
         qr: args.qr,
         chosen: args.chosen_code.clone(),
+        lan: lan.as_ref(),
     };
     let result = send_on(&node, hashing, out, how).await;
     // A clean stop sends what is still queued for the server (such as the key
     // confirmation the receiver needs to tell a wrong code from a lost sender).
     node.shutdown().await;
+    if let Some(server) = lan {
+        server.shutdown().await;
+    }
     result
 }
 
+/// Joins the configured server to send; with `--lan`, or when no server is
+/// configured and none runs at the default address, a server of this
+/// command's own for the local network (returned: it must outlive the node).
+async fn join_to_send(args: &CodeNetArgs, out: Out) -> Result<(Node, Option<lan::LanServer>)> {
+    if !args.lan {
+        let (builder, url) =
+            node_builder(&args.net, args.token.as_deref(), identity::short_lived())?;
+        match builder.bind().await {
+            Ok(node) => return Ok((node, None)),
+            Err(e) if lan::no_server_here(&args.net.server, &e) => out.say(format_args!(
+                "no server is configured and none runs at {url}: sending on the local network"
+            )),
+            Err(e) => return Err(explain_bind(&url, e)),
+        }
+    }
+    let server = lan::LanServer::start().await?;
+    let mut net = args.net.clone();
+    net.server = server.url();
+    let node = bind_net(&net, None, identity::short_lived()).await?;
+    Ok((node, Some(server)))
+}
+
+/// Joins the configured server to receive `code`; with `--lan`, or when no
+/// server is configured and none runs at the default address, the server of
+/// the sender that announces the code's number on the local network.
+async fn join_to_receive(args: &CodeNetArgs, code: &str, out: Out) -> Result<Node> {
+    if !args.lan {
+        let (builder, url) =
+            node_builder(&args.net, args.token.as_deref(), identity::short_lived())?;
+        match builder.bind().await {
+            Ok(node) => return Ok(node),
+            Err(e) if lan::no_server_here(&args.net.server, &e) => out.say(format_args!(
+                "no server is configured and none runs at {url}: looking for the sender on the local network"
+            )),
+            Err(e) => return Err(explain_bind(&url, e)),
+        }
+    }
+    let nameplate = code
+        .parse::<peerpipe_proto::code::Code>()
+        .map_err(|e| anyhow!("not a valid code: {e}"))?
+        .nameplate();
+    let url = lan::find(nameplate, args.net.timeout).await?;
+    out.say(format_args!("found the sender on the local network: {url}"));
+    let mut net = args.net.clone();
+    net.server = url;
+    bind_net(&net, None, identity::short_lived()).await
+}
+
 /// How `send_on` offers what it sends.
-struct How {
+struct How<'a> {
     /// [`ANNOUNCE`] or [`ANNOUNCE_TEXT`].
     kind: u8,
     /// The server to name in the receive hint (none: the default).
@@ -279,24 +326,32 @@ struct How {
     qr: bool,
     /// The code to offer (`send --code`); none: one the server draws.
     chosen: Option<String>,
+    /// The server of this command's own for the local network, which
+    /// announces the code's number.
+    lan: Option<&'a lan::LanServer>,
 }
 
 async fn send_on(
     node: &Node,
     hashing: tokio::task::JoinHandle<Result<Arc<Content>>>,
     out: Out,
-    how: How,
+    how: How<'_>,
 ) -> Result<()> {
     let offer = match &how.chosen {
         Some(code) => node.offer_chosen_code(code).await,
         None => node.offer_code().await,
     }
     .context("getting a code from the server")?;
+    let _announcing = how
+        .lan
+        .map(|server| server.announce(offer.nameplate()))
+        .transpose()?;
     out.result("code", offer.code());
-    let with_server = how
-        .server
-        .map(|s| format!(" --server {s}"))
-        .unwrap_or_default();
+    let with_server = match (how.server, how.lan) {
+        (Some(s), _) => format!(" --server {s}"),
+        (None, Some(_)) => " --lan".to_owned(),
+        (None, None) => String::new(),
+    };
     let command = format!("peerpipe receive {}{with_server}", offer.code());
     out.say(format_args!("on the other device run: {command}"));
     if how.qr {
@@ -422,12 +477,7 @@ pub async fn receive(args: &ReceiveArgs, quiet: bool) -> Result<()> {
         Some(code) => code.clone(),
         None => ask_code().await?,
     };
-    let node = bind_net(
-        &args.net.net,
-        args.net.token.as_deref(),
-        identity::short_lived(),
-    )
-    .await?;
+    let node = join_to_receive(&args.net, &code, out).await?;
     let result = receive_on(&node, &code, args, out).await;
     node.shutdown().await;
     result
