@@ -7,7 +7,9 @@ use peerpipe_proto::session::{CLOSE_INTEGRITY, CloseReason, Config, Event, Write
 use sim::{Pair, events, pattern, read_into};
 
 fn tamper_at(offset_from_end: usize) {
-    const LEN: usize = 1024 * 1024;
+    // More than the initial windows let in flight at once: data is still to
+    // come when the tampered packet arrives.
+    const LEN: usize = 16 * 1024 * 1024;
     let data = pattern(LEN, 11);
     let mut pair = Pair::connected(Config::default());
     let id = pair.a.open_stream().unwrap();

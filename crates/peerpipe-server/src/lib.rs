@@ -128,7 +128,7 @@ pub struct Config {
     /// neither connection closes). Default 17 MiB: a session's receiver
     /// grants at most its largest window of credit beyond what its
     /// application took (`max_window` of the session config, 16 MiB; the
-    /// windows start at 64 KiB per stream and 256 KiB per session and grow
+    /// windows start at 1 MiB per stream and 4 MiB per session and grow
     /// only as the reader keeps up), so an honest sender never has more data
     /// than that in flight, wherever it sits; the extra MiB covers the packet
     /// headers (under 1 % of a 16 KiB frame), acknowledgements and pings.

@@ -157,9 +157,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            stream_window: 64 * 1024,
+            // Large enough to start a transfer over a long round trip (a relay
+            // of two 100 ms links) without waiting for many doublings; the
+            // windows still grow only while the reader keeps up.
+            stream_window: 1024 * 1024,
             // Four streams' worth: a few stalled streams cannot take all of it.
-            session_window: 256 * 1024,
+            session_window: 4 * 1024 * 1024,
             max_window: 16 * 1024 * 1024,
             max_frame_payload: 16 * 1024,
             max_message_size: 16 * 1024 * 1024,
