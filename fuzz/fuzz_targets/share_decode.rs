@@ -16,6 +16,9 @@ fuzz_target!(|data: &[u8]| {
         for entry in collection.entries() {
             assert!(validate_path(&entry.path).is_ok());
         }
+        for dir in collection.dirs() {
+            assert!(validate_path(dir).is_ok());
+        }
     }
     if let Ok(request) = Request::decode(data) {
         assert_eq!(request.encode(), data);

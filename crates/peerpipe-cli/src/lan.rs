@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use peerpipe_proto::lan::{Announcement, MAX_LEN};
 use peerpipe_server::{Config, Server};
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
@@ -24,8 +25,6 @@ pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 78, 78);
 pub const PORT: u16 = 7877;
 /// How often the sender announces.
 const EVERY: Duration = Duration::from_millis(500);
-/// The start of every announcement; the version is part of it.
-const MAGIC: &str = "peerpipe-lan/1";
 
 /// The address this host sends multicast from: its address on the interface
 /// of the default route (a UDP `connect` sends nothing).
@@ -75,10 +74,14 @@ impl LanServer {
             .context("limiting announcements to the local network")?;
         socket.set_nonblocking(true).context("announcer")?;
         let socket = UdpSocket::from_std(socket).context("announcer")?;
-        let text = format!("{MAGIC} {nameplate} {}\n", self.server.local_addr().port());
+        let text = Announcement {
+            nameplate,
+            port: self.server.local_addr().port(),
+        }
+        .encode();
         let task = tokio::spawn(async move {
             loop {
-                if let Err(e) = socket.send_to(text.as_bytes(), (GROUP, PORT)).await {
+                if let Err(e) = socket.send_to(&text, (GROUP, PORT)).await {
                     tracing::debug!("announcing on the local network: {e}");
                 }
                 tokio::time::sleep(EVERY).await;
@@ -110,20 +113,6 @@ pub fn no_server_here(server: &str, e: &peerpipe::BindError) -> bool {
             if io.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
-/// `(nameplate, port)` of an announcement; `None` for anything else.
-fn parse(datagram: &[u8]) -> Option<(u32, u16)> {
-    let text = std::str::from_utf8(datagram).ok()?;
-    let mut parts = text.trim_end_matches('\n').split(' ');
-    let (Some(MAGIC), Some(nameplate), Some(port), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    let nameplate: u32 = nameplate.parse().ok().filter(|n| *n != 0)?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    Some((nameplate, port))
-}
-
 /// Waits (at most `within`) for a sender on the local network announcing
 /// `nameplate`; its server's URL.
 pub async fn find(nameplate: u32, within: Duration) -> Result<String> {
@@ -143,12 +132,12 @@ pub async fn find(nameplate: u32, within: Duration) -> Result<String> {
         .context("joining the local network's announcements (is there a default route?)")?;
     socket.set_nonblocking(true).context("listener")?;
     let socket = UdpSocket::from_std(socket.into()).context("listener")?;
-    let mut buf = [0u8; 128];
+    let mut buf = [0u8; MAX_LEN + 1];
     let look = async {
         loop {
             let (n, from) = socket.recv_from(&mut buf).await?;
-            match parse(&buf[..n]) {
-                Some((n, port)) if n == nameplate => {
+            match Announcement::decode(&buf[..n]) {
+                Some(Announcement { nameplate: n, port }) if n == nameplate => {
                     return Ok::<_, std::io::Error>(format!(
                         "ws://{}/v1/signal",
                         SocketAddr::new(from.ip(), port)
@@ -164,29 +153,5 @@ pub async fn find(nameplate: u32, within: Duration) -> Result<String> {
             "no sender of code number {nameplate} on the local network within {} s: is `peerpipe send` running there (with no server, or with --lan)?",
             within.as_secs()
         ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse;
-
-    #[test]
-    fn announcements_are_parsed_strictly() {
-        assert_eq!(parse(b"peerpipe-lan/1 7 40123\n"), Some((7, 40123)));
-        assert_eq!(parse(b"peerpipe-lan/1 7 40123"), Some((7, 40123)));
-        for bad in [
-            &b"peerpipe-lan/2 7 40123\n"[..],
-            b"peerpipe-lan/1 0 40123\n",
-            b"peerpipe-lan/1 7 0\n",
-            b"peerpipe-lan/1 7 70000\n",
-            b"peerpipe-lan/1 7\n",
-            b"peerpipe-lan/1 7 1 extra\n",
-            b"peerpipe-lan/1 -7 1\n",
-            b"\xff\xfe",
-            b"",
-        ] {
-            assert_eq!(parse(bad), None, "{bad:?}");
-        }
     }
 }

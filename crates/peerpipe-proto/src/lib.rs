@@ -6,6 +6,7 @@
 //! - [`id`]: device identities (Ed25519) and device ids in text form;
 //! - [`token`]: admission tokens bound to a user, signed with HMAC-SHA256;
 //! - [`signal`]: the versioned JSON signaling messages between device and server;
+//! - [`lan`]: the multicast announcement of a sender on a network without a server;
 //! - [`code`]: one-time codes (`7-amber-falcon`) and the SPAKE2 exchange that
 //!   turns one into a session key between devices of different users;
 //! - [`relay`]: the binary relay frame header the server forwards by;
@@ -35,6 +36,7 @@
 pub mod code;
 pub mod direct;
 pub mod id;
+pub mod lan;
 pub mod relay;
 pub mod session;
 pub mod signal;
