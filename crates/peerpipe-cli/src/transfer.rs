@@ -272,16 +272,8 @@ async fn send_paths(args: &SendArgs, paths: Vec<PathBuf>, kind: u8, out: Out) ->
 /// configured and none runs at the default address, a server of this
 /// command's own for the local network (returned: it must outlive the node).
 async fn join_to_send(args: &CodeNetArgs, out: Out) -> Result<(Node, Option<lan::LanServer>)> {
-    if !args.lan {
-        let (builder, url) =
-            node_builder(&args.net, args.token.as_deref(), identity::short_lived())?;
-        match builder.bind().await {
-            Ok(node) => return Ok((node, None)),
-            Err(e) if lan::no_server_here(&args.net.server, &e) => out.say(format_args!(
-                "no server is configured and none runs at {url}: sending on the local network"
-            )),
-            Err(e) => return Err(explain_bind(&url, e)),
-        }
+    if let Some(node) = join_configured(args, out, "sending on the local network").await? {
+        return Ok((node, None));
     }
     let server = lan::LanServer::start().await?;
     let mut net = args.net.clone();
@@ -294,16 +286,10 @@ async fn join_to_send(args: &CodeNetArgs, out: Out) -> Result<(Node, Option<lan:
 /// server is configured and none runs at the default address, the server of
 /// the sender that announces the code's number on the local network.
 async fn join_to_receive(args: &CodeNetArgs, code: &str, out: Out) -> Result<Node> {
-    if !args.lan {
-        let (builder, url) =
-            node_builder(&args.net, args.token.as_deref(), identity::short_lived())?;
-        match builder.bind().await {
-            Ok(node) => return Ok(node),
-            Err(e) if lan::no_server_here(&args.net.server, &e) => out.say(format_args!(
-                "no server is configured and none runs at {url}: looking for the sender on the local network"
-            )),
-            Err(e) => return Err(explain_bind(&url, e)),
-        }
+    if let Some(node) =
+        join_configured(args, out, "looking for the sender on the local network").await?
+    {
+        return Ok(node);
     }
     let nameplate = code
         .parse::<peerpipe_proto::code::Code>()
@@ -314,6 +300,27 @@ async fn join_to_receive(args: &CodeNetArgs, code: &str, out: Out) -> Result<Nod
     let mut net = args.net.clone();
     net.server = url;
     bind_net(&net, None, identity::short_lived()).await
+}
+
+/// Joins the configured server, unless `--lan` says not to; `None` when the
+/// local network is to be used instead (with `--lan`, or when no server is
+/// configured and none runs at the default address: then it says so, and
+/// `instead` what it does).
+async fn join_configured(args: &CodeNetArgs, out: Out, instead: &str) -> Result<Option<Node>> {
+    if args.lan {
+        return Ok(None);
+    }
+    let (builder, url) = node_builder(&args.net, args.token.as_deref(), identity::short_lived())?;
+    match builder.bind().await {
+        Ok(node) => Ok(Some(node)),
+        Err(e) if lan::no_server_here(&args.net.server, &e) => {
+            out.say(format_args!(
+                "no server is configured and none runs at {url}: {instead}"
+            ));
+            Ok(None)
+        }
+        Err(e) => Err(explain_bind(&url, e)),
+    }
 }
 
 /// How `send_on` offers what it sends.

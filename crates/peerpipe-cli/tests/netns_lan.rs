@@ -10,65 +10,32 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
+use common::machines::{on, ran_inside, two_machines};
 use common::{Sender, TempDir, same_bytes, wait_bounded};
-use peerpipe_netem::{Entered, enter};
 
 const TEST: &str = "send_and_receive_find_each_other_on_the_lan";
-
-/// Machines `ma` (10.77.0.1) and `mb` (10.77.0.2) under /run/netns (a tmpfs of
-/// this mount namespace), each with a default route over the veth pair.
-const SETUP: &str = r#"
-set -e
-mount -t tmpfs tmpfs /run
-mkdir -p /run/netns
-ip netns add ma; ip netns add mb
-ip link add eth0 netns ma type veth peer name eth0 netns mb
-nsenter --net=/run/netns/ma sh -ec "
-  ip link set lo up; ip addr add 10.77.0.1/24 dev eth0; ip link set eth0 up
-  ip route add default via 10.77.0.2"
-nsenter --net=/run/netns/mb sh -ec "
-  ip link set lo up; ip addr add 10.77.0.2/24 dev eth0; ip link set eth0 up
-  ip route add default via 10.77.0.1"
-"#;
-
-/// `peerpipe` run on machine `ns`, with no server configured anywhere.
-fn on(ns: &str, dir: &TempDir) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net=/run/netns/{ns}"))
-        .arg(env!("CARGO_BIN_EXE_peerpipe"))
-        .env_remove("PEERPIPE_TOKEN")
-        .env_remove("PEERPIPE_SERVER")
-        .env("PEERPIPE_CONFIG", dir.path(&format!("{ns}-config.toml")));
-    command
-}
 
 #[test]
 #[ignore = "needs unshare and nsenter: its own step of .ci/run"]
 fn send_and_receive_find_each_other_on_the_lan() {
-    if let Entered::Ran(status) =
-        enter(&[TEST, "--exact", "--ignored", "--nocapture"]).expect("running unshare -rnm")
-    {
-        assert!(status.success(), "the test inside the namespaces failed");
+    if ran_inside(TEST) {
         return;
     }
-    let status = Command::new("bash").args(["-c", SETUP]).status().unwrap();
-    assert!(status.success(), "setting up the namespaces failed");
+    two_machines();
     let dir = TempDir::new("netns-lan");
     let source = dir.path("holiday.bin");
     let data: Vec<u8> = (0..6u32 << 20).map(|i| (i % 251) as u8).collect();
     std::fs::write(&source, &data).unwrap();
 
-    let mut send = on("ma", &dir);
+    let mut send = on("ma");
     send.arg("send").arg(&source).arg("--lan");
     let Sender {
         mut child, code, ..
     } = Sender::spawn(send);
     let out = dir.path("received");
-    let received = on("mb", &dir)
+    let received = on("mb")
         .args(["receive", &code, "--yes", "-o"])
         .arg(&out)
         .output()
@@ -92,7 +59,7 @@ fn send_and_receive_find_each_other_on_the_lan() {
     );
 
     // Nobody announces this number: a sentence after the time-out.
-    let lost = on("mb", &dir)
+    let lost = on("mb")
         .args([
             "receive",
             "998877-amber-falcon",

@@ -21,7 +21,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{TempDir, bin, run_ok, wait_bounded};
-use peerpipe_netem::{Entered, enter};
 
 const TEST: &str = "the_quic_path_is_hole_punched_through_two_nats";
 const SERVER: &str = "198.51.100.254";
@@ -75,10 +74,7 @@ fn inside(ns: &str, program: &std::path::Path) -> Command {
 #[ignore = "needs unshare, nsenter and iptables: its own step of .ci/run"]
 fn the_quic_path_is_hole_punched_through_two_nats() {
     // Outside, run this test again inside namespaces of its own, and only there.
-    if let Entered::Ran(status) =
-        enter(&[TEST, "--exact", "--ignored", "--nocapture"]).expect("running unshare -rnm")
-    {
-        assert!(status.success(), "the test inside the namespaces failed");
+    if common::machines::ran_inside(TEST) {
         return;
     }
     let status = Command::new("bash").args(["-c", SETUP]).status().unwrap();

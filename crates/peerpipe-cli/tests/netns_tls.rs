@@ -10,54 +10,24 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::machines::{on, ran_inside, two_machines};
 use common::{KillOnDrop, Sender, TempDir, same_bytes, wait_bounded};
-use peerpipe_netem::{Entered, enter};
 
 const TEST: &str = "a_file_crosses_two_machines_through_a_tls_server";
 const SERVER: &str = "10.77.0.1";
-
-/// Machines `ma` and `mb` under /run/netns (a tmpfs of this mount namespace).
-const SETUP: &str = r#"
-set -e
-mount -t tmpfs tmpfs /run
-mkdir -p /run/netns
-ip netns add ma; ip netns add mb
-ip link add eth0 netns ma type veth peer name eth0 netns mb
-nsenter --net=/run/netns/ma sh -ec "
-  ip link set lo up; ip addr add 10.77.0.1/24 dev eth0; ip link set eth0 up
-  ip route add default via 10.77.0.2"
-nsenter --net=/run/netns/mb sh -ec "
-  ip link set lo up; ip addr add 10.77.0.2/24 dev eth0; ip link set eth0 up
-  ip route add default via 10.77.0.1"
-"#;
-
-/// `peerpipe ARGS` run on machine `ns`.
-fn on(ns: &str) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .arg(format!("--net=/run/netns/{ns}"))
-        .arg(env!("CARGO_BIN_EXE_peerpipe"))
-        .env_remove("PEERPIPE_TOKEN")
-        .env_remove("PEERPIPE_SERVER");
-    command
-}
 
 #[test]
 #[ignore = "needs unshare and nsenter: its own step of .ci/run"]
 fn a_file_crosses_two_machines_through_a_tls_server() {
     // Outside, run this test again inside namespaces of its own, and only there.
-    if let Entered::Ran(status) =
-        enter(&[TEST, "--exact", "--ignored", "--nocapture"]).expect("running unshare -rnm")
-    {
-        assert!(status.success(), "the test inside the namespaces failed");
+    if ran_inside(TEST) {
         return;
     }
-    let status = Command::new("bash").args(["-c", SETUP]).status().unwrap();
-    assert!(status.success(), "setting up the namespaces failed");
+    two_machines();
 
     let dir = TempDir::new("netns-tls");
     let cert = rcgen::generate_simple_self_signed(vec![SERVER.into()]).unwrap();

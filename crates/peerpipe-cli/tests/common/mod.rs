@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod files;
+pub mod machines;
 
 /// The built `peerpipe` binary, with a config file that does not exist: the
 /// tests never read the config of the user running them.
@@ -19,11 +20,14 @@ pub fn bin() -> Command {
 /// looks for beside itself).
 pub fn bin_at(exe: &Path) -> Command {
     let mut command = Command::new(exe);
-    command.env(
-        "PEERPIPE_CONFIG",
-        std::env::temp_dir().join("peerpipe-cli-tests-no-config/config.toml"),
-    );
+    command.env("PEERPIPE_CONFIG", no_config());
     command
+}
+
+/// A config file path where none exists: the tests never read the config of
+/// the user running them.
+pub fn no_config() -> PathBuf {
+    std::env::temp_dir().join("peerpipe-cli-tests-no-config/config.toml")
 }
 
 /// `peerpipe CMD [ARGS] --server URL --token TOKEN --identity FILE`.
