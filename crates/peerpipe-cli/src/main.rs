@@ -397,6 +397,27 @@ struct ServeArgs {
     /// Conflicts with --web-dir; wins over PEERPIPE_WEB_DIR.
     #[arg(long)]
     no_web: bool,
+    /// Be one node of a cluster sharing this Redis
+    /// (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]): devices on every node
+    /// see and reach each other as on one server, behind any load balancer.
+    /// Every node needs the same --secret-file. Without it: one server,
+    /// state in memory.
+    #[arg(
+        long,
+        env = "PEERPIPE_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    redis: Option<String>,
+    /// With --redis: where to listen for links from the other nodes
+    /// (relayed data and signaling for devices on them). Default: the IP of
+    /// --listen, a free port.
+    #[arg(long, value_name = "ADDR", requires = "redis")]
+    cluster_listen: Option<SocketAddr>,
+    /// With --redis: the address other nodes dial for links to this one,
+    /// when it differs from --cluster-listen (which then may be 0.0.0.0:PORT).
+    #[arg(long, value_name = "ADDR", requires = "redis")]
+    cluster_advertise: Option<SocketAddr>,
 }
 
 /// A token is never empty: `--token ""` (an unset variable, say) is a mistake,

@@ -61,6 +61,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     if config.ice_servers.len() > MAX_ICE_SERVERS {
         bail!("at most {MAX_ICE_SERVERS} --stun and --turn servers together");
     }
+    config.redis = args.redis.clone();
+    config.cluster_listen = args.cluster_listen;
+    config.cluster_advertise = args.cluster_advertise;
     let config_tls = config.tls.is_some();
     let server = Server::bind(config)
         .await

@@ -6,13 +6,11 @@
 mod common;
 
 use std::fs::File;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use common::pattern::{Logs, spawn_reader, spawn_writer, wait_progress};
 use common::{KillOnDrop, ServeProcess, TempDir, client, device_id, wait_online, wait_timeout};
 
 const MIB: u64 = 1024 * 1024;
@@ -38,104 +36,6 @@ const RESUMED_MARGIN: u64 = MIB;
 /// From the resumption until both clients exit: the remaining 160 MiB at
 /// debug-build speed, with ample slack.
 const FINISH_BOUND: Duration = Duration::from_secs(90);
-/// Bytes per write into the sender's stdin (a multiple of 8, see `fill`).
-const CHUNK: usize = 64 * 1024;
-
-/// Fills `buf` (a multiple of 8 long) with the stream's words from word `first`
-/// on. Word `w` (bytes `8w..8w+8`) is unique to its position, so a lost, repeated
-/// or reordered piece of any size shows as a mismatch.
-fn fill(first: u64, buf: &mut [u8]) {
-    for (i, word) in buf.chunks_exact_mut(8).enumerate() {
-        let w = (first + i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        word.copy_from_slice(&w.to_le_bytes());
-    }
-}
-
-/// What the receiving side read from `peerpipe listen`'s stdout.
-struct Received {
-    total: u64,
-    /// Offset of the first byte that differs from the pattern.
-    first_mismatch: Option<u64>,
-}
-
-/// Reads `from` to its end, checking every byte against the pattern and counting
-/// into `progress`.
-fn receive(mut from: impl std::io::Read, progress: &AtomicU64) -> Received {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut expected = vec![0u8; buf.len() + 16];
-    let mut got = 0u64;
-    let mut first_mismatch = None;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => panic!("reading the listener's stdout: {e}"),
-        };
-        if first_mismatch.is_none() {
-            let skip = (got % 8) as usize;
-            let words = (skip + n).div_ceil(8);
-            fill(got / 8, &mut expected[..words * 8]);
-            if buf[..n] != expected[skip..skip + n] {
-                let i = (0..n).find(|&i| buf[i] != expected[skip + i]).unwrap();
-                first_mismatch = Some(got + i as u64);
-            }
-        }
-        got += n as u64;
-        progress.store(got, Ordering::Relaxed);
-    }
-    Received {
-        total: got,
-        first_mismatch,
-    }
-}
-
-/// The clients' stderr logs, shown when something fails.
-struct Logs {
-    connect: PathBuf,
-    listen: PathBuf,
-}
-
-impl Logs {
-    fn show(&self) -> String {
-        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_else(|e| format!("({e})"));
-        format!(
-            "\n--- connect stderr ---\n{}--- listen stderr ---\n{}",
-            read(&self.connect),
-            read(&self.listen)
-        )
-    }
-}
-
-/// Polls until `progress` passes `past`, bounded by `bound`; `Err` with a reason
-/// when the bound passes or a client exits first.
-fn wait_progress(
-    progress: &AtomicU64,
-    past: u64,
-    bound: Duration,
-    clients: &mut [&mut KillOnDrop],
-) -> Result<(), String> {
-    let deadline = Instant::now() + bound;
-    while progress.load(Ordering::Relaxed) <= past {
-        for child in clients.iter_mut() {
-            if let Some(status) = child.try_wait().unwrap() {
-                return Err(format!(
-                    "a client exited ({status}) at {} bytes received",
-                    progress.load(Ordering::Relaxed)
-                ));
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "stuck at {} bytes received for {bound:?}",
-                progress.load(Ordering::Relaxed)
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
 #[test]
 fn a_stream_survives_a_server_restart_byte_for_byte() {
     let dir = TempDir::new("restart");
@@ -166,28 +66,9 @@ fn a_stream_survives_a_server_restart_byte_for_byte() {
             .spawn()
             .unwrap(),
     );
-    let mut stdin = connect.stdin.take().unwrap();
-    let written = Arc::new(AtomicU64::new(0));
-    let writer = std::thread::spawn({
-        let written = written.clone();
-        move || {
-            let mut buf = vec![0u8; CHUNK];
-            let mut offset = 0u64;
-            while offset < TOTAL {
-                fill(offset / 8, &mut buf);
-                if stdin.write_all(&buf).is_err() {
-                    return;
-                }
-                offset += CHUNK as u64;
-                written.store(offset, Ordering::Relaxed);
-            }
-        }
-    });
-    let received = Arc::new(AtomicU64::new(0));
-    let reader = std::thread::spawn({
-        let received = received.clone();
-        move || receive(listen_out, &received)
-    });
+    let stdin = connect.stdin.take().unwrap();
+    let (writer, written) = spawn_writer(stdin, TOTAL);
+    let (reader, received) = spawn_reader(listen_out);
 
     let started = Instant::now();
     if let Err(e) = wait_progress(

@@ -31,7 +31,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tracing::Instrument as _;
 
-use crate::hub::{ControlQueue, Data, Fatal, Handle, Hub, Member, Outbox, RelayQueue};
+use crate::hub::{
+    ControlQueue, Data, Fatal, Handle, Hub, Local, Member, Outbox, RelayQueue, Route,
+};
 use crate::limit::TokenBucket;
 use crate::upgrade::Socket;
 
@@ -97,15 +99,17 @@ async fn serve(
     ));
     let handle = Handle {
         conn,
-        ctrl: ctrl.clone(),
-        relay: relay.clone(),
-        presence: presence.clone(),
-        kill: Arc::new(kill_tx),
+        route: Route::Local(Local {
+            ctrl: ctrl.clone(),
+            relay: relay.clone(),
+            presence: presence.clone(),
+            kill: Arc::new(kill_tx),
+        }),
     };
     let queues = Queues {
-        ctrl,
+        ctrl: ctrl.clone(),
         presence,
-        relay,
+        relay: relay.clone(),
     };
     let timing = WriterTiming {
         ping_interval: hub.config.ping_interval,
@@ -124,6 +128,9 @@ async fn serve(
         Ok(me) => {
             let end = read_loop(&hub, &me, &mut stream, &mut stop).await;
             hub.unregister(&me);
+            if let Some(cluster) = hub.cluster.get() {
+                cluster.leave(&me).await;
+            }
             tracing::info!(reason = ?end.as_ref().map(|f| f.code), "device offline");
             end
         }
@@ -151,8 +158,8 @@ async fn serve(
     };
     let _ = timeout(CLOSE_GRACE, futures_util::future::join(writer, drain)).await;
     // Frames still arriving for this connection are dropped.
-    handle.relay.close();
-    handle.ctrl.close();
+    relay.close();
+    ctrl.close();
 }
 
 /// What ends a connection from the outside: a kill (replaced, slow consumer) or
@@ -291,6 +298,9 @@ async fn handshake(
         ping_interval_ms: u64::try_from(cfg.ping_interval.as_millis()).unwrap_or(u64::MAX),
         idle_timeout_ms: u64::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX),
     };
+    if let Some(cluster) = hub.cluster.get() {
+        cluster.join(&me).await;
+    }
     hub.register(&me, |peers| ServerMessage::Welcome {
         device,
         // Anonymous devices have no user: the welcome says "".
@@ -373,7 +383,10 @@ async fn read_loop(
                     violations = 0;
                 }
                 match ClientMessage::decode(text.as_str()) {
-                    Ok(m) => hub.control(me, m),
+                    Ok(m) => match hub.cluster.get() {
+                        Some(cluster) => cluster.control(me, m, text.as_str()).await,
+                        None => hub.control(me, m),
+                    },
                     Err(e) if e.code().is_fatal() => {
                         return Some(Fatal::new(e.code(), e.to_string()));
                     }
@@ -401,6 +414,14 @@ async fn read_loop(
                         _ = sleep(wait) => {}
                     }
                 }
+                // A frame of a session that lives on another node goes there.
+                let frame = match hub.cluster.get() {
+                    Some(cluster) => match cluster.relay_away(me, frame).await {
+                        Some(frame) => frame,
+                        None => continue,
+                    },
+                    None => frame,
+                };
                 forward(hub, me, frame, &mut refused);
             }
             Message::Close(_) => return None,
@@ -430,7 +451,7 @@ fn forward(hub: &Arc<Hub>, me: &Member, frame: Bytes, refused: &mut Option<Sessi
             return;
         }
     };
-    let Some(to) = hub.relay_target(me.handle.conn, header.session) else {
+    if !hub.relay(me, header.session, frame) {
         // One error per run of refused frames: a sender still streaming into a
         // session that just closed must not flood its own control queue.
         if *refused != Some(header.session) {
@@ -444,13 +465,8 @@ fn forward(hub: &Arc<Hub>, me: &Member, frame: Bytes, refused: &mut Option<Sessi
             );
         }
         return;
-    };
-    *refused = None;
-    let len = frame.len();
-    match to.relay.push(header.session, frame) {
-        Ok(()) => hub.metrics.relayed(len),
-        Err(overflow) => hub.relay_overflow(me, header.session, overflow),
     }
+    *refused = None;
 }
 
 pub(crate) type Sink = SplitSink<Socket, Message>;

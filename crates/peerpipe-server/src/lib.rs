@@ -43,11 +43,15 @@
 #![deny(missing_docs)]
 
 mod accept;
+mod cluster;
 mod conn;
 mod hub;
 mod limit;
 mod memory;
 mod metrics;
+pub mod node_link;
+mod redis;
+pub mod resp;
 mod stun;
 mod tls;
 mod upgrade;
@@ -191,6 +195,18 @@ pub struct Config {
     /// scripts, styles and wasm, and WebSockets. Files are streamed from
     /// disk, never held whole. Default none: those paths answer 404.
     pub web_root: Option<PathBuf>,
+    /// Join a cluster of server nodes that share this Redis
+    /// (`redis://[[user]:password@]host[:port][/db]`): devices of every node
+    /// see and reach each other as on one server. All nodes need the same
+    /// [`Config::secret`]. Default none: a server of its own, state in memory.
+    pub redis: Option<String>,
+    /// With [`Config::redis`], where to listen for links from the other
+    /// nodes. Default: the IP address of [`Config::listen`], any free port.
+    pub cluster_listen: Option<SocketAddr>,
+    /// With [`Config::redis`], the address other nodes dial to link to this
+    /// one. Default: the address [`Config::cluster_listen`] is bound to
+    /// (which must then be a specific address, not `0.0.0.0`).
+    pub cluster_advertise: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for Config {
@@ -222,6 +238,9 @@ impl std::fmt::Debug for Config {
             .field("code_rate_per_user", &self.code_rate_per_user)
             .field("code_burst_per_user", &self.code_burst_per_user)
             .field("web_root", &self.web_root)
+            .field("redis", &self.redis.as_ref().map(|_| "<set>"))
+            .field("cluster_listen", &self.cluster_listen)
+            .field("cluster_advertise", &self.cluster_advertise)
             .field(
                 "ice_servers",
                 &self.ice_servers.iter().map(|s| &s.url).collect::<Vec<_>>(),
@@ -262,6 +281,9 @@ impl Config {
             code_rate_per_user: 120,
             code_burst_per_user: 30,
             web_root: None,
+            redis: None,
+            cluster_listen: None,
+            cluster_advertise: None,
         }
     }
 
@@ -401,7 +423,17 @@ impl Server {
             );
         }
         let gate = accept::Gate::new(max_connections, config.max_connections_per_ip);
+        let cluster = config.redis.clone().map(|redis| cluster::Settings {
+            redis,
+            listen: config
+                .cluster_listen
+                .unwrap_or(SocketAddr::new(addr.ip(), 0)),
+            advertise: config.cluster_advertise,
+        });
         let hub = Arc::new(Hub::new(config));
+        if let Some(settings) = cluster {
+            cluster::Cluster::start(&hub, settings).await?;
+        }
         let idle = Arc::new(Notify::new());
         let app = App {
             gate: gate.clone(),

@@ -7,8 +7,11 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+pub mod failover;
 pub mod files;
 pub mod machines;
+pub mod pattern;
 
 /// The built `peerpipe` binary, with a config file that does not exist: the
 /// tests never read the config of the user running them.

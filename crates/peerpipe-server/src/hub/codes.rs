@@ -176,11 +176,17 @@ impl Hub {
         code.timer = Some(timer.abort_handle());
     }
 
-    /// Allocates a nameplate for `me`: `chosen`, if free, else one drawn at random.
-    pub(super) fn code_allocate(self: &Arc<Self>, me: &Member, req: u64, chosen: Option<u32>) {
+    /// Allocates a nameplate for `me`: `chosen`, if free, else one drawn at
+    /// random; whether it did (else `me` has the error).
+    pub(crate) fn code_allocate(
+        self: &Arc<Self>,
+        me: &Member,
+        req: u64,
+        chosen: Option<u32>,
+    ) -> bool {
         let mut st = self.lock();
         if !self.code_budget(&mut st, me, req) {
-            return;
+            return false;
         }
         if let Some(n) = chosen
             && st.codes.contains_key(&n)
@@ -193,7 +199,7 @@ impl Hub {
                 ErrorCode::CodeTaken,
                 "this code number is in use: choose another",
             );
-            return;
+            return false;
         }
         let Some(nameplate) = chosen.or_else(|| st.free_nameplate()) else {
             drop(st);
@@ -204,7 +210,7 @@ impl Hub {
                 ErrorCode::RateLimited,
                 "no free code numbers: try again later",
             );
-            return;
+            return false;
         };
         st.next_code_id += 1;
         let mut code = CodeEntry {
@@ -231,6 +237,24 @@ impl Hub {
             },
         );
         tracing::debug!(nameplate, "code allocated");
+        true
+    }
+
+    /// The nameplates allocated on this node.
+    pub(crate) fn code_numbers(&self) -> Vec<u32> {
+        self.lock().codes.keys().copied().collect()
+    }
+
+    /// Whether nameplate `nameplate` is allocated on this node.
+    pub(crate) fn has_code(&self, nameplate: u32) -> bool {
+        self.lock().codes.contains_key(&nameplate)
+    }
+
+    /// A code ended: its number is free again, for the whole cluster.
+    pub(super) fn code_ended(&self, nameplate: u32) {
+        if let Some(cluster) = self.cluster.get() {
+            cluster.code_ended(nameplate);
+        }
     }
 
     pub(super) fn code_claim(self: &Arc<Self>, me: &Member, req: u64, nameplate: u32) {
@@ -314,6 +338,7 @@ impl Hub {
         if let Some(code) = st.remove_code(nameplate) {
             tracing::debug!(nameplate, "code expired");
             self.code_closed(&code, None);
+            self.code_ended(nameplate);
         }
     }
 
@@ -329,6 +354,7 @@ impl Hub {
         if let Some(code) = party.then(|| st.remove_code(nameplate)).flatten() {
             tracing::debug!(nameplate, "code released");
             self.code_closed(&code, Some(me.handle.conn));
+            self.code_ended(nameplate);
         }
     }
 }

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
 use peerpipe_proto::id::DeviceId;
@@ -45,6 +45,7 @@ use self::presence::Presence;
 pub(crate) use self::relay_queue::{Overflow, RelayQueue};
 use self::sessions::Sessions;
 use crate::Config;
+use crate::cluster::{Cluster, Remote};
 use crate::limit::TokenBucket;
 use crate::metrics::{Metrics, Stats};
 
@@ -74,11 +75,29 @@ pub(crate) enum Data {
     Closed(String),
 }
 
-/// The ways to reach one connection.
+/// The ways to reach one connection: its queues on this node, or the link to
+/// the node it is on (a device of another node that a session or a user's
+/// presence here refers to).
 #[derive(Debug, Clone)]
 pub(crate) struct Handle {
-    /// Unique per connection (a device that reconnects gets a new one).
+    /// Unique per connection on this node (a device that reconnects gets a new
+    /// one; a connection on another node has one of this node's too).
     pub(crate) conn: u64,
+    pub(crate) route: Route,
+}
+
+/// Where a [`Handle`]'s messages go.
+#[derive(Debug, Clone)]
+pub(crate) enum Route {
+    /// A connection of this node.
+    Local(Local),
+    /// A connection of another node of the cluster.
+    Remote(Arc<Remote>),
+}
+
+/// The queues of a connection of this node, drained by its writer.
+#[derive(Debug, Clone)]
+pub(crate) struct Local {
     /// Encoded control frames; drained first by the writer.
     pub(crate) ctrl: Arc<ControlQueue>,
     /// Relayed binary frames, and the ends of established sessions behind
@@ -93,14 +112,65 @@ pub(crate) struct Handle {
 impl Handle {
     /// Closes the connection with `fatal`, unless it is already closing.
     pub(crate) fn kill(&self, fatal: Fatal) {
-        self.kill.send_if_modified(|slot| {
-            if slot.is_none() {
-                *slot = Some(fatal);
-                true
-            } else {
-                false
+        match &self.route {
+            Route::Local(l) => {
+                l.kill.send_if_modified(|slot| {
+                    if slot.is_none() {
+                        *slot = Some(fatal);
+                        true
+                    } else {
+                        false
+                    }
+                });
             }
-        });
+            Route::Remote(r) => r.kill(&fatal),
+        }
+    }
+
+    /// Queues an encoded control frame.
+    fn push_ctrl(&self, text: String) -> Result<(), control::Refused> {
+        match &self.route {
+            Route::Local(l) => l.ctrl.push(text),
+            Route::Remote(r) => {
+                r.ctrl(text);
+                Ok(())
+            }
+        }
+    }
+
+    /// Queues presence news of `device`; false if the connection read none
+    /// of it for many devices. A connection of another node hears it from its
+    /// own node, which knows the same.
+    fn push_presence(&self, device: DeviceId, online: Option<PeerInfo>) -> bool {
+        match &self.route {
+            Route::Local(l) => l.presence.push(device, online),
+            Route::Remote(_) => true,
+        }
+    }
+
+    /// Queues a relayed frame of `session`, unless it does not fit a bound.
+    pub(crate) fn push_relay(&self, session: SessionId, frame: Bytes) -> Result<(), Overflow> {
+        match &self.route {
+            Route::Local(l) => l.relay.push(session, frame),
+            Route::Remote(r) => r.relay(frame),
+        }
+    }
+
+    /// Queues the encoded end of `session` behind its frames (with `discard`,
+    /// instead of them).
+    pub(crate) fn push_closed(&self, session: SessionId, text: String, discard: bool) {
+        match &self.route {
+            Route::Local(l) => l.relay.push_closed(session, text, discard),
+            Route::Remote(r) => r.closed(session, text, discard),
+        }
+    }
+
+    /// The node and connection a handle of another node stands for.
+    pub(crate) fn remote(&self) -> Option<&Remote> {
+        match &self.route {
+            Route::Local(_) => None,
+            Route::Remote(r) => Some(r.as_ref()),
+        }
     }
 }
 
@@ -153,6 +223,8 @@ pub(crate) struct Hub {
     pub(crate) config: Config,
     pub(crate) metrics: Metrics,
     pub(crate) next_conn: AtomicU64,
+    /// Set once when this node is one of a cluster (`--redis`).
+    pub(crate) cluster: OnceLock<Arc<Cluster>>,
     state: Mutex<State>,
 }
 
@@ -178,6 +250,7 @@ impl Hub {
             config,
             metrics: Metrics::default(),
             next_conn: AtomicU64::new(1),
+            cluster: OnceLock::new(),
             state: Mutex::new(State::default()),
         }
     }
@@ -191,7 +264,13 @@ impl Hub {
         if let ServerMessage::Error { code, .. } = msg {
             self.metrics.error(*code);
         }
-        match to.ctrl.push(msg.encode()) {
+        self.deliver_text(to, msg.encode());
+    }
+
+    /// Queues an encoded control frame on `to`'s control queue; a full queue
+    /// makes `to` a slow consumer.
+    pub(crate) fn deliver_text(&self, to: &Handle, text: String) {
+        match to.push_ctrl(text) {
             Ok(()) | Err(control::Refused::Closed) => {}
             Err(control::Refused::Full) => {
                 tracing::debug!(conn = to.conn, "control queue full: slow consumer");
@@ -207,7 +286,7 @@ impl Hub {
     /// older news of it; a connection that read none of it for many devices is
     /// a slow consumer.
     fn tell_presence(&self, to: &Handle, device: DeviceId, online: Option<PeerInfo>) {
-        if !to.presence.push(device, online) {
+        if !to.push_presence(device, online) {
             tracing::debug!(conn = to.conn, "presence news not read: slow consumer");
             to.kill(Fatal::new(
                 ErrorCode::SlowConsumer,
@@ -235,12 +314,16 @@ impl Hub {
 
     pub(crate) fn render_metrics(&self) -> String {
         let (devices, sessions) = self.counts();
-        self.metrics.render(devices, sessions)
+        let mut text = self.metrics.render(devices, sessions);
+        if let Some(cluster) = self.cluster.get() {
+            cluster.render(&mut text);
+        }
+        text
     }
 
     fn counts(&self) -> (u64, u64) {
         let st = self.lock();
-        (st.presence.len() as u64, st.sessions.len() as u64)
+        (st.presence.local_len() as u64, st.sessions.len() as u64)
     }
 
     /// Admits `me`: replaces an older connection of the same device, enforces the
@@ -287,6 +370,42 @@ impl Hub {
         Ok(())
     }
 
+    /// `proxy`, a connection of another node, is online for its user: it
+    /// replaces the device's older connection (a connection of this node is
+    /// closed as replaced: the device connected to another node) and the
+    /// user's devices on this node hear of it.
+    pub(crate) fn register_remote(&self, proxy: &Member) {
+        let mut st = self.lock();
+        if st.presence.is_current(proxy) {
+            return;
+        }
+        if let Some(old) = st.presence.leave(&proxy.device) {
+            if old.handle.remote().is_none() {
+                old.handle.kill(Fatal::new(
+                    ErrorCode::Replaced,
+                    "the same device connected again; this connection is replaced",
+                ));
+            }
+            if old.user != proxy.user {
+                for h in st.presence.others_of(&old.user, proxy.device) {
+                    self.tell_presence(&h, proxy.device, None);
+                }
+            }
+        }
+        st.presence.join(proxy, !proxy.anonymous);
+        for h in st.presence.others_of(&proxy.user, proxy.device) {
+            self.tell_presence(&h, proxy.device, Some(proxy.info()));
+        }
+    }
+
+    /// Where `device` is online as this node knows: `Some(None)` on this
+    /// node, `Some(Some(node))` on another.
+    pub(crate) fn locate(&self, device: &DeviceId) -> Option<Option<u32>> {
+        let st = self.lock();
+        let m = st.presence.get(device)?;
+        Some(m.handle.remote().map(|r| r.node))
+    }
+
     /// Forgets a connection: presence (if it is still the device's registered
     /// connection) and every session it is a party of.
     pub(crate) fn unregister(&self, me: &Member) {
@@ -305,6 +424,7 @@ impl Hub {
         for nameplate in plates {
             if let Some(code) = st.remove_code(nameplate) {
                 self.code_closed(&code, Some(me.handle.conn));
+                self.code_ended(nameplate);
             }
         }
         st.resumable.remove(&me.handle.conn);
@@ -322,7 +442,7 @@ impl Hub {
     /// instead (a route that overflowed).
     fn closed_in_order(&self, to: &Handle, session: SessionId, reason: CloseReason, discard: bool) {
         let msg = ServerMessage::Closed { session, reason }.encode();
-        to.relay.push_closed(session, msg, discard);
+        to.push_closed(session, msg, discard);
     }
 
     /// Handles a decoded control message from an admitted connection.
@@ -346,7 +466,7 @@ impl Hub {
                 service,
             } => self.connect(me, req, to, resume, service),
             ClientMessage::CodeAllocate { req, nameplate } => {
-                self.code_allocate(me, req, nameplate)
+                self.code_allocate(me, req, nameplate);
             }
             ClientMessage::CodeClaim { req, nameplate } => self.code_claim(me, req, nameplate),
             ClientMessage::CodeMessage { nameplate, body } => {

@@ -23,6 +23,8 @@ pub(super) const KNOWN_PER_USER: usize = 256;
 pub(super) struct Presence {
     /// Online devices.
     devices: HashMap<DeviceId, Member>,
+    /// How many of them are connections of other nodes.
+    remote: usize,
     /// Online devices per user.
     users: HashMap<Arc<str>, BTreeSet<DeviceId>>,
     /// Devices admitted since start, with their (latest) user: the newest
@@ -33,9 +35,9 @@ pub(super) struct Presence {
 }
 
 impl Presence {
-    /// Online devices.
-    pub fn len(&self) -> usize {
-        self.devices.len()
+    /// Online devices connected to this node.
+    pub fn local_len(&self) -> usize {
+        self.devices.len() - self.remote
     }
 
     /// The online connection of `device`.
@@ -62,7 +64,10 @@ impl Presence {
 
     /// `me` is online; with `remember`, its device is remembered for its user.
     pub fn join(&mut self, me: &Member, remember: bool) {
-        self.devices.insert(me.device, me.clone());
+        if let Some(old) = self.devices.insert(me.device, me.clone()) {
+            self.remote -= usize::from(old.handle.remote().is_some());
+        }
+        self.remote += usize::from(me.handle.remote().is_some());
         self.users
             .entry(me.user.clone())
             .or_default()
@@ -75,6 +80,7 @@ impl Presence {
     /// Takes `device` offline; returns the connection it had.
     pub fn leave(&mut self, device: &DeviceId) -> Option<Member> {
         let old = self.devices.remove(device)?;
+        self.remote -= usize::from(old.handle.remote().is_some());
         if let Some(set) = self.users.get_mut(&old.user) {
             set.remove(device);
             if set.is_empty() {

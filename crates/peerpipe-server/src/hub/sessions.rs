@@ -56,10 +56,14 @@ impl Sessions {
         self.map.len()
     }
 
-    /// A fresh, non-zero session id.
-    fn fresh_id(&self) -> SessionId {
+    /// A fresh, non-zero session id; on a node of a cluster, its high 32 bits
+    /// are the node's id (`node`), so that every node knows where a session lives.
+    fn fresh_id(&self, node: Option<u32>) -> SessionId {
         loop {
-            let id = SessionId(rand::random::<u64>());
+            let id = SessionId(match node {
+                Some(n) => u64::from(n) << 32 | u64::from(rand::random::<u32>()),
+                None => rand::random::<u64>(),
+            });
             if id.0 != 0 && !self.map.contains_key(&id) {
                 return id;
             }
@@ -217,7 +221,7 @@ impl Hub {
             );
             return;
         }
-        let id = st.sessions.fresh_id();
+        let id = st.sessions.fresh_id(self.cluster.get().map(|c| c.id()));
         let hub = Arc::downgrade(self);
         let timeout = self.config.accept_timeout;
         let timer = tokio::spawn(async move {
@@ -403,9 +407,44 @@ impl Hub {
         self.closed_in_order(&sender.handle, session, reason, false);
     }
 
+    /// Relays `frame` of `session` from `from` to the other party, without
+    /// waiting; a frame that does not fit the receiver's queue ends the
+    /// session. False if `from` is no party of such an established session.
+    pub(crate) fn relay(&self, from: &Member, session: SessionId, frame: Bytes) -> bool {
+        let Some(to) = self.relay_target(from.handle.conn, session) else {
+            return false;
+        };
+        let len = frame.len();
+        match to.push_relay(session, frame) {
+            Ok(()) => self.metrics.relayed(len),
+            Err(overflow) => self.relay_overflow(from, session, overflow),
+        }
+        true
+    }
+
+    /// The queue of connection `receiver` (of another node) for `session`
+    /// overflowed on its node: the session ends as if here.
+    pub(crate) fn remote_overflow(&self, receiver: u64, session: SessionId) {
+        let sender = {
+            let st = self.lock();
+            st.sessions.map.get(&session).and_then(|s| {
+                if s.target.handle.conn == receiver {
+                    Some(s.initiator.clone())
+                } else if s.initiator.handle.conn == receiver {
+                    Some(s.target.clone())
+                } else {
+                    None
+                }
+            })
+        };
+        if let Some(sender) = sender {
+            self.relay_overflow(&sender, session, Overflow::Session);
+        }
+    }
+
     /// The connection relayed frames of `session` from connection `conn` go to, if
     /// the session is established and `conn` is a party of it.
-    pub(crate) fn relay_target(&self, conn: u64, session: SessionId) -> Option<Handle> {
+    fn relay_target(&self, conn: u64, session: SessionId) -> Option<Handle> {
         let st = self.lock();
         let s = st.sessions.map.get(&session).filter(|s| s.established)?;
         if s.initiator.handle.conn == conn {

@@ -806,8 +806,13 @@ impl Actor {
                         // connection waits for a new route.
                         _ => None,
                     };
-                    if let (Some(end), Some(conn)) = (end, self.conns.get(&id)) {
-                        deliver(&conn.input, end);
+                    match (end, self.conns.get(&id)) {
+                        (Some(end), Some(conn)) => deliver(&conn.input, end),
+                        // A peer still online (on another node of a cluster,
+                        // which said so before this route's node was found
+                        // gone) is routed to again now.
+                        (None, _) => self.resume_all().await,
+                        (Some(_), None) => {}
                     }
                 }
             }
