@@ -432,7 +432,7 @@ impl Server {
         });
         let hub = Arc::new(Hub::new(config));
         if let Some(settings) = cluster {
-            cluster::Cluster::start(&hub, settings).await?;
+            cluster::Cluster::start(&hub, settings, shutdown_rx.clone()).await?;
         }
         let idle = Arc::new(Notify::new());
         let app = App {

@@ -183,7 +183,6 @@ impl Redis {
     /// This handle with calls timing out after `timeout` rather than 2 s (other
     /// clones keep theirs). A connection that receives nothing for 10 s while
     /// replies are due is dropped whatever the time-out.
-    #[allow(dead_code, reason = "not used by the cluster module yet")]
     pub(crate) fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -209,7 +208,6 @@ impl Redis {
     /// Runs several commands, written together, and returns their replies in
     /// order. Error replies stay in the list as [`Reply::Error`]; the call fails
     /// as a whole only if the connection does (or on time-out).
-    #[allow(dead_code, reason = "not used by the cluster module yet")]
     pub(crate) async fn pipeline(&self, cmds: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, RedisError> {
         let mut bytes = Vec::new();
         for cmd in cmds {

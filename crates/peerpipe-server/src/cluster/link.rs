@@ -16,7 +16,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::timeout;
 
 use super::Cluster;
@@ -268,9 +268,17 @@ async fn wait_or_closed(queue: &LinkQueue, pause: Duration) -> bool {
 }
 
 /// Accepts links from other nodes until the cluster stops.
-pub(super) async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
+pub(super) async fn accept_loop(
+    cluster: Arc<Cluster>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
-        let (stream, from) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let (stream, from) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!("accepting a link from a node failed: {e}");
@@ -285,6 +293,7 @@ pub(super) async fn accept_loop(cluster: Arc<Cluster>, listener: TcpListener) {
             }
         });
     }
+    cluster.stop().await;
 }
 
 /// Checks an incoming link's proof, then hands its frames to the cluster.

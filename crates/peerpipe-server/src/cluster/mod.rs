@@ -43,7 +43,7 @@ use peerpipe_proto::id::DeviceId;
 use peerpipe_proto::relay::RelayHeader;
 use peerpipe_proto::signal::{ClientMessage, CloseReason, ErrorCode, ServerMessage, SessionId};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::hub::{Fatal, Handle, Hub, Member, Overflow, Route};
 use crate::node_link::{Conn, Frame};
@@ -227,6 +227,8 @@ struct State {
     connections: u64,
     /// A new connection to Redis was made: write everything again.
     resync: bool,
+    /// The server stopped: no more heartbeats.
+    stopped: bool,
 }
 
 /// This node's part of the cluster.
@@ -237,6 +239,8 @@ pub(crate) struct Cluster {
     /// The link address other nodes dial.
     addr: SocketAddr,
     redis: Redis,
+    /// The same connection, with a time-out below the heartbeat's period.
+    beat: Redis,
     hub: Weak<Hub>,
     state: Mutex<State>,
     pub(crate) metrics: ClusterMetrics,
@@ -294,7 +298,11 @@ impl Cluster {
     /// Joins the cluster behind `settings.redis`: registers a fresh node id,
     /// listens for links, and keeps the heartbeat. Fails if Redis cannot be
     /// reached now.
-    pub(crate) async fn start(hub: &Arc<Hub>, settings: Settings) -> std::io::Result<Arc<Self>> {
+    pub(crate) async fn start(
+        hub: &Arc<Hub>,
+        settings: Settings,
+        stop: watch::Receiver<bool>,
+    ) -> std::io::Result<Arc<Self>> {
         let redis = Redis::open(&settings.redis).map_err(|e| invalid(e.to_string()))?;
         let listener = TcpListener::bind(settings.listen).await?;
         let bound = listener.local_addr()?;
@@ -332,6 +340,7 @@ impl Cluster {
             id,
             secret: hub.config.secret.clone(),
             addr,
+            beat: redis.clone().with_timeout(HEARTBEAT * 9 / 10),
             redis,
             hub: Arc::downgrade(hub),
             state: Mutex::new(State::default()),
@@ -343,7 +352,7 @@ impl Cluster {
             return Err(invalid("this server is in a cluster already".into()));
         }
         cluster.heartbeat().await.map_err(unreachable)?;
-        tokio::spawn(link::accept_loop(cluster.clone(), listener));
+        tokio::spawn(link::accept_loop(cluster.clone(), listener, stop));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&cluster)));
         tokio::spawn(release_codes(Arc::downgrade(&cluster), ended_rx));
         tracing::info!(
@@ -370,8 +379,13 @@ impl Cluster {
 
     /// One Redis command, timed and counted.
     async fn redis(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
+        self.timed(&self.redis, args).await
+    }
+
+    /// One command on `redis` (one of this node's handles), timed and counted.
+    async fn timed(&self, redis: &Redis, args: &[&[u8]]) -> Result<Reply, RedisError> {
         let start = Instant::now();
-        let r = self.redis.query(args).await;
+        let r = redis.query(args).await;
         self.metrics.redis(start.elapsed(), r.is_ok());
         if r.is_err() {
             self.lock().dirty = true;
@@ -385,16 +399,19 @@ impl Cluster {
         let addr = self.addr.to_string();
         let lease = LEASE.as_millis().to_string();
         let reply = self
-            .redis(&[
-                b"EVAL",
-                HEARTBEAT_SCRIPT.as_bytes(),
-                b"2",
-                NODES.as_bytes(),
-                ADDRS.as_bytes(),
-                id.as_bytes(),
-                addr.as_bytes(),
-                lease.as_bytes(),
-            ])
+            .timed(
+                &self.beat,
+                &[
+                    b"EVAL",
+                    HEARTBEAT_SCRIPT.as_bytes(),
+                    b"2",
+                    NODES.as_bytes(),
+                    ADDRS.as_bytes(),
+                    id.as_bytes(),
+                    addr.as_bytes(),
+                    lease.as_bytes(),
+                ],
+            )
             .await?;
         let Reply::Array(parts) = reply else {
             return Ok(());
@@ -861,15 +878,19 @@ impl Cluster {
                     return;
                 };
                 let len = frame.len();
-                match m.handle.push_relay(header.session, frame) {
+                let session = header.session;
+                match m.handle.push_relay(session, frame) {
                     Ok(()) => hub.metrics.relayed(len),
-                    Err(_) => self.send(
-                        from,
-                        &Frame::Overflow {
-                            conn,
-                            session: header.session,
-                        },
-                    ),
+                    Err(_) => {
+                        // As on one server: the session ends here and now,
+                        // its frames still queued dropped (the devices resend
+                        // them on a new route), and its node ends it there.
+                        hub.metrics.relay_overflow();
+                        let reason = CloseReason::RelayOverflow;
+                        let text = ServerMessage::Closed { session, reason }.encode();
+                        m.handle.push_closed(session, text, true);
+                        self.send(from, &Frame::Overflow { conn, session });
+                    }
                 }
             }
             Frame::ToClosed {
@@ -1089,21 +1110,45 @@ impl Cluster {
             .map_or(Duration::from_secs(600), |h| h.config.code_ttl * 2)
             .as_millis()
             .to_string();
-        for n in codes {
-            let key = code_key(n);
-            let _ = self
-                .redis(&[
-                    b"SET",
-                    key.as_bytes(),
-                    id.as_bytes(),
-                    b"NX",
-                    b"PX",
-                    ttl.as_bytes(),
-                ])
-                .await;
+        let reserve: Vec<Vec<Vec<u8>>> = codes
+            .iter()
+            .map(|n| {
+                ["SET", &code_key(*n), &id, "NX", "PX", &ttl]
+                    .map(|a| a.as_bytes().to_vec())
+                    .to_vec()
+            })
+            .collect();
+        if !reserve.is_empty() {
+            let start = Instant::now();
+            let r = self.redis.pipeline(&reserve).await;
+            self.metrics.redis(start.elapsed(), r.is_ok());
+            if let Err(e) = r {
+                tracing::warn!("cannot reserve this node's codes in Redis again: {e}");
+                self.lock().dirty = true;
+            }
         }
         if failed > 0 {
             self.lock().dirty = true;
+        }
+    }
+
+    /// The server stops: the other nodes are told by the heartbeat's removal
+    /// (they take this node's devices offline at their next heartbeat; the
+    /// devices reconnect to them), and every link is closed.
+    async fn stop(&self) {
+        let id = self.id.to_string();
+        let _ = self
+            .redis(&[b"ZREM", NODES.as_bytes(), id.as_bytes()])
+            .await;
+        let _ = self
+            .redis(&[b"HDEL", ADDRS.as_bytes(), id.as_bytes()])
+            .await;
+        let mut st = self.lock();
+        st.stopped = true;
+        for peer in st.nodes.values() {
+            if let Some(l) = &peer.link {
+                l.close();
+            }
         }
     }
 
@@ -1126,6 +1171,9 @@ async fn heartbeat_loop(cluster: Weak<Cluster>) {
     loop {
         tick.tick().await;
         let Some(c) = cluster.upgrade() else { return };
+        if c.lock().stopped {
+            return;
+        }
         let ok = match c.heartbeat().await {
             Ok(()) => true,
             Err(e) => {
