@@ -407,6 +407,18 @@ fn error_code(s: &str) -> ErrorCode {
 /// Decodes one frame from the front of `buf`: the frame and the bytes it took,
 /// `None` while it is not complete.
 pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, LinkError> {
+    let Some(n) = decode_length(buf)? else {
+        return Ok(None);
+    };
+    let Some(body) = buf.get(4..n) else {
+        return Ok(None);
+    };
+    decode_body(body).map(|f| Some((f, n)))
+}
+
+/// The length of the frame at the front of `buf`, length field included,
+/// once its length field is there.
+pub fn decode_length(buf: &[u8]) -> Result<Option<usize>, LinkError> {
     let Some(len) = buf.get(..4) else {
         return Ok(None);
     };
@@ -414,10 +426,26 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, LinkError> {
     if len == 0 || len > MAX_LINK_FRAME - 4 {
         return Err(LinkError::Length(len));
     }
-    let Some(body) = buf.get(4..4 + len) else {
-        return Ok(None);
-    };
-    decode_body(body).map(|f| Some((f, 4 + len)))
+    Ok(Some(4 + len))
+}
+
+/// Like [`decode_body`], for bytes already owned: a relayed frame's bytes are
+/// shared with `body`, not copied.
+pub fn decode_shared(body: Bytes) -> Result<Frame, LinkError> {
+    match body.first() {
+        Some(3 | 7) if body.len() >= 9 => {
+            let mut conn = [0; 8];
+            conn.copy_from_slice(&body[1..9]);
+            let conn = u64::from_be_bytes(conn);
+            let frame = body.slice(9..);
+            Ok(if body[0] == 3 {
+                Frame::ToRelay { conn, frame }
+            } else {
+                Frame::RelayFrom { conn, frame }
+            })
+        }
+        _ => decode_body(&body),
+    }
 }
 
 /// Decodes a frame's bytes after its length field: its type and fields.
@@ -562,6 +590,14 @@ mod tests {
             at += n;
         }
         assert_eq!(at, wire.len());
+        // The same through the owned decoder.
+        let mut at = 0;
+        for f in all() {
+            let n = decode(&wire[at..]).unwrap().unwrap().1;
+            let body = Bytes::copy_from_slice(&wire[at + 4..at + n]);
+            assert_eq!(decode_shared(body).unwrap(), f);
+            at += n;
+        }
     }
 
     #[test]

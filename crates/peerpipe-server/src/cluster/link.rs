@@ -167,14 +167,18 @@ impl LinkQueue {
 
 /// Reads one link frame; `Ok(None)` at a clean end of the stream.
 async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<Frame>> {
+    let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     loop {
-        match node_link::decode(buf) {
-            Ok(Some((frame, n))) => {
-                let _ = buf.split_to(n);
-                return Ok(Some(frame));
+        match node_link::decode_length(buf) {
+            Ok(Some(n)) if buf.len() >= n => {
+                let mut frame = buf.split_to(n);
+                let _ = frame.split_to(4);
+                return node_link::decode_shared(frame.freeze())
+                    .map(Some)
+                    .map_err(invalid);
             }
-            Ok(None) => {}
-            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+            Ok(_) => {}
+            Err(e) => return Err(invalid(e)),
         }
         if buf.capacity() - buf.len() < 64 << 10 {
             buf.reserve(256 << 10);
