@@ -301,7 +301,7 @@ async fn handshake(
     if let Some(cluster) = hub.cluster.get() {
         cluster.join(&me).await;
     }
-    hub.register(&me, |peers| ServerMessage::Welcome {
+    let registered = hub.register(&me, |peers| ServerMessage::Welcome {
         device,
         // Anonymous devices have no user: the welcome says "".
         user: if anonymous {
@@ -312,8 +312,14 @@ async fn handshake(
         peers,
         limits,
         ice_servers: hub.config.ice_servers.clone(),
-    })
-    .map_err(Some)?;
+    });
+    if let Err(fatal) = registered {
+        // Not admitted after all: the cluster forgets it too.
+        if let Some(cluster) = hub.cluster.get() {
+            cluster.leave(&me).await;
+        }
+        return Err(Some(fatal));
+    }
     if anonymous {
         tracing::info!(label = %me.label, %ip, "anonymous device online");
     } else {

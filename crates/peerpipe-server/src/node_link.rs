@@ -127,6 +127,10 @@ pub enum Frame {
     Joined {
         /// The device's connection.
         from: Conn,
+        /// It was just admitted: an older connection of the device on the
+        /// receiving node is replaced. (Not when the sending node repeats
+        /// what it has: the receiving node may hold a newer one.)
+        replace: bool,
     },
     /// Connection `conn` of the sending node is gone.
     Gone {
@@ -140,6 +144,11 @@ pub enum Frame {
         /// The receiving node's connection.
         conn: u64,
     },
+    /// The sending node may have lost frames to or from the receiving node (a
+    /// link broke, or it judged the receiving node gone): the receiving node
+    /// forgets what it holds of the sending node's connections, and both
+    /// tell each other again what they have.
+    Reset,
     /// The queue of the sending node's connection `conn` for `session`, a
     /// session of the receiving node, overflowed: that session ends.
     Overflow {
@@ -282,9 +291,10 @@ pub fn encode_head(frame: &Frame, out: &mut Vec<u8>) -> Option<Bytes> {
             put_u64(out, *conn);
             Some(frame.clone())
         }
-        Frame::Joined { from } => {
+        Frame::Joined { from, replace } => {
             out.push(8);
             put_conn(out, from);
+            out.push(u8::from(*replace));
             None
         }
         Frame::Gone { conn } => {
@@ -301,6 +311,10 @@ pub fn encode_head(frame: &Frame, out: &mut Vec<u8>) -> Option<Bytes> {
             out.push(11);
             put_u64(out, *conn);
             put_u64(out, session.0);
+            None
+        }
+        Frame::Reset => {
+            out.push(12);
             None
         }
     };
@@ -464,6 +478,7 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, LinkError> {
         9 => "gone",
         10 => "subscribe",
         11 => "overflow",
+        12 => "reset",
         _ => return Err(LinkError::Type(kind)),
     };
     let mut r = Reader { buf: rest, what };
@@ -502,9 +517,13 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, LinkError> {
             from: r.conn()?,
             text: r.text()?,
         },
-        8 => Frame::Joined { from: r.conn()? },
+        8 => Frame::Joined {
+            from: r.conn()?,
+            replace: r.flag()?,
+        },
         9 => Frame::Gone { conn: r.u64()? },
         10 => Frame::Subscribe { conn: r.u64()? },
+        12 => Frame::Reset,
         _ => Frame::Overflow {
             conn: r.u64()?,
             session: SessionId(r.u64()?),
@@ -564,7 +583,11 @@ mod tests {
                 conn: 5,
                 frame: Bytes::new(),
             },
-            Frame::Joined { from: conn() },
+            Frame::Joined {
+                from: conn(),
+                replace: true,
+            },
+            Frame::Reset,
             Frame::Gone { conn: 6 },
             Frame::Subscribe { conn: 7 },
             Frame::Overflow {

@@ -669,6 +669,11 @@ impl Cluster {
     /// Starts it all in `dir`; panics with what is missing when redis-server
     /// or nginx is not installed.
     pub fn start(dir: &Path, n: usize) -> Self {
+        Self::start_with(dir, n, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra `peerpipe serve` flags for every node.
+    pub fn start_with(dir: &Path, n: usize, extra: &[&str]) -> Self {
         if let Err(e) = have_cluster_tools() {
             panic!("{e}");
         }
@@ -676,7 +681,7 @@ impl Cluster {
         let secret_file = dir.join("secret");
         // The first node creates the secret; the others read it.
         let nodes: Vec<NodeProcess> = (0..n)
-            .map(|_| NodeProcess::start(dir, &secret_file, Some(&redis.url()), &[]))
+            .map(|_| NodeProcess::start(dir, &secret_file, Some(&redis.url()), extra))
             .collect();
         let ports: Vec<u16> = nodes.iter().map(NodeProcess::port).collect();
         let nginx = Nginx::start(dir, &ports);

@@ -22,12 +22,18 @@ use tokio::time::timeout;
 use super::Cluster;
 use crate::node_link::{self, Frame, NONCE_LEN};
 
-/// Relayed bytes a link holds queued before relaying into it waits.
-const LINK_BOUND: usize = 32 << 20;
+/// Relayed bytes a link holds queued before relaying into it waits: four
+/// sessions with their flow-control windows full.
+const LINK_BOUND: usize = 64 << 20;
 /// How long a dial, and the challenge and proof after it, may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes written per flush at most.
 const WRITE_BATCH: usize = 1 << 20;
+/// Links from other nodes still proving themselves, at most: an unproven
+/// peer on the link port holds one of these, and 41 bytes of buffer.
+const MAX_UNPROVEN: usize = 64;
+/// The length of the dialing node's proof on the wire.
+const AUTH_LEN: usize = 4 + 1 + 4 + node_link::MAC_LEN;
 
 /// One encoded frame: its head, and the relayed bytes that follow it.
 type Item = (Vec<u8>, Option<Bytes>);
@@ -221,6 +227,7 @@ pub(super) async fn write_loop(
     queue: Arc<LinkQueue>,
 ) {
     let mut pause = Duration::from_millis(50);
+    let mut linked_before = false;
     loop {
         let stream = match timeout(DIAL_TIMEOUT, dial(&cluster, addr)).await {
             Ok(Ok(s)) => s,
@@ -244,6 +251,17 @@ pub(super) async fn write_loop(
         tracing::debug!(node, %addr, "linked to the node");
         pause = Duration::from_millis(50);
         let mut out = BufWriter::with_capacity(256 << 10, stream);
+        if linked_before {
+            // What the broken link held is lost: the node forgets what it has
+            // of this one's devices, and both tell each other again.
+            let mut reset = Vec::new();
+            node_link::encode(&Frame::Reset, &mut reset);
+            if out.write_all(&reset).await.is_err() {
+                continue;
+            }
+            cluster.spawn_resync();
+        }
+        linked_before = true;
         loop {
             let Some(batch) = queue.take().await else {
                 return;
@@ -277,6 +295,7 @@ pub(super) async fn accept_loop(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
+    let unproven = Arc::new(tokio::sync::Semaphore::new(MAX_UNPROVEN));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -290,9 +309,13 @@ pub(super) async fn accept_loop(
                 continue;
             }
         };
+        let Ok(permit) = unproven.clone().try_acquire_owned() else {
+            tracing::debug!(%from, "too many unproven links: refusing one");
+            continue;
+        };
         let cluster = cluster.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_link(&cluster, stream).await {
+            if let Err(e) = serve_link(&cluster, stream, permit).await {
                 tracing::info!(%from, "a link from a node ended: {e}");
             }
         });
@@ -301,22 +324,29 @@ pub(super) async fn accept_loop(
 }
 
 /// Checks an incoming link's proof, then hands its frames to the cluster.
-async fn serve_link(cluster: &Arc<Cluster>, mut stream: TcpStream) -> std::io::Result<()> {
+async fn serve_link(
+    cluster: &Arc<Cluster>,
+    mut stream: TcpStream,
+    unproven: tokio::sync::OwnedSemaphorePermit,
+) -> std::io::Result<()> {
     let invalid = |msg: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, msg.to_owned());
     stream.set_nodelay(true)?;
     let nonce: [u8; NONCE_LEN] = rand::random();
     let mut out = Vec::new();
     node_link::encode(&Frame::Challenge { nonce }, &mut out);
     stream.write_all(&out).await?;
-    let mut buf = BytesMut::with_capacity(64 << 10);
-    let auth = timeout(DIAL_TIMEOUT, read_frame(&mut stream, &mut buf))
-        .await
-        .map_err(|_| invalid("no proof in time"))??;
-    let (node, mac) = match auth {
-        Some(Frame::Auth { node, mac }) => (node, mac),
-        // A node checking that this one is alive.
-        None => return Ok(()),
-        Some(_) => return Err(invalid("expected the node's proof first")),
+    // Exactly one proof, nothing buffered before it checks.
+    let mut proof = [0u8; AUTH_LEN];
+    match timeout(DIAL_TIMEOUT, stream.read_exact(&mut proof)).await {
+        Err(_) => return Err(invalid("no proof in time")),
+        // A node checking that this one is alive, or a peer that went away.
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(_)) => {}
+    }
+    let (node, mac) = match node_link::decode(&proof) {
+        Ok(Some((Frame::Auth { node, mac }, AUTH_LEN))) => (node, mac),
+        _ => return Err(invalid("expected the node's proof first")),
     };
     if !node_link::verify(&cluster.secret, &nonce, node, &mac) {
         cluster.metrics.link_refused();
@@ -330,6 +360,8 @@ async fn serve_link(cluster: &Arc<Cluster>, mut stream: TcpStream) -> std::io::R
     if !cluster.alive(node).await {
         return Err(invalid("a link from a node without a heartbeat"));
     }
+    drop(unproven);
+    let mut buf = BytesMut::with_capacity(64 << 10);
     let end = loop {
         match read_frame(&mut stream, &mut buf).await {
             Ok(Some(frame)) => cluster.on_frame(node, frame),

@@ -68,7 +68,10 @@ const PRESENCE_TTL_SECS: u64 = 7 * 24 * 3600;
 const RESYNC_PARALLEL: usize = 64;
 /// Sessions and codes of other nodes remembered per connection, to end them
 /// when their node is gone.
-const MAX_HELD_PER_CONN: usize = 256;
+const MAX_HELD_PER_CONN: usize = 4096;
+/// Nodes found gone are remembered this long (a beat of theirs older than
+/// the verdict does not bring them back).
+const TOMBSTONE: Duration = Duration::from_secs(600);
 
 /// Keys in Redis.
 const NODES: &str = "pp:nodes";
@@ -83,6 +86,17 @@ fn code_key(nameplate: u32) -> String {
     format!("pp:code:{nameplate}")
 }
 
+/// The set of a node's devices, for sweeping them when the node is gone.
+fn node_key(node: u32) -> String {
+    format!("pp:n:{node}")
+}
+
+/// A member of a node's set of devices.
+fn node_member(m: &Member) -> Vec<u8> {
+    let user = if m.anonymous { "" } else { &m.user };
+    [m.device.to_string().as_bytes(), b"\n", user.as_bytes()].concat()
+}
+
 /// Renews this node's heartbeat and address, forgets nodes gone for long, and
 /// returns the live nodes and their addresses.
 const HEARTBEAT_SCRIPT: &str = r"
@@ -95,12 +109,14 @@ for _, id in ipairs(old) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
 end
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3]), '+inf')
-local addrs = {}
-for i, id in ipairs(live) do
-  addrs[i] = redis.call('HGET', KEYS[2], id) or ''
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[3]), '+inf', 'WITHSCORES')
+local ids, beats, addrs = {}, {}, {}
+for i = 1, #live, 2 do
+  ids[#ids + 1] = live[i]
+  beats[#beats + 1] = live[i + 1]
+  addrs[#addrs + 1] = redis.call('HGET', KEYS[2], live[i]) or ''
 end
-return {live, addrs}
+return {tostring(now), ids, addrs, beats}
 ";
 
 /// The address of node ARGV[1] if its heartbeat is younger than ARGV[2] ms.
@@ -114,21 +130,50 @@ end
 return false
 ";
 
-/// Writes a device's entry in its user's hash and in the device hash; returns
-/// the device's entry before and the user's hash after.
+/// Writes a device's entry in the device hash (KEYS[1]), in the node's set of
+/// its devices (KEYS[2], members `device NEWLINE user`) and, unless KEYS[3]
+/// is absent (an anonymous device), in its user's hash; returns the device's
+/// entry before and the user's hash after.
 const JOIN_SCRIPT: &str = r"
-local old = redis.call('HGET', KEYS[2], ARGV[1])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return {old or '', redis.call('HGETALL', KEYS[1])}
+redis.call('SADD', KEYS[2], ARGV[4])
+if KEYS[3] == nil then
+  return {old or '', {}}
+end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[3])
+return {old or '', redis.call('HGETALL', KEYS[3])}
 ";
 
-/// Removes field ARGV[1] of every key in KEYS whose value is still ARGV[2].
+/// Removes the entries of gone node ARGV[1] (KEYS[1] its set of devices,
+/// KEYS[2] the device hash) where they are still that node's.
+const SWEEP_SCRIPT: &str = r"
+local prefix = ARGV[1] .. ' '
+local function mine(key, device)
+  local v = redis.call('HGET', key, device)
+  return v and string.sub(v, 1, #prefix) == prefix
+end
+for _, m in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local cut = string.find(m, '\n', 1, true)
+  if cut then
+    local device, user = string.sub(m, 1, cut - 1), string.sub(m, cut + 1)
+    if mine(KEYS[2], device) then redis.call('HDEL', KEYS[2], device) end
+    local ukey = 'pp:u:' .. user
+    if user ~= '' and mine(ukey, device) then redis.call('HDEL', ukey, device) end
+  end
+end
+redis.call('DEL', KEYS[1])
+return 0
+";
+
+/// Removes field ARGV[1] of every hash in KEYS but the first whose value is
+/// still ARGV[2], and member ARGV[3] of the set KEYS[1].
 const FORGET_SCRIPT: &str = r"
-for _, key in ipairs(KEYS) do
-  if redis.call('HGET', key, ARGV[1]) == ARGV[2] then
-    redis.call('HDEL', key, ARGV[1])
+redis.call('SREM', KEYS[1], ARGV[3])
+for i = 2, #KEYS do
+  if redis.call('HGET', KEYS[i], ARGV[1]) == ARGV[2] then
+    redis.call('HDEL', KEYS[i], ARGV[1])
   end
 end
 return 0
@@ -206,7 +251,7 @@ enum Held {
     Code(u32),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     /// The other live nodes.
     nodes: HashMap<u32, Peer>,
@@ -229,6 +274,40 @@ struct State {
     resync: bool,
     /// The server stopped: no more heartbeats.
     stopped: bool,
+    /// A resync is running.
+    resyncing: bool,
+    /// Nodes found gone: Redis's clock (ms) at the verdict, and when it was.
+    gone: HashMap<u32, (u64, Instant)>,
+    /// Redis's clock at the last heartbeat (ms), and when it was read.
+    redis_now: (u64, Instant),
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            nodes: HashMap::new(),
+            locals: HashMap::new(),
+            exported: HashMap::new(),
+            proxies: HashMap::new(),
+            held: HashMap::new(),
+            judge_after: None,
+            dirty: false,
+            connections: 0,
+            resync: false,
+            stopped: false,
+            resyncing: false,
+            gone: HashMap::new(),
+            redis_now: (0, Instant::now()),
+        }
+    }
+}
+
+impl State {
+    /// Redis's clock now, as far as this node can tell (ms).
+    fn redis_ms(&self) -> u64 {
+        let (at, read) = self.redis_now;
+        at + u64::try_from(read.elapsed().as_millis()).unwrap_or(u64::MAX / 2)
+    }
 }
 
 /// This node's part of the cluster.
@@ -239,7 +318,8 @@ pub(crate) struct Cluster {
     /// The link address other nodes dial.
     addr: SocketAddr,
     redis: Redis,
-    /// The same connection, with a time-out below the heartbeat's period.
+    /// A connection of its own for the heartbeat, with a time-out below its
+    /// period: a busy main connection (a burst of admissions) never holds it up.
     beat: Redis,
     hub: Weak<Hub>,
     state: Mutex<State>,
@@ -340,17 +420,20 @@ impl Cluster {
             id,
             secret: hub.config.secret.clone(),
             addr,
-            beat: redis.clone().with_timeout(HEARTBEAT * 9 / 10),
+            beat: Redis::open(&settings.redis)
+                .map_err(|e| invalid(e.to_string()))?
+                .with_timeout(HEARTBEAT * 9 / 10),
             redis,
             hub: Arc::downgrade(hub),
             state: Mutex::new(State::default()),
             metrics: ClusterMetrics::default(),
             codes_ended,
         });
-        cluster.lock().connections = *cluster.redis.connections().borrow();
         if hub.cluster.set(cluster.clone()).is_err() {
             return Err(invalid("this server is in a cluster already".into()));
         }
+        // The first heartbeat makes the first connection: nothing to write again.
+        cluster.lock().connections = 1;
         cluster.heartbeat().await.map_err(unreachable)?;
         tokio::spawn(link::accept_loop(cluster.clone(), listener, stop));
         tokio::spawn(heartbeat_loop(Arc::downgrade(&cluster)));
@@ -416,20 +499,50 @@ impl Cluster {
         let Reply::Array(parts) = reply else {
             return Ok(());
         };
-        let (Some(Reply::Array(ids)), Some(Reply::Array(addrs))) = (parts.first(), parts.get(1))
+        let (
+            Some(now),
+            Some(Reply::Array(ids)),
+            Some(Reply::Array(addrs)),
+            Some(Reply::Array(beats)),
+        ) = (
+            parts
+                .first()
+                .and_then(text)
+                .and_then(|t| t.parse::<u64>().ok()),
+            parts.get(1),
+            parts.get(2),
+            parts.get(3),
+        )
         else {
             return Ok(());
         };
-        let live: HashMap<u32, SocketAddr> = ids
+        let live: HashMap<u32, (SocketAddr, u64)> = ids
             .iter()
             .zip(addrs)
-            .filter_map(|(i, a)| Some((text(i)?.parse().ok()?, text(a)?.parse().ok()?)))
+            .zip(beats)
+            .filter_map(|((i, a), b)| {
+                let beat = text(b)?.parse::<f64>().ok()? as u64;
+                Some((text(i)?.parse().ok()?, (text(a)?.parse().ok()?, beat)))
+            })
             .filter(|(n, _)| *n != self.id)
             .collect();
-        let connections = *self.redis.connections().borrow();
+        let connections = *self.beat.connections().borrow();
+        let mut back = Vec::new();
         let gone: Vec<u32> = {
             let mut st = self.lock();
-            for (n, addr) in &live {
+            st.redis_now = (now, Instant::now());
+            st.gone.retain(|_, (_, at)| at.elapsed() < TOMBSTONE);
+            for (n, (addr, beat)) in &live {
+                if let Some((verdict, _)) = st.gone.get(n) {
+                    if beat <= verdict {
+                        // The beat of a node found gone, not yet expired.
+                        continue;
+                    }
+                    // Judged gone, yet alive: it lost what this node sent it
+                    // meanwhile, and this node forgot its devices.
+                    st.gone.remove(n);
+                    back.push(*n);
+                }
                 st.nodes.entry(*n).or_insert(Peer {
                     addr: *addr,
                     link: None,
@@ -456,6 +569,14 @@ impl Cluster {
         };
         for n in gone {
             self.node_gone(n);
+        }
+        for n in back {
+            tracing::warn!(
+                node = n,
+                "a node found gone is back: exchanging presence again"
+            );
+            self.send(n, &Frame::Reset);
+            self.spawn_resync();
         }
         Ok(())
     }
@@ -485,11 +606,15 @@ impl Cluster {
         }
     }
 
-    /// Notes that node `node` stands in for connection `conn` of this node.
-    fn export(&self, conn: u64, node: u32) {
+    /// Notes that node `node` stands in for connection `conn` of this node;
+    /// false if that connection is gone.
+    fn export(&self, conn: u64, node: u32) -> bool {
         let mut st = self.lock();
         if st.locals.contains_key(&conn) {
             st.exported.entry(conn).or_default().insert(node);
+            true
+        } else {
+            false
         }
     }
 
@@ -526,8 +651,14 @@ impl Cluster {
         if node == self.id {
             return false;
         }
-        if self.lock().nodes.contains_key(&node) {
-            return true;
+        {
+            let st = self.lock();
+            if st.nodes.contains_key(&node) {
+                return true;
+            }
+            if st.gone.contains_key(&node) {
+                return false;
+            }
         }
         let n = node.to_string();
         let lease = LEASE.as_millis().to_string();
@@ -559,7 +690,7 @@ impl Cluster {
     /// that its welcome lists its user's devices on every node).
     pub(crate) async fn join(self: &Arc<Self>, me: &Member) {
         self.lock().locals.insert(me.handle.conn, me.clone());
-        if let Err(e) = self.publish(me).await {
+        if let Err(e) = self.publish(me, true).await {
             tracing::warn!(
                 "cannot share this device's presence with the cluster (Redis: {e}); \
                  it is admitted, and shared once Redis answers"
@@ -568,33 +699,38 @@ impl Cluster {
     }
 
     /// Writes `me`'s entries in Redis and exchanges presence with the nodes
-    /// of its user's other devices.
-    async fn publish(self: &Arc<Self>, me: &Member) -> Result<(), RedisError> {
+    /// of its user's other devices. `fresh`: it was just admitted, and
+    /// replaces an older connection of its device on another node (not when
+    /// this node repeats what it has, after Redis came back).
+    async fn publish(self: &Arc<Self>, me: &Member, fresh: bool) -> Result<(), RedisError> {
         let device = me.device.to_string();
         let value = entry(self.id, me.handle.conn, &me.label);
-        if me.anonymous {
-            self.redis(&[
-                b"HSET",
-                DEVICES.as_bytes(),
-                device.as_bytes(),
-                value.as_bytes(),
-            ])
-            .await?;
+        let ttl = PRESENCE_TTL_SECS.to_string();
+        let node_set = node_key(self.id);
+        let member = node_member(me);
+        let user = user_key(&me.user);
+        let mut args: Vec<&[u8]> = vec![
+            b"EVAL",
+            JOIN_SCRIPT.as_bytes(),
+            if me.anonymous { b"2" } else { b"3" },
+            DEVICES.as_bytes(),
+            node_set.as_bytes(),
+        ];
+        if !me.anonymous {
+            args.push(&user);
+        }
+        args.extend([
+            device.as_bytes(),
+            value.as_bytes(),
+            ttl.as_bytes(),
+            member.as_slice(),
+        ]);
+        let reply = self.redis(&args).await?;
+        if !self.lock().locals.contains_key(&me.handle.conn) {
+            // It left while its entry was written: its leave may have gone first.
+            self.forget(me).await;
             return Ok(());
         }
-        let ttl = PRESENCE_TTL_SECS.to_string();
-        let reply = self
-            .redis(&[
-                b"EVAL",
-                JOIN_SCRIPT.as_bytes(),
-                b"2",
-                &user_key(&me.user),
-                DEVICES.as_bytes(),
-                device.as_bytes(),
-                value.as_bytes(),
-                ttl.as_bytes(),
-            ])
-            .await?;
         let Reply::Array(parts) = reply else {
             return Ok(());
         };
@@ -602,7 +738,8 @@ impl Cluster {
             return Ok(());
         };
         let mut tell: HashSet<u32> = HashSet::new();
-        if let Some((node, conn, _)) = parts.first().and_then(text).and_then(parse_entry)
+        if fresh
+            && let Some((node, conn, _)) = parts.first().and_then(text).and_then(parse_entry)
             && conn != me.handle.conn
             && self.alive(node).await
         {
@@ -636,35 +773,69 @@ impl Cluster {
                     label: label.to_owned(),
                 };
                 if let Some(proxy) = self.proxy(node, &c) {
-                    hub.register_remote(&proxy);
+                    hub.register_remote(&proxy, false);
                     self.send(node, &Frame::Subscribe { conn });
                 }
                 tell.insert(node);
             }
         }
-        let joined = Frame::Joined { from: describe(me) };
+        let joined = Frame::Joined {
+            from: describe(me),
+            replace: fresh,
+        };
         for node in tell {
-            self.export(me.handle.conn, node);
-            self.send(node, &joined);
+            if self.export(me.handle.conn, node) {
+                self.send(node, &joined);
+            }
         }
         for (d, v) in stale {
-            self.forget(&[user_key(&me.user)], &d, &v).await;
+            self.forget_entry(std::slice::from_ref(&user), &d, &v, b"")
+                .await;
         }
         Ok(())
     }
 
-    /// Removes `device`'s entry from `keys` (and the device hash) if it is still `value`.
-    async fn forget(&self, keys: &[Vec<u8>], device: &str, value: &str) {
-        let n = (keys.len() + 1).to_string();
-        let mut args: Vec<&[u8]> = vec![b"EVAL", FORGET_SCRIPT.as_bytes(), n.as_bytes()];
-        args.extend(keys.iter().map(Vec::as_slice));
-        args.extend([DEVICES.as_bytes(), device.as_bytes(), value.as_bytes()]);
+    /// Removes `device`'s entry from the device hash and `hashes` if it is
+    /// still `value`, and `member` from this node's set of devices.
+    async fn forget_entry(&self, hashes: &[Vec<u8>], device: &str, value: &str, member: &[u8]) {
+        let node_set = node_key(self.id);
+        let n = (hashes.len() + 2).to_string();
+        let mut args: Vec<&[u8]> = vec![
+            b"EVAL",
+            FORGET_SCRIPT.as_bytes(),
+            n.as_bytes(),
+            node_set.as_bytes(),
+        ];
+        args.extend(hashes.iter().map(Vec::as_slice));
+        args.extend([
+            DEVICES.as_bytes(),
+            device.as_bytes(),
+            value.as_bytes(),
+            member,
+        ]);
         if let Err(e) = self.redis(&args).await {
             tracing::debug!("cannot remove a presence entry from Redis: {e}");
         }
     }
 
-    /// A device of this node is gone (after the hub forgot it).
+    /// Removes the entries of `me`, a device of this node that is gone.
+    async fn forget(&self, me: &Member) {
+        let hashes = if me.anonymous {
+            Vec::new()
+        } else {
+            vec![user_key(&me.user)]
+        };
+        self.forget_entry(
+            &hashes,
+            &me.device.to_string(),
+            &entry(self.id, me.handle.conn, &me.label),
+            &node_member(me),
+        )
+        .await;
+    }
+
+    /// A device of this node is gone (after the hub forgot it), or was
+    /// never admitted after [`Cluster::join`].
     pub(crate) async fn leave(self: &Arc<Self>, me: &Member) {
         let conn = me.handle.conn;
         let nodes = {
@@ -676,17 +847,7 @@ impl Cluster {
         for node in nodes {
             self.send(node, &Frame::Gone { conn });
         }
-        let keys = if me.anonymous {
-            Vec::new()
-        } else {
-            vec![user_key(&me.user)]
-        };
-        self.forget(
-            &keys,
-            &me.device.to_string(),
-            &entry(self.id, conn, &me.label),
-        )
-        .await;
+        self.forget(me).await;
     }
 
     /// The node a session lives on, if another live one.
@@ -706,21 +867,17 @@ impl Cluster {
         self.alive(node).await.then_some(node)
     }
 
-    /// The node code `nameplate` lives on, if another live one.
+    /// The node code `nameplate` lives on, if another live one: from Redis,
+    /// or (Redis not answering) from what this connection holds.
     async fn code_owner(&self, conn: u64, nameplate: u32) -> Option<u32> {
-        let held = self.lock().held.get(&conn).and_then(|h| {
-            h.iter()
-                .find(|(_, x)| *x == Held::Code(nameplate))
-                .map(|(n, _)| *n)
-        });
-        if held.is_some() {
-            return held;
-        }
-        let reply = self
-            .redis(&[b"GET", code_key(nameplate).as_bytes()])
-            .await
-            .ok()?;
-        let node: u32 = text(&reply)?.parse().ok()?;
+        let node = match self.redis(&[b"GET", code_key(nameplate).as_bytes()]).await {
+            Ok(reply) => text(&reply)?.parse().ok()?,
+            Err(_) => self.lock().held.get(&conn).and_then(|h| {
+                h.iter()
+                    .find(|(_, x)| *x == Held::Code(nameplate))
+                    .map(|(n, _)| *n)
+            })?,
+        };
         self.alive(node).await.then_some(node)
     }
 
@@ -754,6 +911,19 @@ impl Cluster {
         match node.and_then(|n| Some((n, self.link_to(n)?))) {
             Some((node, link)) => {
                 self.export(me.handle.conn, node);
+                // What the device ends itself is no longer held there.
+                let ended = match &msg {
+                    ClientMessage::Close { session } | ClientMessage::Reject { session } => {
+                        Some(Held::Session(*session))
+                    }
+                    ClientMessage::CodeRelease { nameplate } => Some(Held::Code(*nameplate)),
+                    _ => None,
+                };
+                if let Some(item) = ended
+                    && let Some(h) = self.lock().held.get_mut(&me.handle.conn)
+                {
+                    h.remove(&(node, item));
+                }
                 link.push_wait(&Frame::Control {
                     from: describe(me),
                     text: raw.to_owned(),
@@ -848,7 +1018,17 @@ impl Cluster {
         let Ok(header) = RelayHeader::peek(&frame) else {
             return Some(frame);
         };
-        let Some(link) = self.owner(header.session).and_then(|n| self.link_to(n)) else {
+        let Some(node) = self.owner(header.session) else {
+            return Some(frame);
+        };
+        // Only into a session this connection takes part in there: anything
+        // else gets the hub's answer here, as on one server.
+        let held = self
+            .lock()
+            .held
+            .get(&me.handle.conn)
+            .is_some_and(|h| h.contains(&(node, Held::Session(header.session))));
+        let Some(link) = held.then(|| self.link_to(node)).flatten() else {
             return Some(frame);
         };
         self.metrics.forwarded(frame.len());
@@ -929,11 +1109,12 @@ impl Cluster {
                     hub.relay(&proxy, header.session, frame);
                 }
             }
-            Frame::Joined { from: c } => {
+            Frame::Joined { from: c, replace } => {
                 if let Some(proxy) = self.proxy(from, &c) {
-                    hub.register_remote(&proxy);
+                    hub.register_remote(&proxy, replace);
                 }
             }
+            Frame::Reset => self.reset_from(from),
             Frame::Gone { conn } => {
                 let proxy = self.lock().proxies.remove(&(from, conn));
                 if let Some(proxy) = proxy {
@@ -976,7 +1157,11 @@ impl Cluster {
             | ServerMessage::Connected { session, .. }
             | ServerMessage::Accepted { session, .. } => (true, Held::Session(session)),
             ServerMessage::CodeJoined { nameplate, .. } => (true, Held::Code(nameplate)),
-            ServerMessage::Closed { session, .. } => (false, Held::Session(session)),
+            ServerMessage::Closed { session, .. }
+            | ServerMessage::Error {
+                session: Some(session),
+                ..
+            } => (false, Held::Session(session)),
             ServerMessage::CodeClosed { nameplate } => (false, Held::Code(nameplate)),
             _ => return,
         };
@@ -985,6 +1170,12 @@ impl Cluster {
         if add {
             if held.len() < MAX_HELD_PER_CONN {
                 held.insert((from, item));
+            } else {
+                tracing::warn!(
+                    conn,
+                    "a connection takes part in too many sessions and codes of other nodes: \
+                     not following this one"
+                );
             }
         } else {
             held.remove(&(from, item));
@@ -1016,9 +1207,9 @@ impl Cluster {
     }
 
     /// Node `node` is gone: its devices go offline here, and what this node's
-    /// devices had there ends.
+    /// devices had there ends; its entries in Redis are swept.
     fn node_gone(self: &Arc<Self>, node: u32) {
-        let (proxies, held) = {
+        {
             let mut st = self.lock();
             let Some(peer) = st.nodes.remove(&node) else {
                 return;
@@ -1026,6 +1217,52 @@ impl Cluster {
             if let Some(l) = peer.link {
                 l.close();
             }
+            let verdict = st.redis_ms();
+            st.gone.insert(node, (verdict, Instant::now()));
+        }
+        self.metrics.node_died();
+        let devices = self.forget_node(node);
+        tracing::warn!(
+            node,
+            devices,
+            "a node of the cluster is gone: its devices are offline"
+        );
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            let n = node.to_string();
+            let set = node_key(node);
+            let _ = cluster
+                .redis(&[
+                    b"EVAL",
+                    SWEEP_SCRIPT.as_bytes(),
+                    b"2",
+                    set.as_bytes(),
+                    DEVICES.as_bytes(),
+                    n.as_bytes(),
+                ])
+                .await;
+        });
+    }
+
+    /// Node `from` may have lost what this node sent it, or judged this node
+    /// gone: what this node holds of `from`'s connections is forgotten, and
+    /// this node tells the cluster again what it has.
+    fn reset_from(self: &Arc<Self>, from: u32) {
+        let devices = self.forget_node(from);
+        tracing::info!(
+            node = from,
+            devices,
+            "a node resets what it shares with this one"
+        );
+        self.spawn_resync();
+    }
+
+    /// Forgets the stand-ins for connections of node `node` (they go offline
+    /// here, their sessions end) and ends what this node's devices hold
+    /// there; returns how many stand-ins there were.
+    fn forget_node(self: &Arc<Self>, node: u32) -> usize {
+        let (proxies, held) = {
+            let mut st = self.lock();
             let keys: Vec<(u32, u64)> = st
                 .proxies
                 .keys()
@@ -1051,13 +1288,9 @@ impl Cluster {
                 .collect();
             (proxies, held)
         };
-        self.metrics.node_died();
-        tracing::warn!(
-            node,
-            devices = proxies.len(),
-            "a node of the cluster is gone: its devices are offline"
-        );
-        let Some(hub) = self.hub() else { return };
+        let Some(hub) = self.hub() else {
+            return proxies.len();
+        };
         for proxy in &proxies {
             hub.unregister(proxy);
         }
@@ -1076,34 +1309,45 @@ impl Cluster {
                 }
             }
         }
+        proxies.len()
+    }
+
+    /// Runs a [`Cluster::resync`] in the background, unless one runs.
+    fn spawn_resync(self: &Arc<Self>) {
+        {
+            let mut st = self.lock();
+            if st.resyncing {
+                st.resync = true;
+                return;
+            }
+            st.resyncing = true;
+        }
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            cluster.resync().await;
+            let again = {
+                let mut st = cluster.lock();
+                st.resyncing = false;
+                std::mem::take(&mut st.resync)
+            };
+            if again {
+                cluster.spawn_resync();
+            }
+        });
     }
 
     /// Writes every entry of this node again (Redis came back, maybe empty)
     /// and exchanges presence with the other nodes.
     async fn resync(self: &Arc<Self>) {
         use futures_util::StreamExt as _;
-        let (locals, codes) = {
-            let st = self.lock();
-            let locals: Vec<Member> = st.locals.values().cloned().collect();
-            (
-                locals,
-                self.hub().map(|h| h.code_numbers()).unwrap_or_default(),
-            )
-        };
+        let locals: Vec<Member> = self.lock().locals.values().cloned().collect();
+        let codes = self.hub().map(|h| h.code_numbers()).unwrap_or_default();
         tracing::info!(
             devices = locals.len(),
             codes = codes.len(),
             "writing this node's presence and codes to Redis again"
         );
-        let failed = futures_util::stream::iter(locals)
-            .map(|m| {
-                let cluster = self.clone();
-                async move { cluster.publish(&m).await.is_err() }
-            })
-            .buffer_unordered(RESYNC_PARALLEL)
-            .filter(|failed| std::future::ready(*failed))
-            .count()
-            .await;
+        // Codes first: their numbers before another node draws them.
         let id = self.id.to_string();
         let ttl = self
             .hub()
@@ -1118,16 +1362,40 @@ impl Cluster {
                     .to_vec()
             })
             .collect();
+        let mut failed = false;
         if !reserve.is_empty() {
             let start = Instant::now();
             let r = self.redis.pipeline(&reserve).await;
             self.metrics.redis(start.elapsed(), r.is_ok());
-            if let Err(e) = r {
-                tracing::warn!("cannot reserve this node's codes in Redis again: {e}");
-                self.lock().dirty = true;
+            match r {
+                Ok(replies) => {
+                    for (n, reply) in codes.iter().zip(replies) {
+                        if matches!(reply, Reply::Nil) {
+                            // Not ours (any more): if another node holds it, its
+                            // claims go there.
+                            tracing::warn!(
+                                nameplate = n,
+                                "a code of this node has its number reserved by another node"
+                            );
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot reserve this node's codes in Redis again: {e}");
+                    failed = true;
+                }
             }
         }
-        if failed > 0 {
+        let failures = futures_util::stream::iter(locals)
+            .map(|m| {
+                let cluster = self.clone();
+                async move { cluster.publish(&m, false).await.is_err() }
+            })
+            .buffer_unordered(RESYNC_PARALLEL)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await;
+        if failed || failures > 0 {
             self.lock().dirty = true;
         }
     }
@@ -1186,7 +1454,7 @@ async fn heartbeat_loop(cluster: Weak<Cluster>) {
             if !ok {
                 st.judge_after = Some(Instant::now() + LEASE * 2);
             }
-            let resync = ok && (st.resync || st.dirty);
+            let resync = ok && (st.resync || st.dirty) && !st.resyncing;
             if resync {
                 st.resync = false;
                 st.dirty = false;
@@ -1194,7 +1462,7 @@ async fn heartbeat_loop(cluster: Weak<Cluster>) {
             resync
         };
         if resync {
-            c.resync().await;
+            c.spawn_resync();
         }
     }
 }

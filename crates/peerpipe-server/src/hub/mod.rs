@@ -374,9 +374,19 @@ impl Hub {
     /// replaces the device's older connection (a connection of this node is
     /// closed as replaced: the device connected to another node) and the
     /// user's devices on this node hear of it.
-    pub(crate) fn register_remote(&self, proxy: &Member) {
+    ///
+    /// Without `replace` (the other node repeats what it has), a connection
+    /// of the device on this node is kept: it may be the newer one.
+    pub(crate) fn register_remote(&self, proxy: &Member, replace: bool) {
         let mut st = self.lock();
         if st.presence.is_current(proxy) {
+            return;
+        }
+        let local = st
+            .presence
+            .get(&proxy.device)
+            .is_some_and(|m| m.handle.remote().is_none());
+        if local && !replace {
             return;
         }
         if let Some(old) = st.presence.leave(&proxy.device) {
