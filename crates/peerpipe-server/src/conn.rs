@@ -289,7 +289,7 @@ async fn handshake(
         user,
         anonymous,
         ip,
-        label,
+        label: label.into(),
         handle: handle.clone(),
     };
     let limits = Limits {

@@ -370,7 +370,7 @@ fn describe(m: &Member) -> Conn {
         user: m.user.to_string(),
         anonymous: m.anonymous,
         ip: m.ip,
-        label: m.label.clone(),
+        label: m.label.to_string(),
     }
 }
 
@@ -619,7 +619,8 @@ impl Cluster {
     }
 
     /// The stand-in for connection `c` of node `node`, made on first use.
-    fn proxy(self: &Arc<Self>, node: u32, c: &Conn) -> Option<Member> {
+    /// `user`: the user's name already held here (shared, not copied).
+    fn proxy(self: &Arc<Self>, node: u32, c: &Conn, user: Option<&Arc<str>>) -> Option<Member> {
         if let Some(m) = self.lock().proxies.get(&(node, c.conn)) {
             return Some(m.clone());
         }
@@ -627,10 +628,14 @@ impl Cluster {
         let link = self.link_to(node)?;
         let member = Member {
             device: c.device,
-            user: c.user.as_str().into(),
+            user: user
+                .filter(|u| ***u == *c.user)
+                .cloned()
+                .or_else(|| hub.shared_user(&c.user))
+                .unwrap_or_else(|| c.user.as_str().into()),
             anonymous: c.anonymous,
             ip: c.ip,
-            label: c.label.clone(),
+            label: c.label.as_str().into(),
             handle: Handle {
                 conn: hub.next_conn.fetch_add(1, Ordering::Relaxed),
                 route: Route::Remote(Arc::new(Remote {
@@ -772,7 +777,7 @@ impl Cluster {
                     ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                     label: label.to_owned(),
                 };
-                if let Some(proxy) = self.proxy(node, &c) {
+                if let Some(proxy) = self.proxy(node, &c, Some(&me.user)) {
                     hub.register_remote(&proxy, false);
                     self.send(node, &Frame::Subscribe { conn });
                 }
@@ -1099,7 +1104,7 @@ impl Cluster {
                 let Ok(msg) = ClientMessage::decode(&text) else {
                     return;
                 };
-                if let Some(proxy) = self.proxy(from, &c) {
+                if let Some(proxy) = self.proxy(from, &c, None) {
                     hub.control(&proxy, msg);
                 }
             }
@@ -1110,7 +1115,7 @@ impl Cluster {
                 }
             }
             Frame::Joined { from: c, replace } => {
-                if let Some(proxy) = self.proxy(from, &c) {
+                if let Some(proxy) = self.proxy(from, &c, None) {
                     hub.register_remote(&proxy, replace);
                 }
             }

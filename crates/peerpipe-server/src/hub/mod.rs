@@ -185,7 +185,7 @@ pub(crate) struct Member {
     pub(crate) anonymous: bool,
     /// The source address of the connection.
     pub(crate) ip: IpAddr,
-    pub(crate) label: String,
+    pub(crate) label: Arc<str>,
     pub(crate) handle: Handle,
 }
 
@@ -193,7 +193,7 @@ impl Member {
     fn info(&self) -> PeerInfo {
         PeerInfo {
             id: self.device,
-            label: self.label.clone(),
+            label: self.label.to_string(),
         }
     }
 }
@@ -406,6 +406,12 @@ impl Hub {
         for h in st.presence.others_of(&proxy.user, proxy.device) {
             self.tell_presence(&h, proxy.device, Some(proxy.info()));
         }
+    }
+
+    /// The name `user` as this node holds it for its online devices (shared
+    /// by every member of the user rather than copied).
+    pub(crate) fn shared_user(&self, user: &str) -> Option<Arc<str>> {
+        self.lock().presence.user(user)
     }
 
     /// Where `device` is online as this node knows: `Some(None)` on this

@@ -45,6 +45,11 @@ impl Presence {
         self.devices.get(device)
     }
 
+    /// The name `user` as held for its online devices, to share.
+    pub fn user(&self, user: &str) -> Option<Arc<str>> {
+        self.users.get_key_value(user).map(|(k, _)| k.clone())
+    }
+
     /// How many devices `user` has online.
     pub fn online_count(&self, user: &str) -> usize {
         self.users.get(user).map_or(0, BTreeSet::len)
