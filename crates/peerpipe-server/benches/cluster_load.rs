@@ -31,7 +31,14 @@
 //!    one across two nodes, set up a session (connect, incoming, accept,
 //!    connected); one side sends `RELAY_MIB` MiB in 16 KiB relay frames, at
 //!    most 8 MiB unacknowledged (the receiver credits every 1 MiB), and it
-//!    prints the MB/s of both and the ratio cross/same against 0.5.
+//!    prints the MB/s of both and the ratio cross/same against 0.5. The
+//!    nodes' `relay_rate` is raised so that this is the relay path's figure,
+//!    not the shaper's (by default a connection relays at most 20,000 frames
+//!    a second: 328 MB/s of these).
+//! 5. **All leave at once.** The client processes are killed: how long until
+//!    every node has its devices offline, and whether the Redis work that
+//!    makes holds up the nodes' heartbeats (Redis failures, nodes judged
+//!    gone).
 //!
 //! A summary table ends the report. Targets are reported, not asserted.
 //! Every wait has a time-out, and every child process is killed when the
@@ -48,6 +55,9 @@
 //! - `PEERPIPE_BENCH_CLUSTER_REST_SECS` \[60\] (0: no rest)
 //! - `PEERPIPE_BENCH_CLUSTER_RELAY_MIB` \[256\] (0: no relay)
 //! - `PEERPIPE_BENCH_CLUSTER_REDIS_SERVER` \[`redis-server` on `PATH`\]
+//! - `PEERPIPE_BENCH_CLUSTER_ONE_NODE_USERS` \[0\]: 1 puts the 4 devices of
+//!   a user on one node, for comparison (no stand-ins, no presence across
+//!   nodes)
 //! - `PEERPIPE_BENCH_CLUSTER_LOG` \[`warn`\]: the nodes' log filter (stderr)
 //!
 //! For example, a smoke run:
@@ -59,13 +69,16 @@
 //! ```
 //!
 //! Every node needs an open-file limit above its share of the devices
-//! (`DEVICES / NODES`, plus the churn's), and the loopback's ephemeral ports
-//! must cover the devices of one node (28,232 by Linux's default range).
+//! (`DEVICES / NODES`, plus the churn's). Client process `c` connects from
+//! 127.0.`c+1`.1 and picks its source ports itself (10000 to 31999): left to
+//! the kernel, 100,000 connections from 127.0.0.1 made every `connect`
+//! search the ephemeral range, and that search took most of the CPU.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -78,7 +91,7 @@ use peerpipe_proto::id::{DeviceId, Identity};
 use peerpipe_proto::relay::{HEADER_LEN, encode_frame};
 use peerpipe_proto::signal::{ClientMessage, ServerMessage, SessionId, hello_payload};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -93,6 +106,11 @@ const CLIENT_ENV: &str = "PEERPIPE_BENCH_CLUSTER_CLIENT";
 const REDIS_URL_ENV: &str = "PEERPIPE_BENCH_CLUSTER_REDIS_URL";
 /// A client child's node URLs, comma-separated.
 const URLS_ENV: &str = "PEERPIPE_BENCH_CLUSTER_URLS";
+/// A client child's source address (its own, in 127.0.0.0/8).
+const SOURCE_ENV: &str = "PEERPIPE_BENCH_CLUSTER_SOURCE";
+/// The source ports a client child picks for its sockets (below Linux's
+/// ephemeral range, where the listeners' ports are).
+const SOURCE_PORTS: std::ops::Range<u16> = 10_000..32_000;
 
 const DEVICES_PER_USER: usize = 4;
 /// WebSockets one client process holds at most (the open-file limit is 20,000).
@@ -102,7 +120,7 @@ const IN_FLIGHT: usize = 48;
 /// How long a churn device stays online.
 const CHURN_LIFE: Duration = Duration::from_secs(1);
 /// How long after the last churn event a missing presence event is missed.
-const CHURN_GRACE: Duration = Duration::from_secs(5);
+const CHURN_GRACE: Duration = Duration::from_secs(10);
 const RELAY_PAYLOAD: usize = 16 * 1024;
 /// Relayed bytes a sender has unacknowledged at most.
 const RELAY_WINDOW: u64 = 8 << 20;
@@ -113,6 +131,9 @@ const RELAY_STALL: Duration = Duration::from_secs(30);
 /// Wait for the servers to write their last news and trim their heaps (they
 /// look every second).
 const SETTLE: Duration = Duration::from_secs(5);
+
+/// The nodes' `relay_rate`: frames a second one connection may relay.
+const RELAY_RATE: u32 = 1_000_000;
 
 const TARGET_KIB: f64 = 8.0;
 const TARGET_P99_MS: f64 = 100.0;
@@ -158,6 +179,8 @@ struct Params {
     churn_secs: u64,
     rest_secs: u64,
     relay_mib: u64,
+    /// The 4 devices of a user on different nodes (else all on one).
+    spread: bool,
 }
 
 fn env_number(name: &str, default: u64) -> Result<u64> {
@@ -180,6 +203,7 @@ impl Params {
             churn_secs: env_number("PEERPIPE_BENCH_CLUSTER_CHURN_SECS", 10)?,
             rest_secs: env_number("PEERPIPE_BENCH_CLUSTER_REST_SECS", 60)?,
             relay_mib: env_number("PEERPIPE_BENCH_CLUSTER_RELAY_MIB", 256)?,
+            spread: env_number("PEERPIPE_BENCH_CLUSTER_ONE_NODE_USERS", 0)? == 0,
         };
         ensure!(
             p.nodes >= 2,
@@ -513,6 +537,24 @@ fn cpu_ticks(pid: u32) -> Result<f64> {
         + fields.get(12).context("no stime")?.parse::<f64>()?)
 }
 
+/// The CPU seconds used so far by the nodes, the clients and Redis.
+#[derive(Debug, Clone, Copy)]
+struct Used([f64; 3]);
+
+impl Used {
+    /// Per second of `secs`, as percent of one core, since `before`.
+    fn since(self, before: Used, secs: f64) -> Used {
+        Used(std::array::from_fn(|i| {
+            (self.0[i] - before.0[i]) / secs * 100.0
+        }))
+    }
+
+    fn line(self) -> String {
+        let [n, c, r] = self.0;
+        format!("nodes {n:.0} %, clients {c:.0} %, Redis {r:.0} % of one core")
+    }
+}
+
 /// The summed CPU seconds of `pids`.
 struct Cpu {
     pids: Vec<u32>,
@@ -532,6 +574,58 @@ impl Cpu {
 // ---------------------------------------------------------------------------
 // A device
 
+/// Where a client process's sockets come from: an address of its own and
+/// ports it picks itself. Left to the kernel (all from 127.0.0.1, ports from
+/// the ephemeral range), `connect` searched for a free port among 100,000
+/// sockets, which took most of the machine's CPU and starved the nodes.
+struct Source {
+    ip: Ipv4Addr,
+    next: AtomicU32,
+}
+
+impl Source {
+    fn new(ip: Ipv4Addr) -> Self {
+        Source {
+            ip,
+            next: AtomicU32::new(rand::random::<u32>()),
+        }
+    }
+
+    /// A connection to `to` from the next free source port.
+    async fn connect(&self, to: SocketAddr) -> Result<TcpStream> {
+        let ports = u32::from(SOURCE_PORTS.end - SOURCE_PORTS.start);
+        let mut last = None;
+        for _ in 0..64 {
+            let n = self.next.fetch_add(1, Ordering::Relaxed) % ports;
+            let port = SOURCE_PORTS.start + n as u16;
+            let socket = TcpSocket::new_v4()?;
+            // A port whose last connection is in TIME_WAIT can be used for
+            // another destination.
+            socket.set_reuseaddr(true)?;
+            if let Err(e) = socket.bind(SocketAddr::from((self.ip, port))) {
+                last = Some(e);
+                continue;
+            }
+            match socket.connect(to).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::AddrNotAvailable
+                    ) =>
+                {
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        bail!("no free source port on {} in 64 tries: {last:?}", self.ip)
+    }
+}
+
 fn small_buffers() -> WebSocketConfig {
     // An idle device's socket holds a 2 KiB read buffer, and writes go out
     // straight (tungstenite's defaults: 128 KiB each).
@@ -540,17 +634,32 @@ fn small_buffers() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-/// Admits device `id` of `user` at `url`; `before_hello` runs just before the
-/// hello is sent. Returns the socket and the peers its welcome listed.
+/// Admits device `id` of `user` at `url` (from `source`, or as the kernel
+/// picks); `before_hello` runs just before the
+/// hello is sent. Returns the socket, the peers its welcome listed, and when
+/// the hello went out.
 async fn admit(
     url: &str,
+    source: Option<&Source>,
     secret: &[u8],
     user: &str,
     id: &Identity,
     config: Option<WebSocketConfig>,
     before_hello: impl FnOnce(),
-) -> Result<(Ws, Vec<DeviceId>)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(url, config, true).await?;
+) -> Result<(Ws, Vec<DeviceId>, Instant)> {
+    let (mut ws, _) = match source {
+        Some(source) => {
+            let addr: SocketAddr = url
+                .strip_prefix("ws://")
+                .and_then(|rest| rest.split('/').next())
+                .context("not a ws:// URL")?
+                .parse()?;
+            let stream = source.connect(addr).await?;
+            tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), config)
+                .await?
+        }
+        None => tokio_tungstenite::connect_async_with_config(url, config, true).await?,
+    };
     let Some(Ok(Message::Text(t))) = ws.next().await else {
         bail!("no challenge");
     };
@@ -570,12 +679,13 @@ async fn admit(
         label: "load".into(),
     };
     before_hello();
+    let sent = Instant::now();
     ws.send(Message::text(hello.encode())).await?;
     loop {
         match ws.next().await {
             Some(Ok(Message::Text(t))) => match ServerMessage::decode(t.as_str())? {
                 ServerMessage::Welcome { peers, .. } => {
-                    return Ok((ws, peers.into_iter().map(|p| p.id).collect()));
+                    return Ok((ws, peers.into_iter().map(|p| p.id).collect(), sent));
                 }
                 ServerMessage::PeerOnline { .. } | ServerMessage::PeerOffline { .. } => {}
                 other => bail!("expected a welcome, got {other:?}"),
@@ -629,6 +739,9 @@ fn node(secret: &[u8]) -> Result<()> {
         // reserve: as many connections as fit.
         config.max_connections = 18_750;
         config.max_connections_per_ip = 1_000_000;
+        // Measure the relay path, not the per-connection shaper (by default
+        // 20,000 frames a second: 328 MB/s of 16 KiB frames).
+        config.relay_rate = RELAY_RATE;
         config.redis = Some(redis);
         let server = peerpipe_server::Server::bind(config).await?;
         println!("listening {}", server.local_addr());
@@ -671,6 +784,8 @@ struct Pending {
     offline: Mutex<HashMap<DeviceId, Instant>>,
     online_us: Mutex<Vec<u64>>,
     offline_us: Mutex<Vec<u64>>,
+    /// From a joiner's hello to its own welcome.
+    welcome_us: Mutex<Vec<u64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -700,6 +815,7 @@ struct Anchor {
 
 struct ClientChild {
     urls: Vec<String>,
+    source: Arc<Source>,
     secret: Vec<u8>,
     /// Sockets held open now.
     held: Arc<AtomicUsize>,
@@ -737,8 +853,12 @@ fn client(secret: Vec<u8>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let source: Ipv4Addr = std::env::var(SOURCE_ENV)
+        .context("no source address")?
+        .parse()?;
     let mut me = ClientChild {
         urls,
+        source: Arc::new(Source::new(source)),
         secret,
         held: Default::default(),
         lost: Default::default(),
@@ -750,7 +870,10 @@ fn client(secret: Vec<u8>) -> Result<()> {
         while let Some(line) = lines.next_line().await? {
             let words: Vec<&str> = line.split(' ').collect();
             let answer = match words.as_slice() {
-                ["admit", first, count] => me.admit(first.parse()?, count.parse()?).await,
+                ["admit", first, count, spread] => {
+                    me.admit(first.parse()?, count.parse()?, *spread == "spread")
+                        .await
+                }
                 ["anchors", first, count] => me.add_anchors(first.parse()?, count.parse()?).await,
                 ["churn", rate, secs] => me.churn(rate.parse()?, secs.parse()?).await,
                 ["status"] => Ok(format!(
@@ -774,8 +897,9 @@ fn client(secret: Vec<u8>) -> Result<()> {
 
 impl ClientChild {
     /// Admits idle devices `first..first + count`: device `d` is of user
-    /// `u{d / 4}`, on node `d % nodes`.
-    async fn admit(&mut self, first: usize, count: usize) -> Result<String> {
+    /// `u{d / 4}`, on node `d % nodes` when `spread`, else on node
+    /// `(d / 4) % nodes` with its user's other devices.
+    async fn admit(&mut self, first: usize, count: usize, spread: bool) -> Result<String> {
         let start = Instant::now();
         let n = self.urls.len();
         let mut ok = 0u64;
@@ -783,14 +907,24 @@ impl ClientChild {
         let mut first_error = None;
         let mut results = futures_util::stream::iter(first..first + count)
             .map(|d| {
-                let url = &self.urls[d % n];
+                let node = if spread { d } else { d / DEVICES_PER_USER };
+                let url = &self.urls[node % n];
                 let secret = &self.secret;
+                let source = &*self.source;
                 async move {
                     let user = format!("u{}", d / DEVICES_PER_USER);
                     let id = Identity::from_secret_bytes(rand::random());
                     timeout(
                         Duration::from_secs(30),
-                        admit(url, secret, &user, &id, Some(small_buffers()), || {}),
+                        admit(
+                            url,
+                            Some(source),
+                            secret,
+                            &user,
+                            &id,
+                            Some(small_buffers()),
+                            || {},
+                        ),
                     )
                     .await
                     .context("no welcome in 30 s")?
@@ -800,7 +934,7 @@ impl ClientChild {
         let mut reported = 0;
         while let Some(r) = results.next().await {
             match r {
-                Ok((ws, _)) => {
+                Ok((ws, _, _)) => {
                     tokio::spawn(hold(ws, None, self.held.clone(), self.lost.clone()));
                     ok += 1;
                     if ok - reported >= 1_000 {
@@ -832,12 +966,21 @@ impl ClientChild {
             .map(|i| {
                 let url = &self.urls[i % n];
                 let secret = &self.secret;
+                let source = &*self.source;
                 async move {
                     let user = format!("c{i}");
                     let id = Identity::from_secret_bytes(rand::random());
-                    let (ws, _) = timeout(
+                    let (ws, _, _) = timeout(
                         Duration::from_secs(30),
-                        admit(url, secret, &user, &id, Some(small_buffers()), || {}),
+                        admit(
+                            url,
+                            Some(source),
+                            secret,
+                            &user,
+                            &id,
+                            Some(small_buffers()),
+                            || {},
+                        ),
                     )
                     .await
                     .context("no welcome in 30 s")??;
@@ -893,6 +1036,7 @@ impl ClientChild {
             let leave_at = join_at + CHURN_LIFE;
             let plan = Joiner {
                 url: self.urls[node].clone(),
+                source: self.source.clone(),
                 secret: self.secret.clone(),
                 user: anchor.user.clone(),
                 anchor: anchor.id,
@@ -919,6 +1063,7 @@ impl ClientChild {
         let missed_off = std::mem::take(&mut *lock(&self.pending.offline)).len();
         let on = std::mem::take(&mut *lock(&self.pending.online_us));
         let off = std::mem::take(&mut *lock(&self.pending.offline_us));
+        let welcome = std::mem::take(&mut *lock(&self.pending.welcome_us));
         let csv = |v: &[u64]| {
             if v.is_empty() {
                 "-".to_owned()
@@ -927,13 +1072,14 @@ impl ClientChild {
             }
         };
         Ok(format!(
-            "churn {} {} {} {} {missed_on} {missed_off} {} {}",
+            "churn {} {} {} {} {missed_on} {missed_off} {} {} {}",
             pre + total,
             stats.failed.load(Ordering::Relaxed),
             stats.listed.load(Ordering::Relaxed),
             stats.admitted.load(Ordering::Relaxed),
             csv(&on),
-            csv(&off)
+            csv(&off),
+            csv(&welcome)
         ))
     }
 }
@@ -949,6 +1095,7 @@ struct ChurnCounts {
 /// One churn device's life.
 struct Joiner {
     url: String,
+    source: Arc<Source>,
     secret: Vec<u8>,
     user: String,
     anchor: DeviceId,
@@ -967,6 +1114,7 @@ impl Joiner {
             Duration::from_secs(20),
             admit(
                 &self.url,
+                Some(&self.source),
                 &self.secret,
                 &self.user,
                 &id,
@@ -980,8 +1128,11 @@ impl Joiner {
         )
         .await;
         let mut ws = match admitted {
-            Ok(Ok((ws, peers))) => {
+            Ok(Ok((ws, peers, sent))) => {
                 counts.admitted.fetch_add(1, Ordering::Relaxed);
+                if self.measure_join {
+                    lock(&pending.welcome_us).push(sent.elapsed().as_micros() as u64);
+                }
                 if peers.contains(&self.anchor) {
                     counts.listed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1109,6 +1260,8 @@ struct Run {
     urls: Vec<String>,
     node_pids: Vec<u32>,
     node_cpu: Cpu,
+    client_cpu: Cpu,
+    redis_cpu: Cpu,
     /// Devices admitted (in all, per the nodes).
     devices: u64,
     rows: Vec<Row>,
@@ -1116,9 +1269,14 @@ struct Run {
 
 async fn bench(p: Params) -> Result<()> {
     println!(
-        "cluster load: {} devices on {} nodes, churn {}/s for {} s, rest {} s, relay {} MiB",
+        "cluster load: {} devices on {} nodes ({}), churn {}/s for {} s, rest {} s, relay {} MiB",
         num(p.devices as u64),
         p.nodes,
+        if p.spread {
+            "the 4 devices of a user on different nodes"
+        } else {
+            "the 4 devices of a user on one node"
+        },
         p.churn,
         p.churn_secs,
         p.rest_secs,
@@ -1194,11 +1352,23 @@ impl Run {
             let mut cmd = Command::new(&exe);
             cmd.env(CLIENT_ENV, hex(&secret))
                 .env(URLS_ENV, urls.join(","))
+                .env(SOURCE_ENV, format!("127.0.{}.1", c + 1))
                 .env_remove(NODE_ENV)
                 .env_remove("RUST_LOG");
             clients.spawn(format!("client {c}"), cmd)?;
         }
+        let hz = clock_ticks()?;
+        let client_cpu = Cpu {
+            pids: clients.procs.iter().map(Proc::pid).collect(),
+            hz,
+        };
+        let redis_cpu = Cpu {
+            pids: vec![redis.child.id()],
+            hz,
+        };
         Ok(Run {
+            client_cpu,
+            redis_cpu,
             p,
             secret,
             redis,
@@ -1208,12 +1378,20 @@ impl Run {
             urls,
             node_cpu: Cpu {
                 pids: node_pids.clone(),
-                hz: clock_ticks()?,
+                hz,
             },
             node_pids,
             devices: 0,
             rows: Vec::new(),
         })
+    }
+
+    fn cpu(&self) -> Result<Used> {
+        Ok(Used([
+            self.node_cpu.seconds()?,
+            self.client_cpu.seconds()?,
+            self.redis_cpu.seconds()?,
+        ]))
     }
 
     fn rss(&self) -> Result<Vec<u64>> {
@@ -1242,7 +1420,7 @@ impl Run {
         for (i, url) in self.urls.iter().enumerate() {
             let id = Identity::from_secret_bytes(rand::random());
             let user = format!("warm{}", i / 2);
-            let (mut ws, _) = admit(url, &self.secret, &user, &id, None, || {}).await?;
+            let (mut ws, _, _) = admit(url, None, &self.secret, &user, &id, None, || {}).await?;
             let _ = ws.close(None).await;
         }
         tokio::time::sleep(SETTLE).await;
@@ -1265,10 +1443,11 @@ impl Run {
             num(p.devices.div_ceil(p.nodes) as u64)
         );
         println!("\n== admission");
-        let cpu = self.node_cpu.seconds()?;
+        let cpu = self.cpu()?;
         let start = Instant::now();
         for (c, (first, count)) in ranges.iter().enumerate() {
-            self.clients.procs[c].send(&format!("admit {first} {count}"))?;
+            let spread = if p.spread { "spread" } else { "together" };
+            self.clients.procs[c].send(&format!("admit {first} {count} {spread}"))?;
         }
         let mut admitted = 0u64;
         let mut last_print = Instant::now();
@@ -1290,7 +1469,7 @@ impl Run {
             })
             .await?;
         let secs = start.elapsed().as_secs_f64();
-        let cpu = (self.node_cpu.seconds()? - cpu) / secs * 100.0;
+        let cpu = self.cpu()?.since(cpu, secs);
         let (mut ok, mut failed) = (0u64, 0u64);
         for (c, a) in answers.iter().enumerate() {
             ok += a.first().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
@@ -1305,10 +1484,10 @@ impl Run {
         }
         let rate = ok as f64 / secs;
         println!(
-            "admitted {} devices in {secs:.1} s: {rate:.0} devices/s overall ({failed} failed; \
-             nodes' CPU {cpu:.0} % of one core in all)",
+            "admitted {} devices in {secs:.1} s: {rate:.0} devices/s overall ({failed} failed)",
             num(ok)
         );
+        println!("CPU during admission: {}", cpu.line());
         tokio::time::sleep(SETTLE).await;
         let rss_after = self.rss()?;
         let redis_after = redis_memory(self.redis.port).await?;
@@ -1388,9 +1567,9 @@ impl Run {
         let port = self.redis.port;
         let before = total_commands(port).await?;
         let calls_before = command_calls(&redis_command(port, &["INFO", "commandstats"]).await?);
-        let cpu = self.node_cpu.seconds()?;
+        let cpu = self.cpu()?;
         tokio::time::sleep(Duration::from_secs(secs)).await;
-        let cpu = (self.node_cpu.seconds()? - cpu) / secs as f64 * 100.0;
+        let cpu = self.cpu()?.since(cpu, secs as f64);
         let after = total_commands(port).await?;
         let calls_after = command_calls(&redis_command(port, &["INFO", "commandstats"]).await?);
         // The INFO stats and INFO commandstats before are counted in `after`.
@@ -1416,7 +1595,7 @@ impl Run {
             "  by command (calls from scripts included): {}",
             by.join(", ")
         );
-        println!("nodes' CPU at rest: {cpu:.1} % of one core in all");
+        println!("CPU at rest: {}", cpu.line());
         let lost = self.lost().await?;
         if lost > 0 {
             println!("WARNING: {lost} idle devices were disconnected by the servers");
@@ -1425,8 +1604,10 @@ impl Run {
             "Redis at rest",
             format!("{per:.5} commands per device per minute"),
         ));
-        self.rows
-            .push(row("nodes' CPU at rest", format!("{cpu:.1} % of a core")));
+        self.rows.push(row(
+            "nodes' CPU at rest",
+            format!("{:.1} % of a core", cpu.0[0]),
+        ));
         Ok(())
     }
 
@@ -1454,20 +1635,24 @@ impl Run {
             num((anchors * clients) as u64)
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let cpu = self.node_cpu.seconds()?;
-        let t = Instant::now();
         self.clients
             .send_all(&format!("churn {rate} {}", p.churn_secs))?;
-        let bound = Duration::from_secs(p.churn_secs + 90);
+        // The CPU of the window itself (the clients start it after the
+        // joiners' lifetime and 200 ms; the lines arrive within milliseconds).
+        tokio::time::sleep(CHURN_LIFE + Duration::from_millis(200)).await;
+        let cpu = self.cpu()?;
+        let window = Duration::from_secs(p.churn_secs);
+        tokio::time::sleep(window).await;
+        let cpu = self.cpu()?.since(cpu, window.as_secs_f64());
+        let bound = Duration::from_secs(90);
         let answers = self.clients.answers("churn", bound, |_, _| {}).await?;
-        let cpu = (self.node_cpu.seconds()? - cpu) / t.elapsed().as_secs_f64() * 100.0;
-        let (mut on, mut off) = (Vec::new(), Vec::new());
+        let (mut on, mut off, mut welcome) = (Vec::new(), Vec::new(), Vec::new());
         let mut counts = [0u64; 6];
         for a in &answers {
             for (i, c) in counts.iter_mut().enumerate() {
                 *c += a.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             }
-            for (i, v) in [(6, &mut on), (7, &mut off)] {
+            for (i, v) in [(6, &mut on), (7, &mut off), (8, &mut welcome)] {
                 if let Some(csv) = a.get(i).filter(|s| s.as_str() != "-") {
                     v.extend(csv.split(',').filter_map(|x| x.parse::<u64>().ok()));
                 }
@@ -1476,6 +1661,7 @@ impl Run {
         let [joiners, failed, listed, joined, missed_on, missed_off] = counts;
         on.sort_unstable();
         off.sort_unstable();
+        welcome.sort_unstable();
         println!(
             "{} of {} devices joined ({failed} failed to); {} welcomes listed the user's other device",
             num(joined),
@@ -1508,7 +1694,25 @@ impl Run {
                 met(ok).into(),
             ));
         }
-        println!("nodes' CPU during churn: {cpu:.0} % of one core in all");
+        println!(
+            "(the joiner's own hello -> welcome: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms)",
+            ms(percentile(&welcome, 50.0)),
+            ms(percentile(&welcome, 99.0)),
+            ms(welcome.last().copied().unwrap_or(0)),
+        );
+        let late = on
+            .iter()
+            .filter(|&&us| us > CHURN_LIFE.as_micros() as u64)
+            .count();
+        if missed_on > 0 {
+            println!(
+                "({missed_on} peer_online never came: news of a device that went offline \
+                 before it was sent is sent as its peer_offline only; {late} of those \
+                 that came took over the {} s the joiners stay)",
+                CHURN_LIFE.as_secs()
+            );
+        }
+        println!("CPU during churn: {}", cpu.line());
         Ok(())
     }
 
@@ -1567,9 +1771,102 @@ impl Run {
     }
 
     /// The summary table and what the nodes saw.
+    /// A node counter summed over the nodes.
+    async fn metric_sum(&self, name: &str) -> Result<u64> {
+        let mut sum = 0;
+        for a in &self.addrs {
+            sum += node_metric(a, name).await?;
+        }
+        Ok(sum)
+    }
+
+    /// Phase 5. Every device leaves at once (the client processes are killed):
+    /// how long until the nodes have forgotten them, and whether the Redis
+    /// work it makes holds up the heartbeats (a node whose heartbeat lapses
+    /// for 3 s is judged gone by the others).
+    async fn mass_leave(&mut self) -> Result<()> {
+        let stats = node_stats(&mut self.nodes).await?;
+        let devices: u64 = stats.iter().map(|s| s.devices).sum();
+        println!("\n== all {} devices leave at once", num(devices));
+        let errors = self
+            .metric_sum("peerpipe_cluster_redis_errors_total")
+            .await?;
+        let died = self.metric_sum("peerpipe_cluster_nodes_died_total").await?;
+        let commands = total_commands(self.redis.port).await?;
+        let start = Instant::now();
+        drop(std::mem::replace(&mut self.clients, Group::new()));
+        let gone = loop {
+            let left: u64 = node_stats(&mut self.nodes)
+                .await?
+                .iter()
+                .map(|s| s.devices)
+                .sum();
+            if left == 0 {
+                break Some(start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                println!("{} devices still online after 120 s", num(left));
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Past a lease, and until Redis has done what the nodes sent it.
+        let mut last = commands;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let now = total_commands(self.redis.port).await?;
+            // The bench's own INFO, and the heartbeats (12 a second per node
+            // at most).
+            if now.saturating_sub(last) <= 1 + 60 * self.p.nodes as u64 || Instant::now() > deadline
+            {
+                break;
+            }
+            last = now;
+        }
+        let settled = start.elapsed();
+        let commands = total_commands(self.redis.port).await? - commands;
+        let errors = self
+            .metric_sum("peerpipe_cluster_redis_errors_total")
+            .await?
+            - errors;
+        let died = self.metric_sum("peerpipe_cluster_nodes_died_total").await? - died;
+        let alive = {
+            let mut all = true;
+            for a in &self.addrs {
+                all &= node_metric(a, "peerpipe_cluster_nodes").await? as usize == self.p.nodes - 1;
+            }
+            all
+        };
+        let gone = gone.map_or("not within 120 s".into(), |d| {
+            format!("{:.1} s", d.as_secs_f64())
+        });
+        println!(
+            "every node had them offline after {gone}; Redis settled after {:.0} s \
+             ({} commands)",
+            settled.as_secs_f64(),
+            num(commands)
+        );
+        println!(
+            "meanwhile: {errors} Redis commands of the nodes failed (time-outs), \
+             {died} times a node judged another gone; all nodes see each other now: {}",
+            if alive { "yes" } else { "NO" }
+        );
+        self.rows.push((
+            "all leave at once".into(),
+            format!("offline everywhere after {gone}, {errors} Redis failures"),
+            "nodes judged gone: 0".into(),
+            met(died == 0 && alive).into(),
+        ));
+        Ok(())
+    }
+
     async fn summary(mut self) -> Result<()> {
+        // The relay's devices finish closing.
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let stats = node_stats(&mut self.nodes).await?;
         let lost = self.lost().await?;
+        self.mass_leave().await?;
         let errors: Vec<String> = stats
             .iter()
             .enumerate()
@@ -1590,7 +1887,7 @@ impl Run {
         }
         println!(
             "idle devices disconnected by the servers: {lost}; relay overflows: {overflows}; \
-             connections open at the end: {}; sessions: {}",
+             before all left: connections open {}, sessions {}",
             num(stats.iter().map(|s| s.connections).sum()),
             stats.iter().map(|s| s.sessions).sum::<u64>()
         );
@@ -1602,9 +1899,7 @@ impl Run {
                 errors.join("; ")
             }
         );
-        // Clients first (their sockets close with them), then the nodes all
-        // at once, then Redis.
-        drop(self.clients);
+        // The nodes all at once, then Redis.
         drop(self.nodes);
         drop(self.redis);
         Ok(())
@@ -1622,8 +1917,8 @@ async fn relay(
 ) -> Result<(f64, f64, f64)> {
     let rid = Identity::from_secret_bytes(rand::random());
     let sid = Identity::from_secret_bytes(rand::random());
-    let (mut receiver, _) = admit(to, secret, "relay", &rid, None, || {}).await?;
-    let (mut sender, _) = admit(from, secret, "relay", &sid, None, || {}).await?;
+    let (mut receiver, _, _) = admit(to, None, secret, "relay", &rid, None, || {}).await?;
+    let (mut sender, _, _) = admit(from, None, secret, "relay", &sid, None, || {}).await?;
     sender
         .send(Message::text(
             ClientMessage::Connect {
