@@ -35,6 +35,7 @@ use crate::hub::{
     ControlQueue, Data, Fatal, Handle, Hub, Local, Member, Outbox, RelayQueue, Route,
 };
 use crate::limit::TokenBucket;
+use crate::node_link::Frame;
 use crate::upgrade::Socket;
 
 /// Marks "the last binary frame had a bad header" in the refused-frame memory
@@ -129,7 +130,9 @@ async fn serve(
             let end = read_loop(&hub, &me, &mut stream, &mut stop).await;
             hub.unregister(&me);
             if let Some(cluster) = hub.cluster.get() {
-                cluster.leave(&me).await;
+                // Boxed, here and below: a connection's future is as large as
+                // its largest await, and it lives as long as an idle device.
+                Box::pin(cluster.leave(&me)).await;
             }
             tracing::info!(reason = ?end.as_ref().map(|f| f.code), "device offline");
             end
@@ -299,7 +302,7 @@ async fn handshake(
         idle_timeout_ms: u64::try_from(cfg.idle_timeout.as_millis()).unwrap_or(u64::MAX),
     };
     if let Some(cluster) = hub.cluster.get() {
-        cluster.join(&me).await;
+        Box::pin(cluster.join(&me)).await;
     }
     let registered = hub.register(&me, |peers| ServerMessage::Welcome {
         device,
@@ -316,7 +319,7 @@ async fn handshake(
     if let Err(fatal) = registered {
         // Not admitted after all: the cluster forgets it too.
         if let Some(cluster) = hub.cluster.get() {
-            cluster.leave(&me).await;
+            Box::pin(cluster.leave(&me)).await;
         }
         return Err(Some(fatal));
     }
@@ -390,7 +393,7 @@ async fn read_loop(
                 }
                 match ClientMessage::decode(text.as_str()) {
                     Ok(m) => match hub.cluster.get() {
-                        Some(cluster) => cluster.control(me, m, text.as_str()).await,
+                        Some(cluster) => Box::pin(cluster.control(me, m, text.as_str())).await,
                         None => hub.control(me, m),
                     },
                     Err(e) if e.code().is_fatal() => {
@@ -421,13 +424,14 @@ async fn read_loop(
                     }
                 }
                 // A frame of a session that lives on another node goes there.
-                let frame = match hub.cluster.get() {
-                    Some(cluster) => match cluster.relay_away(me, frame).await {
-                        Some(frame) => frame,
-                        None => continue,
-                    },
-                    None => frame,
-                };
+                if let Some(link) = hub.cluster.get().and_then(|c| c.route_away(me, &frame)) {
+                    link.push_wait(&Frame::RelayFrom {
+                        conn: me.handle.conn,
+                        frame,
+                    })
+                    .await;
+                    continue;
+                }
                 forward(hub, me, frame, &mut refused);
             }
             Message::Close(_) => return None,

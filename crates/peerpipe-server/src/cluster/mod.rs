@@ -53,13 +53,15 @@ use crate::resp::Reply;
 mod link;
 mod metrics;
 
-use self::link::LinkQueue;
+pub(crate) use self::link::LinkQueue;
 pub(crate) use self::metrics::ClusterMetrics;
 
 /// How often a node renews its heartbeat and reads the others'.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node whose heartbeat is older than this is gone.
 const LEASE: Duration = Duration::from_secs(3);
+/// Devices' Redis commands one node has in flight at most.
+const REDIS_SLOTS: usize = 32;
 /// Presence hashes expire this long after their user's last admission (their
 /// entries are kept right while devices come and go; this only forgets users
 /// who never come back).
@@ -322,6 +324,10 @@ pub(crate) struct Cluster {
     /// period: a busy main connection (a burst of admissions) never holds it up.
     beat: Redis,
     hub: Weak<Hub>,
+    /// Devices' Redis commands in flight at most.
+    slots: tokio::sync::Semaphore,
+    /// The hashes Redis knows the scripts by.
+    scripts: Mutex<HashMap<Vec<u8>, String>>,
     state: Mutex<State>,
     pub(crate) metrics: ClusterMetrics,
     codes_ended: mpsc::UnboundedSender<u32>,
@@ -425,6 +431,8 @@ impl Cluster {
                 .with_timeout(HEARTBEAT * 9 / 10),
             redis,
             hub: Arc::downgrade(hub),
+            slots: tokio::sync::Semaphore::new(REDIS_SLOTS),
+            scripts: Mutex::new(HashMap::new()),
             state: Mutex::new(State::default()),
             metrics: ClusterMetrics::default(),
             codes_ended,
@@ -465,15 +473,67 @@ impl Cluster {
         self.timed(&self.redis, args).await
     }
 
-    /// One command on `redis` (one of this node's handles), timed and counted.
+    /// One command on `redis` (one of this node's handles), timed and
+    /// counted. Devices' commands take one of [`REDIS_SLOTS`] first (a burst
+    /// of admissions or departures waits here, not in Redis, where it would
+    /// hold up every node's heartbeat); the heartbeat takes none. `EVAL` goes
+    /// as `EVALSHA` once Redis has the script.
     async fn timed(&self, redis: &Redis, args: &[&[u8]]) -> Result<Reply, RedisError> {
+        let _slot = if std::ptr::eq(redis, &self.beat) {
+            None
+        } else {
+            self.slots.acquire().await.ok()
+        };
         let start = Instant::now();
-        let r = redis.query(args).await;
+        let r = match args {
+            [b"EVAL", script, rest @ ..] => self.eval(redis, script, rest).await,
+            _ => redis.query(args).await,
+        };
         self.metrics.redis(start.elapsed(), r.is_ok());
         if r.is_err() {
             self.lock().dirty = true;
         }
         r
+    }
+
+    /// Runs `script` by its hash, loading it first if Redis does not have it
+    /// (a first use, or a Redis restarted since).
+    async fn eval(
+        &self,
+        redis: &Redis,
+        script: &[u8],
+        rest: &[&[u8]],
+    ) -> Result<Reply, RedisError> {
+        let known = self
+            .scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(script)
+            .cloned();
+        let by_hash = |sha: &str| {
+            let mut args: Vec<&[u8]> = vec![b"EVALSHA", sha.as_bytes()];
+            args.extend_from_slice(rest);
+            args.iter().map(|a| a.to_vec()).collect::<Vec<Vec<u8>>>()
+        };
+        if let Some(sha) = known {
+            let args = by_hash(&sha);
+            let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            match redis.query(&refs).await {
+                Err(RedisError::Server(m)) if m.starts_with("NOSCRIPT") => {}
+                r => return r,
+            }
+        }
+        let loaded = redis.query(&[b"SCRIPT", b"LOAD", script]).await?;
+        let Some(sha) = text(&loaded).map(str::to_owned) else {
+            return Err(RedisError::Protocol("SCRIPT LOAD answered no hash".into()));
+        };
+        self.scripts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(script.to_vec(), sha.clone());
+        let args = by_hash(&sha);
+        let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+        redis.query(&refs).await
     }
 
     /// Renews the heartbeat; learns the live nodes, and judges the missing ones gone.
@@ -1017,15 +1077,15 @@ impl Cluster {
         let _ = self.codes_ended.send(nameplate);
     }
 
-    /// Sends a relayed frame of device `me` for a session of another node to
-    /// that node; gives it back if its session is not another node's.
-    pub(crate) async fn relay_away(self: &Arc<Self>, me: &Member, frame: Bytes) -> Option<Bytes> {
-        let Ok(header) = RelayHeader::peek(&frame) else {
-            return Some(frame);
-        };
-        let Some(node) = self.owner(header.session) else {
-            return Some(frame);
-        };
+    /// The link to the node a relayed frame of device `me` goes to, if its
+    /// session lives on another node (and `me` takes part in it there).
+    pub(crate) fn route_away(
+        self: &Arc<Self>,
+        me: &Member,
+        frame: &[u8],
+    ) -> Option<Arc<LinkQueue>> {
+        let header = RelayHeader::peek(frame).ok()?;
+        let node = self.owner(header.session)?;
         // Only into a session this connection takes part in there: anything
         // else gets the hub's answer here, as on one server.
         let held = self
@@ -1033,16 +1093,9 @@ impl Cluster {
             .held
             .get(&me.handle.conn)
             .is_some_and(|h| h.contains(&(node, Held::Session(header.session))));
-        let Some(link) = held.then(|| self.link_to(node)).flatten() else {
-            return Some(frame);
-        };
+        let link = held.then(|| self.link_to(node)).flatten()?;
         self.metrics.forwarded(frame.len());
-        link.push_wait(&Frame::RelayFrom {
-            conn: me.handle.conn,
-            frame,
-        })
-        .await;
-        None
+        Some(link)
     }
 
     /// Handles a frame from node `from`.

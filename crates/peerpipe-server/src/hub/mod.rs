@@ -402,7 +402,10 @@ impl Hub {
                 }
             }
         }
-        st.presence.join(proxy, !proxy.anonymous);
+        // Not remembered once offline (a connect to it from this node then
+        // gets `not_found`, not `peer_offline`): a node would otherwise keep
+        // every device its users ever had on any node.
+        st.presence.join(proxy, false);
         for h in st.presence.others_of(&proxy.user, proxy.device) {
             self.tell_presence(&h, proxy.device, Some(proxy.info()));
         }
