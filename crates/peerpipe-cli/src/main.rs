@@ -397,8 +397,8 @@ struct ServeArgs {
     /// Conflicts with --web-dir; wins over PEERPIPE_WEB_DIR.
     #[arg(long)]
     no_web: bool,
-    /// Be one node of a cluster sharing this Redis
-    /// (redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]): devices on every node
+    /// Be one node of a cluster sharing this Redis (redis://HOST:PORT, or
+    /// redis://USER:PASSWORD@HOST:PORT/DB): devices on every node
     /// see and reach each other as on one server, behind any load balancer.
     /// Every node needs the same --secret-file. Without it: one server,
     /// state in memory.

@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, client_at, metric};
-use common::{KillOnDrop, TempDir, device_id, run_ok};
+use common::cluster::{Cluster, client_at};
+use common::{TempDir, device_id, run_ok};
 
 #[test]
 #[ignore = "needs redis-server and nginx (the cluster step of .ci/run)"]
@@ -20,33 +19,10 @@ fn a_refused_device_is_listed_nowhere() {
     let alice = cluster.token("alice");
     let (a, b, c) = (dir.path("a.key"), dir.path("b.key"), dir.path("c.key"));
     let (a_id, b_id, c_id) = (device_id(&a), device_id(&b), device_id(&c));
-    let mut online: Vec<KillOnDrop> = [(&a, 0), (&b, 1)]
-        .into_iter()
-        .map(|(key, n)| {
-            KillOnDrop(
-                client_at(
-                    "listen",
-                    &["--relay-only"],
-                    &cluster.nodes[n].url(),
-                    &alice,
-                    key,
-                )
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            )
-        })
-        .collect();
+    let mut online = vec![cluster.online(0, &alice, &a), cluster.online(1, &alice, &b)];
     // Each node stands in for the device of the other (asking with `peers`
     // as a or b would replace their connections).
-    let stand_ins = |n: usize| {
-        metric(
-            &cluster.nodes[n].metrics(),
-            "peerpipe_cluster_remote_connections",
-        )
-        .unwrap_or(0)
-    };
+    let stand_ins = |n: usize| cluster.stand_ins(n).unwrap_or(0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while stand_ins(0) < 1 || stand_ins(1) < 1 {
         assert!(

@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, client_at, metric};
-use common::{KillOnDrop, TempDir, device_id, run_ok};
+use common::cluster::{Cluster, client_at};
+use common::{TempDir, device_id, run_ok};
 
 /// Past the heartbeat lease (3 s), short of the devices' idle time-out (30 s).
 const PAUSE: Duration = Duration::from_secs(5);
@@ -33,30 +33,7 @@ fn a_paused_node_comes_back_whole() {
     let alice = cluster.token("alice");
     let (a, b) = (dir.path("a.key"), dir.path("b.key"));
     let ids = [device_id(&a), device_id(&b)];
-    let _online: Vec<KillOnDrop> = [(&a, 0), (&b, 1)]
-        .into_iter()
-        .map(|(key, n)| {
-            KillOnDrop(
-                client_at(
-                    "listen",
-                    &["--relay-only"],
-                    &cluster.nodes[n].url(),
-                    &alice,
-                    key,
-                )
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-            )
-        })
-        .collect();
-    let stand_ins = |n: usize| {
-        metric(
-            &cluster.nodes[n].metrics(),
-            "peerpipe_cluster_remote_connections",
-        )
-    };
+    let _online = [cluster.online(0, &alice, &a), cluster.online(1, &alice, &b)];
     let wait = |what: &str, done: &dyn Fn() -> bool| {
         let deadline = Instant::now() + BOUND;
         while !done() {
@@ -65,21 +42,21 @@ fn a_paused_node_comes_back_whole() {
         }
     };
     wait("the two devices never met", &|| {
-        stand_ins(0) == Some(1) && stand_ins(1) == Some(1)
+        cluster.stand_ins(0) == Some(1) && cluster.stand_ins(1) == Some(1)
     });
 
     let pid = cluster.nodes[1].pid().unwrap();
     signal("STOP", pid);
     let paused = Instant::now();
     wait("node 0 did not find node 1 gone", &|| {
-        stand_ins(0) == Some(0)
+        cluster.stand_ins(0) == Some(0)
     });
     let found_gone = paused.elapsed();
     std::thread::sleep(PAUSE.saturating_sub(paused.elapsed()));
     signal("CONT", pid);
     let resumed = Instant::now();
     wait("node 1's device did not come back on node 0", &|| {
-        stand_ins(0) == Some(1) && stand_ins(1) == Some(1)
+        cluster.stand_ins(0) == Some(1) && cluster.stand_ins(1) == Some(1)
     });
     // A device on the third node sees both.
     let c = dir.path("c.key");

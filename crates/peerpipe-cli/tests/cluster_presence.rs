@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, client_at, wait_online_at};
-use common::{KillOnDrop, TempDir, device_id, run_ok};
+use common::{TempDir, device_id, run_ok};
 
 /// How long a device that left may still be listed on another node: its
 /// node tells the others at once; the bound is for a loaded machine.
@@ -31,19 +31,7 @@ fn presence_is_the_same_on_every_node() {
     let a_id = device_id(&a);
 
     // Device a stays online on node 0.
-    let mut listen = KillOnDrop(
-        client_at(
-            "listen",
-            &["--relay-only"],
-            &cluster.nodes[0].url(),
-            &alice,
-            &a,
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let mut listen = cluster.online(0, &alice, &a);
     // b asks node 1, c asks through nginx.
     wait_online_at(&cluster.nodes[1].url(), &alice, &b, &a_id);
     wait_online_at(&cluster.nginx.url(), &alice, &c, &a_id);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, client_at};
 use common::failover::stream_with;
-use common::{KillOnDrop, TempDir, device_id, run_ok};
+use common::{TempDir, device_id, run_ok};
 
 const MIB: u64 = 1024 * 1024;
 /// From the restart until every node lists both devices: the nodes' next
@@ -38,24 +38,7 @@ fn a_stream_survives_a_redis_restart_and_presence_heals() {
     let alice = cluster.token("alice");
     let (a, b, c) = (dir.path("a2.key"), dir.path("b2.key"), dir.path("c2.key"));
     let ids = [device_id(&a), device_id(&b)];
-    let _online: Vec<KillOnDrop> = [(&a, 0), (&b, 1)]
-        .into_iter()
-        .map(|(key, n)| {
-            KillOnDrop(
-                client_at(
-                    "listen",
-                    &["--relay-only"],
-                    &cluster.nodes[n].url(),
-                    &alice,
-                    key,
-                )
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-            )
-        })
-        .collect();
+    let _online = [cluster.online(0, &alice, &a), cluster.online(1, &alice, &b)];
     std::thread::sleep(Duration::from_millis(500));
     cluster.redis.restart();
     let restarted = Instant::now();

@@ -6,12 +6,12 @@
 mod common;
 
 use std::fs::File;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::pattern::{Logs, spawn_reader, spawn_writer, wait_progress};
-use common::{KillOnDrop, ServeProcess, TempDir, client, device_id, wait_online, wait_timeout};
+use common::pattern::{Logs, finish, spawn_reader, spawn_writer, wait_progress};
+use common::{KillOnDrop, ServeProcess, TempDir, client, device_id, wait_online};
 
 const MIB: u64 = 1024 * 1024;
 /// Total bytes offered on stdin.
@@ -98,18 +98,15 @@ fn a_stream_survives_a_server_restart_byte_for_byte() {
     }
     let resumed = Instant::now();
 
-    let finish = |child: &mut KillOnDrop, what: &str| -> ExitStatus {
-        wait_timeout(child, FINISH_BOUND).unwrap_or_else(|| {
-            panic!(
-                "{what} did not exit within {FINISH_BOUND:?} after the stream resumed \
-                 ({} of {TOTAL} bytes received){}",
-                received.load(Ordering::Relaxed),
-                logs.show()
-            )
-        })
-    };
-    let connect_status = finish(&mut connect, "connect");
-    let listen_status = finish(&mut listen, "listen");
+    let connect_status = finish(
+        &mut connect,
+        "connect",
+        FINISH_BOUND,
+        &received,
+        TOTAL,
+        &logs,
+    );
+    let listen_status = finish(&mut listen, "listen", FINISH_BOUND, &received, TOTAL, &logs);
     let done = Instant::now();
     writer.join().unwrap();
     let got = reader.join().unwrap();

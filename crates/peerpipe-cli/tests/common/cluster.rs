@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{bin, run_ok};
+use super::{KillOnDrop, bin, run_ok};
 
 /// The redis-server binary (Debian: /usr/bin/redis-server), looked up on `PATH`.
 pub const REDIS_SERVER: &str = "redis-server";
@@ -691,6 +691,32 @@ impl Cluster {
             nginx,
             secret_file,
         }
+    }
+
+    /// The device `identity` online on node `node` (a `listen --relay-only`
+    /// that waits for a connection), until dropped.
+    pub fn online(&self, node: usize, token: &str, identity: &Path) -> KillOnDrop {
+        KillOnDrop(
+            client_at(
+                "listen",
+                &["--relay-only"],
+                &self.nodes[node].url(),
+                token,
+                identity,
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn peerpipe listen"),
+        )
+    }
+
+    /// How many connections of other nodes node `node` stands in for.
+    pub fn stand_ins(&self, node: usize) -> Option<u64> {
+        metric(
+            &self.nodes[node].metrics(),
+            "peerpipe_cluster_remote_connections",
+        )
     }
 
     /// A token for `user`.

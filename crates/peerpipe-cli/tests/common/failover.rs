@@ -2,13 +2,13 @@
 //! middle: the shared part of the cluster failure tests.
 
 use std::fs::File;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::cluster::{Cluster, client_at, wait_online_at};
-use super::pattern::{Logs, spawn_reader, spawn_writer, wait_progress};
-use super::{KillOnDrop, TempDir, device_id, wait_timeout};
+use super::pattern::{Logs, finish, spawn_reader, spawn_writer, wait_progress};
+use super::{KillOnDrop, TempDir, device_id};
 
 const MIB: u64 = 1024 * 1024;
 /// Until the event: set-up plus the bytes before it at debug-build speed.
@@ -100,18 +100,15 @@ pub fn stream_with(
             (last, last_change) = (now, Instant::now());
         }
     }
-    let finish = |child: &mut KillOnDrop, what: &str| -> ExitStatus {
-        wait_timeout(child, FINISH_BOUND).unwrap_or_else(|| {
-            panic!(
-                "{what} did not exit within {FINISH_BOUND:?} after the stream resumed \
-                 ({} of {total} bytes received){}",
-                received.load(Ordering::Relaxed),
-                logs.show()
-            )
-        })
-    };
-    let connect_status = finish(&mut connect, "connect");
-    let listen_status = finish(&mut listen, "listen");
+    let connect_status = finish(
+        &mut connect,
+        "connect",
+        FINISH_BOUND,
+        &received,
+        total,
+        &logs,
+    );
+    let listen_status = finish(&mut listen, "listen", FINISH_BOUND, &received, total, &logs);
     let took = started.elapsed();
     writer.join().unwrap();
     let got = reader.join().unwrap();

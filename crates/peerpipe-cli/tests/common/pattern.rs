@@ -144,3 +144,23 @@ pub fn spawn_reader(
     });
     (thread, received)
 }
+
+/// Waits (bounded) for `child`, one end of the stream, to exit after it
+/// resumed; panics with the logs when it does not.
+pub fn finish(
+    child: &mut KillOnDrop,
+    what: &str,
+    bound: Duration,
+    received: &AtomicU64,
+    total: u64,
+    logs: &Logs,
+) -> std::process::ExitStatus {
+    super::wait_timeout(child, bound).unwrap_or_else(|| {
+        panic!(
+            "{what} did not exit within {bound:?} after the stream resumed \
+             ({} of {total} bytes received){}",
+            received.load(Ordering::Relaxed),
+            logs.show()
+        )
+    })
+}

@@ -1428,13 +1428,20 @@ impl Cluster {
             match r {
                 Ok(replies) => {
                     for (n, reply) in codes.iter().zip(replies) {
-                        if matches!(reply, Reply::Nil) {
-                            // Not ours (any more): if another node holds it, its
-                            // claims go there.
+                        if !matches!(reply, Reply::Nil) {
+                            continue;
+                        }
+                        // Reserved already: ours (written before the outage
+                        // ended), or another node's, whose claims go there.
+                        let owner = self.redis(&[b"GET", code_key(*n).as_bytes()]).await;
+                        let ours = owner.as_ref().ok().and_then(text).is_none_or(|o| o == id);
+                        if !ours && let Some(hub) = self.hub() {
                             tracing::warn!(
                                 nameplate = n,
-                                "a code of this node has its number reserved by another node"
+                                "another node took this code's number while Redis was away: \
+                                 the code ends"
                             );
+                            hub.end_code(*n);
                         }
                     }
                 }

@@ -245,6 +245,16 @@ impl Hub {
         self.lock().codes.keys().copied().collect()
     }
 
+    /// Code `nameplate` of this node lost its number to another node (Redis
+    /// restarted empty and the other node drew it first): it ends, and its
+    /// devices hear so (the sender makes a new code).
+    pub(crate) fn end_code(&self, nameplate: u32) {
+        let mut st = self.lock();
+        if let Some(code) = st.remove_code(nameplate) {
+            self.code_closed(&code, None);
+        }
+    }
+
     /// Whether nameplate `nameplate` is allocated on this node.
     pub(crate) fn has_code(&self, nameplate: u32) -> bool {
         self.lock().codes.contains_key(&nameplate)
