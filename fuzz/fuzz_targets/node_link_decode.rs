@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peerpipe_server::node_link;
+use peerpipe_proto::node_link;
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use peerpipe_server::resp;
+use peerpipe_proto::resp;
 
 fuzz_target!(|data: &[u8]| {
     let mut rest = data;

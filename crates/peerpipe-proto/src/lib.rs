@@ -10,6 +10,8 @@
 //! - [`code`]: one-time codes (`7-amber-falcon`) and the SPAKE2 exchange that
 //!   turns one into a session key between devices of different users;
 //! - [`relay`]: the binary relay frame header the server forwards by;
+//! - [`node_link`]: the frames between the server nodes of a cluster;
+//! - [`resp`]: the Redis protocol (RESP2) the server nodes of a cluster speak;
 //! - [`session`]: the end-to-end encrypted, reliable session over replaceable
 //!   paths, with multiplexed streams and credit flow control (driven by the
 //!   caller's clock and randomness; simulated in `tests/`);
@@ -37,7 +39,9 @@ pub mod code;
 pub mod direct;
 pub mod id;
 pub mod lan;
+pub mod node_link;
 pub mod relay;
+pub mod resp;
 pub mod session;
 pub mod signal;
 pub mod stun;

@@ -35,8 +35,8 @@ use crate::hub::{
     ControlQueue, Data, Fatal, Handle, Hub, Local, Member, Outbox, RelayQueue, Route,
 };
 use crate::limit::TokenBucket;
-use crate::node_link::Frame;
 use crate::upgrade::Socket;
+use peerpipe_proto::node_link::Frame;
 
 /// Marks "the last binary frame had a bad header" in the refused-frame memory
 /// (session 0 is never allocated).

@@ -5,7 +5,7 @@
 //! over it. Callers hand it encoded commands through a bounded queue; the driver
 //! writes whatever is queued in one write, keeps a FIFO of the callers waiting
 //! for replies, and answers them in order as replies are decoded
-//! ([`crate::resp::decode`]).
+//! ([`peerpipe_proto::resp::decode`]).
 //!
 //! Failures are contained: a lost connection or a malformed reply fails every
 //! request in flight ([`RedisError::Io`], [`RedisError::Protocol`]) and drops the
@@ -40,7 +40,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::resp::{self, Reply};
+use peerpipe_proto::resp::{self, Reply};
 
 /// The port of a URL without one.
 const DEFAULT_PORT: u16 = 6379;

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::timeout;
 
 use super::Cluster;
-use crate::node_link::{self, Frame, NONCE_LEN};
+use peerpipe_proto::node_link::{self, Frame, NONCE_LEN};
 
 /// Relayed bytes a link holds queued before relaying into it waits: four
 /// sessions with their flow-control windows full.

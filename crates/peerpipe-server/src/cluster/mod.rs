@@ -46,9 +46,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::hub::{Fatal, Handle, Hub, Member, Overflow, Route};
-use crate::node_link::{Conn, Frame};
 use crate::redis::{Redis, RedisError};
-use crate::resp::Reply;
+use peerpipe_proto::node_link::{Conn, Frame};
+use peerpipe_proto::resp::Reply;
 
 mod link;
 mod metrics;

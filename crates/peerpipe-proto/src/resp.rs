@@ -13,7 +13,7 @@
 //! whatever lengths those bytes declare.
 //!
 //! ```
-//! use peerpipe_server::resp::{self, Reply};
+//! use peerpipe_proto::resp::{self, Reply};
 //!
 //! let mut out = Vec::new();
 //! resp::encode_command(&[b"GET", b"greeting"], &mut out);

@@ -10,7 +10,7 @@
 //! link.
 //!
 //! ```
-//! use peerpipe_server::node_link::{Frame, decode, encode};
+//! use peerpipe_proto::node_link::{Frame, decode, encode};
 //!
 //! let frame = Frame::Gone { conn: 7 };
 //! let mut wire = Vec::new();
@@ -21,10 +21,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::id::DeviceId;
+use crate::signal::{ErrorCode, SessionId};
 use bytes::Bytes;
 use hmac::{Hmac, Mac as _};
-use peerpipe_proto::id::DeviceId;
-use peerpipe_proto::signal::{ErrorCode, SessionId};
 use sha2::Sha256;
 
 /// The longest frame a link carries (length field included): above the
@@ -536,7 +536,7 @@ pub fn decode_body(body: &[u8]) -> Result<Frame, LinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use peerpipe_proto::id::Identity;
+    use crate::id::Identity;
 
     fn conn() -> Conn {
         Conn {
