@@ -116,11 +116,15 @@ enum Command {
     /// An interrupted receive resumes when run again with the same -o directory
     /// and a new code: what is already verified there is not fetched again.
     Receive(ReceiveArgs),
-    /// Share files or directories with this user's devices: prints a ticket (on
-    /// stdout) and serves until Ctrl-C.
+    /// Share files or directories: prints a ticket (on stdout) and serves until
+    /// Ctrl-C. Anyone with the ticket can fetch the files from this device with
+    /// `peerpipe get` (with a token of any user, or none), and so can this
+    /// user's devices; the server sees neither the files nor the ticket's key.
+    /// The same files shared by the same device give the same ticket.
     Share(ShareArgs),
-    /// Fetch a ticket's files from every online device of this user that holds
-    /// them (verified, resumable); devices fetching the same ticket trade parts.
+    /// Fetch a ticket's files from the device that shared them and from every
+    /// online device of this user that holds them (verified, resumable);
+    /// devices fetching the same ticket trade parts.
     ///
     /// Files that do not fit the free space where they would be written are
     /// refused before anything is written.
@@ -269,8 +273,15 @@ struct GetArgs {
     /// Write JSON event lines on stdout (collection, progress, done) instead of progress bars.
     #[arg(long)]
     json: bool,
+    /// Admission token (from `peerpipe token`): of any user for a pp2 ticket
+    /// (without one the device joins anonymously, if the server allows it);
+    /// of the sharing user for an old pp1 ticket. With a token, this user's
+    /// devices that hold the files serve them too. Default: `token` in the
+    /// config file (peerpipe config).
+    #[arg(long, env = "PEERPIPE_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    token: Option<String>,
     #[command(flatten)]
-    client: ClientArgs,
+    net: NetArgs,
 }
 
 #[derive(Args)]

@@ -1,5 +1,6 @@
 //! The transfer commands: `send`/`receive` with a one-time code, and
-//! `share`/`get` with a ticket among one user's devices.
+//! `share`/`get` with a ticket (for anyone, through a door of the sharing
+//! device; an old `pp1` ticket among one user's devices).
 //!
 //! Machine-readable output (the code, the ticket, `--json` lines) goes to stdout;
 //! progress bars and chatter go to stderr.
@@ -13,7 +14,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use bytes::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use peerpipe::share::{self, Content, Download, DownloadOptions, Hash, Library, Report};
-use peerpipe::{Node, NodeEvent};
+use peerpipe::{ConnectError, DeviceId, DoorKey, Node, NodeEvent};
 use serde_json::json;
 use tokio::io::AsyncWriteExt as _;
 
@@ -47,8 +48,15 @@ const DECLINED: &str = "declined";
 const ENDED: &str = "the receiver ended the transfer";
 /// Names shown in the summary of what is coming.
 const SUMMARY_NAMES: usize = 5;
-/// Ticket prefix: version 1, then the collection hash in base32.
-const TICKET_PREFIX: &str = "pp1";
+/// Ticket prefix of version 1: the collection hash in base32, for this user's
+/// devices (still read; no longer made).
+const TICKET_PREFIX_USER: &str = "pp1";
+/// Ticket prefix of version 2: the collection hash, the sharing device's id
+/// and the key of its door, in base32, for devices of any user.
+const TICKET_PREFIX: &str = "pp2";
+/// Attempts to reach a ticket's device while the server cannot say (the link
+/// is down, the request timed out).
+const DOOR_ATTEMPTS: u32 = 5;
 
 /// Where output goes, as the flags say.
 #[derive(Clone, Copy)]
@@ -980,13 +988,30 @@ pub async fn share(args: &ShareArgs, quiet: bool) -> Result<()> {
     };
     let identity = Role::Holds("share").identity(&args.client.net)?;
     let content = hash_paths(args.paths.clone(), out, false).await?;
+    // The same device sharing the same files gives the same ticket.
+    let key = DoorKey::derive(&identity.secret_bytes(), content.hash().as_bytes());
+    let ticket = Ticket::Door {
+        hash: content.hash(),
+        device: identity.device_id(),
+        key: key.clone(),
+    };
     let library = Library::new();
     library.add(content.clone());
     let node = bind_net(&args.client.net, Some(&args.client.token), identity).await?;
-    out.result("ticket", &ticket(&content.hash()));
-    out.say(
-        "sharing with this user's devices; on one of them run: peerpipe get TICKET (Ctrl-C stops)",
-    );
+    node.open_door(&key)
+        .await
+        .context("opening the ticket's door")?;
+    out.result("ticket", &ticket.to_string());
+    let url = crate::client::server_url(&args.client.net.server);
+    let with_server = if url == crate::DEFAULT_SERVER {
+        String::new()
+    } else {
+        format!(" --server {url}")
+    };
+    out.say(format_args!(
+        "sharing; anyone with the ticket can fetch the files (their own token, or none): \
+         peerpipe get TICKET{with_server}  (Ctrl-C stops)"
+    ));
     let serving = tokio::spawn(accept_share(node.clone(), library, None));
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -1005,19 +1030,21 @@ pub async fn get(args: &GetArgs, quiet: bool) -> Result<()> {
         json: args.json,
         quiet,
     };
-    let hash = parse_ticket(&args.ticket)?;
-    let node = bind_net(
-        &args.client.net,
-        Some(&args.client.token),
-        identity::short_lived(),
-    )
-    .await?;
-    let result = get_on(&node, hash, args, out).await;
+    let ticket: Ticket = args.ticket.parse()?;
+    if matches!(ticket, Ticket::User(_)) && args.token.is_none() {
+        bail!(
+            "a pp1 ticket is for the devices of the user who shared it: give that user's \
+             --token (a pp2 ticket, which `share` prints now, works for anyone)"
+        );
+    }
+    let node = bind_net(&args.net, args.token.as_deref(), identity::short_lived()).await?;
+    let result = get_on(&node, &ticket, args, out).await;
     node.shutdown().await;
     result
 }
 
-async fn get_on(node: &Node, hash: Hash, args: &GetArgs, out: Out) -> Result<()> {
+async fn get_on(node: &Node, ticket: &Ticket, args: &GetArgs, out: Out) -> Result<()> {
+    let hash = ticket.hash();
     let library = Library::new();
     let mut options = DownloadOptions::new(args.out.clone());
     options.force = args.force;
@@ -1029,13 +1056,27 @@ async fn get_on(node: &Node, hash: Hash, args: &GetArgs, out: Out) -> Result<()>
         library.clone(),
         Some(download.clone()),
     ));
-    let peers = node
-        .online_peers()
-        .await
-        .context("listing this user's devices")?;
-    if peers.is_empty() {
+    // Without a token the device is anonymous: it has no devices of its own.
+    let peers = match &args.token {
+        Some(_) => node
+            .online_peers()
+            .await
+            .context("listing this user's devices")?,
+        None => Vec::new(),
+    };
+    if peers.is_empty() && matches!(ticket, Ticket::User(_)) {
         out.say("no other device of this user is online yet; waiting");
     }
+    // The ticket's device is reached through its door (once).
+    let door_device = match ticket {
+        Ticket::Door { device, .. } => Some(*device),
+        Ticket::User(_) => None,
+    };
+    let peers: Vec<_> = peers
+        .into_iter()
+        .filter(|p| Some(p.id) != door_device)
+        .collect();
+    let others = peers.len();
     for peer in peers {
         tokio::spawn(dial(
             node.clone(),
@@ -1044,8 +1085,37 @@ async fn get_on(node: &Node, hash: Hash, args: &GetArgs, out: Out) -> Result<()>
             download.clone(),
         ));
     }
+    let door = match ticket {
+        Ticket::Door { device, key, .. } => {
+            let (node, device, key) = (node.clone(), *device, key.clone());
+            let (library, download) = (library.clone(), download.clone());
+            Some(tokio::spawn(async move {
+                dial_door(&node, device, &key, &library, &download).await
+            }))
+        }
+        Ticket::User(_) => None,
+    };
     // `None`: the download ended before it knew the files; `follow` says why.
-    if download.offered().await.is_some() {
+    let offered = match door {
+        Some(dialing) => {
+            tokio::select! {
+                offered = download.offered() => offered,
+                reached = dialing => {
+                    let reached = reached.unwrap_or_else(|e| Err(anyhow!("dialing: {e}")));
+                    match reached {
+                        // The ticket's device can no longer serve: the
+                        // user's own devices may, if any were found.
+                        Err(e) if others == 0 => return Err(e),
+                        Err(e) => out.say(format_args!("{e:#}; trying this user's devices")),
+                        Ok(()) => {}
+                    }
+                    download.offered().await
+                }
+            }
+        }
+        None => download.offered().await,
+    };
+    if offered.is_some() {
         check_space(&args.out, download.to_write().unwrap_or(0))?;
     }
     download.proceed();
@@ -1068,6 +1138,50 @@ async fn dial(node: Node, peer: peerpipe::DeviceId, library: Library, download: 
         }
         Err(e) => tracing::debug!("connecting to {} for sharing: {e}", peer.short()),
     }
+}
+
+/// Connects to the device of a ticket through its door, for sharing: serves it
+/// and fetches from it. Tries again while the server cannot say whether the
+/// device is there; fails when it says the device is not sharing.
+async fn dial_door(
+    node: &Node,
+    peer: DeviceId,
+    key: &DoorKey,
+    library: &Library,
+    download: &Arc<Download>,
+) -> Result<()> {
+    let mut pause = Duration::from_millis(500);
+    for attempt in 1..=DOOR_ATTEMPTS {
+        match node.connect_door(peer, share::SERVICE, key).await {
+            Ok(conn) => {
+                tokio::spawn(share::serve(conn.clone(), library.clone()));
+                download.add_source(conn);
+                return Ok(());
+            }
+            Err(ConnectError::NotFound | ConnectError::PeerOffline) => bail!(
+                "the device that shared this ticket is not sharing it now (it stopped, \
+                 is offline, or uses another server; or the ticket is damaged)"
+            ),
+            Err(ConnectError::Rejected) => {
+                bail!("the device that shared this ticket stopped sharing it")
+            }
+            Err(e @ ConnectError::Handshake(_)) => {
+                return Err(anyhow::Error::new(e)
+                    .context("the device that shared this ticket did not prove it holds its key"));
+            }
+            Err(e) if attempt == DOOR_ATTEMPTS => {
+                return Err(
+                    anyhow::Error::new(e).context("reaching the device that shared the ticket")
+                );
+            }
+            Err(e) => {
+                tracing::debug!("reaching the ticket's device (attempt {attempt}): {e}");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 /// Accepts share connections from the user's devices (and dials devices that
@@ -1221,27 +1335,79 @@ fn short_name(path: &str) -> String {
     }
 }
 
-/// The ticket naming a collection: `pp1` and the hash in lowercase base32.
-fn ticket(hash: &Hash) -> String {
-    format!(
-        "{TICKET_PREFIX}{}",
-        data_encoding::BASE32_NOPAD
-            .encode(hash.as_bytes())
-            .to_ascii_lowercase()
-    )
+/// What a ticket names: a collection, and where to fetch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Ticket {
+    /// `pp1`: from this user's devices that hold it.
+    User(Hash),
+    /// `pp2`: from `device`, through the door of `key`, by anyone.
+    Door {
+        hash: Hash,
+        device: DeviceId,
+        key: DoorKey,
+    },
 }
 
-fn parse_ticket(text: &str) -> Result<Hash> {
-    let body = text
-        .trim()
-        .strip_prefix(TICKET_PREFIX)
-        .ok_or_else(|| anyhow!("not a peerpipe ticket (it starts with {TICKET_PREFIX})"))?;
-    let bytes = data_encoding::BASE32_NOPAD
-        .decode(body.to_ascii_uppercase().as_bytes())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .ok_or_else(|| anyhow!("the ticket is damaged (copy it whole)"))?;
-    Ok(Hash::from_bytes(bytes))
+impl Ticket {
+    fn hash(&self) -> Hash {
+        match self {
+            Ticket::User(hash) | Ticket::Door { hash, .. } => *hash,
+        }
+    }
+}
+
+impl std::fmt::Display for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (prefix, bytes) = match self {
+            Ticket::User(hash) => (TICKET_PREFIX_USER, hash.as_bytes().to_vec()),
+            Ticket::Door { hash, device, key } => (
+                TICKET_PREFIX,
+                [&hash.as_bytes()[..], device.as_bytes(), &key.0].concat(),
+            ),
+        };
+        let body = data_encoding::BASE32_NOPAD.encode(&bytes);
+        write!(f, "{prefix}{}", body.to_ascii_lowercase())
+    }
+}
+
+impl std::str::FromStr for Ticket {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<Self> {
+        let text = text.trim();
+        let damaged = || anyhow!("the ticket is damaged (copy it whole)");
+        let decode = |body: &str| {
+            data_encoding::BASE32_NOPAD
+                .decode(body.to_ascii_uppercase().as_bytes())
+                .map_err(|_| damaged())
+        };
+        let part = |bytes: &[u8], at: usize| -> Result<[u8; 32]> {
+            bytes
+                .get(at..at + 32)
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(damaged)
+        };
+        if let Some(body) = text.strip_prefix(TICKET_PREFIX) {
+            let bytes = decode(body)?;
+            if bytes.len() != 96 {
+                return Err(damaged());
+            }
+            let device = DeviceId::from_bytes(part(&bytes, 32)?).map_err(|_| damaged())?;
+            return Ok(Ticket::Door {
+                hash: Hash::from_bytes(part(&bytes, 0)?),
+                device,
+                key: DoorKey(part(&bytes, 64)?),
+            });
+        }
+        if let Some(body) = text.strip_prefix(TICKET_PREFIX_USER) {
+            let bytes = decode(body)?;
+            if bytes.len() != 32 {
+                return Err(damaged());
+            }
+            return Ok(Ticket::User(Hash::from_bytes(part(&bytes, 0)?)));
+        }
+        bail!("not a peerpipe ticket (it starts with {TICKET_PREFIX})")
+    }
 }
 
 #[cfg(test)]
@@ -1260,11 +1426,25 @@ mod tests {
     #[test]
     fn tickets_read_back_and_damage_is_refused() {
         let hash = Hash::of(b"photos");
-        let t = ticket(&hash);
-        assert!(t.starts_with("pp1"));
-        assert_eq!(parse_ticket(&t).unwrap(), hash);
-        assert_eq!(parse_ticket(&format!(" {t}\n")).unwrap(), hash);
-        assert!(parse_ticket(&t[..t.len() - 2]).is_err());
-        assert!(parse_ticket("xx1abc").is_err());
+        let device = peerpipe::Identity::from_secret_bytes([5; 32]).device_id();
+        let key = DoorKey::derive(&[6; 32], hash.as_bytes());
+        for ticket in [Ticket::User(hash), Ticket::Door { hash, device, key }] {
+            let t = ticket.to_string();
+            assert_eq!(t.parse::<Ticket>().unwrap(), ticket);
+            assert_eq!(format!(" {t}\n").parse::<Ticket>().unwrap(), ticket);
+            let shouted = format!("{}{}", &t[..3], t[3..].to_uppercase());
+            assert_eq!(shouted.parse::<Ticket>().unwrap(), ticket);
+            assert!(t[..t.len() - 2].parse::<Ticket>().is_err());
+            assert!(format!("{t}a").parse::<Ticket>().is_err());
+        }
+        assert!(Ticket::User(hash).to_string().starts_with("pp1"));
+        let door = Ticket::Door {
+            hash,
+            device,
+            key: DoorKey([0; 32]),
+        }
+        .to_string();
+        assert!(door.starts_with("pp2"));
+        assert!("xx1abc".parse::<Ticket>().is_err());
     }
 }

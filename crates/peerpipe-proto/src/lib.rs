@@ -9,6 +9,8 @@
 //! - [`lan`]: the multicast announcement of a sender on a network without a server;
 //! - [`code`]: one-time codes (`7-amber-falcon`) and the SPAKE2 exchange that
 //!   turns one into a session key between devices of different users;
+//! - [`door`]: lasting ways in for devices of any user that hold a secret (share
+//!   tickets);
 //! - [`relay`]: the binary relay frame header the server forwards by;
 //! - [`node_link`]: the frames between the server nodes of a cluster;
 //! - [`resp`]: the Redis protocol (RESP2) the server nodes of a cluster speak;
@@ -37,6 +39,7 @@
 
 pub mod code;
 pub mod direct;
+pub mod door;
 pub mod id;
 pub mod lan;
 pub mod node_link;

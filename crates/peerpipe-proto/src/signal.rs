@@ -21,6 +21,10 @@
 //! ([`ClientMessage::CodeMessage`]: the PAKE of [`crate::code`]) and may connect
 //! to each other while the code is live.
 //!
+//! A device may also open *doors* ([`ClientMessage::OpenDoor`], see
+//! [`crate::door`]): a device of any user that names one in its
+//! [`ClientMessage::Connect`] reaches it while the door is open.
+//!
 //! Relayed session data travels in binary frames, see [`crate::relay`].
 
 use std::fmt;
@@ -28,6 +32,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::door::Door;
 use crate::id::DeviceId;
 
 /// The signaling protocol version this crate speaks.
@@ -498,6 +503,11 @@ pub enum ClientMessage {
         /// [`ServerMessage::Incoming`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<String>,
+        /// A door of the target ([`ClientMessage::OpenDoor`]) to come in by:
+        /// then the target may be a device of any user. Passed through to the
+        /// target in [`ServerMessage::Incoming`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        door: Option<Door>,
     },
     /// Accept an incoming session; answered by [`ServerMessage::Accepted`] or an error.
     Accept {
@@ -571,7 +581,23 @@ pub enum ClientMessage {
         /// The connection: the server session it was first set up on.
         connection: SessionId,
     },
+    /// Let devices of any user (and anonymous ones) connect to this device if
+    /// they name `door` ([`crate::door`]): the server forgets it with the
+    /// link, so the device opens its doors again after every reconnect. At
+    /// most [`MAX_DOORS`] per connection (more: `rate_limited`). No answer.
+    OpenDoor {
+        /// The door.
+        door: Door,
+    },
+    /// Close a door again: connections through it already made go on. No answer.
+    CloseDoor {
+        /// The door.
+        door: Door,
+    },
 }
+
+/// How many doors ([`ClientMessage::OpenDoor`]) one server connection may hold open.
+pub const MAX_DOORS: usize = 16;
 
 /// How many [`ClientMessage::AllowResume`] one server connection may hold at once.
 pub const MAX_RESUMABLE: usize = 64;
@@ -631,6 +657,9 @@ pub enum ServerMessage {
         /// The service the initiator asked for, if any.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         service: Option<String>,
+        /// The door the initiator came in by, if it named one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        door: Option<Door>,
     },
     /// The target accepted a connect request: relay frames may flow.
     Connected {
@@ -941,12 +970,20 @@ mod tests {
                 to: dev(2),
                 resume: None,
                 service: None,
+                door: None,
             },
             ClientMessage::Connect {
                 req: 4,
                 to: dev(3),
                 resume: Some(SessionId(0xab)),
                 service: Some("code".into()),
+                door: Some(crate::door::DoorKey([1; 32]).door()),
+            },
+            ClientMessage::OpenDoor {
+                door: crate::door::DoorKey([2; 32]).door(),
+            },
+            ClientMessage::CloseDoor {
+                door: crate::door::DoorKey([2; 32]).door(),
             },
             ClientMessage::Accept {
                 req: 3,
@@ -992,6 +1029,8 @@ mod tests {
                 Some(1),
                 Some(2),
                 Some(4),
+                None,
+                None,
                 Some(3),
                 None,
                 None,
@@ -1045,7 +1084,8 @@ mod tests {
                     label: String::new(),
                 },
                 resume: None,
-                service: Some("code".into()),
+                service: Some("share".into()),
+                door: Some(crate::door::DoorKey([1; 32]).door()),
             },
             ServerMessage::CodeAllocated {
                 req: 1,

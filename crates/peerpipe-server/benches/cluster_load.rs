@@ -1926,6 +1926,7 @@ async fn relay(
                 to: rid.device_id(),
                 resume: None,
                 service: None,
+                door: None,
             }
             .encode(),
         ))

@@ -94,6 +94,7 @@ async fn try_connect_resuming(
             to: to.id,
             resume,
             service: Some("code".into()),
+            door: None,
         })
         .await?;
     tokio::select! {
@@ -299,6 +300,7 @@ async fn a_live_code_lets_exactly_its_two_devices_connect() -> Result<()> {
                 to: identity().device_id(),
                 resume: None,
                 service: Some("code".into()),
+                door: None,
             })
             .await?;
         let ServerMessage::Error { message, .. } =
@@ -369,6 +371,7 @@ async fn bad_service_labels_are_refused() -> Result<()> {
                     to: b.id,
                     resume: None,
                     service: Some(bad.into()),
+                    door: None,
                 })
                 .await?;
             let m = a.client.expect_error(ErrorCode::BadRequest).await?;

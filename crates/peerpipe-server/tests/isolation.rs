@@ -59,6 +59,7 @@ async fn connect_to_other_users_device_is_not_found_like_a_random_id() -> Result
                     to,
                     resume: None,
                     service: None,
+                    door: None,
                 })
                 .await?;
             let m = b.client.recv().await?;
@@ -86,6 +87,7 @@ async fn connect_to_other_users_device_is_not_found_like_a_random_id() -> Result
                 to: gone_id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         a1.client.expect_error(ErrorCode::PeerOffline).await?;

@@ -133,6 +133,7 @@ async fn unanswered_connect_requests_are_capped_per_connection() -> Result<()> {
                     to: b.id,
                     resume: None,
                     service: None,
+                    door: None,
                 })
                 .await?;
         }

@@ -27,6 +27,7 @@ async fn health_and_metrics() -> Result<()> {
                 to: identity().device_id(),
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         a.client.expect_error(ErrorCode::NotFound).await?;

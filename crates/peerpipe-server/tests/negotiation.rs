@@ -47,6 +47,7 @@ async fn resume_id_passes_through_to_the_target() -> Result<()> {
                 to: b.id,
                 resume,
                 service: None,
+                door: None,
             })
             .await?;
         let ServerMessage::Incoming {
@@ -75,6 +76,7 @@ async fn reject_reaches_the_initiator() -> Result<()> {
                 to: b.id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
@@ -110,6 +112,7 @@ async fn offline_and_self_are_refused() -> Result<()> {
                 to: b_id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let m = a.client.expect_error(ErrorCode::PeerOffline).await?;
@@ -120,6 +123,7 @@ async fn offline_and_self_are_refused() -> Result<()> {
                 to: a.id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let m = a.client.expect_error(ErrorCode::Forbidden).await?;
@@ -142,6 +146,7 @@ async fn unanswered_connect_times_out() -> Result<()> {
                 to: b.id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
@@ -198,6 +203,7 @@ async fn close_reaches_the_other_party() -> Result<()> {
                 to: b.id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {
@@ -232,6 +238,7 @@ async fn disconnect_ends_sessions() -> Result<()> {
                 to: b.id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let ServerMessage::Incoming {
@@ -273,6 +280,7 @@ async fn disconnect_ends_sessions() -> Result<()> {
                 to: b.id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let ServerMessage::Incoming { session, .. } = b.client.recv().await? else {

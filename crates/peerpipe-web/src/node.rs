@@ -703,6 +703,7 @@ fn resume_all(node: &NodeRef) {
             to,
             resume: Some(id),
             service,
+            door: None,
         });
     }
 }
@@ -881,6 +882,7 @@ pub(crate) fn dial(
         to,
         resume: None,
         service: svc,
+        door: None,
     });
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use peerpipe_proto::door::Door;
 use peerpipe_proto::id::DeviceId;
 use peerpipe_proto::session::handshake::Psk;
 use peerpipe_proto::signal::{PeerInfo, SessionId};
@@ -28,6 +29,7 @@ pub(crate) enum Command {
         to: DeviceId,
         service: Option<String>,
         psk: Option<Psk>,
+        door: Option<Door>,
         reply: oneshot::Sender<Result<Connection, ConnectError>>,
     },
     Accept {
@@ -58,6 +60,16 @@ pub(crate) enum Command {
     },
     Reject {
         session: SessionId,
+    },
+    /// Let devices of any user that hold the door's key in (at the server,
+    /// now and after every reconnect); connections through it are bound to `psk`.
+    OpenDoor {
+        door: Door,
+        psk: Psk,
+    },
+    /// Close a door again.
+    CloseDoor {
+        door: Door,
     },
     /// An operation waited longer than the slow threshold: the actor reports
     /// [`NodeEvent::Slow`](crate::NodeEvent::Slow).
@@ -102,8 +114,11 @@ pub struct Incoming {
     session: SessionId,
     peer: PeerInfo,
     service: Option<String>,
-    /// The key a code exchange agreed on with this peer.
+    /// The key a code exchange agreed on with this peer, or the key of the
+    /// door it came in by.
     psk: Option<Psk>,
+    /// The door it came in by.
+    door: Option<Door>,
     cfg: Arc<Config>,
     cmd: mpsc::Sender<Command>,
     answered: bool,
@@ -115,6 +130,7 @@ impl fmt::Debug for Incoming {
             .field("session", &self.session)
             .field("peer", &self.peer)
             .field("service", &self.service)
+            .field("door", &self.door)
             .finish_non_exhaustive()
     }
 }
@@ -132,6 +148,7 @@ impl Incoming {
             peer,
             service,
             psk: None,
+            door: None,
             cfg,
             cmd,
             answered: false,
@@ -158,10 +175,23 @@ impl Incoming {
         self.service.as_deref()
     }
 
+    /// The door of this node ([`Node::open_door`](crate::Node::open_door)) the
+    /// other device came in by: then it may be a device of any user, and
+    /// [`Incoming::accept`] succeeds only if it holds the door's key.
+    pub fn door(&self) -> Option<Door> {
+        self.door
+    }
+
     /// Binds the handshake to the key of a code exchange.
     pub(crate) fn with_psk(mut self, psk: Psk) -> Self {
         self.psk = Some(psk);
         self
+    }
+
+    /// Came in by `door`, whose key gives `psk`.
+    pub(crate) fn through_door(mut self, door: Door, psk: Psk) -> Self {
+        self.door = Some(door);
+        self.with_psk(psk)
     }
 
     /// Accepts the connection and runs the end-to-end handshake; both must finish

@@ -104,6 +104,7 @@ pub use error::{
 pub use event::NodeEvent;
 pub use node::{Node, NodeBuilder};
 pub use op::Operation;
+pub use peerpipe_proto::door::{Door, DoorKey};
 pub use peerpipe_proto::id::{DeviceId, Identity};
 pub use peerpipe_proto::signal::{IceServer, PeerInfo, SessionId};
 pub use tls::{CertificateDer, certificates_from_pem};

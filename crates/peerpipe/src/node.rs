@@ -3,6 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use peerpipe_proto::door::{Door, DoorKey};
 use peerpipe_proto::id::{DeviceId, Identity};
 use peerpipe_proto::session::handshake::Psk;
 use peerpipe_proto::signal::{IceServer, MAX_LABEL_LEN, PeerInfo, truncate_utf8, valid_service};
@@ -336,17 +337,77 @@ impl Node {
             .await
     }
 
+    /// Like [`Node::connect_service`], to a device of *any* user that opened
+    /// the door of `key` ([`Node::open_door`]): the server lets the request
+    /// through by the door, and the end-to-end handshake proves that both
+    /// devices hold `key` (besides their device keys). A device that has not
+    /// opened that door is `NotFound`, as any device of another user is.
+    pub async fn connect_door(
+        &self,
+        peer: DeviceId,
+        service: &str,
+        key: &DoorKey,
+    ) -> Result<Connection, ConnectError> {
+        if !valid_service(service) {
+            return Err(ConnectError::InvalidService(service.to_owned()));
+        }
+        let (psk, door) = (Some(key.psk()), Some(key.door()));
+        self.connect_with_door(peer, Some(service.to_owned()), psk, door)
+            .await
+    }
+
+    /// Lets devices of any user (and anonymous ones) that hold `key` connect to
+    /// this device with [`Node::connect_door`]: their requests arrive as
+    /// [`NodeEvent::IncomingConnection`] like any other, with
+    /// [`Incoming::door`](crate::Incoming::door) set; accepting one succeeds
+    /// only if the other device proves the key. The door stays open (again
+    /// after every reconnect to the server) until [`Node::close_door`]. The
+    /// server lets a device hold up to 16 doors.
+    pub async fn open_door(&self, key: &DoorKey) -> Result<(), RequestError> {
+        let command = Command::OpenDoor {
+            door: key.door(),
+            psk: key.psk(),
+        };
+        self.inner
+            .cmd
+            .send(command)
+            .await
+            .map_err(|_| RequestError::Stopped)
+    }
+
+    /// Closes the door of `key`: new requests through it are refused;
+    /// connections made through it go on.
+    pub async fn close_door(&self, key: &DoorKey) -> Result<(), RequestError> {
+        let command = Command::CloseDoor { door: key.door() };
+        self.inner
+            .cmd
+            .send(command)
+            .await
+            .map_err(|_| RequestError::Stopped)
+    }
+
     pub(crate) async fn connect_with(
         &self,
         peer: DeviceId,
         service: Option<String>,
         psk: Option<Psk>,
     ) -> Result<Connection, ConnectError> {
+        self.connect_with_door(peer, service, psk, None).await
+    }
+
+    async fn connect_with_door(
+        &self,
+        peer: DeviceId,
+        service: Option<String>,
+        psk: Option<Psk>,
+        door: Option<Door>,
+    ) -> Result<Connection, ConnectError> {
         let (reply, rx) = oneshot::channel();
         let command = Command::Connect {
             to: peer,
             service,
             psk,
+            door,
             reply,
         };
         self.inner

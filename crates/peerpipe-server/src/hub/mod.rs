@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use bytes::Bytes;
+use peerpipe_proto::door::Door;
 use peerpipe_proto::id::DeviceId;
 use peerpipe_proto::signal::{
     ClientMessage, CloseReason, ErrorCode, MAX_REASON_LEN, PeerInfo, ServerMessage, SessionId,
@@ -215,6 +216,9 @@ struct State {
     /// Per connection id: the (device, connection) pairs of another user it
     /// lets route a connection to it again ([`ClientMessage::AllowResume`]).
     resumable: HashMap<u64, HashSet<(DeviceId, SessionId)>>,
+    /// Per connection id: the doors it opened to devices of any user
+    /// ([`ClientMessage::OpenDoor`]).
+    doors: HashMap<u64, HashSet<Door>>,
 }
 
 /// Everything the connections share.
@@ -447,6 +451,7 @@ impl Hub {
             }
         }
         st.resumable.remove(&me.handle.conn);
+        st.doors.remove(&me.handle.conn);
         self.end_sessions_of(&mut st, me);
     }
 
@@ -483,7 +488,8 @@ impl Hub {
                 to,
                 resume,
                 service,
-            } => self.connect(me, req, to, resume, service),
+                door,
+            } => self.connect(me, req, to, resume, service, door),
             ClientMessage::CodeAllocate { req, nameplate } => {
                 self.code_allocate(me, req, nameplate);
             }
@@ -501,6 +507,8 @@ impl Hub {
             ClientMessage::RevokeResume { peer, connection } => {
                 self.revoke_resume(me, peer, connection)
             }
+            ClientMessage::OpenDoor { door } => self.open_door(me, door),
+            ClientMessage::CloseDoor { door } => self.close_door(me, door),
             _ => self.send_error(
                 &me.handle,
                 None,

@@ -1,7 +1,8 @@
 //! Sessions: connection requests between two devices, from `connect` through
 //! `accept` (or reject, time-out, cancel) to `close`, and the route relayed
 //! frames of an established session take; which connections of a device may
-//! be routed to it again across users (a code's, after its code is gone).
+//! be routed to it again across users (a code's, after its code is gone), and
+//! the doors through which devices of any user may connect to it.
 //!
 //! With [`super::presence`] this is the part that a cluster of server nodes
 //! keeps in shared storage: the hub's connection loop asks only
@@ -9,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use peerpipe_proto::signal::MAX_RESUMABLE;
+use peerpipe_proto::signal::{MAX_DOORS, MAX_RESUMABLE};
 
 use super::*;
 
@@ -121,6 +122,13 @@ impl State {
             .get(&target)
             .is_some_and(|set| set.contains(&(from, id)))
     }
+
+    /// Whether connection `target` has `door` open.
+    fn door_open(&self, target: u64, door: &Door) -> bool {
+        self.doors
+            .get(&target)
+            .is_some_and(|set| set.contains(door))
+    }
 }
 
 impl Hub {
@@ -153,6 +161,36 @@ impl Hub {
         }
     }
 
+    /// `me` lets devices of any user connect to it through `door`.
+    pub(super) fn open_door(&self, me: &Member, door: Door) {
+        let mut st = self.lock();
+        let set = st.doors.entry(me.handle.conn).or_default();
+        if set.len() >= MAX_DOORS && !set.contains(&door) {
+            drop(st);
+            self.send_error(
+                &me.handle,
+                None,
+                None,
+                ErrorCode::RateLimited,
+                "too many doors open on this connection: close one first",
+            );
+            return;
+        }
+        set.insert(door);
+    }
+
+    /// `me` closes `door`.
+    pub(super) fn close_door(&self, me: &Member, door: Door) {
+        let mut st = self.lock();
+        if let Some(set) = st.doors.get_mut(&me.handle.conn) {
+            set.remove(&door);
+            if set.is_empty() {
+                st.doors.remove(&me.handle.conn);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn connect(
         self: &Arc<Self>,
         me: &Member,
@@ -160,6 +198,7 @@ impl Hub {
         to: DeviceId,
         resume: Option<SessionId>,
         service: Option<String>,
+        door: Option<Door>,
     ) {
         if service.as_deref().is_some_and(|s| !valid_service(s)) {
             self.send_error(
@@ -184,7 +223,8 @@ impl Hub {
         let mut st = self.lock();
         // Devices of the same user, or the two devices of a live code (and only
         // these two connections: no other device of either user), or a
-        // connection the target lets this device route again.
+        // connection the target lets this device route again, or any device
+        // through a door the target opened.
         let target = st
             .presence
             .get(&to)
@@ -192,6 +232,7 @@ impl Hub {
                 (t.user == me.user && !me.anonymous)
                     || st.code_grant(me.handle.conn, t.handle.conn)
                     || resume.is_some_and(|id| st.resume_allowed(t.handle.conn, me.device, id))
+                    || door.is_some_and(|d| st.door_open(t.handle.conn, &d))
             })
             .cloned();
         let Some(target) = target else {
@@ -237,6 +278,7 @@ impl Hub {
                 from: me.info(),
                 resume,
                 service,
+                door,
             },
         );
         st.sessions.insert(

@@ -258,6 +258,7 @@ impl Device {
                 to: target.id,
                 resume: None,
                 service: None,
+                door: None,
             })
             .await?;
         let ServerMessage::Incoming { session, from, .. } = target.client.recv().await? else {

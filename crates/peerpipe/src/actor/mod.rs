@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use peerpipe_proto::code::CodeFrame;
+use peerpipe_proto::door::Door;
 use peerpipe_proto::id::DeviceId;
 use peerpipe_proto::relay::RelayHeader;
 use peerpipe_proto::session::handshake::Psk;
@@ -149,6 +150,8 @@ pub(crate) struct Actor {
     peers: HashMap<DeviceId, PeerInfo>,
     /// Nameplates this node allocated or claimed on the current link.
     codes: HashMap<u32, CodeRoute>,
+    /// The doors this node opened, and the keys of their connections.
+    doors: HashMap<Door, Psk>,
     link: Option<Link>,
     /// Where direct attempts bind, from the current server link.
     env: watch::Sender<DirectEnv>,
@@ -180,6 +183,7 @@ impl Actor {
             routes: HashMap::new(),
             peers: HashMap::new(),
             codes: HashMap::new(),
+            doors: HashMap::new(),
             link: None,
             env: watch::Sender::new(DirectEnv::default()),
             quic: None,
@@ -332,6 +336,13 @@ impl Actor {
             Command::CodeRelease { nameplate } => {
                 self.codes.remove(&nameplate);
             }
+            // Opened at the server once the link is up.
+            Command::OpenDoor { door, psk } => {
+                self.doors.insert(door, psk);
+            }
+            Command::CloseDoor { door } => {
+                self.doors.remove(&door);
+            }
             Command::Reject { .. } | Command::CodeSend { .. } => {}
             Command::Slow { operation, elapsed } => {
                 self.emit(NodeEvent::Slow { operation, elapsed });
@@ -465,6 +476,7 @@ impl Actor {
             max_frame: limits.max_frame,
         });
         self.allow_resumes().await;
+        self.open_doors().await;
         self.resume_all().await;
         let (ping_every, idle) = keepalive(&limits);
         tracing::debug!(?limits, "server link up");
@@ -552,6 +564,7 @@ impl Actor {
                 to,
                 service,
                 psk,
+                door,
                 reply,
             } => {
                 let req = self.request_id();
@@ -568,8 +581,18 @@ impl Actor {
                     to,
                     resume: None,
                     service,
+                    door,
                 })
                 .await;
+            }
+            Command::OpenDoor { door, psk } => {
+                self.doors.insert(door, psk);
+                self.send_signal(ClientMessage::OpenDoor { door }).await;
+            }
+            Command::CloseDoor { door } => {
+                if self.doors.remove(&door).is_some() {
+                    self.send_signal(ClientMessage::CloseDoor { door }).await;
+                }
             }
             Command::CodeAllocate { chosen, reply } => {
                 let req = self.request_id();
@@ -660,8 +683,9 @@ impl Actor {
                 from,
                 resume: None,
                 service,
+                door,
             } => {
-                tracing::debug!(%session, from = %from.id.short(), ?service, "incoming connection");
+                tracing::debug!(%session, from = %from.id.short(), ?service, ?door, "incoming connection");
                 // The connection of a code goes to the code's owner.
                 let code = (service.as_deref() == Some(CODE_SERVICE))
                     .then(|| {
@@ -678,6 +702,14 @@ impl Actor {
                     self.cfg.clone(),
                     self.cmd_tx.clone(),
                 );
+                let incoming = match door {
+                    // A door closed since: dropping the request rejects it.
+                    Some(door) => match self.doors.get(&door) {
+                        Some(psk) => incoming.through_door(door, psk.clone()),
+                        None => return None,
+                    },
+                    None => incoming,
+                };
                 match code {
                     Some(tx) => {
                         // Dropped (so rejected) if the owner is gone.

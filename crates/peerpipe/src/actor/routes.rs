@@ -141,6 +141,15 @@ impl Actor {
         }
     }
 
+    /// On a new link: opens this node's doors again (the server forgot them
+    /// with the old link).
+    pub(super) async fn open_doors(&mut self) {
+        let doors: Vec<Door> = self.doors.keys().copied().collect();
+        for door in doors {
+            self.send_signal(ClientMessage::OpenDoor { door }).await;
+        }
+    }
+
     /// On a new link: lets the peers of the code connections this side
     /// accepted route them again (the server forgot that with the old link).
     pub(super) async fn allow_resumes(&mut self) {
@@ -173,6 +182,7 @@ impl Actor {
             to,
             resume: Some(id),
             service,
+            door: None,
         })
         .await;
     }
