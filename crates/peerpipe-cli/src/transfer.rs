@@ -130,8 +130,9 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// A bar of bytes, drawn nowhere until it is added to a [`MultiProgress`].
 fn bytes_bar(total: u64, label: &str) -> ProgressBar {
-    ProgressBar::new(total)
+    ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
         .with_style(style(
             "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
         ))
@@ -417,14 +418,26 @@ async fn send_on(
         .context("naming the files")?;
     tokio::spawn(share::serve(conn.clone(), library));
     let started = Instant::now();
-    let bar = out
-        .bars()
-        .add(bytes_bar(content.collection().total_size(), "sending"));
+    // A spinner while the receiver looks at the offer (it may ask its user);
+    // the bar once bytes flow.
+    let waiting = out.bars().add(
+        ProgressBar::new_spinner().with_message("waiting for the receiver to accept the files"),
+    );
+    waiting.enable_steady_tick(Duration::from_millis(120));
+    let bar = bytes_bar(content.collection().total_size(), "sending");
     let ticker = {
-        let (bar, content) = (bar.clone(), content.clone());
+        let (bars, bar, content) = (out.bars(), bar.clone(), content.clone());
+        let waiting = waiting.clone();
         tokio::spawn(async move {
+            let mut shown = false;
             loop {
-                bar.set_position(content.uploaded());
+                let uploaded = content.uploaded();
+                if uploaded > 0 && !shown {
+                    shown = true;
+                    waiting.finish_and_clear();
+                    bars.add(bar.clone());
+                }
+                bar.set_position(uploaded);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
@@ -452,6 +465,7 @@ async fn send_on(
         }
     };
     ticker.abort();
+    waiting.finish_and_clear();
     bar.finish_and_clear();
     if finished.is_err() {
         conn.close().await;
