@@ -291,7 +291,7 @@ async fn run(
     let mut sources: HashMap<u64, Source> = HashMap::new();
     // 1. The collection and its outboards, from the first source that has them;
     // the others stay: they may fetch the collection themselves and reshare.
-    let (collection, outboards) = loop {
+    let (collection, outboards, first_have) = loop {
         let conn = tokio::time::timeout(options.no_source_timeout, incoming.recv())
             .await
             .map_err(|_| ShareError::NoSource)?
@@ -301,7 +301,8 @@ async fn run(
         match found {
             Ok(found) => {
                 sources.insert(key, Source { conn });
-                break found;
+                let have = found.have.map(|have| (key, have));
+                break (found.collection, found.outboards, have);
             }
             Err(ShareError::NotFound) => {
                 sources.insert(key, Source { conn });
@@ -371,10 +372,20 @@ async fn run(
         for &key in sources.keys() {
             fetch.add_peer(key);
         }
+        if let Some((key, (have, fetching))) = &first_have {
+            fetch.handle_have(*key, have, fetching);
+        }
         *f = Some(fetch);
     }
     for (&key, source) in &sources {
-        spawn_have_poll(key, source.conn.clone(), hash, &options, &shared);
+        // What the metadata source held came with the metadata: a seed is
+        // not asked again, a partial holder only after the usual pause.
+        let told = first_have.as_ref().filter(|(k, _)| *k == key);
+        if told.is_some_and(|(_, (have, _))| have.is_full()) {
+            continue;
+        }
+        let conn = source.conn.clone();
+        spawn_have_poll(key, conn, hash, &options, &shared, told.is_some());
     }
     // 3. Schedule until complete.
     let mut dropped = Vec::new();
@@ -458,7 +469,7 @@ async fn run(
                 if let Ok(mut f) = shared.fetch.lock() && let Some(fetch) = f.as_mut() {
                     fetch.add_peer(key);
                 }
-                spawn_have_poll(key, conn.clone(), hash, &options, &shared);
+                spawn_have_poll(key, conn.clone(), hash, &options, &shared, false);
                 sources.insert(key, Source { conn });
             }
             () = shared.notify.notified() => {}
@@ -515,16 +526,45 @@ fn abort(shared: &Shared, ids: &[u64]) {
 
 /// Opens a stream, sends `request`, and reads the status byte.
 pub(crate) async fn ask(conn: &Connection, request: Request) -> Result<crate::Stream, ShareError> {
+    let mut stream = request_on(conn, request).await?;
+    status(&mut stream).await?;
+    Ok(stream)
+}
+
+/// Opens a stream and sends `request` on it, without waiting for the answer
+/// (several requests in one round trip).
+async fn request_on(conn: &Connection, request: Request) -> Result<crate::Stream, ShareError> {
     let mut stream = conn.open_stream().await?;
     stream.write_all(&request.encode()).await?;
     stream.finish()?;
-    let status = stream.read_u8().await?;
-    match Status::from_byte(status) {
-        Some(Status::Ok) => Ok(stream),
+    Ok(stream)
+}
+
+/// Reads an answer's status byte: `Ok`, or the error it names.
+async fn status(stream: &mut crate::Stream) -> Result<(), ShareError> {
+    match Status::from_byte(stream.read_u8().await?) {
+        Some(Status::Ok) => Ok(()),
         Some(Status::NotFound) => Err(ShareError::NotFound),
         Some(Status::NotHeld) => Err(ShareError::NotHeld),
         None => Err(ShareError::Protocol("unknown status")),
     }
+}
+
+/// Reads a have answer for `groups` groups: what the peer holds, and what
+/// it is fetching.
+async fn read_have(
+    stream: &mut crate::Stream,
+    groups: u64,
+) -> Result<(Bitmap, Bitmap), ShareError> {
+    let bytes = groups.div_ceil(8) as usize;
+    let mut raw = vec![0u8; 2 * bytes];
+    stream.read_exact(&mut raw).await?;
+    let bad = |_| ShareError::Protocol("bad have-bitmap");
+    let (have, fetching) = raw.split_at(bytes);
+    Ok((
+        Bitmap::decode(groups, have).map_err(bad)?,
+        Bitmap::decode(groups, fetching).map_err(bad)?,
+    ))
 }
 
 /// Exactly `len` bytes from `stream`. Memory grows only as the peer sends (not
@@ -539,28 +579,43 @@ async fn read_len(stream: &mut crate::Stream, len: u64) -> Result<Vec<u8>, Share
     }
 }
 
-/// The verified collection and outboards from `conn`'s peer.
+/// What a source tells of a collection before any data: the collection, its
+/// outboards (both verified), and what the source holds of it.
+pub(crate) struct Metadata {
+    pub collection: Collection,
+    pub outboards: Vec<Outboard>,
+    /// What the source holds and is fetching; `None` if it could not say.
+    pub have: Option<(Bitmap, Bitmap)>,
+}
+
+/// The verified collection and outboards from `conn`'s peer, and what it
+/// holds: the three requests go out at once, so they cost one round trip.
 pub(crate) async fn metadata(
     conn: &Connection,
     hash: Hash,
     limit: Duration,
-) -> Result<(Collection, Vec<Outboard>), ShareError> {
+) -> Result<Metadata, ShareError> {
     let work = async {
-        let mut stream = ask(conn, Request::Collection(hash)).await?;
+        let mut collection_stream = request_on(conn, Request::Collection(hash)).await?;
+        let mut outboard_stream = request_on(conn, Request::Outboards(hash)).await?;
+        let mut have_stream = request_on(conn, Request::Have(hash)).await?;
+        let stream = &mut collection_stream;
+        status(stream).await?;
         let len = stream.read_u64().await?;
         if len > MAX_ENCODED {
             return Err(ShareError::Protocol("collection too large"));
         }
-        let encoded = read_len(&mut stream, len).await?;
+        let encoded = read_len(stream, len).await?;
         if Hash::of(&encoded) != hash {
             return Err(ShareError::Corrupt);
         }
         let collection = Collection::decode(&encoded)?;
         let layout = Layout::new(&collection);
-        let mut stream = ask(conn, Request::Outboards(hash)).await?;
+        let stream = &mut outboard_stream;
+        status(stream).await?;
         let mut outboards = Vec::with_capacity(layout.blobs().len());
         for blob in layout.blobs() {
-            let raw = read_len(&mut stream, blob.groups() * 32).await?;
+            let raw = read_len(stream, blob.groups() * 32).await?;
             let groups = raw
                 .chunks_exact(32)
                 .map(|c| c.try_into().unwrap_or([0; 32]))
@@ -572,7 +627,16 @@ pub(crate) async fn metadata(
                 .map_err(|_| ShareError::Corrupt)?;
             outboards.push(outboard);
         }
-        Ok((collection, outboards))
+        // A source that cannot say what it holds is asked again by the poll.
+        let have = match status(&mut have_stream).await {
+            Ok(()) => read_have(&mut have_stream, layout.groups()).await.ok(),
+            Err(_) => None,
+        };
+        Ok(Metadata {
+            collection,
+            outboards,
+            have,
+        })
     };
     tokio::time::timeout(limit, work)
         .await
@@ -585,6 +649,7 @@ fn spawn_have_poll(
     hash: Hash,
     options: &DownloadOptions,
     shared: &Arc<Shared>,
+    mut pause_first: bool,
 ) {
     let shared = shared.clone();
     let interval = options.have_interval;
@@ -600,17 +665,13 @@ fn spawn_have_poll(
                 },
                 Err(_) => return,
             };
+            if std::mem::take(&mut pause_first) {
+                tokio::time::sleep(have_pause(interval, groups)).await;
+                continue;
+            }
             let have = tokio::time::timeout(limit, async {
                 let mut stream = ask(&conn, Request::Have(hash)).await?;
-                let bytes = groups.div_ceil(8) as usize;
-                let mut raw = vec![0u8; 2 * bytes];
-                stream.read_exact(&mut raw).await?;
-                let bad = |_| ShareError::Protocol("bad have-bitmap");
-                let (have, fetching) = raw.split_at(bytes);
-                Ok((
-                    Bitmap::decode(groups, have).map_err(bad)?,
-                    Bitmap::decode(groups, fetching).map_err(bad)?,
-                ))
+                read_have(&mut stream, groups).await
             })
             .await;
             match have {

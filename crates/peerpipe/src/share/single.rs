@@ -33,7 +33,8 @@ impl Single {
     /// that the caller can show what is offered; [`Single::write_to`] refuses
     /// more than one.
     pub async fn fetch(conn: &Connection, hash: Hash, limit: Duration) -> Result<Self, ShareError> {
-        let (collection, mut outboards) = metadata(conn, hash, limit).await?;
+        let found = metadata(conn, hash, limit).await?;
+        let (collection, mut outboards) = (found.collection, found.outboards);
         // A collection without files has no outboard; it writes nothing.
         let outboard = outboards.pop().unwrap_or_else(|| Outboard::of(&[]));
         Ok(Self {
