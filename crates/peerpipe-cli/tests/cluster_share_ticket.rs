@@ -6,12 +6,11 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
 use common::cluster::{Cluster, client_at};
-use common::{KillOnDrop, TempDir, bin, same_bytes, wait_bounded};
+use common::{TempDir, bin, same_bytes, spawn_share, wait_bounded};
 
 #[test]
 #[ignore = "needs redis-server and nginx (the cluster step of .ci/run)"]
@@ -25,24 +24,13 @@ fn a_ticket_shared_on_one_node_is_fetched_through_the_others() {
         .collect();
     fs::write(&file, &data).unwrap();
 
-    let mut sharer = KillOnDrop(
-        client_at(
-            "share",
-            &[file.to_str().unwrap(), "--relay-only"],
-            &cluster.nodes[0].url(),
-            &alice,
-            &dir.path("alice.key"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let ticket = BufReader::new(sharer.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let (_sharer, ticket) = spawn_share(client_at(
+        "share",
+        &[file.to_str().unwrap(), "--relay-only"],
+        &cluster.nodes[0].url(),
+        &alice,
+        &dir.path("alice.key"),
+    ));
 
     for (node, token) in [(1, Some(bob.as_str())), (2, None)] {
         let out = dir.path(&format!("out-{node}"));

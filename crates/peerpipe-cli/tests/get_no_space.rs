@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{KillOnDrop, ServeProcess, TempDir, client, stderr_of, wait_bounded};
+use common::{KillOnDrop, ServeProcess, TempDir, client, spawn_share, stderr_of, wait_bounded};
 
 #[test]
 #[ignore = "needs root: mounts a small tmpfs in a mount namespace"]
@@ -20,24 +19,13 @@ fn a_ticket_larger_than_the_free_space_is_refused_first() {
     let token = server.token("me");
     let file = dir.path("big.bin");
     common::files::write_input(&file, 20 << 20, 4).unwrap();
-    let mut seed = KillOnDrop(
-        client(
-            "share",
-            &[file.to_str().unwrap()],
-            &server,
-            &token,
-            &dir.path("seed"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let ticket = BufReader::new(seed.stdout.take().unwrap())
-        .lines()
-        .next()
-        .expect("a ticket line")
-        .unwrap();
+    let (_seed, ticket) = spawn_share(client(
+        "share",
+        &[file.to_str().unwrap()],
+        &server,
+        &token,
+        &dir.path("seed"),
+    ));
     let out = dir.path("small");
     std::fs::create_dir_all(&out).unwrap();
     let script = format!(

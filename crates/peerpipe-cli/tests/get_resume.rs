@@ -9,7 +9,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{KillOnDrop, ServeProcess, TempDir, client, wait_bounded};
+use common::{KillOnDrop, ServeProcess, TempDir, client, spawn_share, wait_bounded};
 
 const SIZE: usize = 48 * 1024 * 1024;
 const GROUP: u64 = 16 * 1024;
@@ -38,24 +38,13 @@ fn a_killed_get_fetches_only_what_is_missing() {
     }
     fs::write(&file, &data).unwrap();
 
-    let mut seed = KillOnDrop(
-        client(
-            "share",
-            &[file.to_str().unwrap(), "--relay-only"],
-            &server,
-            &token,
-            &dir.path("seed"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let ticket = BufReader::new(seed.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let (seed, ticket) = spawn_share(client(
+        "share",
+        &[file.to_str().unwrap(), "--relay-only"],
+        &server,
+        &token,
+        &dir.path("seed"),
+    ));
     let out = dir.path("out");
     let get = |extra: &[&str]| {
         let mut args = vec![

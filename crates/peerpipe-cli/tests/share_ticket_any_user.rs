@@ -6,36 +6,25 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{KillOnDrop, ServeProcess, TempDir, bin, client, same_bytes, wait_bounded};
+use common::{
+    KillOnDrop, ServeProcess, TempDir, bin, client, same_bytes, spawn_share, wait_bounded,
+};
 
 const BOUND: Duration = Duration::from_secs(60);
 
 /// Starts `share PATH` for `token`'s user; returns it and its ticket.
 fn share(server: &ServeProcess, token: &str, dir: &TempDir, path: &Path) -> (KillOnDrop, String) {
-    let mut child = KillOnDrop(
-        client(
-            "share",
-            &[path.to_str().unwrap()],
-            server,
-            token,
-            &dir.path("sharer-identity"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
-    let ticket = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    (child, ticket)
+    spawn_share(client(
+        "share",
+        &[path.to_str().unwrap()],
+        server,
+        token,
+        &dir.path("sharer-identity"),
+    ))
 }
 
 /// `get TICKET -o OUT` on the test's server, with `token` or anonymously.

@@ -481,3 +481,21 @@ pub fn wait_json_progress(stdout: std::process::ChildStdout, bytes: u64) {
     }
     std::thread::spawn(move || events.for_each(drop));
 }
+
+/// Starts `command` (a `peerpipe share`, its stderr dropped) and returns it
+/// with the ticket it printed.
+pub fn spawn_share(mut command: Command) -> (KillOnDrop, String) {
+    let mut child = KillOnDrop(
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ticket = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .expect("a ticket line")
+        .unwrap();
+    (child, ticket)
+}

@@ -131,63 +131,61 @@ impl State {
     }
 }
 
+/// Adds `item` to what connection `me` holds, if that stays within `max`
+/// (an item held already always fits); whether it is held.
+fn hold<T: Eq + std::hash::Hash>(
+    held: &mut HashMap<u64, HashSet<T>>,
+    me: &Member,
+    item: T,
+    max: usize,
+) -> bool {
+    let set = held.entry(me.handle.conn).or_default();
+    if set.len() >= max && !set.contains(&item) {
+        return false;
+    }
+    set.insert(item);
+    true
+}
+
+/// Removes `item` from what connection `me` holds.
+fn release<T: Eq + std::hash::Hash>(held: &mut HashMap<u64, HashSet<T>>, me: &Member, item: &T) {
+    if let Some(set) = held.get_mut(&me.handle.conn) {
+        set.remove(item);
+        if set.is_empty() {
+            held.remove(&me.handle.conn);
+        }
+    }
+}
+
 impl Hub {
     /// `me` lets `peer` route connection `connection` to it again, across users.
     pub(super) fn allow_resume(&self, me: &Member, peer: DeviceId, connection: SessionId) {
         let mut st = self.lock();
-        let set = st.resumable.entry(me.handle.conn).or_default();
-        if set.len() >= MAX_RESUMABLE && !set.contains(&(peer, connection)) {
+        if !hold(&mut st.resumable, me, (peer, connection), MAX_RESUMABLE) {
             drop(st);
-            self.send_error(
-                &me.handle,
-                None,
-                None,
-                ErrorCode::RateLimited,
-                "too many connections held open for resuming: revoke ended ones",
-            );
-            return;
+            let why = "too many connections held open for resuming: revoke ended ones";
+            self.send_error(&me.handle, None, None, ErrorCode::RateLimited, why);
         }
-        set.insert((peer, connection));
     }
 
     /// `me` withdraws an [`Hub::allow_resume`]: the connection ended.
     pub(super) fn revoke_resume(&self, me: &Member, peer: DeviceId, connection: SessionId) {
-        let mut st = self.lock();
-        if let Some(set) = st.resumable.get_mut(&me.handle.conn) {
-            set.remove(&(peer, connection));
-            if set.is_empty() {
-                st.resumable.remove(&me.handle.conn);
-            }
-        }
+        release(&mut self.lock().resumable, me, &(peer, connection));
     }
 
     /// `me` lets devices of any user connect to it through `door`.
     pub(super) fn open_door(&self, me: &Member, door: Door) {
         let mut st = self.lock();
-        let set = st.doors.entry(me.handle.conn).or_default();
-        if set.len() >= MAX_DOORS && !set.contains(&door) {
+        if !hold(&mut st.doors, me, door, MAX_DOORS) {
             drop(st);
-            self.send_error(
-                &me.handle,
-                None,
-                None,
-                ErrorCode::RateLimited,
-                "too many doors open on this connection: close one first",
-            );
-            return;
+            let why = "too many doors open on this connection: close one first";
+            self.send_error(&me.handle, None, None, ErrorCode::RateLimited, why);
         }
-        set.insert(door);
     }
 
     /// `me` closes `door`.
     pub(super) fn close_door(&self, me: &Member, door: Door) {
-        let mut st = self.lock();
-        if let Some(set) = st.doors.get_mut(&me.handle.conn) {
-            set.remove(&door);
-            if set.is_empty() {
-                st.doors.remove(&me.handle.conn);
-            }
-        }
+        release(&mut self.lock().doors, me, &door);
     }
 
     #[allow(clippy::too_many_arguments)]
